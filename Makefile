@@ -1,0 +1,29 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch guesses CUDA_HOME from where nvcc sits, wrongly here: name the toolkit folder holding lib64/libcudart.so.
+CUDA_HOME ?= $(firstword $(patsubst %/lib64/libcudart.so,%,$(wildcard /usr/local/cuda/lib64/libcudart.so /usr/local/cuda-*/lib64/libcudart.so)))
+export CUDA_HOME
+
+.PHONY: demo test compile-report clean
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "setuptools>=70" "torch>=2.6"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m kamim_fast demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+# Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
+compile-report: $(VENV)/.installed
+	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks and kernel reports for kamim_fast; see benchmarks/README.md."""

@@ -1,0 +1,19 @@
+"""Triton kernels of kamim_fast, installed as ``kamim_fast.kernels`` (``package_dir`` in setup.py).
+
+One file per fused kernel; ``fast_tile`` holds the ``@triton.jit`` helpers they share. A kernel file
+holds kernels and their launchers only: argument checks, backend choice and torch.library registration
+live in ``kamim_fast``. Each launcher's module also lists its shipped configurations in
+``sm90_specs()``, which CI compiles for the H100 (``benchmarks/ptxas_report.py``).
+"""
+
+import triton
+from triton.runtime.jit import JITFunction
+
+
+@triton.jit
+def _probe():
+    pass
+
+
+# True when TRITON_INTERPRET=1 was set before triton was imported: the kernels then run on CPU tensors.
+INTERPRETED: bool = not isinstance(_probe, JITFunction)

@@ -1,0 +1,121 @@
+"""``@triton.jit`` building blocks for FAST-9/16 on a 2-D tile: OpenCV's rules on the GPU.
+
+The constants are packed from ``kamim_fast._opencv`` (the one place they are written), so the kernels
+and the PyTorch references cannot drift apart; the tests tie both to ``cv2``.
+"""
+
+import triton
+import triton.language as tl
+
+from kamim_fast._opencv import FAST_ARC, FAST_CIRCLE, FAST_RADIUS, GRAY_ROUND, GRAY_SHIFT, GRAY_WEIGHTS_RGB
+
+assert len(FAST_CIRCLE) == 16 and FAST_ARC == 9 and FAST_RADIUS == 3, "corner_score is written for FAST-9/16"
+
+
+def _pack_nibbles(values: list[int]) -> int:
+    """Pack small signed ints (-3..3) into one int, 4 bits each, so a static loop can unpack them."""
+    return sum((v + FAST_RADIUS) << (4 * i) for i, v in enumerate(values))
+
+
+_CIRCLE_DX = tl.constexpr(_pack_nibbles([dx for dx, _ in FAST_CIRCLE]))
+_CIRCLE_DY = tl.constexpr(_pack_nibbles([dy for _, dy in FAST_CIRCLE]))
+_RADIUS = tl.constexpr(FAST_RADIUS)
+_W_R = tl.constexpr(GRAY_WEIGHTS_RGB[0])
+_W_G = tl.constexpr(GRAY_WEIGHTS_RGB[1])
+_W_B = tl.constexpr(GRAY_WEIGHTS_RGB[2])
+_GRAY_ROUND = tl.constexpr(GRAY_ROUND)
+_GRAY_SHIFT = tl.constexpr(GRAY_SHIFT)
+# Adding and subtracting 1.5 * 2**23 rounds a float32 in [0, 2**22) to the nearest integer, ties to even,
+# exactly as torch.round does; libdevice.rint would too, but Triton's interpreter cannot run it.
+_RINT_MAGIC = tl.constexpr(12582912.0)
+
+# What the source tensor holds (a constexpr argument of the kernels).
+SRC_GRAY_U8 = 0  # (B, H, W) uint8 gray
+SRC_RGB_U8 = 1  # (B, 3, H, W) uint8
+SRC_RGB_FLOAT = 2  # (B, 3, H, W) float, normalised: x = (v / 255 - mean) / std
+# The same values for use inside @triton.jit code, which only reads constexpr globals.
+SRC_GRAY_U8_C = tl.constexpr(SRC_GRAY_U8)
+SRC_RGB_FLOAT_C = tl.constexpr(SRC_RGB_FLOAT)
+
+
+@triton.jit
+def _channel_value(x, IS_FLOAT: tl.constexpr, mean, std):
+    """One channel as an int32 in [0, 255]: uint8 as is, float un-normalised to round((x*std+mean)*255)."""
+    if IS_FLOAT:
+        v = (x.to(tl.float32) * std + mean) * 255.0
+        v = tl.minimum(tl.where(v > 0.0, v, 0.0), 255.0)  # NaN -> 0, like the reference
+        out = ((v + _RINT_MAGIC) - _RINT_MAGIC).to(tl.int32)
+    else:
+        out = x.to(tl.int32)
+    return out
+
+
+@triton.jit
+def rgb_to_gray(ptrs, stride_c, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1, m2, s0, s1, s2):
+    """OpenCV's fixed-point RGB->gray at ``ptrs`` (channel 0 of each pixel). int32 in [0, 255]; 0 where masked.
+
+    With ``BGR`` the R weight goes to channel 2 (COLOR_BGR2GRAY on the same array).
+    """
+    c0 = _channel_value(tl.load(ptrs, mask=mask, other=0), IS_FLOAT, m0, s0)
+    c1 = _channel_value(tl.load(ptrs + stride_c, mask=mask, other=0), IS_FLOAT, m1, s1)
+    c2 = _channel_value(tl.load(ptrs + 2 * stride_c, mask=mask, other=0), IS_FLOAT, m2, s2)
+    if BGR:
+        gray = c2 * _W_R + c1 * _W_G + c0 * _W_B
+    else:
+        gray = c0 * _W_R + c1 * _W_G + c2 * _W_B
+    return tl.where(mask, (gray + _GRAY_ROUND) >> _GRAY_SHIFT, 0)
+
+
+@triton.jit
+def corner_score(ptrs, stride_h, stride_w, mask):
+    """OpenCV's FAST-9/16 score of the uint8 gray pixels at ``ptrs`` (int32).
+
+    With d_k = v - x_k over the circle, score = max(max_arcs min_k d_k, -min_arcs max_k d_k) - 1 over
+    the 16 arcs of 9 contiguous pixels: the largest threshold at which the pixel is still a corner, so
+    it is a corner at threshold t iff score >= t (-1 at most for a pixel that is no corner at t=0).
+    The whole circle must be addressable where ``mask`` is True; masked lanes return -1.
+    """
+    v = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
+    d = ()
+    for k in tl.static_range(16):
+        dx = ((_CIRCLE_DX >> (4 * k)) & 15) - _RADIUS
+        dy = ((_CIRCLE_DY >> (4 * k)) & 15) - _RADIUS
+        d = d + (v - tl.load(ptrs + (dy * stride_h + dx * stride_w), mask=mask, other=0).to(tl.int32),)
+    # OpenCV's pairing: for even k, the 8 pixels k+1..k+8 are shared by the arcs k..k+8 and k+1..k+9.
+    # lo/hi[i] are min/max over d[2i+1 .. 2i+8], built from pairs and quads (24 ops each, not 56).
+    pair_lo = ()
+    pair_hi = ()
+    for i in tl.static_range(8):
+        pair_lo = pair_lo + (tl.minimum(d[2 * i + 1], d[(2 * i + 2) % 16]),)
+        pair_hi = pair_hi + (tl.maximum(d[2 * i + 1], d[(2 * i + 2) % 16]),)
+    quad_lo = ()
+    quad_hi = ()
+    for i in tl.static_range(8):
+        quad_lo = quad_lo + (tl.minimum(pair_lo[i], pair_lo[(i + 1) % 8]),)
+        quad_hi = quad_hi + (tl.maximum(pair_hi[i], pair_hi[(i + 1) % 8]),)
+    best_dark = tl.full(v.shape, -256, tl.int32)  # max over arcs of min d: centre brighter than the arc
+    best_bright = tl.full(v.shape, 256, tl.int32)  # min over arcs of max d: centre darker than the arc
+    for i in tl.static_range(8):
+        lo = tl.minimum(quad_lo[i], quad_lo[(i + 2) % 8])
+        hi = tl.maximum(quad_hi[i], quad_hi[(i + 2) % 8])
+        first = d[2 * i]
+        last = d[(2 * i + 9) % 16]
+        best_dark = tl.maximum(best_dark, tl.maximum(tl.minimum(lo, first), tl.minimum(lo, last)))
+        best_bright = tl.minimum(best_bright, tl.minimum(tl.maximum(hi, first), tl.maximum(hi, last)))
+    return tl.where(mask, tl.maximum(best_dark, -best_bright) - 1, -1)
+
+
+@triton.jit
+def nms_keep(score_ptrs, stride_h, mask):
+    """3x3 non-max suppression over a uint8 score map that holds 0 for non-corners.
+
+    Returns (keep, centre score): a pixel survives iff its score is strictly greater than all 8
+    neighbours (ties suppress both). A score of 0 never survives, exactly as in OpenCV.
+    """
+    centre = tl.load(score_ptrs, mask=mask, other=0).to(tl.int32)
+    keep = mask & (centre > 0)
+    for n in tl.static_range(9):
+        if n != 4:
+            nb = tl.load(score_ptrs + ((n // 3 - 1) * stride_h + (n % 3 - 1)), mask=mask, other=0)
+            keep = keep & (centre > nb.to(tl.int32))
+    return keep, centre

@@ -1,0 +1,52 @@
+"""Test images: real photographs bundled with scikit-image, and adversarial synthetic ones."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+# Bundled with scikit-image (no download). Grey and colour, textured and smooth.
+GREY_NAMES = ("camera", "coins", "moon", "page", "text", "brick", "grass", "gravel")
+COLOUR_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@functools.cache
+def real_image(name: str) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) RGB."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    assert img.dtype == np.uint8, name
+    return img
+
+
+def crop(img: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    y = int(rng.integers(0, img.shape[0] - h + 1))
+    x = int(rng.integers(0, img.shape[1] - w + 1))
+    return np.ascontiguousarray(img[y : y + h, x : x + w])
+
+
+def synthetic(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Adversarial uint8 gray images: noise, ties on plateaus, checkerboards, flats, extreme values."""
+    if kind == "noise":
+        return rng.integers(0, 256, (h, w), dtype=np.uint8)
+    if kind == "plateaus":  # few levels: many equal scores, so NMS ties
+        return (rng.integers(0, 4, (h, w)) * 60).astype(np.uint8)
+    if kind == "checker":
+        return ((np.indices((h, w)).sum(0) % 2) * 255).astype(np.uint8)
+    if kind == "blocks":  # 2x2 checkerboard with random contrast
+        return ((np.indices((h, w)) // 2).sum(0) % 2 * rng.integers(1, 256)).astype(np.uint8)
+    if kind == "flat":
+        return np.full((h, w), rng.integers(0, 256), dtype=np.uint8)
+    if kind == "dots":  # isolated bright and dark dots on grey: clean corners with high scores
+        img = np.full((h, w), 128, dtype=np.uint8)
+        ys, xs = rng.integers(0, h, h * w // 20), rng.integers(0, w, h * w // 20)
+        img[ys, xs] = rng.choice([0, 255], ys.size)
+        return img
+    if kind == "extremes":
+        return rng.choice(np.array([0, 1, 254, 255], dtype=np.uint8), (h, w))
+    raise ValueError(kind)
+
+
+SYNTHETIC_KINDS = ("noise", "plateaus", "checker", "blocks", "flat", "dots", "extremes")
