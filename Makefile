@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: $(VENV)/.installed
 	$(PY) -m kamim_fast demo
 
+# Two workers: CI machines have 2 cores, and the Triton interpreter is CPU-bound.
+TEST_JOBS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 # Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
 compile-report: $(VENV)/.installed

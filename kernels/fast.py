@@ -21,12 +21,13 @@ from .fast_tile import (
 
 # Shipped configuration. 8 rows x 64 columns per step and 4 warps keep 4 pixels per thread, which
 # holds the 16 circle differences and the arc minima in registers without spills (ptxas report).
-ROWS = 32  # rows of a tile's block, halo included
-BLOCK_W = 64  # columns of a tile's block, halo included
-SUB_H = 8  # rows scored per step
+GPU_CONFIG = dict(ROWS=32, BLOCK_W=64, SUB_H=8)  # ROWS x BLOCK_W: a tile's block, halo included
 NUM_WARPS = 4
 PROGRAMS_PER_SM = 8
-INTERPRETER_PROGRAMS = 4  # few programs so the persistent loop runs several tiles in CI
+# Triton's interpreter pays ~100 us of Python per op whatever the block size, so CPU tensors take
+# bigger blocks (4x fewer ops per pixel). The tests also run GPU_CONFIG through the interpreter.
+INTERPRETER_CONFIG = dict(ROWS=64, BLOCK_W=128, SUB_H=32)
+INTERPRETER_PROGRAMS = 3  # fewer programs than tiles, so the persistent loop is exercised in CI
 
 
 @triton.jit
@@ -115,11 +116,13 @@ def fast_corners(
     bgr: bool = False,
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the FAST kernel. Arguments are checked by the caller (``kamim_fast.fast``).
 
     Args:
         image: (B, H, W) uint8 gray for ``SRC_GRAY_U8``, else (B, 3, H, W) uint8 or float; any strides.
+        config: block sizes (``GPU_CONFIG`` on CUDA, ``INTERPRETER_CONFIG`` on CPU by default).
     Returns:
         keypoints (B, H, W) bool and scores (B, H, W) uint8, contiguous.
     """
@@ -128,12 +131,15 @@ def fast_corners(
     scores = torch.empty((B, H, W), dtype=torch.uint8, device=image.device)
     if keypoints.numel() == 0:
         return keypoints, scores
+    if config is None:
+        config = GPU_CONFIG if image.is_cuda else INTERPRETER_CONFIG
+    rows, block_w = config["ROWS"], config["BLOCK_W"]
     halo = _halo(src_kind, nonmax_suppression)
-    tiles_h = triton.cdiv(H, ROWS - 2 * halo)
-    tiles_w = triton.cdiv(W, BLOCK_W - 2 * halo)
+    tiles_h = triton.cdiv(H, rows - 2 * halo)
+    tiles_w = triton.cdiv(W, block_w - 2 * halo)
     n_tiles = B * tiles_h * tiles_w
     programs = min(n_tiles, _max_programs(image.device))
-    scratch = torch.empty(programs * 2 * ROWS * BLOCK_W, dtype=torch.uint8, device=image.device)
+    scratch = torch.empty(programs * 2 * rows * block_w, dtype=torch.uint8, device=image.device)
     if src_kind == SRC_GRAY_U8:
         s_b, s_h, s_w = image.stride()
         s_c = 0
@@ -144,8 +150,7 @@ def fast_corners(
         H, W, s_b, s_c, s_h, s_w,
         tiles_w, tiles_h * tiles_w, n_tiles,
         threshold, *mean, *std,
-        SRC_KIND=src_kind, BGR=bgr, NMS=nonmax_suppression, HALO=halo,
-        ROWS=ROWS, BLOCK_W=BLOCK_W, SUB_H=SUB_H,
+        SRC_KIND=src_kind, BGR=bgr, NMS=nonmax_suppression, HALO=halo, **config,
         num_warps=NUM_WARPS, enable_fp_fusion=False,  # bit-exact un-normalisation: no FMA contraction
     )
     return keypoints, scores
@@ -156,8 +161,7 @@ def sm90_specs() -> list[dict]:
     specs = []
     for src_kind, src_type in ((SRC_GRAY_U8, "*u8"), (SRC_RGB_U8, "*u8"), (SRC_RGB_FLOAT, "*fp32"), (SRC_RGB_FLOAT, "*bf16")):
         for nms in (True, False):
-            constexprs = dict(SRC_KIND=src_kind, BGR=False, NMS=nms, HALO=_halo(src_kind, nms),
-                              ROWS=ROWS, BLOCK_W=BLOCK_W, SUB_H=SUB_H)
+            constexprs = dict(SRC_KIND=src_kind, BGR=False, NMS=nms, HALO=_halo(src_kind, nms), **GPU_CONFIG)
             signature = dict(src_ptr=src_type, kp_ptr="*u8", score_out_ptr="*u8", scratch_ptr="*u8",
                              **{k: "i32" for k in ("H", "W", "s_b", "s_c", "s_h", "s_w", "tiles_w", "tiles_per_image", "n_tiles", "threshold")},
                              **{k: "fp32" for k in ("m0", "m1", "m2", "sd0", "sd1", "sd2")},

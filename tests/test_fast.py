@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from images import COLOUR_NAMES, GREY_NAMES, SYNTHETIC_KINDS, crop, real_image, synthetic
+from conftest import INTERPRETER
 from oracles import cv_fast, cv_gray
 
 import kamim_fast
@@ -55,11 +56,14 @@ def test_synthetic_images_match_opencv(kind, target, rng):
 
 
 def test_every_threshold_matches_opencv(target, rng):
-    """All 256 thresholds on one small textured crop, both NMS modes."""
-    device, _ = target
+    """All 256 thresholds on a small textured crop, both NMS modes (the interpreter: a random 32)."""
+    device, backend = target
     img = crop(real_image("gravel"), 24, 40, rng)
     imgs = torch.from_numpy(img).to(device)
-    for threshold in range(256):
+    thresholds = range(256)
+    if device == "cpu" and backend == "triton":
+        thresholds = sorted({0, 1, 254, 255, *rng.choice(256, 28, replace=False).tolist()})
+    for threshold in thresholds:
         for nms in (True, False):
             kp, sc = fast_corners(imgs, threshold, nms)
             _check_against_cv(img, kp, sc, threshold, nms)
@@ -141,6 +145,25 @@ def test_keypoint_lists_match_opencv_order(target, rng):
     assert coords.shape[1] == 3 and torch.equal(coords[:, 0], coords[:, 0].sort().values)
     first = coords[coords[:, 0] == 0][:, 1:]
     assert first.cpu().tolist() == [[int(k.pt[0]), int(k.pt[1])] for k in cv_fast(img, 10, True)[2]]
+
+
+@pytest.mark.skipif(not INTERPRETER, reason="runs the GPU block sizes through Triton's interpreter")
+@pytest.mark.parametrize("src", ["gray", "rgb"])
+def test_gpu_block_sizes_in_the_interpreter(src, rng, monkeypatch):
+    """The shipped GPU configuration (smaller blocks, several row steps) on a few tiles, both NMS modes."""
+    from kamim_fast.kernels import fast as kernel
+    from kamim_fast.kernels.fast_tile import SRC_GRAY_U8, SRC_RGB_U8
+
+    rgb = np.stack([crop(real_image("astronaut"), 45, 70, rng), crop(real_image("coffee"), 45, 70, rng)])
+    gray = np.stack([cv_gray(i) for i in rgb])
+    for nms in (True, False):
+        if src == "gray":
+            kp, sc = kernel.fast_corners(torch.from_numpy(gray), 10, nms, SRC_GRAY_U8, config=kernel.GPU_CONFIG)
+        else:
+            nchw = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+            kp, sc = kernel.fast_corners(nchw, 10, nms, SRC_RGB_U8, config=kernel.GPU_CONFIG)
+        for i in range(len(gray)):
+            _check_against_cv(gray[i], kp[i], sc[i], 10, nms)
 
 
 def test_deterministic(target, rng):
