@@ -4,7 +4,7 @@ Each program walks tiles of one image (a persistent grid): it stages gray into a
 scratch (colour input only), scores a ``ROWS x BLOCK_W`` block with its halo, writes the scores to the
 scratch, and suppresses non-maxima from there. Triton cannot shift a register tile by one pixel, so
 the scratch is how a program sees its neighbours' scores; it is ``2 * ROWS * BLOCK_W`` bytes per
-program (about 2 MB on an H100) and stays in L1/L2. Only the two outputs reach HBM.
+program (about 4 MB over an H100's 1056 programs) and stays in L2. Only the two outputs reach HBM.
 """
 
 from __future__ import annotations

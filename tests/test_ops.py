@@ -1,0 +1,89 @@
+"""The torch.library ops: opcheck, torch.compile without graph breaks, and backend selection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from images import crop, real_image
+
+import kamim_fast
+from kamim_fast import fast_corners, rgb_to_gray_u8
+
+
+def _samples(rng):
+    gray = torch.from_numpy(crop(real_image("camera"), 20, 30, rng))
+    rgb = torch.from_numpy(crop(real_image("astronaut"), 20, 30, rng)).permute(2, 0, 1).unsqueeze(0)
+    return gray.unsqueeze(0), rgb
+
+
+def test_opcheck(target, rng):
+    device, _ = target
+    gray, rgb = _samples(rng)
+    gray, rgb = gray.to(device), rgb.to(device)
+    normalised = (rgb.float() / 255 - 0.5) / 0.25
+    cases = [
+        (torch.ops.kamim_fast.fast_corners.default, (gray, 10, True, False, [], [])),
+        (torch.ops.kamim_fast.fast_corners.default, (rgb, 0, False, True, [], [])),
+        (torch.ops.kamim_fast.fast_corners.default, (normalised, 10, True, False, [0.5] * 3, [0.25] * 3)),
+        (torch.ops.kamim_fast.rgb_to_gray_u8.default, (rgb, False, [0.0] * 3, [1.0] * 3)),
+        (torch.ops.kamim_fast.rgb_to_gray_u8.default, (normalised, True, [0.5] * 3, [0.25] * 3)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_compile_fullgraph_matches_eager(target, rng):
+    device, _ = target
+    gray, rgb = _samples(rng)
+
+    def pipeline(rgb_batch):
+        g = rgb_to_gray_u8(rgb_batch)
+        keypoints, scores = fast_corners(g, 10)
+        return keypoints.sum(dim=(1, 2)), scores.float().mean()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(pipeline, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(rgb.to(device)), pipeline(rgb.to(device))):
+        assert torch.equal(got, want)
+
+
+def test_unknown_backend_is_named(monkeypatch):
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", "cuda")
+    with pytest.raises(ValueError, match="KAMIM_FAST_BACKEND.*'cuda'"):
+        fast_corners(torch.zeros(9, 9, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CPU-only machine")
+def test_forced_triton_without_interpreter_raises():
+    """KAMIM_FAST_BACKEND=triton on CPU tensors without the interpreter raises; it never falls back."""
+    code = (
+        "import torch, kamim_fast\n"
+        "try:\n"
+        "    kamim_fast.fast_corners(torch.zeros(9, 9, dtype=torch.uint8))\n"
+        "except RuntimeError as e:\n"
+        "    print('RAISED', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["KAMIM_FAST_BACKEND"] = "triton"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert "RAISED" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stdout + out.stderr
+
+
+def test_auto_uses_the_reference_on_cpu(monkeypatch, rng):
+    """auto: CPU tensors take the PyTorch reference even when the interpreter is on."""
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", "auto")
+    from kamim_fast._backend import use_triton
+
+    assert not use_triton(torch.zeros(1))
+    gray = torch.from_numpy(crop(real_image("coins"), 30, 40, rng))
+    for got, want in zip(fast_corners(gray), kamim_fast.fast_corners_ref(gray.unsqueeze(0))):
+        assert torch.equal(got, want[0])
+
+
+def test_public_names():
+    for name in kamim_fast.__all__:
+        assert getattr(kamim_fast, name) is not None
