@@ -7,6 +7,8 @@ from . import _ops  # noqa: F401  (registers the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
+from .loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+from .weights import keypoint_density, keypoint_density_ref, patch_weights
 
 __version__ = "0.1.0"
 
@@ -16,9 +18,16 @@ __all__ = [
     "FastCorners",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KAMIM_PAPER",
+    "WeightedMIMLoss",
     "fast_corners",
     "fast_corners_ref",
     "fast_keypoints",
+    "keypoint_density",
+    "keypoint_density_ref",
+    "patch_weights",
     "rgb_to_gray_u8",
     "rgb_to_gray_u8_ref",
+    "weighted_mim_loss",
+    "weighted_mim_loss_ref",
 ]

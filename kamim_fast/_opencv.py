@@ -22,3 +22,20 @@ FAST_MAX_THRESHOLD = 255  # OpenCV's SIMD paths mishandle thresholds outside 0..
 GRAY_WEIGHTS_RGB: tuple[int, int, int] = (9798, 19235, 3735)
 GRAY_SHIFT = 15
 GRAY_ROUND = 1 << (GRAY_SHIFT - 1)
+
+# cv2.drawKeypoints(zeros, kps, None, color=(255, 0, 0)), channel 0, sign(): what the published KAMIM code
+# rasterises per keypoint. An anti-aliased circle of radius 3: 48 pixels of a 9x9 window around an
+# integer keypoint, hollow 3x3 centre, clipped at the image edge; overlapping rings form a union.
+# Identical in OpenCV 4.14 and 5.0 (tests/test_weights.py derives it from cv2 and compares).
+DRAW_KEYPOINT_RING: tuple[str, ...] = (
+    "...###...",
+    "..#####..",
+    ".#######.",
+    "###...###",
+    "###...###",
+    "###...###",
+    ".#######.",
+    "..#####..",
+    "...###...",
+)
+DRAW_KEYPOINT_RING_RADIUS = len(DRAW_KEYPOINT_RING) // 2

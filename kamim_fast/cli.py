@@ -71,7 +71,7 @@ def demo(image: str, out_dir: Path, threshold: int) -> Path:
     path = out_dir / f"fast_{image}.png"
     fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1]), dpi=100)
     ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
-    sc = ax.scatter(xs.cpu(), ys.cpu(), s=14, c=scores[ys, xs].cpu(), cmap="autumn", linewidths=0.5, edgecolors="k")
+    sc = ax.scatter(xs.cpu(), ys.cpu(), s=5, c=scores[ys, xs].cpu(), cmap="autumn", linewidths=0.2, edgecolors="k")
     fig.colorbar(sc, ax=ax, fraction=0.035, label="FAST score")
     ax.set_title(f"FAST-9/16 keypoints ({len(xs)}), threshold {threshold}")
     ax.axis("off")

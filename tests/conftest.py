@@ -42,3 +42,11 @@ def rng() -> np.random.Generator:
     seed = int(os.environ.get("KAMIM_FAST_TEST_SEED") or secrets.randbits(32))
     print(f"KAMIM_FAST_TEST_SEED={seed}")
     return np.random.default_rng(seed)
+
+
+def assert_raises_naming(make, exc: type[Exception], words: list[str]) -> None:
+    """``make()`` raises ``exc`` whose message holds every word (the argument, what was expected, what came)."""
+    with pytest.raises(exc) as info:
+        make()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))

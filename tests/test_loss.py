@@ -1,0 +1,145 @@
+"""The weighted masked L1 loss against SimMIM's, Hugging Face's and the published KAMIM formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_raises_naming
+from images import crop, real_image
+from published import normalise, published_weights, simmim_loss
+
+from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+
+
+def _batch(rng, B=2, H=192, W=192, names=("astronaut", "coffee", "chelsea", "rocket")):
+    imgs = np.stack([crop(real_image(names[i % len(names)]), H, W, rng) for i in range(B)])
+    target = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    pred = target + torch.from_numpy(rng.normal(0, 0.5, target.shape)).float()
+    mask = torch.from_numpy(rng.random((B, H // 32, W // 32)) < 0.6).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    return imgs, pred, target, mask.int()  # mask at model patch 16
+
+
+def test_no_weights_is_simmim(rng):
+    _, pred, target, mask = _batch(rng)
+    torch.testing.assert_close(weighted_mim_loss(pred, target, mask), simmim_loss(target, pred, mask, 16), rtol=1e-6, atol=0)
+
+
+def test_paper_preset_equals_the_published_loss_and_gradient(target, rng):
+    """weights="fast" with KAMIM_PAPER equals OpenCV FAST + drawKeypoints + conv2d pooling + exp/min + SimMIM."""
+    device, backend = target
+    imgs, pred, tgt, mask = _batch(rng, B=1 if backend == "triton" and device == "cpu" else 3)
+    p_ours = pred.clone().to(device).requires_grad_()
+    loss = weighted_mim_loss(p_ours, tgt.to(device), mask.to(device), "fast", **KAMIM_PAPER)
+    loss.backward()
+    p_ref = pred.clone().requires_grad_()
+    want = simmim_loss(tgt, p_ref, mask, 16, published_weights(imgs, 8, 0.25, channel_order="bgr"))
+    want.backward()
+    torch.testing.assert_close(loss.detach().cpu(), want.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(p_ours.grad.cpu(), p_ref.grad, rtol=1e-5, atol=1e-12)
+
+
+def test_mask_forms_agree(rng):
+    """SimMIM (B,h,w), Hugging Face (B,N) bool, pixel (B,1,H,W) float and AMT int8 (-1 thrown) masks."""
+    _, pred, target, mask = _batch(rng, H=64, W=96)
+    w = torch.from_numpy(rng.uniform(1, 3, (2, 8, 12))).float()
+    want = weighted_mim_loss(pred, target, mask, w)
+    pixel = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1).float()
+    amt = mask.to(torch.int8) - torch.from_numpy(rng.random(mask.shape) < 0.3).to(torch.int8) * (1 - mask.to(torch.int8))
+    assert (amt == -1).any()
+    for form in (mask.bool().flatten(1), pixel, amt, mask.float()):
+        torch.testing.assert_close(weighted_mim_loss(pred, target, form, w), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(weighted_mim_loss(pred, target, mask.flatten(1), w, patch_size=16), want, rtol=1e-6, atol=0)
+
+
+def test_hugging_face_loss():
+    """weights=None equals ViTForMaskedImageModeling's own loss from reconstruction and bool_masked_pos."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(int(np.random.default_rng().integers(1 << 30)))
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64, encoder_stride=8)
+    model = transformers.ViTForMaskedImageModeling(cfg).eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    bool_masked_pos = torch.rand(3, 16) < 0.5
+    out = model(pixel_values=pixels, bool_masked_pos=bool_masked_pos)
+    ours = weighted_mim_loss(out.reconstruction, pixels, bool_masked_pos)
+    torch.testing.assert_close(ours, out.loss, rtol=1e-6, atol=0)
+
+
+def test_bf16_pred_under_autocast_semantics(rng):
+    """bf16 pred with fp32 target: computed in fp32 like SimMIM's l1_loss; the gradient comes back in bf16."""
+    _, pred, target, mask = _batch(rng, H=64, W=64)
+    p16 = pred.bfloat16().requires_grad_()
+    loss = weighted_mim_loss(p16, target, mask, "fast")
+    loss.backward()
+    assert loss.dtype == torch.float32 and p16.grad.dtype == torch.bfloat16
+    want = weighted_mim_loss(p16.detach().float(), target, mask, "fast")
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-6, atol=0)
+
+
+def test_gradcheck_float64(rng):
+    _, pred, target, mask = _batch(rng, B=1, H=32, W=32)
+    w = torch.from_numpy(rng.uniform(1, 3, (1, 4, 4)))
+    pred = pred.double().requires_grad_()
+    target = target.double().requires_grad_()
+    w.requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, t, ww: weighted_mim_loss(p, t, mask, ww), (pred, target, w))
+
+
+def test_empty_masks_and_flat_images(target, rng):
+    device, _ = target
+    _, pred, tgt, mask = _batch(rng, H=32, W=32)
+    p = pred.to(device).requires_grad_()
+    loss = weighted_mim_loss(p, tgt.to(device), torch.zeros_like(mask).to(device), "fast")
+    loss.backward()
+    assert loss.item() == 0.0 and not p.grad.isnan().any() and not p.grad.any()
+    flat = torch.zeros(2, 3, 32, 32)  # uniform image: no keypoints, weight 1 everywhere
+    torch.testing.assert_close(weighted_mim_loss(pred.to(device), flat.to(device), mask.to(device), "fast"),
+                               weighted_mim_loss(pred.to(device), flat.to(device), mask.to(device)), rtol=1e-6, atol=0)
+
+
+def test_module_twin_and_compile(rng):
+    _, pred, target, mask = _batch(rng, H=64, W=64)
+    criterion = WeightedMIMLoss(weights="fast", **KAMIM_PAPER)
+    assert "temperature=0.25" in repr(criterion)
+    want = weighted_mim_loss(pred, target, mask, "fast", **KAMIM_PAPER)
+    torch.testing.assert_close(criterion(pred, target, mask), want, rtol=0, atol=0)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda p, t, m: weighted_mim_loss(p, t, m, "fast", **KAMIM_PAPER), fullgraph=True, backend="aot_eager")
+    p1, p2 = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    got = compiled(p1, target, mask)
+    got.backward()
+    weighted_mim_loss(p2, target, mask, "fast", **KAMIM_PAPER).backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "make, exc, words",
+    [
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 16), torch.ones(1, 2, 2)), ValueError, ["pred", "target", "(1, 3, 32, 16)"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 5)), ValueError, ["mask", "(1, 3, 5)"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 15)), ValueError, ["N=15"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(2, 2, 2)), ValueError, ["mask", "batch size 1"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 2, 2), patch_size=8), ValueError, ["patch size 16", "patch_size=8"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32), torch.ones(1, 2, 2), "fast"), ValueError, ["C = 3", "(1, 1, 32, 32)"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 2, 2), "fast", temperature=0), ValueError, ["temperature", "0"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 36, 36), torch.zeros(1, 3, 36, 36), torch.ones(1, 3, 3), "fast"), ValueError, ["height 36", "weight_patch_size=8"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 2, 2), torch.ones(1, 3, 3)), ValueError, ["weights", "(1, 3, 3)"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.ones(1, 2, 2), "sift"), ValueError, ["weights", "'sift'"]),
+        (lambda: weighted_mim_loss(torch.zeros(1, 3, 32, 32, dtype=torch.int32), torch.zeros(1, 3, 32, 32), torch.ones(1, 2, 2)), TypeError, ["pred", "int32"]),
+        (lambda: WeightedMIMLoss(tempreature=1.0), TypeError, ["tempreature"]),
+    ],
+)
+def test_bad_input_is_named(make, exc, words):
+    assert_raises_naming(make, exc, words)
+
+
+def test_reference_is_the_formula(rng):
+    """weighted_mim_loss_ref written out by hand on a tiny case."""
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    target = torch.zeros_like(pred)
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    w = torch.tensor([[[2.0]]])
+    expected = (2 * 1 + 2 * 3 + 2 * 4) / (3 + 1e-5) / 1
+    assert abs(weighted_mim_loss_ref(pred, target, mask, w).item() - expected) < 1e-6

@@ -1,0 +1,84 @@
+"""Keypoint density and KAMIM's patch weights against the published pipeline (OpenCV + drawKeypoints)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import assert_raises_naming
+from images import COLOUR_NAMES, crop, real_image
+from oracles import cv_fast
+from published import normalise, published_weights
+
+from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, fast_corners, keypoint_density, patch_weights
+from kamim_fast.weights import ring_stencil
+
+
+def test_ring_stencil_is_what_opencv_draws():
+    """Derive drawKeypoints' ring from OpenCV and pin it: 48 pixels, hollow 3x3 centre, any keypoint size."""
+    for size in (7.0, 3.0, 31.0):
+        drawn = cv2.drawKeypoints(np.zeros((21, 21, 3), np.uint8), [cv2.KeyPoint(10.0, 10.0, size)], None, color=(255, 0, 0))
+        ring = np.sign(drawn[..., 0])
+        assert ring.sum() == 48 and drawn[..., 1:].max() == 0
+        np.testing.assert_array_equal(ring[6:15, 6:15], ring_stencil().numpy())
+
+
+def test_density_matches_drawn_keypoints(target, rng):
+    """Union of rings, clipped at the edges, on FAST keypoints of real images; and the count mode."""
+    device, _ = target
+    gray = np.stack([crop(real_image(n), 64, 96, rng) for n in ("gravel", "text")])
+    kp = fast_corners(torch.from_numpy(gray).to(device))[0]
+    for i, img in enumerate(gray):
+        kps = cv_fast(img, 10, True)[2]
+        drawn = np.sign(cv2.drawKeypoints(np.zeros((*img.shape, 3), np.uint8), kps, None, color=(255, 0, 0))[..., 0])
+        for p in (8, 16, 32):
+            want = drawn.reshape(64 // p, p, 96 // p, p).mean((1, 3))
+            np.testing.assert_allclose(keypoint_density(kp[i], p).cpu().numpy(), want, rtol=0, atol=1e-7)
+            counts = kp[i].cpu().numpy().reshape(64 // p, p, 96 // p, p).sum((1, 3)) / p**2
+            np.testing.assert_allclose(keypoint_density(kp[i], p, "count").cpu().numpy(), counts, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", COLOUR_NAMES)
+def test_weights_equal_the_published_pipeline(name, target, rng):
+    """scikit-image photographs cropped to 192x192, from the normalised float target, rel. error < 1e-5."""
+    device, backend = target
+    interp = backend == "triton" and device == "cpu"
+    n = 1 if interp else 3
+    imgs = np.stack([crop(real_image(name), 192, 192, rng) for _ in range(n)])
+    x = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    settings = [(8, 0.25, "bgr", "ring")] if interp else [
+        (8, 0.25, "bgr", "ring"), (16, 0.1, "rgb", "ring"), (32, 2.5, "bgr", "count"), (8, 1.0, "rgb", "count")]
+    for p, T, order, density in settings:
+        got = patch_weights(x.to(device), weight_patch_size=p, temperature=T, channel_order=order, density=density)
+        want = published_weights(imgs, p, T, channel_order=order, density=density)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=0)
+        assert torch.equal(got.amin((1, 2)).cpu(), torch.ones(n))
+
+
+def test_uint8_input_and_no_keypoints(target, rng):
+    device, _ = target
+    flat = torch.full((2, 3, 32, 48), int(rng.integers(0, 256)), dtype=torch.uint8)
+    w = patch_weights(flat.to(device))
+    assert w.shape == (2, 4, 6) and torch.equal(w.cpu(), torch.ones(2, 4, 6))
+    imgs = np.stack([crop(real_image("coffee"), 32, 48, rng)])
+    u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    torch.testing.assert_close(patch_weights(u8.to(device), channel_order="bgr").cpu(), published_weights(imgs, 8, 0.25), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    "make, exc, words",
+    [
+        (lambda: keypoint_density(torch.zeros(2, 16, 20, dtype=torch.bool), 8), ValueError, ["keypoints", "width 20", "patch_size=8"]),
+        (lambda: keypoint_density(torch.zeros(16, 16), 8), TypeError, ["keypoints", "bool", "float32"]),
+        (lambda: keypoint_density(torch.zeros(16, 16, dtype=torch.bool), 8, "rings"), ValueError, ["mode", "'rings'"]),
+        (lambda: patch_weights(torch.zeros(1, 3, 20, 16)), ValueError, ["images", "height 20", "weight_patch_size=8"]),
+        (lambda: patch_weights(torch.zeros(1, 3, 16, 16), temperature=0.0), ValueError, ["temperature", "0.0"]),
+        (lambda: patch_weights(torch.zeros(1, 3, 16, 16), temperature=-1), ValueError, ["temperature", "-1"]),
+        (lambda: patch_weights(torch.zeros(1, 1, 16, 16)), ValueError, ["images", "3 channels"]),
+        (lambda: patch_weights(torch.zeros(1, 3, 16, 16), threshold=300), ValueError, ["threshold", "300"]),
+        (lambda: patch_weights(torch.zeros(1, 3, 16, 16), density="dense"), ValueError, ["density", "'dense'"]),
+    ],
+)
+def test_bad_input_is_named(make, exc, words):
+    assert_raises_naming(make, exc, words)
