@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-KERNEL_MODULES = ("fast", "gray")
+KERNEL_MODULES = ("fast", "gray", "mim_loss")
 
 
 def find_ptxas() -> str | None:

@@ -1,8 +1,8 @@
 """SimMIM's masked L1 loss with KAMIM's keypoint weights (REFERENCE.md sections 3 and 4).
 
-Status: the loss is composed of PyTorch ops around the FAST kernel (``patch_weights``) on every
-backend. The single fused Triton pass of issue 3 (FAST + density + weighted L1 + what the backward
-needs, one launch) is not written yet; this module is its reference and its public interface.
+Status: the weighted masked L1 and its backward are one Triton kernel each (``kernels/mim_loss.py``),
+registered as ``kamim_fast::weighted_masked_l1``; ``weights="fast"`` still computes the weights first
+(FAST kernel + density in PyTorch). Fusing the FAST stage into the loss kernel (issue 3) is not done.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swap
 MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, *FLOAT_DTYPES)
 
 
-def pixel_mask(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> torch.Tensor:
-    """Any accepted mask form -> (B, 1, H, W) float32 at pixel resolution (SimMIM's repeat_interleave).
+def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> tuple[torch.Tensor, int]:
+    """Any accepted mask form -> (grid, p): a contiguous (B, h, w) float32 grid of p x p pixel cells.
 
     Forms: SimMIM's (B, h, w) at model-patch resolution; Hugging Face's (B, N) ``bool_masked_pos`` with
-    N = (H/p) * (W/p); pixel-level (B, 1, H, W). Values are multipliers as in SimMIM; negative values
-    (AMT's thrown patches, -1) count as 0.
+    N = (H/p) * (W/p); pixel-level (B, 1, H, W) (p = 1). Values are multipliers as in SimMIM; negative
+    values (AMT's thrown patches, -1) count as 0.
     """
     B, _, H, W = shape
     check_tensor("mask", mask, dtypes=MASK_DTYPES, ndims=(2, 3, 4), shape_doc="(B, h, w), (B, N) or (B, 1, H, W)")
@@ -40,7 +40,7 @@ def pixel_mask(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) ->
     if mask.dim() == 4:
         if tuple(mask.shape) != (B, 1, H, W):
             raise ValueError(f"a 4-D mask must be pixel-level (B, 1, H, W) = {(B, 1, H, W)}, got {tuple(mask.shape)}")
-        grid = mask
+        grid, p = mask[:, 0], 1
     else:
         if mask.dim() == 2:  # (B, N) patch tokens, row-major
             N = mask.shape[1]
@@ -54,12 +54,15 @@ def pixel_mask(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) ->
         h, w = mask.shape[1:]
         if not h or not w or H % h or W % w or H // h != W // w:
             raise ValueError(f"a (B, h, w) mask must tile pred's {H}x{W} with square patches, got shape {tuple(mask.shape)}")
-        p = H // h
+        grid, p = mask, H // h
         if patch_size is not None and p != patch_size:
             raise ValueError(f"mask shape {tuple(mask.shape)} means patch size {p} for {H}x{W}, but patch_size={patch_size}")
-        grid = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)
-    grid = grid.to(torch.float32)  # 0/1 counts stay exact; the loss promotes it with pred
-    return grid.clamp(min=0) if mask.dtype != torch.bool else grid
+    return grid.to(torch.float32).clamp(min=0).contiguous(), p
+
+
+def expand_cells(grid: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, h, w) cells -> (B, 1, h*p, w*p) pixels, as SimMIM's repeat_interleave does."""
+    return grid.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)
 
 
 def weighted_mim_loss_ref(
@@ -74,8 +77,7 @@ def weighted_mim_loss_ref(
     dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
     loss = (pred.to(dtype) - target.to(dtype)).abs()
     if weights is not None:
-        p = pred.shape[-1] // weights.shape[-1]
-        loss = weights.repeat_interleave(p, -2).repeat_interleave(p, -1).unsqueeze(1).to(dtype) * loss
+        loss = expand_cells(weights, pred.shape[-1] // weights.shape[-1]).to(dtype) * loss
     return (loss * mask).sum() / (mask.sum() + eps) / pred.shape[1]
 
 
@@ -145,7 +147,7 @@ def weighted_mim_loss(
         patch_size = check_int("patch_size", patch_size, 1, 1 << 16)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a float >= 0, got {eps!r}")
-    mask_px = pixel_mask(mask, pred.shape, patch_size)
+    grid, mask_patch = mask_grid(mask, pred.shape, patch_size)
     if mask.device != pred.device:
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
     if isinstance(weights, str):
@@ -165,7 +167,13 @@ def weighted_mim_loss(
             raise ValueError(f"weights must be (B, H/p, W/p) for pred {tuple(pred.shape)} and a cell size p, got {tuple(weights.shape)}")
         if weights.device != pred.device:
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
-    return weighted_mim_loss_ref(pred, target, mask_px, weights, float(eps))
+    if torch.float64 in (pred.dtype, target.dtype) or (weights is not None and weights.requires_grad):
+        # gradcheck precision, or a gradient for the weights: the differentiable reference composition
+        return weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
+    if weights is not None:
+        weights = weights.to(torch.float32).contiguous()
+    weight_patch = pred.shape[-1] // weights.shape[-1] if weights is not None else 1
+    return torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
 
 
 class WeightedMIMLoss(nn.Module):

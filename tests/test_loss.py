@@ -143,3 +143,62 @@ def test_reference_is_the_formula(rng):
     w = torch.tensor([[[2.0]]])
     expected = (2 * 1 + 2 * 3 + 2 * 4) / (3 + 1e-5) / 1
     assert abs(weighted_mim_loss_ref(pred, target, mask, w).item() - expected) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_op_equals_the_reference_with_gradients(dtype, target, rng):
+    """kamim_fast::weighted_masked_l1 (kernel on the triton backends) vs the differentiable reference."""
+    device, _ = target
+    B, C, H, W = 2, 3, 48, 80
+    tgt = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
+    pred = (tgt + torch.from_numpy(rng.normal(0, 0.7, (B, C, H, W))).float()).to(dtype)
+    tgt[0, 0, 0, :5] = pred[0, 0, 0, :5].float()  # exact ties: sign 0, as torch's abs backward
+    forms = {
+        "simmim": torch.from_numpy(rng.random((B, 3, 5)) < 0.6).int(),
+        "hf": torch.from_numpy(rng.random((B, 15)) < 0.6),
+        "pixel": torch.from_numpy(rng.random((B, 1, H, W))).float().round(),
+        "amt": torch.from_numpy(rng.integers(-1, 2, (B, 6, 10))).to(torch.int8),
+    }
+    for name, mask in forms.items():
+        for weights in (None, torch.from_numpy(rng.uniform(1, 5, (B, 6, 10))).float()):
+            for channels_last in (False, True):
+                p1 = pred.clone().to(device)
+                if channels_last:
+                    p1 = p1.to(memory_format=torch.channels_last)
+                p1.requires_grad_()
+                t1 = tgt.clone().to(device).requires_grad_()
+                w1 = None if weights is None else weights.to(device)
+                loss = weighted_mim_loss(p1, t1, mask.to(device), w1)
+                loss.backward()
+                p2, t2 = pred.clone().requires_grad_(), tgt.clone().requires_grad_()
+                w2 = None if weights is None else weights.clone().requires_grad_()  # forces the reference path
+                want = weighted_mim_loss(p2, t2, mask, w2) if w2 is not None else weighted_mim_loss_ref(
+                    p2, t2, _pixel(mask, (B, C, H, W)), None)
+                want.backward()
+                where = f"{name} weights={weights is not None} channels_last={channels_last}"
+                torch.testing.assert_close(loss.detach().cpu(), want.detach(), rtol=2e-6, atol=0, msg=where)
+                torch.testing.assert_close(p1.grad.cpu(), p2.grad, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=0, msg=where)
+                torch.testing.assert_close(t1.grad.cpu(), t2.grad, rtol=1e-6, atol=0, msg=where)
+                assert p1.grad.dtype == dtype and (p1.grad.cpu()[0, 0, 0, :5] == 0).all(), where
+
+
+def _pixel(mask, shape):
+    from kamim_fast.loss import expand_cells, mask_grid
+
+    grid, p = mask_grid(mask, torch.Size(shape), None)
+    return expand_cells(grid, p)
+
+
+def test_op_opcheck_and_determinism(target, rng):
+    device, _ = target
+    pred = torch.from_numpy(rng.normal(0, 1, (2, 3, 32, 48))).float().to(device)
+    tgt = torch.from_numpy(rng.normal(0, 1, (2, 3, 32, 48))).float().to(device)
+    grid = torch.from_numpy(rng.random((2, 2, 3)) < 0.5).float().to(device)
+    weights = torch.from_numpy(rng.uniform(1, 3, (2, 4, 6))).float().to(device)
+    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1.default, (pred.requires_grad_(), tgt, grid, weights, 16, 8, 1e-5))
+    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1.default, (pred, tgt, grid, None, 16, 1, 1e-5))
+    grad = torch.tensor(1.5, device=device)
+    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1_backward.default, (grad, pred.detach(), tgt, grid, weights, 16, 8, 1e-5, True))
+    first = weighted_mim_loss(pred.detach(), tgt, grid, weights)
+    for _ in range(3):
+        assert torch.equal(weighted_mim_loss(pred.detach(), tgt, grid, weights), first)
