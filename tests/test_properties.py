@@ -1,0 +1,77 @@
+"""Property-based tests (hypothesis): random shapes, patch sizes, mask forms and dtypes vs the references.
+
+The Triton kernels run through the interpreter here, so examples are few and small; the exhaustive
+OpenCV comparisons live in test_fast.py and test_weights.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import INTERPRETER
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kamim_fast import fast_corners, fast_corners_ref, weighted_mim_loss, weighted_mim_loss_ref
+from kamim_fast.loss import expand_cells, mask_grid
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BACKENDS = ["torch"] + (["triton"] if INTERPRETER else [])
+
+
+@st.composite
+def loss_case(draw):
+    patch = draw(st.sampled_from([1, 2, 4, 8]))
+    h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    B, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    H, W = h * patch, w * patch
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    form = draw(st.sampled_from(["simmim", "hf", "pixel", "amt"]))
+    if form == "simmim":
+        mask = torch.from_numpy(rng.random((B, h, w)) < 0.5).to(draw(st.sampled_from([torch.int64, torch.bool, torch.float32])))
+    elif form == "hf":
+        mask = torch.from_numpy(rng.random((B, h * w)) < 0.5)
+    elif form == "pixel":
+        mask = torch.from_numpy(rng.random((B, 1, H, W)) < 0.5).float()
+    else:
+        mask = torch.from_numpy(rng.integers(-1, 2, (B, h, w))).to(torch.int8)
+    cell = draw(st.sampled_from([c for c in (1, 2, 4, 8) if H % c == 0 and W % c == 0]))
+    weights = torch.from_numpy(rng.uniform(1, 4, (B, H // cell, W // cell))).float() if draw(st.booleans()) else None
+    dtype = draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+    target = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
+    pred = (target + torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()).to(dtype)
+    strided = draw(st.booleans())
+    return pred, target, mask, weights, patch if form in ("simmim", "hf") else None, strided
+
+
+@SETTINGS
+@given(case=loss_case(), backend=st.sampled_from(BACKENDS))
+def test_loss_and_gradient_equal_the_reference(case, backend, monkeypatch):
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    pred, target, mask, weights, patch, strided = case
+    p1 = pred.clone()
+    if strided:  # a non-contiguous view with the same values
+        p1 = p1.transpose(-1, -2).contiguous().transpose(-1, -2)
+    p1.requires_grad_()
+    loss = weighted_mim_loss(p1, target, mask, weights, patch_size=patch if mask.dim() == 2 else None)
+    loss.backward()
+    grid, p = mask_grid(mask, pred.shape, patch if mask.dim() == 2 else None)
+    p2 = pred.clone().requires_grad_()
+    want = weighted_mim_loss_ref(p2, target, expand_cells(grid, p), weights)
+    want.backward()
+    torch.testing.assert_close(loss.detach(), want.detach(), rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-6 if pred.dtype == torch.float32 else 1e-2, atol=1e-7)
+    assert not torch.isnan(loss)
+
+
+@SETTINGS
+@given(h=st.integers(1, 40), w=st.integers(1, 70), b=st.integers(1, 2), threshold=st.integers(0, 255),
+       nms=st.booleans(), levels=st.sampled_from([2, 4, 256]), seed=st.integers(0, 2**32 - 1),
+       backend=st.sampled_from(BACKENDS))
+def test_fast_equals_the_reference(h, w, b, threshold, nms, levels, seed, backend, monkeypatch):
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    rng = np.random.default_rng(seed)
+    gray = torch.from_numpy((rng.integers(0, levels, (b, h, w)) * (255 // (levels - 1))).astype(np.uint8))
+    for got, want in zip(fast_corners(gray, threshold, nms), fast_corners_ref(gray, threshold, nms)):
+        assert torch.equal(got, want)
