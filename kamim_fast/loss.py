@@ -7,6 +7,7 @@ registered as ``kamim_fast::weighted_masked_l1``; ``weights="fast"`` still compu
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -15,9 +16,10 @@ from torch import nn
 from ._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
-from .weights import DENSITY_MODES, check_temperature, patch_weights
+from .weights import DENSITY, DENSITY_MODES, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature, patch_weights
 
-KAMIM_PAPER: dict = dict(weight_patch_size=8, temperature=0.25, threshold=10, density="ring", channel_order="bgr")
+KAMIM_PAPER: dict = dict(weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD,
+                         density=DENSITY, channel_order="bgr")
 """The published KAMIM configuration (ViT-B checkpoints): 8 px cells, T = 0.25, FAST at OpenCV's default
 threshold, drawKeypoints rings. ``channel_order="bgr"`` because the published dataloader handed RGB arrays
 to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swapped. Use
@@ -88,10 +90,10 @@ def weighted_mim_loss(
     weights: torch.Tensor | str | None = None,
     *,
     patch_size: int | None = None,
-    weight_patch_size: int = 8,
-    temperature: float = 0.25,
+    weight_patch_size: int = WEIGHT_PATCH_SIZE,
+    temperature: float = TEMPERATURE,
     threshold: int = FAST_DEFAULT_THRESHOLD,
-    density: str = "ring",
+    density: str = DENSITY,
     mean: ChannelStats | None = IMAGENET_MEAN,
     std: ChannelStats | None = IMAGENET_STD,
     channel_order: str = "rgb",
@@ -195,8 +197,8 @@ class WeightedMIMLoss(nn.Module):
         super().__init__()
         if weights is not None:
             check_choice("weights", weights, ("fast",))
-        unknown = set(kwargs) - {"patch_size", "weight_patch_size", "temperature", "threshold", "density", "mean",
-                                 "std", "channel_order", "eps"}
+        options = {n for n, p in inspect.signature(weighted_mim_loss).parameters.items() if p.kind == p.KEYWORD_ONLY}
+        unknown = set(kwargs) - options
         if unknown:
             raise TypeError(f"WeightedMIMLoss got unknown keyword arguments {sorted(unknown)}")
         if "temperature" in kwargs:

@@ -10,6 +10,10 @@ from ._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS, FAST_DEFAULT
 from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args
 
 DENSITY_MODES = ("ring", "count")
+# Defaults of the weight options, shared by patch_weights and weighted_mim_loss (published values).
+WEIGHT_PATCH_SIZE = 8
+TEMPERATURE = 0.25
+DENSITY = "ring"
 WEIGHT_LOG_CLIP = 20.0  # the published code clips d/T to [-20, 20] before exp
 
 
@@ -95,10 +99,10 @@ def check_temperature(temperature: object) -> float:
 def patch_weights(
     images: torch.Tensor,
     *,
-    weight_patch_size: int = 8,
-    temperature: float = 0.25,
+    weight_patch_size: int = WEIGHT_PATCH_SIZE,
+    temperature: float = TEMPERATURE,
     threshold: int = FAST_DEFAULT_THRESHOLD,
-    density: str = "ring",
+    density: str = DENSITY,
     mean: ChannelStats | None = IMAGENET_MEAN,
     std: ChannelStats | None = IMAGENET_STD,
     channel_order: str = "rgb",

@@ -26,12 +26,9 @@ def _cell_lookup(ptr, b, yy, xx, h, w, PATCH: tl.constexpr, mask):
 
 
 @triton.jit
-def _forward_kernel(
-    pred_ptr, target_ptr, mask_ptr, weight_ptr, num_ptr, den_ptr,
-    C, H, W, p_b, p_c, p_h, p_w, t_b, t_c, t_h, t_w, mh, mw, wh, ww, tiles_w,
-    MASK_PATCH: tl.constexpr, WEIGHT_PATCH: tl.constexpr, HAS_WEIGHTS: tl.constexpr,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-):
+def _tile(pred_ptr, target_ptr, mask_ptr, H, W, p_b, p_h, p_w, t_b, t_h, t_w, mh, mw, tiles_w,
+          MASK_PATCH: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """This program's tile: (b, yy, xx, inside, channel-0 pointers of pred and target, mask m >= 0)."""
     tile = tl.program_id(0)
     b = tl.program_id(1)
     ty = tile // tiles_w
@@ -42,6 +39,18 @@ def _forward_kernel(
     m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
     pred = pred_ptr + b.to(tl.int64) * p_b + yy.to(tl.int64) * p_h + xx * p_w
     target = target_ptr + b.to(tl.int64) * t_b + yy.to(tl.int64) * t_h + xx * t_w
+    return b, yy, xx, inside, pred, target, m
+
+
+@triton.jit
+def _forward_kernel(
+    pred_ptr, target_ptr, mask_ptr, weight_ptr, num_ptr, den_ptr,
+    C, H, W, p_b, p_c, p_h, p_w, t_b, t_c, t_h, t_w, mh, mw, wh, ww, tiles_w,
+    MASK_PATCH: tl.constexpr, WEIGHT_PATCH: tl.constexpr, HAS_WEIGHTS: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+):
+    b, yy, xx, inside, pred, target, m = _tile(pred_ptr, target_ptr, mask_ptr, H, W, p_b, p_h, p_w, t_b, t_h, t_w,
+                                               mh, mw, tiles_w, MASK_PATCH, TILE_H, TILE_W)
     l1 = tl.zeros((TILE_H, TILE_W), dtype=tl.float32)
     for c in range(C):
         p = tl.load(pred + c * p_c, mask=inside, other=0.0).to(tl.float32)
@@ -49,7 +58,7 @@ def _forward_kernel(
         l1 += tl.abs(p - t)
     if HAS_WEIGHTS:
         l1 = l1 * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH, inside)
-    out = b.to(tl.int64) * tl.num_programs(0) + tile
+    out = b.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)
     tl.store(num_ptr + out, tl.sum(tl.sum(l1 * m, axis=1), axis=0))
     tl.store(den_ptr + out, tl.sum(tl.sum(m, axis=1), axis=0))
 
@@ -61,18 +70,11 @@ def _backward_kernel(
     MASK_PATCH: tl.constexpr, WEIGHT_PATCH: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    b = tl.program_id(1)
-    ty = tile // tiles_w
-    yy = ty * TILE_H + tl.arange(0, TILE_H)[:, None]
-    xx = (tile - ty * tiles_w) * TILE_W + tl.arange(0, TILE_W)[None, :]
-    inside = (yy < H) & (xx < W)
-    m = _cell_lookup(mask_ptr, b, yy, xx, mh, mw, MASK_PATCH, inside)
-    coef = tl.where(m > 0.0, m, 0.0) * tl.load(scale_ptr)  # g / (sum(m) + eps) / C
+    b, yy, xx, inside, pred, target, m = _tile(pred_ptr, target_ptr, mask_ptr, H, W, p_b, p_h, p_w, t_b, t_h, t_w,
+                                               mh, mw, tiles_w, MASK_PATCH, TILE_H, TILE_W)
+    coef = m * tl.load(scale_ptr)  # g / (sum(m) + eps) / C
     if HAS_WEIGHTS:
         coef = coef * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH, inside)
-    pred = pred_ptr + b.to(tl.int64) * p_b + yy.to(tl.int64) * p_h + xx * p_w
-    target = target_ptr + b.to(tl.int64) * t_b + yy.to(tl.int64) * t_h + xx * t_w
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
     for c in range(C):
         d = tl.load(pred + c * p_c, mask=inside, other=0.0).to(tl.float32) - tl.load(target + c * t_c, mask=inside, other=0.0).to(tl.float32)
