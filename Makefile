@@ -7,12 +7,17 @@ PY := $(VENV)/bin/python
 CUDA_HOME ?= $(firstword $(patsubst %/lib64/libcudart.so,%,$(wildcard /usr/local/cuda/lib64/libcudart.so /usr/local/cuda-*/lib64/libcudart.so)))
 export CUDA_HOME
 
+# The GPU machines run Triton 3.6 (with torch 2.11): CI compiles every kernel with it too, from a side
+# folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
+GPU_TRITON ?= 3.6.0
+
 .PHONY: demo test compile-report clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "setuptools>=70" "torch>=2.6"
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo]"
+	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
 
 demo: $(VENV)/.installed
