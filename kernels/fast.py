@@ -65,7 +65,7 @@ def _fast_kernel(
                 inside = (yg >= 0) & (yg < H) & (xg >= 0) & (xg < W)
                 gray = rgb_to_gray(src + yg.to(tl.int64) * s_h + xg * s_w, s_c, inside,
                                    SRC_KIND == SRC_RGB_FLOAT_C, BGR, m0, m1, m2, sd0, sd1, sd2)
-                tl.store(gray_scratch + ii * BLOCK_W + jj, gray.to(tl.uint8))
+                tl.store(gray_scratch + ii * BLOCK_W + jj, gray.to(tl.uint8), mask=ii < ROWS)
             tl.debug_barrier()
         for r0 in range(S_LO, ROWS - S_LO, SUB_H):
             ii = r0 + rows
