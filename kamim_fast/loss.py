@@ -28,6 +28,14 @@ to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swap
 MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, *FLOAT_DTYPES)
 
 
+def cell_size(name: str, grid: torch.Tensor, H: int, W: int) -> int:
+    """The side p of the square cells by which a (B, h, w) grid tiles an H x W image; raises if none."""
+    h, w = grid.shape[1:]
+    if not h or not w or H % h or W % w or H // h != W // w:
+        raise ValueError(f"{name} must tile pred's {H}x{W} with square cells (B, H/p, W/p), got shape {tuple(grid.shape)}")
+    return H // h
+
+
 def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> tuple[torch.Tensor, int]:
     """Any accepted mask form -> (grid, p): a contiguous (B, h, w) float32 grid of p x p pixel cells.
 
@@ -53,10 +61,7 @@ def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> 
                     f"got N={N}" + (f" with patch_size={patch_size}" if patch_size is not None else "")
                 )
             mask = mask.reshape(B, H // p, W // p)
-        h, w = mask.shape[1:]
-        if not h or not w or H % h or W % w or H // h != W // w:
-            raise ValueError(f"a (B, h, w) mask must tile pred's {H}x{W} with square patches, got shape {tuple(mask.shape)}")
-        grid, p = mask, H // h
+        grid, p = mask, cell_size("mask", mask, H, W)
         if patch_size is not None and p != patch_size:
             raise ValueError(f"mask shape {tuple(mask.shape)} means patch size {p} for {H}x{W}, but patch_size={patch_size}")
     return grid.to(torch.float32).clamp(min=0).contiguous(), p
@@ -152,6 +157,7 @@ def weighted_mim_loss(
     grid, mask_patch = mask_grid(mask, pred.shape, patch_size)
     if mask.device != pred.device:
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
+    weight_patch = 1
     if isinstance(weights, str):
         check_choice("weights", weights, ("fast",))
         if pred.shape[1] != 3:
@@ -161,12 +167,12 @@ def weighted_mim_loss(
                 target.detach(), weight_patch_size=weight_patch_size, temperature=temperature, threshold=threshold,
                 density=density, mean=mean, std=std, channel_order=channel_order,
             )
+        weight_patch = weight_patch_size
     elif weights is not None:
         check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, H/p, W/p)")
-        B, _, H, W = pred.shape
-        h, w = weights.shape[1:]
-        if weights.shape[0] != B or not h or not w or H % h or W % w or H // h != W // w:
-            raise ValueError(f"weights must be (B, H/p, W/p) for pred {tuple(pred.shape)} and a cell size p, got {tuple(weights.shape)}")
+        if weights.shape[0] != pred.shape[0]:
+            raise ValueError(f"weights must have batch size {pred.shape[0]} like pred, got shape {tuple(weights.shape)}")
+        weight_patch = cell_size("weights", weights, *pred.shape[-2:])
         if weights.device != pred.device:
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
     if torch.float64 in (pred.dtype, target.dtype) or (weights is not None and weights.requires_grad):
@@ -174,7 +180,6 @@ def weighted_mim_loss(
         return weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    weight_patch = pred.shape[-1] // weights.shape[-1] if weights is not None else 1
     return torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
 
 
