@@ -1,8 +1,9 @@
 """SimMIM's masked L1 loss with KAMIM's keypoint weights (REFERENCE.md sections 3 and 4).
 
-Status: the weighted masked L1 and its backward are one Triton kernel each (``kernels/mim_loss.py``),
-registered as ``kamim_fast::weighted_masked_l1``; ``weights="fast"`` still computes the weights first
-(FAST kernel + density in PyTorch). Fusing the FAST stage into the loss kernel (issue 3) is not done.
+The forward is one Triton kernel (``kernels/mim_loss.py``): with ``weights="fast"`` it computes FAST,
+non-max suppression, the drawKeypoints rings and the per-cell L1 sums in the same pass over pred and
+target; with tensor weights or none it skips the FAST stages. The backward reads 2-bit sign codes that
+the forward saves (``sign_codes_ref``), not pred and target. Ops: ``kamim_fast/_ops.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from torch import nn
 from ._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
-from .weights import DENSITY, DENSITY_MODES, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature, patch_weights
+from .weights import (
+    DENSITY, DENSITY_MODES, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature, check_weight_options, patch_weights,
+)
 
 KAMIM_PAPER: dict = dict(weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD,
                          density=DENSITY, channel_order="bgr")
@@ -88,6 +91,37 @@ def weighted_mim_loss_ref(
     return (loss * mask).sum() / (mask.sum() + eps) / pred.shape[1]
 
 
+SIGN_CODES = {"zero": 0, "positive": 1, "negative": 2, "nan": 3}
+"""The 2-bit codes of sign(pred - target) that the forward saves for the backward, four per byte."""
+
+
+def sign_codes_ref(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Reference of the forward's saved state: (B, C, H, W) -> (B, C, H, ceil(W/4)) uint8.
+
+    Column x of a row is bits 2*(x % 4) .. 2*(x % 4) + 1 of byte x // 4; codes as ``SIGN_CODES``.
+    """
+    d = pred.to(torch.float32) - target.to(torch.float32)
+    code = (d > 0).to(torch.uint8) + 2 * (d < 0).to(torch.uint8) + 3 * d.isnan().to(torch.uint8)
+    code = torch.nn.functional.pad(code, (0, -code.shape[-1] % 4)).unflatten(-1, (-1, 4))
+    return (code << torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=code.device)).sum(-1, dtype=torch.uint8)
+
+
+def weighted_masked_l1_backward_ref(
+    scale: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int,
+    weights: torch.Tensor | None, weight_patch: int, W: int,
+) -> torch.Tensor:
+    """Reference of the backward from the sign codes: ``scale * w * m * sign(pred - target)`` as float32
+    (B, C, H, W); NaN where pred - target was NaN, as torch's ``sign`` gives."""
+    codes = (signs.unsqueeze(-1) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=signs.device)) & 3
+    codes = codes.flatten(-2)[..., :W]
+    sign = (codes == 1).to(torch.float32) - (codes == 2).to(torch.float32)
+    sign = torch.where(codes == 3, float("nan"), sign)
+    coef = expand_cells(mask_grid, mask_patch) * scale
+    if weights is not None:
+        coef = coef * expand_cells(weights, weight_patch)
+    return coef * sign
+
+
 def weighted_mim_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -157,30 +191,37 @@ def weighted_mim_loss(
     grid, mask_patch = mask_grid(mask, pred.shape, patch_size)
     if mask.device != pred.device:
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
-    weight_patch = 1
+    float64 = torch.float64 in (pred.dtype, target.dtype)
     if isinstance(weights, str):
         check_choice("weights", weights, ("fast",))
         if pred.shape[1] != 3:
             raise ValueError(f'weights="fast" needs RGB images (C = 3), got pred and target of shape {tuple(pred.shape)}')
+        _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
+                                       channel_order)
+        if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
+            loss, _, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
+                pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
+                opts.bgr, opts.mean, opts.std, float(eps))
+            return loss
         with torch.no_grad():
-            weights = patch_weights(
-                target.detach(), weight_patch_size=weight_patch_size, temperature=temperature, threshold=threshold,
-                density=density, mean=mean, std=std, channel_order=channel_order,
-            )
-        weight_patch = weight_patch_size
-    elif weights is not None:
+            weights = patch_weights(target.detach(), weight_patch_size=opts.cell, temperature=opts.temperature,
+                                    threshold=opts.threshold, density=opts.density, mean=opts.mean, std=opts.std,
+                                    channel_order=channel_order)
+    weight_patch = 1
+    if weights is not None:
         check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, H/p, W/p)")
         if weights.shape[0] != pred.shape[0]:
             raise ValueError(f"weights must have batch size {pred.shape[0]} like pred, got shape {tuple(weights.shape)}")
         weight_patch = cell_size("weights", weights, *pred.shape[-2:])
         if weights.device != pred.device:
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
-    if torch.float64 in (pred.dtype, target.dtype) or (weights is not None and weights.requires_grad):
+    if float64 or (weights is not None and weights.requires_grad):
         # gradcheck precision, or a gradient for the weights: the differentiable reference composition
         return weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    return torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
+    loss, _ = torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
+    return loss
 
 
 class WeightedMIMLoss(nn.Module):

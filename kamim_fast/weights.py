@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -138,13 +140,33 @@ def patch_weights(
     """
     if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
         mean = std = None  # the defaults are for float targets
-    images, bgr, mean_l, std_l = colour_args("images", images, mean, std, channel_order)
-    check_tensor("images", images, ndims=(4,), shape_doc="(B, 3, H, W)")
+    images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
+                                        std, channel_order)
+    keypoints, _ = torch.ops.kamim_fast.fast_corners(images, opts.threshold, True, opts.bgr, opts.mean, opts.std)
+    return density_to_weights(keypoint_density_ref(keypoints, opts.cell, opts.density), opts.temperature)
+
+
+class WeightOptions(NamedTuple):
+    """Checked options of KAMIM's weights, shared by :func:`patch_weights` and the fused loss."""
+
+    cell: int
+    temperature: float
+    threshold: int
+    density: str
+    bgr: bool
+    mean: list[float]
+    std: list[float]
+
+
+def check_weight_options(name, images, weight_patch_size, temperature, threshold, density, mean, std,
+                         channel_order) -> tuple[torch.Tensor, WeightOptions]:
+    """Validate the weight options for a (B, 3, H, W) batch called ``name``; raises naming the argument."""
+    images, bgr, mean_l, std_l = colour_args(name, images, mean, std, channel_order)
+    check_tensor(name, images, ndims=(4,), shape_doc="(B, 3, H, W)")
     p = check_int("weight_patch_size", weight_patch_size, 1, 1 << 16)
-    check_divisible("images", images.shape[-2], "height", p, "weight_patch_size")
-    check_divisible("images", images.shape[-1], "width", p, "weight_patch_size")
+    check_divisible(name, images.shape[-2], "height", p, "weight_patch_size")
+    check_divisible(name, images.shape[-1], "width", p, "weight_patch_size")
     temperature = check_temperature(temperature)
     threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
     check_choice("density", density, DENSITY_MODES)
-    keypoints, _ = torch.ops.kamim_fast.fast_corners(images, threshold, True, bgr, mean_l, std_l)
-    return density_to_weights(keypoint_density_ref(keypoints, p, density), temperature)
+    return images, WeightOptions(p, temperature, threshold, density, bgr, mean_l, std_l)

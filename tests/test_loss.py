@@ -191,14 +191,21 @@ def _pixel(mask, shape):
 
 def test_op_opcheck_and_determinism(target, rng):
     device, _ = target
-    pred = torch.from_numpy(rng.normal(0, 1, (2, 3, 32, 48))).float().to(device)
-    tgt = torch.from_numpy(rng.normal(0, 1, (2, 3, 32, 48))).float().to(device)
-    grid = torch.from_numpy(rng.random((2, 2, 3)) < 0.5).float().to(device)
-    weights = torch.from_numpy(rng.uniform(1, 3, (2, 4, 6))).float().to(device)
-    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1.default, (pred.requires_grad_(), tgt, grid, weights, 16, 8, 1e-5))
-    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1.default, (pred, tgt, grid, None, 16, 1, 1e-5))
+    pred = torch.from_numpy(rng.normal(0, 1, (2, 3, 48, 48))).float().to(device)
+    tgt = torch.from_numpy(rng.normal(0, 1, (2, 3, 48, 48))).float().to(device)
+    grid = torch.from_numpy(rng.random((2, 3, 3)) < 0.5).float().to(device)
+    weights = torch.from_numpy(rng.uniform(1, 3, (2, 6, 6))).float().to(device)
+    ops = torch.ops.kamim_fast
+    torch.library.opcheck(ops.weighted_masked_l1.default, (pred.requires_grad_(), tgt, grid, weights, 16, 8, 1e-5))
+    torch.library.opcheck(ops.weighted_masked_l1.default, (pred, tgt, grid, None, 16, 1, 1e-5))
+    for cell, ring, bgr in ((8, True, True), (16, False, False), (12, True, False)):  # 12: the unfused path
+        torch.library.opcheck(ops.fast_weighted_masked_l1.default,
+                              (pred, tgt, grid, 16, cell, 0.25, 10, ring, bgr, list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5))
     grad = torch.tensor(1.5, device=device)
-    torch.library.opcheck(torch.ops.kamim_fast.weighted_masked_l1_backward.default, (grad, pred.detach(), tgt, grid, weights, 16, 8, 1e-5, True))
+    signs = ops.weighted_masked_l1(pred.detach(), tgt, grid, weights, 16, 8, 1e-5)[1]
+    for grad_target in (True, False):
+        torch.library.opcheck(ops.weighted_masked_l1_backward.default,
+                              (grad, signs, grid, weights, 16, 8, 1e-5, 48, torch.bfloat16, torch.float32, grad_target))
     first = weighted_mim_loss(pred.detach(), tgt, grid, weights)
     for _ in range(3):
         assert torch.equal(weighted_mim_loss(pred.detach(), tgt, grid, weights), first)
