@@ -91,8 +91,9 @@ def weighted_mim_loss_ref(
     return (loss * mask).sum() / (mask.sum() + eps) / pred.shape[1]
 
 
-SIGN_CODES = {"zero": 0, "positive": 1, "negative": 2, "nan": 3}
-"""The 2-bit codes of sign(pred - target) that the forward saves for the backward, four per byte."""
+SIGN_CODES = {"zero or NaN": 0, "positive": 1, "negative": 2}
+"""The 2-bit codes of sign(pred - target) that the forward saves for the backward, four per byte. NaN
+codes as 0 because ``torch.sign(nan)`` is 0: PyTorch's own l1 gradient is 0 there (the loss is NaN)."""
 
 
 def sign_codes_ref(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ def sign_codes_ref(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Column x of a row is bits 2*(x % 4) .. 2*(x % 4) + 1 of byte x // 4; codes as ``SIGN_CODES``.
     """
     d = pred.to(torch.float32) - target.to(torch.float32)
-    code = (d > 0).to(torch.uint8) + 2 * (d < 0).to(torch.uint8) + 3 * d.isnan().to(torch.uint8)
+    code = (d > 0).to(torch.uint8) + 2 * (d < 0).to(torch.uint8)
     code = torch.nn.functional.pad(code, (0, -code.shape[-1] % 4)).unflatten(-1, (-1, 4))
     return (code << torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=code.device)).sum(-1, dtype=torch.uint8)
 
@@ -111,11 +112,10 @@ def weighted_masked_l1_backward_ref(
     weights: torch.Tensor | None, weight_patch: int, W: int,
 ) -> torch.Tensor:
     """Reference of the backward from the sign codes: ``scale * w * m * sign(pred - target)`` as float32
-    (B, C, H, W); NaN where pred - target was NaN, as torch's ``sign`` gives."""
+    (B, C, H, W)."""
     codes = (signs.unsqueeze(-1) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=signs.device)) & 3
     codes = codes.flatten(-2)[..., :W]
     sign = (codes == 1).to(torch.float32) - (codes == 2).to(torch.float32)
-    sign = torch.where(codes == 3, float("nan"), sign)
     coef = expand_cells(mask_grid, mask_patch) * scale
     if weights is not None:
         coef = coef * expand_cells(weights, weight_patch)

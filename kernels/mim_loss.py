@@ -13,7 +13,8 @@ weight cells) of one image:
 - Otherwise the same kernel without the FAST stages: the weight (a tensor, or 1) is looked up per
   pixel and each tile writes one partial.
 
-Both write 2-bit codes of ``sign(pred - target)`` (0 zero, 1 positive, 2 negative, 3 NaN), four per
+Both write 2-bit codes of ``sign(pred - target)`` (1 positive, 2 negative, 0 zero or NaN, as
+``torch.sign``), four per
 byte, so the backward (``_backward_kernel``) reads 0.25 B per element instead of pred and target
 (6 B for bf16 + fp32): 8.5 B per element for forward + backward against 14 B with a recompute.
 All reductions are per-tile or per-cell partials summed in a fixed order: no atomics, deterministic.
@@ -46,7 +47,6 @@ _RING_PATTERNS = tl.constexpr(len(_PATTERNS))
 _RING_ROW_BITS = tl.constexpr(sum(
     ((1 << _PATTERNS.index(row)) if "#" in row else 0) << (8 * dy) for dy, row in enumerate(DRAW_KEYPOINT_RING)))
 _R = tl.constexpr(_RING_RADIUS)
-_NAN = tl.constexpr(float("nan"))
 
 # Halo of gray around the output pixels: the ring's radius, NMS's 1, the FAST circle's 3.
 FAST_HALO = _RING_RADIUS + 1 + 3
@@ -116,7 +116,7 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
         t = tl.load(target + c * t_c, mask=inside, other=0.0).to(tl.float32)
         d = p - t
         l1 += tl.abs(d)
-        code = tl.where(d > 0.0, 1, tl.where(d < 0.0, 2, tl.where(d != d, 3, 0)))
+        code = tl.where(d > 0.0, 1, tl.where(d < 0.0, 2, 0))  # NaN: 0, as torch.sign(nan)
         packed = tl.sum(tl.reshape(code << shift, (SUB, BLOCK_W // 4, 4)), axis=2)
         tl.store(signs + c * sign_c, packed.to(tl.uint8), mask=sign_mask)
     return l1
@@ -260,8 +260,8 @@ def _backward_kernel(
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
     for c in range(C):
         code = (tl.load(signs + c * H * W4, mask=inside, other=0).to(tl.int32) >> shift) & 3
-        # d|d|/dd = sign(d): 0 at 0 as torch, NaN where pred - target is NaN (torch.sign(nan) * 0 too)
-        g = tl.where(code == 1, coef, tl.where(code == 2, -coef, tl.where(code == 3, _NAN, 0.0)))
+        # d|d|/dd = sign(d), 0 at 0 and at NaN as torch.sign
+        g = tl.where(code == 1, coef, tl.where(code == 2, -coef, 0.0))
         tl.store(grad_pred_ptr + grad + c * H * W, g.to(grad_pred_ptr.dtype.element_ty), mask=inside)
         if GRAD_TARGET:
             tl.store(grad_target_ptr + grad + c * H * W, (-g).to(grad_target_ptr.dtype.element_ty), mask=inside)

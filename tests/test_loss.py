@@ -209,3 +209,109 @@ def test_op_opcheck_and_determinism(target, rng):
     first = weighted_mim_loss(pred.detach(), tgt, grid, weights)
     for _ in range(3):
         assert torch.equal(weighted_mim_loss(pred.detach(), tgt, grid, weights), first)
+
+
+# --- The fused kernel (kernels/mim_loss.py) against the references, stage by stage --------------------
+
+def _photos(rng, B, H, W):
+    from kamim_fast.gray import rgb_to_gray_u8_ref
+
+    imgs = np.stack([crop(real_image(("astronaut", "coffee", "chelsea", "rocket")[i % 4]), H, W, rng) for i in range(B)])
+    target = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    return target, rgb_to_gray_u8_ref
+
+
+@pytest.mark.parametrize("cell, H, W", [(8, 96, 160), (4, 40, 136), (16, 64, 128), (32, 64, 96), (64, 128, 128), (2, 34, 98)])
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "count"])
+def test_fused_partials_equal_the_reference_pipeline(cell, H, W, ring, rng):
+    """Per-cell covered pixels equal gray -> FAST -> NMS -> rings -> pooling exactly; the per-cell L1 sums and
+    the sign codes equal PyTorch's. Sizes give several tile rows and columns, partial tiles, W % 4 != 0."""
+    from kamim_fast.fast import fast_corners_ref
+    from kamim_fast.kernels import mim_loss
+    from kamim_fast.loss import expand_cells, sign_codes_ref
+    from kamim_fast.weights import keypoint_density_ref
+
+    target, gray_ref = _photos(rng, 2, H, W)
+    pred = target + torch.from_numpy(rng.normal(0, 0.5, target.shape)).float()
+    pred[0, 1, 3, :7] = target[0, 1, 3, :7]  # ties: code 0
+    grid = torch.from_numpy(rng.random((2, H // 2, W // 2)) < 0.6).float()
+    bgr = bool(rng.integers(2))
+    threshold = int(rng.integers(0, 40))
+    l1, cover, signs = mim_loss.fast_weighted_l1_forward(pred, target, grid, 2, cell, ring, threshold, bgr,
+                                                          IMAGENET_MEAN, IMAGENET_STD)
+    keypoints, _ = fast_corners_ref(gray_ref(target, bgr, IMAGENET_MEAN, IMAGENET_STD), threshold, True)
+    assert keypoints.any()
+    density = keypoint_density_ref(keypoints, cell, "ring" if ring else "count")
+    assert torch.equal(cover / cell**2, density)
+    m = expand_cells(grid, 2)
+    want = torch.nn.functional.avg_pool2d((pred - target).abs().sum(1, keepdim=True) * m, cell, divisor_override=1)
+    torch.testing.assert_close(l1, want.squeeze(1), rtol=1e-5, atol=1e-5)
+    assert torch.equal(signs, sign_codes_ref(pred, target))
+
+
+def test_fused_gpu_configuration_through_the_interpreter(rng):
+    """The shipped GPU tile sizes (4-row steps, 48-row tiles) give the same partials as the interpreter's."""
+    from kamim_fast.kernels import mim_loss
+
+    target, _ = _photos(rng, 1, 56, 120)
+    pred = target + 0.5
+    grid = torch.ones(1, 7, 15)
+    args = (pred, target, grid, 8, 8, True, 10, False, IMAGENET_MEAN, IMAGENET_STD)
+    for got, want in zip(mim_loss.fast_weighted_l1_forward(*args, config=mim_loss.GPU_CONFIG),
+                         mim_loss.fast_weighted_l1_forward(*args)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("weight_patch_size", [8, 12])
+def test_fast_weights_of_the_op_are_patch_weights(target, weight_patch_size, rng):
+    """The weights the loss op computes (fused for 8, FAST kernel + L1 kernel for 12) are patch_weights' to the bit."""
+    from kamim_fast import patch_weights
+
+    device, _ = target
+    tgt, _ = _photos(rng, 2, 48, 96)
+    pred = tgt + 0.25
+    grid = torch.from_numpy(rng.random((2, 3, 6)) < 0.6).float()
+    opts = dict(weight_patch_size=weight_patch_size, temperature=0.5, threshold=12, density="ring", channel_order="bgr")
+    loss, weights, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
+        pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, True, True,
+        list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5)
+    want = patch_weights(tgt, **opts)
+    assert torch.equal(weights.cpu(), want)
+    torch.testing.assert_close(loss.cpu(), weighted_mim_loss(pred, tgt, grid, want), rtol=1e-6, atol=0)
+
+
+def test_nan_and_inf_propagate_as_in_pytorch(target, rng):
+    """NaN in pred gives a NaN loss, and the gradient torch's l1 gives: 0 at the NaN (torch.sign(nan) = 0),
+    finite elsewhere; Inf keeps its sign."""
+    device, _ = target
+    tgt, _ = _photos(rng, 1, 32, 32)
+    pred = tgt + torch.from_numpy(rng.normal(0, 0.3, tgt.shape)).float()
+    pred[0, 0, 5, 5] = float("nan")
+    pred[0, 1, 20, 20] = float("inf")
+    pred[0, 2, 30, 2] = float("-inf")
+    mask = torch.ones(1, 2, 2)
+    for weights in (None, "fast"):
+        p1 = pred.clone().to(device).requires_grad_()
+        loss = weighted_mim_loss(p1, tgt.to(device), mask.to(device), weights)
+        loss.backward()
+        p2 = pred.clone().double().requires_grad_()  # float64: the autograd composition of the reference
+        weighted_mim_loss(p2, tgt.double(), mask, weights).backward()
+        assert loss.isnan()
+        g1, g2 = p1.grad.cpu(), p2.grad.float()
+        assert g1.isfinite().all() and g1[0, 0, 5, 5] == 0 and g2[0, 0, 5, 5] == 0, weights
+        torch.testing.assert_close(g1, g2, rtol=1e-5, atol=0)
+        assert g1[0, 1, 20, 20] > 0 and g1[0, 2, 30, 2] < 0
+
+
+def test_fused_loss_is_deterministic(rng):
+    tgt, _ = _photos(rng, 2, 64, 64)
+    pred = (tgt + torch.from_numpy(rng.normal(0, 0.3, tgt.shape)).float()).requires_grad_()
+    mask = torch.from_numpy(rng.random((2, 4, 4)) < 0.6)
+    runs = []
+    for _ in range(3):
+        pred.grad = None
+        loss = weighted_mim_loss(pred, tgt, mask, "fast", **KAMIM_PAPER)
+        loss.backward()
+        runs.append((loss.detach().clone(), pred.grad.clone()))
+    for loss, grad in runs[1:]:
+        assert torch.equal(loss, runs[0][0]) and torch.equal(grad, runs[0][1])
