@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import INTERPRETER
+from conftest import CUDA, INTERPRETER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +75,31 @@ def test_fast_equals_the_reference(h, w, b, threshold, nms, levels, seed, backen
     gray = torch.from_numpy((rng.integers(0, levels, (b, h, w)) * (255 // (levels - 1))).astype(np.uint8))
     for got, want in zip(fast_corners(gray, threshold, nms), fast_corners_ref(gray, threshold, nms)):
         assert torch.equal(got, want)
+
+
+@SETTINGS
+@given(cells=st.tuples(st.integers(1, 6), st.integers(1, 9)), cell=st.sampled_from([2, 4, 8, 16, 6]),
+       b=st.integers(1, 2), threshold=st.integers(0, 60), density=st.sampled_from(["ring", "count"]),
+       order=st.sampled_from(["rgb", "bgr"]), levels=st.sampled_from([3, 256]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**32 - 1))
+def test_fast_weighted_loss_equals_the_reference(cells, cell, b, threshold, density, order, levels, dtype, seed,
+                                                 monkeypatch):
+    """weights="fast" through the kernels (fused for powers of two, FAST kernel + L1 kernel for 6) vs the
+    reference pipeline: the same loss and gradient, on random sizes, thresholds and plateau-heavy images."""
+    rng = np.random.default_rng(seed)
+    H, W = cells[0] * cell, cells[1] * cell
+    u8 = (rng.integers(0, levels, (b, 3, H, W)) * (255 // (levels - 1))).astype(np.float32)
+    target = torch.from_numpy((u8 / 255 - 0.5) / 0.25)
+    pred = (target + torch.from_numpy(rng.normal(0, 1, target.shape)).float()).to(dtype)
+    mask = torch.from_numpy(rng.random((b, cells[0], cells[1])) < 0.5)
+    opts = dict(weight_patch_size=cell, threshold=threshold, density=density, channel_order=order, mean=0.5, std=0.25)
+    results = []
+    for backend, device in (("triton", "cuda" if CUDA else "cpu"), ("torch", "cpu")):
+        monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+        p = pred.clone().to(device).requires_grad_()
+        loss = weighted_mim_loss(p, target.to(device), mask.to(device), "fast", **opts)
+        loss.backward()
+        results.append((loss.detach().cpu(), p.grad.cpu()))
+    (loss, grad), (want, want_grad) = results
+    torch.testing.assert_close(loss, want, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=1e-7)
