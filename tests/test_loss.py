@@ -315,3 +315,25 @@ def test_fused_loss_is_deterministic(rng):
         runs.append((loss.detach().clone(), pred.grad.clone()))
     for loss, grad in runs[1:]:
         assert torch.equal(loss, runs[0][0]) and torch.equal(grad, runs[0][1])
+
+
+def test_compile_inductor_fullgraph(target, rng):
+    """torch.compile with the default backend (Inductor) and fullgraph=True: no graph break, the eager
+    value and gradient, for each weights form."""
+    device, _ = target
+    _, pred, tgt, mask = _batch(rng, B=2, H=32, W=32)
+    w = torch.from_numpy(rng.uniform(1, 3, (2, 4, 4))).float().to(device)
+
+    def step(p, t, m, weights):
+        return weighted_mim_loss(p * 1.0, t, m, weights, **(KAMIM_PAPER if isinstance(weights, str) else {}))
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    for weights in (None, w, "fast"):
+        p1, p2 = (pred.clone().to(device).requires_grad_() for _ in range(2))
+        got = compiled(p1, tgt.to(device), mask.to(device), weights)
+        got.backward()
+        want = step(p2, tgt.to(device), mask.to(device), weights)
+        want.backward()
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-6, atol=0)
