@@ -51,19 +51,26 @@ def _channel_value(x, IS_FLOAT: tl.constexpr, mean, std):
 
 
 @triton.jit
-def rgb_to_gray(ptrs, stride_c, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1, m2, s0, s1, s2):
-    """OpenCV's fixed-point RGB->gray at ``ptrs`` (channel 0 of each pixel). int32 in [0, 255]; 0 where masked.
+def gray_of(c0, c1, c2, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1, m2, s0, s1, s2):
+    """OpenCV's fixed-point RGB->gray of loaded channel values. int32 in [0, 255]; 0 where masked.
 
     With ``BGR`` the R weight goes to channel 2 (COLOR_BGR2GRAY on the same array).
     """
-    c0 = _channel_value(tl.load(ptrs, mask=mask, other=0), IS_FLOAT, m0, s0)
-    c1 = _channel_value(tl.load(ptrs + stride_c, mask=mask, other=0), IS_FLOAT, m1, s1)
-    c2 = _channel_value(tl.load(ptrs + 2 * stride_c, mask=mask, other=0), IS_FLOAT, m2, s2)
+    v0 = _channel_value(c0, IS_FLOAT, m0, s0)
+    v1 = _channel_value(c1, IS_FLOAT, m1, s1)
+    v2 = _channel_value(c2, IS_FLOAT, m2, s2)
     if BGR:
-        gray = c2 * _W_R + c1 * _W_G + c0 * _W_B
+        gray = v2 * _W_R + v1 * _W_G + v0 * _W_B
     else:
-        gray = c0 * _W_R + c1 * _W_G + c2 * _W_B
+        gray = v0 * _W_R + v1 * _W_G + v2 * _W_B
     return tl.where(mask, (gray + _GRAY_ROUND) >> _GRAY_SHIFT, 0)
+
+
+@triton.jit
+def rgb_to_gray(ptrs, stride_c, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1, m2, s0, s1, s2):
+    """``gray_of`` the pixels at ``ptrs`` (channel 0 of each pixel)."""
+    return gray_of(tl.load(ptrs, mask=mask, other=0), tl.load(ptrs + stride_c, mask=mask, other=0),
+                   tl.load(ptrs + 2 * stride_c, mask=mask, other=0), mask, IS_FLOAT, BGR, m0, m1, m2, s0, s1, s2)
 
 
 @triton.jit

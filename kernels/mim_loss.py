@@ -30,7 +30,7 @@ import triton.language as tl
 
 from kamim_fast._opencv import DRAW_KEYPOINT_RING
 
-from .fast_tile import corner_score, nms_keep, rgb_to_gray
+from .fast_tile import corner_score, gray_of, nms_keep
 
 # ---------------------------------------------------------------------------------------------------
 # The drawKeypoints ring as horizontal runs: each stencil row is one of a few column patterns, so the
@@ -53,12 +53,12 @@ FAST_HALO = _RING_RADIUS + 1 + 3
 
 # Shipped configurations. BLOCK_W columns hold OUT_W outputs plus the halo (112 of 128 for p <= 16);
 # SUB_H rows per step keep 4 pixels per thread at 4 warps, as the FAST kernel (which fits the circle's
-# 16 differences in registers without spills). Tiles of 48 output rows: 80% of the staged rows are outputs.
-GPU_CONFIG = dict(BLOCK_W=128, SUB_H=4, FINAL_H=4, OUT_ROWS=48)
+# 16 differences in registers without spills). Tiles of 48 output rows: 75% of the staged rows are outputs.
+GPU_CONFIG = dict(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48)
 NUM_WARPS = 4
 PROGRAMS_PER_SM = 8
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
-INTERPRETER_CONFIG = dict(BLOCK_W=128, SUB_H=32, FINAL_H=32, OUT_ROWS=32)
+INTERPRETER_CONFIG = dict(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32)
 INTERPRETER_PROGRAMS = 3  # fewer programs than tiles: the persistent loop runs in CI
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
@@ -102,6 +102,14 @@ def _ring_bits(kp_ptrs, mask):
 
 
 @triton.jit
+def _sign_codes(d, SUB: tl.constexpr, BLOCK_W: tl.constexpr):
+    """2-bit codes of sign(d) packed four per byte along the columns: (SUB, BLOCK_W) -> (SUB, BLOCK_W / 4)."""
+    shift = (tl.arange(0, BLOCK_W) % 4 * 2)[None, :]
+    code = tl.where(d > 0.0, 1, tl.where(d < 0.0, 2, 0))  # NaN: 0, as torch.sign(nan)
+    return tl.sum(tl.reshape(code << shift, (SUB, BLOCK_W // 4, 4)), axis=2).to(tl.uint8)
+
+
+@triton.jit
 def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexpr, BLOCK_W: tl.constexpr,
               sign_mask):
     """sum over channels of |pred - target| (fp32) on a SUB x BLOCK_W tile; stores the 2-bit sign codes.
@@ -110,16 +118,21 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
     channel stride of the packed codes. The tile's first column must be a multiple of 4.
     """
     l1 = tl.zeros((SUB, BLOCK_W), dtype=tl.float32)
-    shift = (tl.arange(0, BLOCK_W) % 4 * 2)[None, :]
     for c in range(C):
         p = tl.load(pred + c * p_c, mask=inside, other=0.0).to(tl.float32)
         t = tl.load(target + c * t_c, mask=inside, other=0.0).to(tl.float32)
-        d = p - t
-        l1 += tl.abs(d)
-        code = tl.where(d > 0.0, 1, tl.where(d < 0.0, 2, 0))  # NaN: 0, as torch.sign(nan)
-        packed = tl.sum(tl.reshape(code << shift, (SUB, BLOCK_W // 4, 4)), axis=2)
-        tl.store(signs + c * sign_c, packed.to(tl.uint8), mask=sign_mask)
+        l1 += tl.abs(p - t)
+        tl.store(signs + c * sign_c, _sign_codes(p - t, SUB, BLOCK_W), mask=sign_mask)
     return l1
+
+
+@triton.jit
+def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, CELL: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Sums a (BLOCK_W,) row of column totals per CELL columns into cell row ``cy`` of a (B, wh, ww) grid."""
+    cells = tl.arange(0, BLOCK_W // CELL)
+    cx = x0 // CELL + cells
+    total = tl.sum(tl.reshape(acc, (BLOCK_W // CELL, CELL)), axis=1)
+    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total, mask=ok & (cells < OUT_W // CELL) & (cx < ww) & (cy < wh))
 
 
 @triton.jit
@@ -146,6 +159,7 @@ def _forward_kernel(
     MASK_PATCH: tl.constexpr, CELL: tl.constexpr, FAST_WEIGHTS: tl.constexpr, RING: tl.constexpr,
     HAS_WEIGHTS: tl.constexpr, BGR: tl.constexpr, HALO: tl.constexpr,
     OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, FINAL_H: tl.constexpr,
+    SH: tl.constexpr,
 ):
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
@@ -156,6 +170,7 @@ def _forward_kernel(
     rows = tl.arange(0, SUB_H)[:, None]
     frows = tl.arange(0, FINAL_H)[:, None]
     kq = tl.arange(0, BLOCK_W // 4)[None, :]
+    srows = tl.arange(0, SH)[:, None]
     for tile in range(pid, n_tiles, tl.num_programs(0)):
         b = tile // tiles_per_image
         t = tile - b * tiles_per_image
@@ -167,13 +182,41 @@ def _forward_kernel(
         target_b = target_ptr + b.to(tl.int64) * t_b
         if FAST_WEIGHTS:
             tl.debug_barrier()  # the previous tile's final pass is done with the scratch
-            for r0 in range(0, ROWS, SUB_H):  # gray of the whole block
-                ii = r0 + rows
-                yg = y0 - HALO + ii
-                inside = (ii < ROWS) & (yg >= 0) & (yg < H) & (xg >= 0) & (xg < W)
-                gray = rgb_to_gray(target_b + yg.to(tl.int64) * t_h + xg * t_w, t_c, inside, True, BGR,
-                                   m0, m1, m2, sd0, sd1, sd2)
-                tl.store(plane_a + ii * BLOCK_W + jj, gray.to(tl.uint8), mask=ii < ROWS)
+            # Pass 1 reads target and pred once: gray of the whole block (halo included) into the scratch,
+            # and for the output pixels the masked L1 per cell and the sign codes. Register column j is
+            # output column j, except the last HALO, which wrap round to the left halo (-HALO..-1), so
+            # cells line up with the tile while every staged column is covered.
+            oc = tl.where(jj < BLOCK_W - HALO, jj, jj - BLOCK_W)
+            xs = x0 + oc
+            col_acc = tl.zeros((BLOCK_W,), dtype=tl.float32)
+            for r0 in range(-((HALO + SH - 1) // SH) * SH, OUT_H + HALO, SH):  # chunks never straddle cells
+                orow = r0 + srows
+                yg = y0 + orow
+                staged = (orow >= -HALO) & (orow < OUT_H + HALO)
+                inside = staged & (yg >= 0) & (yg < H) & (xs >= 0) & (xs < W)
+                out = inside & (orow >= 0) & (orow < OUT_H) & (oc >= 0) & (oc < OUT_W)
+                tp = target_b + yg.to(tl.int64) * t_h + xs * t_w
+                pp = pred_b + yg.to(tl.int64) * p_h + xs * p_w
+                t0 = tl.load(tp, mask=inside, other=0.0)
+                t1 = tl.load(tp + t_c, mask=inside, other=0.0)
+                t2 = tl.load(tp + 2 * t_c, mask=inside, other=0.0)
+                gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                tl.store(plane_a + (orow + HALO) * BLOCK_W + oc + HALO, gray.to(tl.uint8), mask=staged)
+                signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
+                sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (orow >= 0) & (orow < OUT_H) & (yg < H)
+                d0 = tl.where(out, tl.load(pp, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32), 0.0)
+                d1 = tl.where(out, tl.load(pp + p_c, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32), 0.0)
+                d2 = tl.where(out, tl.load(pp + 2 * p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32), 0.0)
+                tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs + H * W4, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs + 2 * H * W4, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
+                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, MASK_PATCH, out)
+                m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
+                col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
+                done = (r0 + SH) % CELL == 0  # a cell row is complete
+                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // CELL, x0, wh, ww, done & (r0 >= 0) & (r0 < OUT_H),
+                             CELL, OUT_W, BLOCK_W)
+                col_acc = tl.where(done, 0.0, col_acc)
             tl.debug_barrier()
             for r0 in range(3, ROWS - 3, SUB_H):  # scores within HALO - 3 of the outputs
                 ii = r0 + rows
@@ -199,31 +242,20 @@ def _forward_kernel(
             tl.debug_barrier()
         # The final pass: output pixels only, indexed from the tile's corner (a multiple of CELL and 4).
         xo = x0 + jj
-        if FAST_WEIGHTS:
-            cells = tl.arange(0, BLOCK_W // CELL)
+        if FAST_WEIGHTS:  # the last pass: covered pixels (or keypoints) per cell, from the scratch only
             for cell_row in range(0, OUT_H // CELL):
-                l1_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
                 for r0 in range(0, CELL, FINAL_H):
                     io = cell_row * CELL + r0 + frows  # output row within the tile
-                    inside, l1 = _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, y0 + io, x0, xo, kq,
-                                                 C, H, W, W4, p_c, p_h, p_w, t_c, t_h, t_w, mh, mw,
-                                                 MASK_PATCH, OUT_W, FINAL_H, BLOCK_W)
+                    inside = (jj < OUT_W) & (y0 + io < H) & (xo < W)
                     ib = (HALO + io) * BLOCK_W + HALO + jj  # the same pixels in the scratch
                     if RING:
                         cover = _ring_rows(plane_b + ib, BLOCK_W, inside)
                     else:
                         cover = tl.load(plane_a + ib, mask=inside, other=0) != 0
-                    l1_acc += l1
                     cover_acc += cover.to(tl.float32)
-                cy = y0 // CELL + cell_row
-                cx = x0 // CELL + cells
-                out = (b.to(tl.int64) * wh + cy) * ww + cx
-                ok = (cells < OUT_W // CELL) & (cx < ww) & (cy < wh)
-                l1_cells = tl.sum(tl.reshape(tl.sum(l1_acc, axis=0), (BLOCK_W // CELL, CELL)), axis=1)
-                cover_cells = tl.sum(tl.reshape(tl.sum(cover_acc, axis=0), (BLOCK_W // CELL, CELL)), axis=1)
-                tl.store(l1_out_ptr + out, l1_cells, mask=ok)
-                tl.store(cover_out_ptr + out, cover_cells, mask=ok)
+                _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // CELL + cell_row, x0, wh, ww, cell_row >= 0,
+                             CELL, OUT_W, BLOCK_W)
         else:
             tile_sum = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
             for r0 in range(0, OUT_H, FINAL_H):
@@ -295,7 +327,9 @@ def _geometry(H: int, W: int, cell: int, fast: bool, config: dict) -> dict:
             triton.cdiv(config["OUT_ROWS"], cell) * cell, min(final_h, cell)
     else:
         halo, out_w, out_h = 0, block_w, triton.cdiv(config["OUT_ROWS"], final_h) * final_h
+    # SH: rows per step of the pass that reads pred and target with FAST weights; divides the cell.
     return dict(HALO=halo, OUT_W=out_w, OUT_H=out_h, BLOCK_W=block_w, SUB_H=config["SUB_H"], FINAL_H=final_h,
+                SH=min(config["READ_H"], cell) if fast else 1,
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
