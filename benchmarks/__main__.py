@@ -1,0 +1,56 @@
+"""Run the benchmark matrix on this machine's device and write the results.
+
+    python -m benchmarks [--quick] [--only fast,loss,amt] [--out benchmarks/results] [--compile-all]
+
+On a machine with CUDA every case runs at full size on the GPU (OpenCV on the CPU beside it); without one,
+CPU-sized cases run. Writes ``<out>/<device>-<date>.json`` (versions, git commit, device, per case and
+implementation min/median/max ms, the speed-ups, the roofline), a Markdown table and a PNG of speed-up
+against size, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from . import cases_amt, cases_fast, cases_loss
+from .harness import markdown, run_cases, write_results
+
+GROUPS = ("fast", "loss", "amt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and short timing, to check everything runs")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated subset of {GROUPS}")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--compile-all", action="store_true",
+                        help="torch.compile the loss reference on every shape (minutes each), not only the headline one")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the loss cases")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"--only takes {GROUPS}, got {sorted(unknown)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cases = []
+    if "fast" in groups:
+        cases += cases_fast.cases(device, args.quick)
+    if "loss" in groups:
+        cases += cases_loss.cases(device, args.quick, compile_all=args.compile_all,
+                                  compile_any=not args.no_compile and device == "cuda")
+    if "amt" in groups:
+        cases += cases_amt.cases(device, args.quick)
+    result = run_cases(cases, device, args.quick, progress=not args.no_progress)
+    paths = write_results(result, args.out)
+    print(markdown(result))
+    print("wrote", ", ".join(map(str, paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

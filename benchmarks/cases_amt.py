@@ -1,0 +1,130 @@
+"""AMT and MAE token selection + gather of the kept tokens, forward and backward; gather alone.
+
+- ``select+gather``: per-image weighted permutation, partition, kept-token gather and its backward.
+  kamim_fast: ``amt_masking`` + ``gather_patches`` (MAE's ratios: ``random_masking``). The published
+  PyTorch sequence: ``torch.multinomial`` (AMT) or ``argsort`` of noise (MAE), ``argsort`` again for
+  ids_restore, ``torch.gather`` with an index expanded over D, and for AMT the boolean-index removal of
+  thrown tokens (which synchronises with the host).
+- ``gather``: ``gather_patches`` vs ``torch.gather`` with an expanded index, forward and backward.
+
+Minimal bytes of a gather step: read and write the kept rows forward, read their gradient and write the
+full-size (B, N, D) input gradient backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .harness import Case, Impl, rotating
+
+GPU_SHAPES = [(256, 196, 768, torch.bfloat16), (256, 144, 768, torch.bfloat16), (64, 196, 1024, torch.float32)]
+QUICK_GPU_SHAPES = [(32, 196, 768, torch.bfloat16)]
+CPU_SHAPES = [(8, 196, 192, torch.float32)]
+RATIOS = {"MAE 0.75": (0.75, 0.0), "AMT 0.45/0.4": (0.45, 0.4)}
+ROTATE = 3
+
+
+def published_amt(x, weights, mask_ratio, throw_ratio):
+    """AMT's published sequence: multinomial order, argsort, partition, shuffle-gather, boolean removal."""
+    B, N, D = x.shape
+    num_mask, num_throw = int(N * mask_ratio), int(N * throw_ratio)
+    ids_shuffle = torch.multinomial(weights, N)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.zeros(B, N, device=x.device)
+    mask[:, :num_mask] = 1
+    mask[:, num_mask:num_mask + num_throw] = -1
+    mask = torch.gather(mask, 1, ids_restore)
+    kept = x[mask == 0].reshape(B, -1, D)  # thrown and masked tokens removed: a host sync
+    return kept, mask, ids_restore
+
+
+def mae_random_masking(x, mask_ratio):
+    """MAE's random_masking (models_mae.py)."""
+    B, N, D = x.shape
+    keep = int(N * (1 - mask_ratio))
+    noise = torch.rand(B, N, device=x.device)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, D))
+    mask = torch.ones(B, N, device=x.device)
+    mask[:, :keep] = 0
+    return kept, torch.gather(mask, 1, ids_restore), ids_restore
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    shapes = CPU_SHAPES if device == "cpu" else QUICK_GPU_SHAPES if quick else GPU_SHAPES
+    out = []
+    for shape in shapes:
+        out += [_select_case(*shape, name, ratios, device) for name, ratios in RATIOS.items()]
+        out.append(_gather_case(*shape, device))
+    return out
+
+
+def _inputs(B, N, D, dtype, device):
+    def make(i):
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(B, N, D, generator=g).to(dtype).to(device).requires_grad_()
+        weights = torch.rand(B, N, generator=g).to(device) + 1e-3  # attention-like, all positive
+        return x, weights
+
+    return rotating(make, ROTATE)
+
+
+def _backward(out: torch.Tensor) -> None:
+    out.backward(torch.ones_like(out))
+
+
+def _select_case(B, N, D, dtype, ratios_name, ratios, device) -> Case:
+    from kamim_fast import amt_masking, gather_patches, random_masking
+
+    inputs = _inputs(B, N, D, dtype, device)
+    mask_ratio, throw_ratio = ratios
+    mae = throw_ratio == 0.0
+
+    def ours():
+        x, weights = inputs()
+        x.grad = None
+        if mae:
+            kept, _, _ = random_masking(x, mask_ratio)
+        else:
+            kept = gather_patches(x, amt_masking(weights, mask_ratio=mask_ratio, throw_ratio=throw_ratio).ids_keep)
+        _backward(kept)
+
+    def published():
+        x, weights = inputs()
+        x.grad = None
+        kept = mae_random_masking(x, mask_ratio)[0] if mae else published_amt(x, weights, mask_ratio, throw_ratio)[0]
+        _backward(kept)
+
+    K = N - int(N * mask_ratio) - int(N * throw_ratio)
+    if mae:
+        K = int(N * (1 - mask_ratio))
+    size = torch.tensor([], dtype=dtype).element_size()
+    name = f"{ratios_name} B={B} N={N} D={D} {str(dtype).removeprefix('torch.')}"
+    return Case("amt select+gather", name, B * N * D, "kamim_fast",
+                [Impl("kamim_fast", ours, device), Impl("published PyTorch", published, device)],
+                min_bytes=(3 * B * K * D + B * N * D) * size)
+
+
+def _gather_case(B, N, D, dtype, device) -> Case:
+    from kamim_fast import gather_patches
+
+    inputs = _inputs(B, N, D, dtype, device)
+    K = N // 4
+    ids = torch.argsort(torch.rand(B, N), dim=1)[:, :K].to(device)
+
+    def ours():
+        x, _ = inputs()
+        x.grad = None
+        _backward(gather_patches(x, ids))
+
+    def torch_gather():
+        x, _ = inputs()
+        x.grad = None
+        _backward(torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, D)))
+
+    size = torch.tensor([], dtype=dtype).element_size()
+    return Case("gather", f"B={B} N={N} K={K} D={D} {str(dtype).removeprefix('torch.')}", B * N * D, "kamim_fast",
+                [Impl("kamim_fast", ours, device), Impl("torch.gather", torch_gather, device)],
+                min_bytes=(3 * B * K * D + B * N * D) * size)

@@ -1,0 +1,34 @@
+"""``python -m benchmarks --quick`` runs on this machine and writes what issue 5 asks: JSON, Markdown, PNG.
+
+Only that the runner works and its files are complete is checked; no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_run_writes_complete_results(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "KAMIM_FAST_BACKEND")}
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-progress", "--out", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (result_file,) = tmp_path.glob("*.json")
+    result = json.loads(result_file.read_text())
+    assert result["commit"] and result["versions"]["torch"] and result["device"]
+    assert {r["group"] for r in result["rows"]} == {"fast", "loss", "amt select+gather", "gather"}
+    for row in result["rows"]:
+        assert row["ours"] in row["times_ms"] and len(row["times_ms"]) >= 2, row
+        for t in row["times_ms"].values():
+            assert 0 < t["min"] <= t["median"] <= t["max"], row
+        assert set(row["speedup"]) == set(row["times_ms"]) - {row["ours"]}
+    table = result_file.with_suffix(".md").read_text()
+    assert table.count("\n| ") == len(result["rows"]) + 1  # header plus one line per case
+    png = result_file.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
