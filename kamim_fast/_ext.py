@@ -6,7 +6,9 @@ The schemas and the CPU/CUDA kernels are C++ (``TORCH_LIBRARY_FRAGMENT(kamim_fas
 1. ``import kamim_fast._C``, built by ``pip install`` (setup.py: a CUDAExtension when nvcc and a CUDA
    build of torch are present, else a CppExtension);
 2. a JIT build of ``csrc/`` with ``torch.utils.cpp_extension.load`` (ninja), when the package has no
-   compiled module and the sources are beside it (a source checkout); ``KAMIM_FAST_JIT=0`` skips it;
+   compiled module and the sources are beside it (a source checkout). ``KAMIM_FAST_JIT=0`` skips it,
+   ``KAMIM_FAST_JIT=cpu`` builds the CPU kernels only (no nvcc); by default the CUDA kernels are built too
+   when torch is a CUDA build and nvcc is found (``TORCH_CUDA_ARCH_LIST``, else 9.0);
 3. nothing: the AMT functions then use their PyTorch references (``_backend.use_extension`` warns once,
    or raises when ``KAMIM_FAST_BACKEND=triton`` asked for the extension).
 
@@ -40,14 +42,15 @@ def _nvcc_available() -> bool:
 
 def _jit_build() -> str:
     """Builds and loads csrc/ with ninja; returns the library path. Raises when it cannot."""
-    if os.environ.get(JIT_ENV_VAR, "1") == "0":
+    mode = os.environ.get(JIT_ENV_VAR, "").strip().lower()
+    if mode == "0":
         raise RuntimeError(f"the JIT build is disabled ({JIT_ENV_VAR}=0)")
     if not (CSRC / "amt.cpp").exists():
         raise RuntimeError(f"the C++ sources are not beside the package (looked in {CSRC})")
     from torch.utils import cpp_extension
 
     sources = [str(CSRC / "amt.cpp")]
-    if _nvcc_available():
+    if mode != "cpu" and _nvcc_available():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         sources.append(str(CSRC / "amt_cuda.cu"))
     name = "kamim_fast_amt_cuda" if len(sources) == 2 else "kamim_fast_amt_cpu"
@@ -66,8 +69,9 @@ def status() -> tuple[bool, str]:
         try:
             _jit_build()
         except Exception as jit_exc:  # noqa: BLE001 - any build failure means: no extension
+            lines = str(jit_exc).strip().splitlines() or [""]
             return False, (f"kamim_fast._C is not installed ({exc}) and the JIT build of csrc/ failed "
-                           f"({type(jit_exc).__name__}: {str(jit_exc).strip().splitlines()[-1] if str(jit_exc).strip() else ''})")
+                           f"({type(jit_exc).__name__}: {lines[-1]})")
     _register()
     return True, ""
 
