@@ -65,7 +65,7 @@ def status() -> tuple[bool, str]:
     """(loaded, reason when not). Loads the extension on first call and registers the Python side."""
     try:
         from . import _C  # noqa: F401  (registers torch.ops.kamim_fast.amt_select and the others)
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # absent, or built against another torch
         try:
             _jit_build()
         except Exception as jit_exc:  # noqa: BLE001 - any build failure means: no extension

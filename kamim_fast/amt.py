@@ -28,6 +28,7 @@ from ._backend import use_extension
 from ._checks import FLOAT_DTYPES, check_bool, check_int, check_tensor
 
 ID_DTYPES = (torch.int32, torch.int64)
+MAX_CUDA_N = 4096  # kMaxSortN in csrc/amt.h: one CUDA block sorts an image's keys in shared memory
 
 
 class AMTMask(NamedTuple):
@@ -219,7 +220,7 @@ def amt_masking(
         -1 thrown, 0 visible), the counts, and the bool views ``masked``, ``thrown``, ``visible``.
 
     Shape:
-        - weights, noise: (B, N), N <= 4096 on CUDA.
+        - weights, noise: (B, N); N <= 4096 for the CUDA kernel.
         - ids_shuffle, ids_restore, mask: (B, N); ids_keep: (B, N - num_masked - num_thrown).
 
     Example:
@@ -246,12 +247,14 @@ def amt_masking(
         noise = noise.to(dtype)
     elif generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if weights.device.type == "cuda" and N > 4096:
-        raise ValueError(f"weights on CUDA must have N <= 4096 patches per image (one block sorts them), got N = {N}")
+    extension = use_extension(weights)
+    if extension and weights.device.type == "cuda" and N > MAX_CUDA_N:
+        raise ValueError(f"weights on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one "
+                         f"block sorts them), got N = {N}; KAMIM_FAST_BACKEND=torch has no limit")
     weights = weights.detach().to(dtype)
     if noise is None:
         noise = torch.empty((B, N), dtype=dtype, device=weights.device).exponential_(generator=generator)
-    if use_extension(weights):
+    if extension:
         ids_shuffle, ids_restore, mask = torch.ops.kamim_fast.amt_select(noise, weights, num_mask, num_throw, False)
     else:
         if weights.device.type != "cuda" and not torch.compiler.is_compiling():
@@ -329,9 +332,11 @@ def random_masking(
     else:
         noise = _check_noise(noise, x)
         noise = noise if noise.dtype in (torch.float32, torch.float64) else noise.float()
-    if x.device.type == "cuda" and N > 4096:
-        raise ValueError(f"x on CUDA must have N <= 4096 patches per image (one block sorts them), got N = {N}")
-    if use_extension(x):
+    extension = use_extension(x)
+    if extension and x.device.type == "cuda" and N > MAX_CUDA_N:
+        raise ValueError(f"x on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one block "
+                         f"sorts them), got N = {N}; KAMIM_FAST_BACKEND=torch has no limit")
+    if extension:
         x_kept, _, ids_restore, codes = torch.ops.kamim_fast.select_gather(x, noise.detach(), None, N - K, 0, True)
         return x_kept, codes.to(torch.get_default_dtype()), ids_restore
     return random_masking_ref(x, mask_ratio, noise.detach())
