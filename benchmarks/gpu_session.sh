@@ -2,7 +2,7 @@
 # One device-tool call that does a GPU session's work: install, the whole suite on CUDA, the benchmarks.
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".whl"])
 # The GPU machines have torch, Triton, timm, OpenCV and pytest but no kornia and no network: kornia's
-# wheels travel in .whl/ (copied from ../shared/device-wheels). Results land in $OUT (7 files; the tool returns 8 at most).
+# wheels travel in .whl/ (copied from ../shared/device-wheels). Results land in $OUT (8 files; the tool returns 8 at most).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -17,4 +17,5 @@ python3 -c "import torch, triton, cv2; print('torch', torch.__version__, 'triton
 python3 -m pytest -q -x -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest-cuda.log" | tail -15
 python3 -m benchmarks.bench_fast --out "$OUT" 2>&1 | tail -12
 python3 -m benchmarks.bench_loss --out "$OUT" 2>&1 | tail -8
+python3 -m benchmarks.bench_amt --out "$OUT" 2>&1 | tail -30
 python3 -m benchmarks.ptxas_report --json "$OUT/ptxas.json" 2>&1 | tail -20
