@@ -5,6 +5,21 @@ Public names only; see the README for the layout and the backends.
 
 from . import _ops  # noqa: F401  (registers the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
+from .amt import (
+    AMTMask,
+    amt_cell_weights,
+    amt_cell_weights_ref,
+    amt_masking,
+    amt_masking_ref,
+    gather_patches,
+    gather_patches_ref,
+    random_masking,
+    random_masking_ref,
+    unshuffle_with_mask_token,
+    unshuffle_with_mask_token_ref,
+    vit_class_attention,
+    vit_class_attention_ref,
+)
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
 from .loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
@@ -13,6 +28,7 @@ from .weights import keypoint_density, keypoint_density_ref, patch_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "AMTMask",
     "BACKENDS",
     "BACKEND_ENV_VAR",
     "FastCorners",
@@ -20,14 +36,26 @@ __all__ = [
     "IMAGENET_STD",
     "KAMIM_PAPER",
     "WeightedMIMLoss",
+    "amt_cell_weights",
+    "amt_cell_weights_ref",
+    "amt_masking",
+    "amt_masking_ref",
     "fast_corners",
     "fast_corners_ref",
     "fast_keypoints",
+    "gather_patches",
+    "gather_patches_ref",
     "keypoint_density",
     "keypoint_density_ref",
     "patch_weights",
+    "random_masking",
+    "random_masking_ref",
     "rgb_to_gray_u8",
     "rgb_to_gray_u8_ref",
+    "unshuffle_with_mask_token",
+    "unshuffle_with_mask_token_ref",
+    "vit_class_attention",
+    "vit_class_attention_ref",
     "weighted_mim_loss",
     "weighted_mim_loss_ref",
 ]

@@ -1,0 +1,627 @@
+"""AMT ops (kamim_fast.amt, csrc/): MAE's and AMT's published token selection as oracles, the extension
+against the references, distribution tests, gradients, opcheck, torch.compile, errors and the build."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CUDA, assert_raises_naming
+
+import kamim_fast
+from kamim_fast import (
+    AMTMask,
+    amt_cell_weights,
+    amt_cell_weights_ref,
+    amt_masking,
+    amt_masking_ref,
+    gather_patches,
+    gather_patches_ref,
+    random_masking,
+    unshuffle_with_mask_token,
+    vit_class_attention,
+    vit_class_attention_ref,
+    weighted_mim_loss,
+)
+from kamim_fast import _ext
+
+ROOT = Path(__file__).resolve().parents[1]
+EXT_OK, EXT_REASON = _ext.status()
+needs_ext = pytest.mark.skipif(not EXT_OK, reason=f"AMT extension not loaded: {EXT_REASON}")
+
+# (device, backend): "triton" demands the compiled extension for the AMT ops, "torch" the reference.
+AMT_TARGETS = [("cpu", "triton"), ("cpu", "torch")]
+if CUDA:
+    AMT_TARGETS += [("cuda", "triton"), ("cuda", "torch")]
+ALL_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+@pytest.fixture(params=AMT_TARGETS, ids=[f"{d}-{'ext' if b == 'triton' else 'ref'}" for d, b in AMT_TARGETS])
+def amt_target(request, monkeypatch) -> str:
+    """Runs the test on the extension and on the reference; returns the device."""
+    device, backend = request.param
+    if backend == "triton" and not EXT_OK:
+        pytest.fail(f"the AMT extension must load in CI: {EXT_REASON}")
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    return device
+
+
+def _gen(rng, device="cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(rng.integers(1 << 62)))
+
+
+# --- the published code, written out as MAE and AMT do it -------------------------------------------------
+
+
+def mae_random_masking(x, mask_ratio, noise):
+    """MAE's models_mae.MaskedAutoencoderViT.random_masking (REFERENCE.md section 6)."""
+    N, L, D = x.shape
+    len_keep = int(L * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    x_masked = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, D))
+    mask = torch.ones([N, L], device=x.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, dim=1, index=ids_restore)
+    return x_masked, mask, ids_restore
+
+
+def mae_unshuffle(x, mask_token, ids_restore):
+    """MAE's forward_decoder re-assembly, without the class token."""
+    mask_tokens = mask_token.repeat(x.shape[0], ids_restore.shape[1] - x.shape[1], 1)
+    x_ = torch.cat([x, mask_tokens], dim=1)
+    return torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
+
+
+def amt_published(weights, q, mask_ratio, throw_ratio):
+    """AMT's partition with multinomial's order written as w / q descending (REFERENCE.md section 5)."""
+    B, N = weights.shape
+    ids_shuffle = torch.argsort(weights / q, dim=1, descending=True)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    nm, nt = int(N * mask_ratio), int(N * throw_ratio)
+    mask = torch.zeros(B, N, device=weights.device)
+    mask[:, :nm] = 1
+    mask[:, nm:nm + nt] = -1
+    mask = torch.gather(mask, dim=1, index=ids_restore)
+    return ids_shuffle, ids_restore, ids_shuffle[:, nm + nt:], mask
+
+
+# --- MAE ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_random_masking_equals_mae(amt_target, rng, dtype):
+    device = amt_target
+    for _ in range(4):
+        B, N, D = (int(v) * 2 + 1 for v in rng.integers(1, 40, 3))
+        mask_ratio = float(rng.choice([0.0, 0.75, rng.uniform(), 1.0]))
+        x = torch.from_numpy(rng.standard_normal((B, N, D))).to(device, dtype).requires_grad_()
+        x_mae = x.detach().clone().requires_grad_()
+        noise = torch.rand(B, N, generator=_gen(rng), dtype=torch.float64).float().to(device)
+        got = random_masking(x, mask_ratio, noise=noise)
+        want = mae_random_masking(x_mae, mask_ratio, noise)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and torch.equal(g, w)
+        up = torch.from_numpy(rng.standard_normal(got[0].shape)).to(device, dtype)
+        (got[0] * up).sum().backward()
+        (want[0] * up).sum().backward()
+        assert torch.equal(x.grad, x_mae.grad)
+        # the decoder: visible tokens and MAE's (1, 1, D) mask token back in order
+        token = torch.randn(1, 1, D, device=device, dtype=dtype, requires_grad=True)
+        token_mae = token.detach().clone().requires_grad_()
+        vis = got[0].detach().clone().requires_grad_()
+        vis_mae = vis.detach().clone().requires_grad_()
+        out, out_mae = unshuffle_with_mask_token(vis, token, got[2]), mae_unshuffle(vis_mae, token_mae, want[2])
+        assert torch.equal(out, out_mae)
+        up = torch.from_numpy(rng.standard_normal(out.shape)).to(device, torch.float64)
+        (out.double() * up).sum().backward()
+        (out_mae.double() * up).sum().backward()
+        assert torch.equal(vis.grad, vis_mae.grad)
+        tol = dict(rtol=1e-2, atol=5e-2) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(token.grad, token_mae.grad, **tol)  # summation order differs
+
+
+def test_random_masking_draws_noise_like_mae(amt_target):
+    x = torch.randn(5, 49, 8, device=amt_target)
+    torch.manual_seed(3)
+    got = random_masking(x, 0.75)
+    torch.manual_seed(3)
+    want = mae_random_masking(x, 0.75, torch.rand(5, 49, device=amt_target))
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+# --- AMT ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
+def test_amt_masking_equals_published_partition(amt_target, rng, wdtype):
+    device = amt_target
+    for mask_ratio, throw_ratio in [(0.45, 0.4), (0.44, 0.26), (0.75, 0.0), (0.0, 1.0), (rng.uniform(0, 0.5), rng.uniform(0, 0.5))]:
+        B, N = int(rng.integers(1, 9)), int(rng.choice([1, 2, 49, 144, 196, int(rng.integers(3, 300))]))
+        w = torch.from_numpy(rng.uniform(0.01, 1, (B, N))).to(device, wdtype)
+        q = torch.empty(B, N, dtype=wdtype).exponential_(generator=_gen(rng)).to(device)
+        got = amt_masking(w, mask_ratio=mask_ratio, throw_ratio=throw_ratio, noise=q)
+        ids_shuffle, ids_restore, ids_keep, mask = amt_published(w, q, mask_ratio, throw_ratio)
+        assert torch.equal(got.ids_shuffle, ids_shuffle) and torch.equal(got.ids_restore, ids_restore)
+        assert torch.equal(got.ids_keep, ids_keep)
+        assert got.mask.dtype == torch.int8 and torch.equal(got.mask.to(mask.dtype), mask)
+        assert (got.num_masked, got.num_thrown) == (int(N * mask_ratio), int(N * throw_ratio))
+        assert torch.equal(got.masked, mask == 1) and torch.equal(got.thrown, mask == -1)
+        assert torch.equal(got.visible, mask == 0)
+
+
+def test_amt_masking_half_weights_are_sorted_in_float32(amt_target, rng):
+    w = torch.from_numpy(rng.uniform(0.01, 1, (3, 50))).to(amt_target, torch.float16)
+    q = torch.empty(3, 50).exponential_(generator=_gen(rng)).to(amt_target)
+    got = amt_masking(w, noise=q)
+    want = amt_published(w.float(), q, 0.45, 0.4)
+    assert torch.equal(got.ids_shuffle, want[0]) and torch.equal(got.mask.float(), want[3])
+
+
+def test_exact_counts_and_permutations(amt_target, rng):
+    for N in (1, 2, 3, 17, 196, 1024, 1500):
+        B = 3
+        w = torch.from_numpy(rng.uniform(0, 1, (B, N))).float().to(amt_target)
+        w[:, 0] = 1.0  # at least one positive entry per row
+        mr, tr = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
+        m = amt_masking(w, mask_ratio=mr, throw_ratio=tr, generator=_gen(rng, amt_target))
+        nm, nt = int(N * mr), int(N * tr)
+        assert (m.mask == 1).sum(1).tolist() == [nm] * B and (m.mask == -1).sum(1).tolist() == [nt] * B
+        assert m.ids_keep.shape == (B, N - nm - nt)
+        arange = torch.arange(N, device=amt_target).expand(B, N)
+        assert torch.equal(m.ids_shuffle.sort(1).values, arange)
+        assert torch.equal(torch.gather(m.ids_restore, 1, m.ids_shuffle), arange)
+        assert bool((torch.gather(m.mask, 1, m.ids_keep) == 0).all())
+
+
+def _successive_sampling_probabilities(w):
+    """Exact probability of each permutation under torch.multinomial(w, N) without replacement."""
+    probs = {}
+    for perm in itertools.permutations(range(len(w))):
+        p, left = 1.0, float(sum(w))
+        for i in perm:
+            p *= w[i] / left
+            left -= w[i]
+        probs[perm] = p
+    return probs
+
+
+def test_amt_masking_is_multinomial_in_distribution(amt_target):
+    """Seeded chi-square tests: the whole permutation against the exact probabilities of sampling without
+    replacement, and each patch's chance of being masked against torch.multinomial's."""
+    from scipy.stats import chi2_contingency, chisquare
+
+    device = amt_target
+    w = [0.1, 0.5, 1.0, 2.0, 4.0]
+    T = 60000
+    gen = torch.Generator(device=device).manual_seed(1234)
+    weights = torch.tensor(w, device=device).expand(T, -1)
+    m = amt_masking(weights, mask_ratio=0.4, throw_ratio=0.2, generator=gen)
+    exact = _successive_sampling_probabilities(w)
+    perms = list(exact)
+    code = {p: i for i, p in enumerate(perms)}
+    seen = torch.bincount(torch.tensor([code[tuple(r)] for r in m.ids_shuffle.tolist()]), minlength=len(perms))
+    expected = torch.tensor([exact[p] for p in perms], dtype=torch.float64) * T
+    assert chisquare(seen.double().numpy(), expected.numpy()).pvalue > 1e-4
+    # the test has power: a uniform permutation fails it
+    uniform = torch.stack([torch.randperm(5, generator=torch.Generator().manual_seed(i)) for i in range(3000)])
+    seen_u = torch.bincount(torch.tensor([code[tuple(r)] for r in uniform.tolist()]), minlength=len(perms))
+    assert chisquare(seen_u.double().numpy(), (expected / T * 3000).numpy()).pvalue < 1e-6
+
+    # per-patch masked frequency against torch.multinomial's, N = 12
+    w12 = torch.linspace(0.05, 1.0, 12, dtype=torch.float64) ** 2
+    m12 = amt_masking(w12.to(device).expand(T, -1), mask_ratio=0.5, throw_ratio=0.25, generator=gen)
+    ours = m12.masked.sum(0).cpu()
+    draws = torch.multinomial(w12.expand(T, -1), 12, replacement=False, generator=torch.Generator().manual_seed(99))
+    theirs = torch.zeros(12, dtype=torch.long).scatter_add_(0, draws[:, :6].flatten(), torch.ones(T * 6, dtype=torch.long))
+    assert chi2_contingency(torch.stack([ours, theirs]).numpy()).pvalue > 1e-4
+    thrown = m12.thrown.sum(0).cpu()
+    theirs_thrown = torch.zeros(12, dtype=torch.long).scatter_add_(0, draws[:, 6:9].flatten(), torch.ones(T * 3, dtype=torch.long))
+    assert chi2_contingency(torch.stack([thrown, theirs_thrown]).numpy()).pvalue > 1e-4
+
+
+def test_zero_weights_come_last_in_random_order(amt_target, rng):
+    N, T = 10, 4000
+    w = torch.zeros(T, N, device=amt_target)
+    w[:, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0], device=amt_target)  # patches 4..9 have weight 0
+    m = amt_masking(w, mask_ratio=0.3, throw_ratio=0.3, generator=_gen(rng, amt_target))
+    assert bool((m.ids_shuffle[:, :4] < 4).all()) and bool((m.ids_shuffle[:, 4:] >= 4).all())
+    assert not bool(m.masked[:, 4:].any())  # only positive weights are masked
+    # among the zero weights the order is uniform: each leads about 1/6 of the time
+    lead = torch.bincount(m.ids_shuffle[:, 4].cpu() - 4, minlength=6).double()
+    from scipy.stats import chisquare
+
+    assert chisquare(lead.numpy()).pvalue > 1e-4
+
+
+def test_ties_break_by_index(amt_target):
+    w = torch.ones(2, 7, device=amt_target)
+    m = amt_masking(w, mask_ratio=3 / 7, throw_ratio=2 / 7, noise=torch.ones(2, 7, device=amt_target))
+    assert m.ids_shuffle.tolist() == [list(range(7))] * 2
+    assert m.mask.tolist() == [[1, 1, 1, -1, -1, 0, 0]] * 2
+    x = torch.arange(14.0, device=amt_target).reshape(1, 7, 2)
+    _, mask, ids_restore = random_masking(x, 0.5, noise=torch.zeros(1, 7, device=amt_target))
+    assert ids_restore.tolist() == [list(range(7))] and mask.tolist() == [[0, 0, 0, 1, 1, 1, 1]]
+
+
+@needs_ext
+def test_extension_equals_reference_with_heavy_ties(monkeypatch, rng):
+    """Quantised weights and noise (many equal keys, zeros, infinities) give identical results."""
+    for _ in range(5):
+        B, N = int(rng.integers(1, 6)), int(rng.integers(1, 600))
+        w = torch.from_numpy(rng.integers(0, 3, (B, N))).float()
+        w[:, 0] = 1.0
+        q = torch.from_numpy(rng.choice([0.5, 1.0, 2.0, math.inf], (B, N))).float()
+        kw = dict(mask_ratio=float(rng.uniform(0, 0.5)), throw_ratio=float(rng.uniform(0, 0.5)), noise=q)
+        monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
+        got = amt_masking(w, **kw)
+        monkeypatch.setenv("KAMIM_FAST_BACKEND", "torch")
+        want = amt_masking(w, **kw)
+        ref = amt_masking_ref(w, q, kw["mask_ratio"], kw["throw_ratio"])
+        for g, r, f in zip(got, want, ref):
+            assert torch.equal(torch.as_tensor(g), torch.as_tensor(r)) and torch.equal(torch.as_tensor(g), torch.as_tensor(f))
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("nan", ["weights", "NaN", "row 1"]),
+        ("inf", ["weights", "inf", "row 1"]),
+        ("negative", ["weights", ">= 0", "row 1"]),
+        ("zero", ["weights", "positive", "row 1", "all zero"]),
+    ],
+)
+def test_bad_weight_rows_raise(amt_target, bad, words):
+    if amt_target == "cuda":
+        pytest.skip("CUDA weights are not checked (no host synchronisation); documented")
+    w = torch.rand(3, 9) + 0.1
+    w[1, 4] = {"nan": math.nan, "inf": math.inf, "negative": -0.5, "zero": 0.0}[bad]
+    if bad == "zero":
+        w[1] = 0.0
+    assert_raises_naming(lambda: amt_masking(w), ValueError, words)
+
+
+# --- gather, scatter, unshuffle --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ALL_FLOATS)
+def test_gather_patches_any_dtype_and_width(amt_target, rng, dtype):
+    device = amt_target
+    for D in (1, 2, 3, 5, 7, 8, 13, 16, 768, 771):
+        B, N = int(rng.integers(1, 5)), int(rng.integers(1, 70))
+        K = int(rng.integers(0, N + 1))
+        x = torch.from_numpy(rng.standard_normal((B, N, D))).to(device, dtype)
+        ids = torch.stack([torch.randperm(N, generator=_gen(rng))[:K] for _ in range(B)]).to(device)
+        out = gather_patches(x, ids)
+        assert out.dtype == dtype and torch.equal(out, gather_patches_ref(x, ids))
+        # misaligned rows (a view starting one element in) and int32 ids
+        xs = x.reshape(-1)[1:].reshape(-1)[: B * N * D - 1] if D > 1 else None
+        if xs is not None and xs.numel() >= B * (N - 1) * D:
+            xv = xs[: B * (N - 1) * D].reshape(B, N - 1, D)
+            ids_v = ids.clamp(max=N - 2) if N > 1 else None
+            if ids_v is not None:
+                assert torch.equal(gather_patches(xv, ids_v.int()), gather_patches_ref(xv, ids_v))
+
+
+def test_gather_backward_writes_rows_and_sums_repeats(amt_target, rng):
+    device = amt_target
+    for dtype in ALL_FLOATS:
+        B, N, D, K = 3, 11, 6, 8
+        x = torch.from_numpy(rng.standard_normal((B, N, D))).to(device, dtype).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        ids = torch.from_numpy(rng.integers(0, N, (B, K))).to(device)  # repeats likely
+        ids[0] = torch.arange(K)  # one distinct row
+        up = torch.from_numpy(rng.standard_normal((B, K, D))).to(device, dtype)
+        (gather_patches(x, ids) * up).sum().backward()
+        (gather_patches_ref(x_ref, ids) * up).sum().backward()
+        tol = dict(rtol=1e-2, atol=2e-2) if dtype in (torch.float16, torch.bfloat16) else {}
+        torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+        assert torch.equal(x.grad[0], x_ref.grad[0])  # distinct ids: exact copies and zeros
+
+
+def test_unshuffle_amt_layout(amt_target, rng):
+    device = amt_target
+    for dtype in ALL_FLOATS:
+        B, N, D = 4, 37, 5
+        w = torch.from_numpy(rng.uniform(0.1, 1, (B, N))).float().to(device)
+        m = amt_masking(w, generator=_gen(rng, device))
+        K = N - m.num_masked - m.num_thrown
+        tokens = torch.from_numpy(rng.standard_normal((B, N, D))).to(device, dtype)
+        visible = gather_patches(tokens, m.ids_keep).requires_grad_()
+        token = torch.randn(D, device=device, dtype=torch.float64).to(dtype).requires_grad_()
+        for keep_thrown in (False, True):
+            out = unshuffle_with_mask_token(visible, token, m, keep_thrown=keep_thrown)
+            want = torch.where(m.visible[..., None], tokens, token.detach())
+            if not keep_thrown:
+                want = want[~m.thrown].reshape(B, N - m.num_thrown, D)
+            assert out.shape == want.shape and torch.equal(out, want)
+            up = torch.from_numpy(rng.standard_normal(out.shape)).to(device, dtype)
+            gv, gt = torch.autograd.grad((out * up).sum(), (visible, token))
+            full = torch.zeros(B, N, D, device=device, dtype=dtype)
+            full[~m.thrown if not keep_thrown else torch.ones_like(m.thrown)] = up.reshape(-1, D)
+            assert torch.equal(gv, gather_patches_ref(full, m.ids_keep))
+            token_rows = m.masked | (m.thrown if keep_thrown else torch.zeros_like(m.thrown))
+            tol = dict(rtol=2e-2, atol=5e-2) if dtype in (torch.float16, torch.bfloat16) else {}
+            torch.testing.assert_close(gt, full.double()[token_rows].sum(0).to(dtype), **tol)
+        assert visible.shape[1] == K
+
+
+def test_unshuffle_token_gradient_is_deterministic(amt_target):
+    w = torch.rand(8, 196, device=amt_target) + 0.01
+    m = amt_masking(w, generator=torch.Generator(device=amt_target).manual_seed(0))
+    visible = torch.randn(8, m.ids_keep.shape[1], 64, device=amt_target, requires_grad=True)
+    token = torch.zeros(64, device=amt_target, requires_grad=True)
+    up = torch.randn(8, 196 - m.num_thrown, 64, device=amt_target)
+    grads = [torch.autograd.grad((unshuffle_with_mask_token(visible, token, m) * up).sum(), token)[0] for _ in range(3)]
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_gradcheck(amt_target, rng):
+    device = amt_target
+    x = torch.randn(2, 7, 3, device=device, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[6, 0, 3], [2, 2, 5]], device=device)
+    torch.autograd.gradcheck(lambda t: gather_patches(t, ids), (x,))
+    torch.autograd.gradgradcheck(lambda t: gather_patches(t, ids), (x,))
+    m = amt_masking(torch.rand(2, 7, device=device) + 0.1, mask_ratio=0.3, throw_ratio=0.3, generator=_gen(rng, device))
+    vis = torch.randn(2, 3, 3, device=device, dtype=torch.float64, requires_grad=True)
+    tok = torch.randn(1, 1, 3, device=device, dtype=torch.float64, requires_grad=True)
+    for keep_thrown in (False, True):
+        f = lambda v, t: unshuffle_with_mask_token(v, t, m, keep_thrown)  # noqa: E731
+        torch.autograd.gradcheck(f, (vis, tok))
+        torch.autograd.gradgradcheck(f, (vis, tok))
+    noise = torch.rand(2, 7, device=device)
+    torch.autograd.gradcheck(lambda t: random_masking(t, 0.5, noise=noise)[0], (x,))
+
+
+def test_mim_loss_ignores_thrown_patches(rng):
+    B, h = 2, 4
+    m = amt_masking(torch.rand(B, h * h) + 0.1, generator=_gen(rng))
+    pred, target = torch.randn(B, 3, 32, 32), torch.randn(B, 3, 32, 32)
+    got = weighted_mim_loss(pred, target, m.mask.reshape(B, h, h))
+    assert torch.equal(got, weighted_mim_loss(pred, target, m.masked.reshape(B, h, h)))
+
+
+def test_amt_cell_weights(rng):
+    attn = torch.from_numpy(rng.uniform(0, 1, (3, 14, 14)))
+    got = amt_cell_weights(attn, 2)
+    assert got.shape == (3, 7, 7)
+    torch.testing.assert_close(got, amt_cell_weights_ref(attn, 2))
+    assert math.isclose(float(got.sum()), float(attn.sum()), rel_tol=1e-12)
+    assert_raises_naming(lambda: amt_cell_weights(attn, 3), ValueError, ["cell", "14", "3"])
+    assert_raises_naming(lambda: amt_cell_weights(attn[0], 2), ValueError, ["attn", "(B, h, w)"])
+
+
+# --- vit_class_attention ---------------------------------------------------------------------------------------
+
+
+def test_vit_class_attention_matches_the_full_attention_matrix():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=0).eval()
+    images = torch.randn(3, 3, 64, 64)
+    fused = [blk.attn.fused_attn for blk in vit.blocks]
+    forwards = []
+    handle = vit.patch_embed.register_forward_hook(lambda *a: forwards.append(1))
+    got = vit_class_attention(vit, images)
+    handle.remove()
+    assert len(forwards) == 1  # one forward
+    assert [blk.attn.fused_attn for blk in vit.blocks] == fused
+    want = vit_class_attention_ref(vit, images)
+    assert got.shape == (3, 16) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got.amin(1), torch.zeros(3), atol=1e-6) or bool((got >= 0).all())
+    assert bool((got <= 1).all()) and bool((got >= 0).all())
+    assert [blk.attn.fused_attn for blk in vit.blocks] == fused
+    # the map feeds amt_masking directly
+    m = amt_masking(got + 1e-6, generator=torch.Generator().manual_seed(0))
+    assert m.mask.shape == (3, 16)
+    assert_raises_naming(lambda: vit_class_attention(torch.nn.Linear(2, 2), images), TypeError,
+                         ["model", "VisionTransformer", "Linear"])
+
+
+# --- argument checks --------------------------------------------------------------------------------------------
+
+
+def test_argument_errors():
+    w, x = torch.rand(2, 10), torch.randn(2, 10, 4)
+    meta = torch.device("meta")
+    cases = [
+        (lambda: amt_masking([[1.0]]), TypeError, ["weights", "torch.Tensor", "list"]),
+        (lambda: amt_masking(w.long()), TypeError, ["weights", "float", "int64"]),
+        (lambda: amt_masking(w[0]), ValueError, ["weights", "(B, N)", "(10,)"]),
+        (lambda: amt_masking(w, mask_ratio=1.5), ValueError, ["mask_ratio", "[0, 1]", "1.5"]),
+        (lambda: amt_masking(w, throw_ratio="0.4"), TypeError, ["throw_ratio", "float", "str"]),
+        (lambda: amt_masking(w, mask_ratio=0.7, throw_ratio=0.4), ValueError, ["mask_ratio + throw_ratio", "0.7", "0.4"]),
+        (lambda: amt_masking(w, noise=torch.rand(2, 9)), ValueError, ["noise", "(2, 10)", "(2, 9)"]),
+        (lambda: amt_masking(w, noise=torch.rand(2, 10, device=meta)), ValueError, ["noise", "cpu", "meta"]),
+        (lambda: amt_masking(w, noise=torch.rand(2, 10), generator=torch.Generator()), ValueError, ["noise", "generator"]),
+        (lambda: amt_masking(w, generator=3), TypeError, ["generator", "int"]),
+        (lambda: gather_patches(x, torch.zeros(2, 3)), TypeError, ["ids", "int64", "float32"]),
+        (lambda: gather_patches(x, torch.zeros(3, 3, dtype=torch.long)), ValueError, ["ids", "batch size 2", "(3, 3)"]),
+        (lambda: gather_patches(x[0], torch.zeros(2, 3, dtype=torch.long)), ValueError, ["x", "(B, N, D)", "(10, 4)"]),
+        (lambda: gather_patches(x, torch.zeros(2, 3, dtype=torch.long, device=meta)), ValueError, ["ids", "cpu", "meta"]),
+        (lambda: gather_patches(x.int(), torch.zeros(2, 3, dtype=torch.long)), TypeError, ["x", "float", "int32"]),
+        (lambda: random_masking(x, -0.1), ValueError, ["mask_ratio", "-0.1"]),
+        (lambda: random_masking(x, 0.5, noise=torch.rand(2, 11)), ValueError, ["noise", "(2, 10)", "(2, 11)"]),
+        (lambda: unshuffle_with_mask_token(x[:, :3], torch.zeros(5), torch.zeros(2, 10, dtype=torch.long)), ValueError,
+         ["mask_token", "D = 4", "(5,)"]),
+        (lambda: unshuffle_with_mask_token(x[:, :3], torch.zeros(4), torch.zeros(2, 10)), TypeError,
+         ["ids_restore", "int64", "float32"]),
+        (lambda: unshuffle_with_mask_token(x[:, :3], torch.zeros(4), torch.zeros(2, 2, dtype=torch.long)), ValueError,
+         ["ids_restore", "N >= K = 3", "(2, 2)"]),
+        (lambda: unshuffle_with_mask_token(x[:, :3], torch.zeros(4), amt_masking(w)), ValueError,
+         ["visible", "2 visible", "(2, 3, 4)"]),
+        (lambda: unshuffle_with_mask_token(x[:, :3], torch.zeros(4), torch.zeros(2, 10, dtype=torch.long), 1), TypeError,
+         ["keep_thrown", "bool", "int"]),
+    ]
+    for make, exc, words in cases:
+        assert_raises_naming(make, exc, words)
+
+
+@needs_ext
+def test_extension_checks_direct_calls(monkeypatch):
+    """The C++ ops check their arguments too: a direct caller gets an error, never a crash."""
+    ops = torch.ops.kamim_fast
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(IndexError, match="ids must be in"):
+        ops.gather_rows(x, torch.tensor([[0, 5], [1, 1]]))
+    with pytest.raises(IndexError, match="ids must be in"):
+        ops.scatter_rows(x, torch.tensor([[0, 1, 2, 3, -1], [0] * 5]), 5)
+    with pytest.raises(ValueError, match="num_mask"):
+        ops.amt_select(torch.rand(2, 5), None, 4, 2, False)
+    with pytest.raises(ValueError, match="permutation"):
+        ops.unshuffle(x[:, :2], torch.zeros(3), torch.tensor([[0, 0, 1, 2, 3]] * 2), 3, 0, True, False)
+    with pytest.raises(TypeError, match="noise must be float32 or float64"):
+        ops.amt_select(torch.rand(2, 5).half(), None, 1, 1, False)
+
+
+# --- torch.library, torch.compile, the build --------------------------------------------------------------------
+
+
+@needs_ext
+def test_opcheck(rng):
+    ops = torch.ops.kamim_fast
+    B, N, D = 3, 13, 5
+    x = torch.randn(B, N, D, requires_grad=True)
+    w, q = torch.rand(B, N) + 0.1, torch.empty(B, N).exponential_()
+    ids = torch.stack([torch.randperm(N)[:6] for _ in range(B)])
+    restore = torch.stack([torch.randperm(N) for _ in range(B)])
+    cases = [
+        (ops.amt_select.default, (q, w, 5, 3, False)),
+        (ops.amt_select.default, (torch.rand(B, N, dtype=torch.float64), None, 5, 0, True)),
+        (ops.select_gather.default, (x, q, w, 5, 3, False)),
+        (ops.select_gather.default, (x, torch.rand(B, N), None, 7, 0, True)),
+        (ops.gather_rows.default, (x, ids)),
+        (ops.scatter_rows.default, (torch.randn(B, 6, D, requires_grad=True), ids, N)),
+        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, False)),
+        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, True)),
+        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 8, 0, True, False)),
+        (ops.unshuffle_backward.default, (torch.randn(B, 10, D, requires_grad=True), restore, 5, 5, 3, False, False)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_compile_fullgraph_matches_eager(amt_target, rng):
+    device = amt_target
+    B, N, D = 3, 49, 8
+    w = torch.rand(B, N, device=device) + 0.05
+    q = torch.empty(B, N, device=device).exponential_()
+    x = torch.randn(B, N, D, device=device)
+    token = torch.randn(D, device=device)
+
+    def step(w, q, x, token):
+        m = amt_masking(w, noise=q)
+        visible = gather_patches(x, m.ids_keep)
+        out = unshuffle_with_mask_token(visible * 2, token, m)
+        kept, mask, restore = random_masking(x, 0.75, noise=q)
+        return out, m.mask, kept, mask, restore
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    xs = [t.clone().requires_grad_(t.is_floating_point()) for t in (w, q, x, token)]
+    got = compiled(*xs)
+    want = step(w, q, x, token)
+    for g, v in zip(got, want):
+        assert torch.equal(g, v)
+    got[0].sum().backward()
+    assert xs[2].grad is not None and xs[3].grad is not None
+    # without noise too (drawn inside the graph)
+    torch._dynamo.reset()
+    m = torch.compile(lambda w: amt_masking(w).mask, fullgraph=True, backend="aot_eager")(w)
+    assert (m == 1).sum(1).tolist() == [int(N * 0.45)] * B
+
+
+def _nvcc() -> Path | None:
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    for folder in filter(None, [home, "/usr/local/cuda"]):
+        if (Path(folder) / "bin" / "nvcc").exists():
+            return Path(folder) / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    return Path(found) if found else None
+
+
+def test_installed_extension_holds_the_cuda_kernels():
+    """Where nvcc and a CUDA build of torch are present, `pip install` must have compiled amt_cuda.cu into
+    kamim_fast._C: every op has a CUDA kernel (a real compile of the .cu, no GPU needed)."""
+    if torch.version.cuda is None or _nvcc() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have nvcc and a CUDA build of torch to compile csrc/amt_cuda.cu")
+        pytest.skip("no nvcc or a CPU-only torch: the extension is a CppExtension")
+    import importlib
+
+    module = importlib.import_module("kamim_fast._C")  # the installed module, not a JIT build
+    assert Path(module.__file__).name.startswith("_C")
+    for op in _ext.OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast::{op}", "CUDA"), op
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast::{op}", "CPU"), op
+    assert _ext.has_cuda()
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+HIDE_C = "import sys; sys.modules['kamim_fast._C'] = None\n"  # makes `import kamim_fast._C` fail
+
+
+def test_fallback_warns_once_and_forced_extension_raises():
+    code = HIDE_C + (
+        "import warnings, torch, kamim_fast\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    m = kamim_fast.amt_masking(torch.rand(2, 9) + 0.1, noise=torch.ones(2, 9))\n"
+        "    x = kamim_fast.gather_patches(torch.randn(2, 9, 3), m.ids_keep)\n"
+        "ours = [w for w in caught if 'PyTorch references' in str(w.message)]\n"
+        "print('WARNINGS', len(ours), ours[0].message if ours else '')\n"
+        "import os; os.environ['KAMIM_FAST_BACKEND'] = 'triton'\n"
+        "try:\n"
+        "    kamim_fast.gather_patches(torch.randn(2, 9, 3), m.ids_keep)\n"
+        "except RuntimeError as e:\n"
+        "    print('RAISED', e)\n"
+    )
+    out = _run(code, KAMIM_FAST_JIT="0", KAMIM_FAST_BACKEND="auto")
+    assert "WARNINGS 1 " in out.stdout and "KAMIM_FAST_JIT=0" in out.stdout, out.stdout + out.stderr
+    assert "RAISED KAMIM_FAST_BACKEND=triton needs the compiled AMT extension" in out.stdout, out.stdout + out.stderr
+
+
+def test_jit_build_of_the_cpu_sources(tmp_path):
+    """Without the compiled module, csrc/ is built with ninja at first use (CPU kernels only: KAMIM_FAST_JIT=cpu),
+    and CUDA tensors are refused clearly by an extension without CUDA kernels."""
+    code = HIDE_C + (
+        "import torch, kamim_fast\n"
+        "from kamim_fast import _ext, _backend\n"
+        "print('STATUS', _ext.status())\n"
+        "print('CUDA', _ext.has_cuda())\n"
+        "m = kamim_fast.amt_masking(torch.tensor([[1.0, 3.0, 2.0, 0.5]]), mask_ratio=0.5, throw_ratio=0.25, noise=torch.ones(1, 4))\n"
+        "print('IDS', m.ids_shuffle.tolist(), m.mask.tolist())\n"
+        "try:\n"
+        "    _backend._use_extension_on('cuda')\n"
+        "except RuntimeError as e:\n"
+        "    print('RAISED', e)\n"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), KAMIM_FAST_BACKEND="triton", KAMIM_FAST_JIT="cpu",
+               MAX_JOBS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    text = out.stdout + out.stderr
+    assert "STATUS (True, '')" in out.stdout, text
+    assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
+    assert "RAISED the AMT extension kamim_fast._C was built without CUDA" in out.stdout, text
+    assert list(tmp_path.glob("kamim_fast_amt_cpu/*.so")), list(tmp_path.rglob("*"))
+
+
+def test_public_amt_names():
+    for name in ("AMTMask", "amt_masking", "gather_patches", "random_masking", "unshuffle_with_mask_token",
+                 "vit_class_attention", "amt_cell_weights"):
+        assert name in kamim_fast.__all__ and getattr(kamim_fast, name) is not None
+    assert issubclass(AMTMask, tuple) and AMTMask._fields[:4] == ("ids_shuffle", "ids_restore", "ids_keep", "mask")
