@@ -98,13 +98,22 @@ def check_weight_rows(weights: torch.Tensor) -> None:
     looking at the values would synchronise with the host; see :func:`amt_masking`.
     """
     w = weights.detach()
-    for what, bad in (("NaN", w.isnan()), ("inf", w.isinf()), ("a negative value", w < 0)):
-        rows = bad.any(1).nonzero().flatten()
-        if rows.numel():
-            raise ValueError(f"weights must be finite and >= 0; row {int(rows[0])} holds {what}")
-    rows = (w <= 0).all(1).nonzero().flatten()
-    if rows.numel() and w.shape[1]:
-        raise ValueError(f"weights must have a positive entry in every row; row {int(rows[0])} is all zero")
+    bad = w.isnan() | w.isinf() | (w < 0)
+    problem = bad.any(1) | ((w <= 0).all(1) if w.shape[1] else torch.zeros_like(bad[:, 0]))
+    rows = problem.nonzero().flatten()
+    if not rows.numel():
+        return
+    b = int(rows[0])  # the first row with a problem, and in it the first bad column: the C++ check's order
+    cols = bad[b].nonzero().flatten()
+    if not cols.numel():
+        raise ValueError(f"weights must have a positive entry in every row; row {b} is all zero")
+    n = int(cols[0])
+    v = float(w[b, n])
+    if v != v:
+        raise ValueError(f"weights must not hold NaN; row {b} does (column {n})")
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"weights must be finite; row {b} holds {v:g} (column {n})")
+    raise ValueError(f"weights must be >= 0; row {b} holds {v:g} (column {n})")
 
 
 # --- references -------------------------------------------------------------------------------------------

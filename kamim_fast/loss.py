@@ -164,6 +164,15 @@ def weighted_mim_loss(
     Returns:
         A float32 scalar, differentiable with respect to ``pred`` (and ``target``, tensor weights).
 
+    Note:
+        - Deterministic: the same inputs give bitwise the same loss and gradients (per-tile and per-cell
+          partials summed in a fixed order; no atomics).
+        - NaN in pred or target makes the loss NaN; the gradient there is 0, as PyTorch's ``l1_loss``
+          gives (``torch.sign(nan)`` is 0). Inf keeps its sign.
+        - ``weights="fast"`` recovers uint8 gray from ``target`` as ``round((x * std + mean) * 255)``
+          clamped to [0, 255] per channel, so targets outside the normalised range weigh as clamped.
+        - The weights are not differentiated: FAST is piecewise constant in ``target``.
+
     Shape:
         - pred, target: (B, C, H, W); C = 3 for ``weights="fast"``.
         - mask: (B, h, w), (B, N) or (B, 1, H, W).

@@ -290,6 +290,26 @@ def test_bad_weight_rows_raise(amt_target, bad, words):
     assert_raises_naming(lambda: amt_masking(w), ValueError, words)
 
 
+@needs_ext
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.1, 1e-7, 0.0])
+def test_extension_and_reference_raise_the_same_message(value, monkeypatch, rng):
+    """The C++ check and the Python check report the same first problem in the same words."""
+    w = torch.rand(4, 7, dtype=torch.float64 if rng.integers(2) else torch.float32) + 0.1
+    w[2, int(rng.integers(7))] = value
+    w[3] = 0.0 if value else -1.0  # a later problem row: the first one must win on both
+    if value == 1e-7:
+        w[2, 0] = -1e-7
+    if value == 0.0:
+        w[2] = 0.0
+    messages = []
+    for backend in ("triton", "torch"):
+        monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+        with pytest.raises(ValueError) as info:
+            amt_masking(w)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "row 2" in messages[0], messages
+
+
 # --- gather, scatter, unshuffle --------------------------------------------------------------------------------
 
 
