@@ -103,3 +103,88 @@ def test_fast_weighted_loss_equals_the_reference(cells, cell, b, threshold, dens
     (loss, grad), (want, want_grad) = results
     torch.testing.assert_close(loss, want, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(grad, want_grad, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=1e-7)
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as ``x`` (B, C, H, W) in another memory layout."""
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":  # every other column of a wider tensor
+        wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x.contiguous()
+
+
+@SETTINGS
+@given(b=st.integers(1, 3), h=st.integers(1, 30), w=st.integers(1, 40), order=st.sampled_from(["rgb", "bgr"]),
+       dtype=st.sampled_from([torch.uint8, torch.float32, torch.bfloat16, torch.float16]),
+       layout=st.sampled_from(["contiguous", "channels_last", "strided"]), seed=st.integers(0, 2**32 - 1),
+       backend=st.sampled_from(BACKENDS))
+def test_gray_equals_opencv(b, h, w, order, dtype, layout, seed, backend, monkeypatch):
+    """rgb_to_gray_u8 on any layout and dtype: uint8 equals cv2.cvtColor; float equals it on the values
+    the float input encodes (the reference's un-normalisation, itself tied to cv2 in test_gray.py)."""
+    from oracles import cv_gray
+
+    from kamim_fast import rgb_to_gray_u8, rgb_to_gray_u8_ref
+
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    rng = np.random.default_rng(seed)
+    u8 = torch.from_numpy(rng.integers(0, 256, (b, 3, h, w), dtype=np.uint8))
+    if dtype == torch.uint8:
+        got = rgb_to_gray_u8(_layout(u8, layout), channel_order=order)
+        want = torch.from_numpy(np.stack([cv_gray(img.permute(1, 2, 0).numpy(), order) for img in u8]))
+    else:
+        x = ((u8.float() / 255 - 0.4) / 0.3).to(dtype)
+        got = rgb_to_gray_u8(_layout(x, layout), mean=0.4, std=0.3, channel_order=order)
+        want = rgb_to_gray_u8_ref(x, order == "bgr", (0.4,) * 3, (0.3,) * 3)
+    assert torch.equal(got, want)
+
+
+@SETTINGS
+@given(b=st.integers(1, 2), h=st.integers(7, 36), w=st.integers(7, 40), threshold=st.integers(0, 80),
+       layout=st.sampled_from(["contiguous", "channels_last", "strided"]), seed=st.integers(0, 2**32 - 1),
+       backend=st.sampled_from(BACKENDS))
+def test_fast_on_colour_equals_fast_on_its_gray(b, h, w, threshold, layout, seed, backend, monkeypatch):
+    """FAST on a colour batch (gray made inside the kernel: the op under patch_weights and the loss) equals
+    FAST on rgb_to_gray_u8 of it, any layout."""
+    from kamim_fast import rgb_to_gray_u8
+
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    rng = np.random.default_rng(seed)
+    u8 = torch.from_numpy((rng.integers(0, 4, (b, 3, h, w)) * 85).astype(np.uint8))  # plateaus: ties
+    x = _layout((u8.float() / 255 - 0.5) / 0.25, layout)
+    colour = torch.ops.kamim_fast.fast_corners(x, threshold, True, False, [0.5] * 3, [0.25] * 3)
+    for got, want in zip(colour, fast_corners(rgb_to_gray_u8(x, mean=0.5, std=0.25), threshold)):
+        assert torch.equal(got, want)
+
+
+@SETTINGS
+@given(b=st.integers(1, 3), n=st.integers(1, 50), d=st.integers(1, 40), k=st.integers(0, 50),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64]),
+       view=st.sampled_from(["contiguous", "transposed", "sliced"]), seed=st.integers(0, 2**32 - 1),
+       backend=st.sampled_from(["torch", "triton"]))
+def test_gather_patches_equals_torch_gather(b, n, d, k, dtype, view, seed, backend, monkeypatch):
+    """gather_patches on any float dtype and memory view equals torch.gather with an expanded index,
+    forward and backward (distinct ids, as AMT's and MAE's are)."""
+    from kamim_fast import gather_patches
+
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)  # "triton" demands the compiled AMT extension
+    g = torch.Generator().manual_seed(seed)
+    k = min(k, n)
+    base = torch.randn(b, n, d, generator=g).to(dtype)
+    if view == "transposed":
+        base = base.transpose(1, 2).contiguous().transpose(1, 2)
+    elif view == "sliced":
+        base = torch.cat([base, base], dim=2)[..., :d]
+    ids = torch.argsort(torch.rand(b, n, generator=g), dim=1)[:, :k]
+    up = torch.randn(b, k, d, generator=g).to(dtype)
+    x1, x2 = base.clone().requires_grad_(), base.clone().requires_grad_()
+    if view != "contiguous":  # keep the view's strides for the op under test
+        x1 = base.detach().requires_grad_()
+    got = gather_patches(x1, ids)
+    want = torch.gather(x2, 1, ids.unsqueeze(-1).expand(-1, -1, d))
+    assert torch.equal(got, want)
+    got.backward(up)
+    want.backward(up)
+    assert torch.equal(x1.grad, x2.grad)
