@@ -139,6 +139,12 @@ void check_x(const Tensor& x, const char* name) {
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), name, " must be a float tensor, got ", x.scalar_type());
 }
 
+void check_x_matches_noise(const Tensor& x, const Tensor& noise) {
+  check_x(x, "x");
+  TORCH_CHECK_VALUE(x.size(0) == noise.size(0) && x.size(1) == noise.size(1), "x must be (B, N, D) with (B, N) = ",
+                    noise.sizes(), ", got shape ", x.sizes());
+}
+
 void check_ids(const Tensor& ids, const Tensor& x, const char* name) {
   TORCH_CHECK_VALUE(ids.dim() == 2 && ids.size(0) == x.size(0), name, " must be (B, K) with B = ", x.size(0),
                     ", got shape ", ids.sizes());
@@ -155,9 +161,7 @@ std::tuple<Tensor, Tensor, Tensor> amt_select_cpu(const Tensor& noise, const std
 std::tuple<Tensor, Tensor, Tensor, Tensor> select_gather_cpu(const Tensor& x, const Tensor& noise,
                                                              const std::optional<Tensor>& weights, int64_t num_mask,
                                                              int64_t num_throw, bool keep_first) {
-  check_x(x, "x");
-  TORCH_CHECK_VALUE(x.size(0) == noise.size(0) && x.size(1) == noise.size(1), "x must be (B, N, D) with (B, N) = ",
-                    noise.sizes(), ", got shape ", x.sizes());
+  check_x_matches_noise(x, noise);
   return select_impl(noise, weights, num_mask, num_throw, keep_first, x);
 }
 

@@ -429,9 +429,7 @@ std::tuple<Tensor, Tensor, Tensor> amt_select_cuda(const Tensor& noise, const st
 std::tuple<Tensor, Tensor, Tensor, Tensor> select_gather_cuda(const Tensor& x, const Tensor& noise,
                                                               const std::optional<Tensor>& weights, int64_t num_mask,
                                                               int64_t num_throw, bool keep_first) {
-  check_x(x, "x");
-  TORCH_CHECK_VALUE(x.size(0) == noise.size(0) && x.size(1) == noise.size(1), "x must be (B, N, D) with (B, N) = ",
-                    noise.sizes(), ", got shape ", x.sizes());
+  check_x_matches_noise(x, noise);
   return select_cuda_impl(noise, weights, num_mask, num_throw, keep_first, x);
 }
 

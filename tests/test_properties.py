@@ -188,3 +188,41 @@ def test_gather_patches_equals_torch_gather(b, n, d, k, dtype, view, seed, backe
     got.backward(up)
     want.backward(up)
     assert torch.equal(x1.grad, x2.grad)
+
+
+@SETTINGS
+@given(b=st.integers(1, 3), n=st.integers(1, 70), d=st.integers(1, 20), mask_ratio=st.floats(0, 1),
+       throw_share=st.floats(0, 1), zeros=st.booleans(), keep_thrown=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       backend=st.sampled_from(["torch", "triton"]))
+def test_amt_selection_invariants_and_decoder_round_trip(b, n, d, mask_ratio, throw_share, zeros, keep_thrown, seed,
+                                                         backend, monkeypatch):
+    """amt_masking: ids_shuffle is a permutation, ids_restore its inverse, exact counts per image, the mask
+    in the published encoding, ids_keep the visible patches; equal to the reference for the same noise.
+    unshuffle_with_mask_token puts every visible token back at its own patch and the mask token elsewhere."""
+    from kamim_fast import amt_masking, unshuffle_with_mask_token
+    from kamim_fast.amt import amt_masking_ref
+
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)  # "triton" demands the compiled AMT extension
+    g = torch.Generator().manual_seed(seed)
+    throw_ratio = (1 - mask_ratio) * throw_share
+    weights = torch.rand(b, n, generator=g)
+    if zeros:  # ties at zero weight, one positive entry kept per row
+        weights[weights < 0.5] = 0.0
+        weights[:, 0] = 1.0
+    noise = torch.empty(b, n).exponential_(generator=g)
+    m = amt_masking(weights, mask_ratio=mask_ratio, throw_ratio=throw_ratio, noise=noise)
+    ref = amt_masking_ref(weights, noise, mask_ratio, throw_ratio)
+    for got, want in zip(m[:4], ref[:4]):
+        assert torch.equal(got, want)
+    ar = torch.arange(n).expand(b, n)
+    assert torch.equal(m.ids_shuffle.sort(1).values, ar)
+    assert torch.equal(torch.gather(m.ids_shuffle, 1, m.ids_restore), ar)
+    num_mask, num_throw = int(n * mask_ratio), int(n * throw_ratio)
+    assert (m.mask == 1).sum(1).tolist() == [num_mask] * b and (m.mask == -1).sum(1).tolist() == [num_throw] * b
+    assert torch.equal(torch.gather(m.mask, 1, m.ids_keep), torch.zeros_like(m.ids_keep, dtype=m.mask.dtype))
+    ids = torch.arange(n, dtype=torch.float32).expand(b, n)
+    visible = torch.gather(ids, 1, m.ids_keep).unsqueeze(-1).expand(-1, -1, d)  # each token holds its patch id
+    out = unshuffle_with_mask_token(visible, torch.full((d,), -1.0), m, keep_thrown=keep_thrown)
+    kept = torch.ones(b, n, dtype=torch.bool) if keep_thrown else m.mask != -1
+    expected = torch.where(m.mask == 0, ids, -1.0)[kept].reshape(b, -1)
+    assert torch.equal(out, expected.unsqueeze(-1).expand(-1, -1, d))
