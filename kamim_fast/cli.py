@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kamim-fast", description="kamim_fast command line")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining")
-    p.add_argument("--image", default="astronaut", help="an image bundled with scikit-image (default: astronaut)")
+    from .demo import BUNDLED_IMAGES
+
+    p.add_argument("--image", default="astronaut", choices=BUNDLED_IMAGES,
+                   help="an image bundled with scikit-image (default: astronaut)")
     p.add_argument("--threshold", type=int, default=10)
     p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_OUT)
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes (also KAMIM_FAST_DEMO_QUICK=1)")

@@ -31,6 +31,9 @@ from ._backend import ENV_VAR as BACKEND_ENV_VAR
 QUICK_ENV_VAR = "KAMIM_FAST_DEMO_QUICK"
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")  # the colour photographs bundled with scikit-image
 SOURCE_CROP = 256  # side of the uint8 crops drawn from the photographs before the GPU augmentation
+# 2-D images shipped inside scikit-image (others in skimage.data are fetched from the network: not offered)
+BUNDLED_IMAGES = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel", "moon",
+                  "page", "rocket", "text")
 INTERPRETED_COMPARE_IMAGES = 8  # on the CPU the Triton interpreter is slow: compare on this many images
 
 
@@ -42,10 +45,9 @@ def load_bundled(name: str) -> np.ndarray:
     """A scikit-image bundled image (no download) as an array; SystemExit naming the choices when unknown."""
     import skimage.data
 
-    fn = getattr(skimage.data, name, None)
-    if fn is None or not callable(fn) or name.startswith("_"):
-        raise SystemExit(f"--image must name an image bundled with scikit-image, e.g. astronaut; got {name!r}")
-    return np.ascontiguousarray(fn())
+    if name not in BUNDLED_IMAGES:
+        raise SystemExit(f"--image must be one of the images bundled with scikit-image {BUNDLED_IMAGES}, got {name!r}")
+    return np.ascontiguousarray(getattr(skimage.data, name)())
 
 
 @contextlib.contextmanager
@@ -333,8 +335,7 @@ def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: i
 
     quick = quick_requested() if quick is None else quick
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    load_bundled(image)  # fail before any work on an unknown name
     print(f"== 1. FAST on the {device.type.upper()} against OpenCV")
     fast_check(image, out_dir, threshold, device)
     print(f"\n== 2. kamim-fast show {image}")
@@ -342,7 +343,7 @@ def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: i
                 title=f"{image}: KAMIM_PAPER options (gray as OpenCV's BGR2GRAY of the RGB array, as published)")
     print(f"wrote      {path}")
     cfg = TrainConfig(quick, steps, batch_size)
-    print(f"\n== 3. SimMIM + KAMIM pretraining on {device.type.upper()}{' (quick: ' + QUICK_ENV_VAR + '=1)' if quick else ''}")
+    print(f"\n== 3. SimMIM + KAMIM pretraining on {device.type.upper()}{' (quick mode: --quick or ' + QUICK_ENV_VAR + '=1)' if quick else ''}")
     print(f"           {cfg.describe()}")
     print(f"           data: random {SOURCE_CROP} px crops of {', '.join(TRAIN_IMAGES)} -> kornia RandomResizedCrop "
           f"(0.67-1) + flips on {device.type} -> SimMIM masks (32 px, 60%)")
