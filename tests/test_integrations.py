@@ -62,6 +62,15 @@ class MicrosoftStyleSimMIM(nn.Module):
         return simmim_loss(x, x_rec, mask, self.patch_size)
 
 
+def _assert_grads_close(got, want, rtol: float) -> None:
+    """Parameter gradients agree to rtol, with an absolute floor of 1e-6 of the largest gradient: parameters
+    whose exact gradient is 0 get rounding noise from either side's summation order."""
+    scale = max(float(w.abs().max()) for w in want)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=rtol, atol=1e-6 * scale)
+
+
 def _tiny_encoder(S: int, patch: int = 16) -> TimmViTForSimMIM:
     return TimmViTForSimMIM.create(img_size=S, patch_size=patch, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
@@ -82,8 +91,7 @@ def test_simmim_wrapper_without_weights_is_simmims_own_loss_and_gradient(rng):
     got = ours(x, mask)
     grads_got = torch.autograd.grad(got, list(ref.parameters()))
     torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
-    for g, w in zip(grads_got, grads_want):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-9)
+    _assert_grads_close(grads_got, grads_want, rtol=1e-5)
 
 
 def test_simmim_wrapper_with_paper_preset_is_the_published_kamim_loss(target, rng):
@@ -101,8 +109,7 @@ def test_simmim_wrapper_with_paper_preset_is_the_published_kamim_loss(target, rn
     want = simmim_loss(x, ref.reconstruct(x, mask), mask, 16, published_weights(imgs, 8, 0.25, channel_order="bgr"))
     grads_want = torch.autograd.grad(want, list(ref.parameters()))
     torch.testing.assert_close(loss.detach().cpu(), want.detach(), rtol=1e-5, atol=0)
-    for g, w in zip(grads, grads_want):
-        torch.testing.assert_close(g.cpu(), w, rtol=1e-4, atol=1e-7)
+    _assert_grads_close([g.cpu() for g in grads], grads_want, rtol=1e-4)
 
 
 def test_simmim_loss_options_update_the_paper_preset():
@@ -173,8 +180,7 @@ def test_hf_without_weights_is_the_models_own_loss(arch, rng):
     torch.testing.assert_close(hf_mim_loss(out.reconstruction, pixels, pos, None), out.loss, rtol=1e-6, atol=0)
     g_ours = torch.autograd.grad(got.loss, list(model.parameters()))
     g_hf = torch.autograd.grad(out.loss, list(model.parameters()))
-    for a, b in zip(g_ours, g_hf):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    _assert_grads_close(g_ours, g_hf, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch, mean, std", [("vit", 0.5, 0.5), ("swin", IMAGENET_MEAN, IMAGENET_STD)])
