@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
 
+# FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining (kamim_fast/demo.py);
+# KAMIM_FAST_DEMO_QUICK=1 shrinks it to seconds (CI).
 demo: $(VENV)/.installed
 	$(PY) -m kamim_fast demo
 

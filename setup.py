@@ -45,7 +45,7 @@ def extension_modules():
 ext_modules, cmdclass = extension_modules()
 
 setup(
-    packages=["kamim_fast", "kamim_fast.kernels"],
+    packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels"],
     package_dir={"kamim_fast": "kamim_fast", "kamim_fast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

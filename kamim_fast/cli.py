@@ -1,96 +1,89 @@
-"""Command line: ``kamim-fast demo`` (also ``python -m kamim_fast demo``).
+"""Command line: ``kamim-fast`` (also ``python -m kamim_fast``).
 
-``demo`` runs FAST on an image bundled with scikit-image (no download) on the GPU when there is one,
-checks it against OpenCV when OpenCV is installed, and writes a PNG of the keypoints.
+- ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, and a short SimMIM + KAMIM
+  pretraining of a tiny timm ViT (``kamim_fast/demo.py``); ``--quick`` or ``KAMIM_FAST_DEMO_QUICK=1``
+  shrinks it to seconds.
+- ``bench [ARGS...]``: the benchmark matrix, ``python -m benchmarks ARGS...`` (needs the repository's
+  ``benchmarks/`` folder: run it from a checkout).
+- ``show IMAGE [-o OUT.png]``: image, FAST keypoints, ring coverage, weight map and mask side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 DEFAULT_OUT = Path("demo_out")
 
 
-def _load_bundled(name: str):
-    import skimage.data
-
+def _bench(args: list[str]) -> int:
     try:
-        return getattr(skimage.data, name)()
-    except AttributeError:
-        raise SystemExit(f"--image must name an image bundled with scikit-image, e.g. astronaut; got {name!r}") from None
-
-
-def demo(image: str, out_dir: Path, threshold: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from kamim_fast import fast_corners, rgb_to_gray_u8
-    from kamim_fast._backend import requested_backend, use_triton
-
-    img = np.ascontiguousarray(_load_bundled(image))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rgb = torch.from_numpy(img).to(device)
-    if img.ndim == 3:
-        gray = rgb_to_gray_u8(rgb.permute(2, 0, 1))
-    else:
-        gray = rgb
-    backend = "triton" if use_triton(gray) else "torch"
-    fast_corners(gray, threshold)  # warm-up: Triton compiles on the first call
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    keypoints, scores = fast_corners(gray, threshold)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    ys, xs = keypoints.nonzero(as_tuple=True)
-    print(f"image      {image} {tuple(img.shape)} on {device} (KAMIM_FAST_BACKEND={requested_backend()} -> {backend})")
-    print(f"keypoints  {len(xs)} at threshold {threshold} with non-max suppression, in {elapsed * 1e3:.2f} ms")
-    try:
-        import cv2
-    except ImportError:
-        print("opencv     not installed: skipped the comparison")
-    else:
-        gray_np = gray.cpu().numpy()
-        cv_points = {(int(k.pt[1]), int(k.pt[0])) for k in cv2.FastFeatureDetector_create(threshold, True).detect(gray_np)}
-        ours = set(zip(ys.tolist(), xs.tolist()))
-        verdict = "identical" if ours == cv_points else f"DIFFERENT ({len(ours ^ cv_points)} points)"
-        print(f"opencv     {cv2.__version__}: {len(cv_points)} keypoints, {verdict}")
-        if ours != cv_points:
-            raise SystemExit("kamim_fast's keypoints differ from OpenCV's")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"fast_{image}.png"
-    fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1]), dpi=100)
-    ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
-    sc = ax.scatter(xs.cpu(), ys.cpu(), s=5, c=scores[ys, xs].cpu(), cmap="autumn", linewidths=0.2, edgecolors="k")
-    fig.colorbar(sc, ax=ax, fraction=0.035, label="FAST score")
-    ax.set_title(f"FAST-9/16 keypoints ({len(xs)}), threshold {threshold}")
-    ax.axis("off")
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    print(f"wrote      {path}")
-    return path
+        from benchmarks.__main__ import main as bench_main
+    except ImportError as exc:
+        root = Path(__file__).resolve().parent.parent
+        if (root / "benchmarks" / "__main__.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            from benchmarks.__main__ import main as bench_main
+        else:
+            raise SystemExit(f"bench needs the benchmarks/ folder of a kamim_fast checkout ({exc})") from None
+    return bench_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark runner, --help included
+        return _bench(argv[1:])
     parser = argparse.ArgumentParser(prog="kamim-fast", description="kamim_fast command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="FAST on a bundled image, checked against OpenCV, drawn to a PNG")
-    p.add_argument("--image", default="astronaut", help="an image bundled with scikit-image (default: astronaut)")
+    p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining")
+    from .demo import BUNDLED_IMAGES
+
+    p.add_argument("--image", default="astronaut", choices=BUNDLED_IMAGES,
+                   help="an image bundled with scikit-image (default: astronaut)")
     p.add_argument("--threshold", type=int, default=10)
     p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--quick", action="store_true", help="seconds instead of minutes (also KAMIM_FAST_DEMO_QUICK=1)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, quick: 12)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: 32, quick: 8)")
+    p.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("bench", help="the benchmark matrix (python -m benchmarks); arguments pass through",
+                       add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    s = sub.add_parser("show", help="image, FAST keypoints, ring coverage, weight map and mask side by side in a PNG")
+    s.add_argument("image", type=Path, help="any image file scikit-image or matplotlib can read")
+    s.add_argument("-o", "--out", type=Path, default=None, help="the PNG to write (default: IMAGE's name + _kamim.png)")
+    s.add_argument("--threshold", type=int, default=10, help="FAST threshold (default 10)")
+    s.add_argument("--weight-patch-size", type=int, default=8)
+    s.add_argument("--temperature", type=float, default=0.25)
+    s.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr",
+                   help="gray as the published code (bgr, default) or as COLOR_RGB2GRAY (rgb)")
+    s.add_argument("--mask-seed", type=int, default=0)
+    s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
     args = parser.parse_args(argv)
+
     if args.command == "demo":
-        demo(args.image, args.out_dir, args.threshold)
+        from .demo import run
+
+        for name in ("steps", "batch_size"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        run(args.image, args.out_dir, args.threshold, quick=True if args.quick else None, steps=args.steps,
+            batch_size=args.batch_size, seed=args.seed)
+        return 0
+    from .show import show
+
+    out = args.out or args.image.with_name(args.image.stem + "_kamim.png")
+    if out.suffix.lower() != ".png":
+        parser.error(f"-o/--out must name a .png file, got {str(out)!r}")
+    try:
+        path = show(args.image, out, threshold=args.threshold, weight_patch_size=args.weight_patch_size,
+                    temperature=args.temperature, channel_order=args.channel_order, mask_seed=args.mask_seed,
+                    max_side=args.max_side)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    print(f"wrote {path}")
     return 0
 
 

@@ -28,6 +28,10 @@ threshold, drawKeypoints rings. ``channel_order="bgr"`` because the published da
 to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swapped. Use
 ``weighted_mim_loss(pred, target, mask, weights="fast", **KAMIM_PAPER)`` to reproduce it exactly."""
 
+NORMALIZE_MODES = ("local", "global")
+"""``normalize`` of :func:`weighted_mim_loss`: divide by this rank's mask count (SimMIM) or by the count
+of all ranks together (an all-reduce)."""
+
 MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, *FLOAT_DTYPES)
 
 
@@ -137,12 +141,17 @@ def weighted_mim_loss(
     std: ChannelStats | None = IMAGENET_STD,
     channel_order: str = "rgb",
     eps: float = 1e-5,
+    normalize: str = "local",
+    process_group: object | None = None,
 ) -> torch.Tensor:
     """SimMIM's masked L1 reconstruction loss, optionally weighted per cell as KAMIM does.
 
     ``loss = sum(w * |pred - target| * mask) / (sum(mask) + eps) / C`` with the weight in the numerator
     only, exactly as the published code; ``weights=None`` is SimMIM's loss to the bit. The loss is per
-    call (per rank under DDP): it divides by this batch's own mask count, as SimMIM does.
+    call (per rank under DDP): it divides by this batch's own mask count, as SimMIM does, so DDP's
+    gradient averaging trains on the mean of the per-rank losses. ``normalize="global"`` divides by the
+    mask count of all ranks instead (one all-reduce of a scalar) and multiplies by the world size, so
+    that after DDP's averaging the gradient is that of the loss of the concatenated global batch.
 
     Args:
         pred: the reconstruction (fp32, or fp16/bf16 as under autocast).
@@ -160,6 +169,12 @@ def weighted_mim_loss(
         std: normalisation std of ``target``.
         channel_order: ``"rgb"``, or ``"bgr"`` as the published code (see ``KAMIM_PAPER``).
         eps: added to the mask count (SimMIM: 1e-5); an unmasked batch gives 0, not NaN.
+        normalize: ``"local"`` (SimMIM: this call's mask count) or ``"global"``: ``sum_rank(loss) *
+            world / (global mask count + eps) / C``; the mean of this value over the ranks is the loss of
+            the concatenated batch. Without an initialised process group the world is this process
+            and ``"global"`` equals ``"local"``. The all-reduce is a functional collective
+            (``torch.distributed._functional_collectives``), traceable by ``torch.compile``.
+        process_group: the group to all-reduce over for ``normalize="global"`` (default: the world).
 
     Returns:
         A float32 scalar, differentiable with respect to ``pred`` (and ``target``, tensor weights).
@@ -197,6 +212,7 @@ def weighted_mim_loss(
         patch_size = check_int("patch_size", patch_size, 1, 1 << 16)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+    check_choice("normalize", normalize, NORMALIZE_MODES)
     grid, mask_patch = mask_grid(mask, pred.shape, patch_size)
     if mask.device != pred.device:
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
@@ -211,7 +227,7 @@ def weighted_mim_loss(
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
                 pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
                 opts.bgr, opts.mean, opts.std, float(eps))
-            return loss
+            return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
         with torch.no_grad():
             weights = patch_weights(target.detach(), weight_patch_size=opts.cell, temperature=opts.temperature,
                                     threshold=opts.threshold, density=opts.density, mean=opts.mean, std=opts.std,
@@ -226,11 +242,30 @@ def weighted_mim_loss(
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
     if float64 or (weights is not None and weights.requires_grad):
         # gradcheck precision, or a gradient for the weights: the differentiable reference composition
-        return weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
+        loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
+        return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
     loss, _ = torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
-    return loss
+    return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
+
+
+def _normalize(loss: torch.Tensor, grid: torch.Tensor, mask_patch: int, eps: float, normalize: str,
+               process_group: object | None) -> torch.Tensor:
+    """``normalize="global"``: rescale the local loss from this rank's mask count to all ranks' count.
+
+    ``loss * (n_local + eps) * world / (n_global + eps)``, with n counted at pixel level as the loss does.
+    The factor carries no gradient (the mask has none).
+    """
+    if normalize == "local" or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return loss
+    from torch.distributed import _functional_collectives as funcol
+
+    group = torch.distributed.group.WORLD if process_group is None else process_group
+    world = torch.distributed.get_world_size(group)
+    local = grid.sum(dtype=torch.float32) * float(mask_patch * mask_patch)
+    total = funcol.all_reduce(local, "sum", group)
+    return loss * ((local + eps) * world / (total + eps)).to(loss.dtype)
 
 
 class WeightedMIMLoss(nn.Module):
@@ -260,6 +295,8 @@ class WeightedMIMLoss(nn.Module):
             check_temperature(kwargs["temperature"])
         if "density" in kwargs:
             check_choice("density", kwargs["density"], DENSITY_MODES)
+        if "normalize" in kwargs:
+            check_choice("normalize", kwargs["normalize"], NORMALIZE_MODES)
         self.weights = weights
         self.kwargs = kwargs
 

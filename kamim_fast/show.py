@@ -1,0 +1,195 @@
+"""``kamim-fast show IMAGE``: what KAMIM sees in one image, drawn side by side into a PNG.
+
+Five panels: the image; its FAST keypoints; the drawKeypoints ring coverage; KAMIM's per-cell weight
+map; a SimMIM mask with the weights of the masked patches (what the loss multiplies). One colour bar
+serves the last two panels. Needs matplotlib (``pip install kamim-fast[demo]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_choice, check_int
+from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
+from .weights import TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
+
+SHOW_MULTIPLE = 32  # SimMIM's mask cell: the image is cropped to a multiple of it
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read any image file scikit-image or matplotlib can read as (H, W, 3) uint8 RGB.
+
+    Gray images are repeated to three channels, alpha is dropped, float images in [0, 1] and 16-bit
+    images are scaled to 0..255.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not an image either library can read, or has an unusable layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IMAGE must be an image file, got {str(path)!r}, which does not exist")
+    errors = []
+    img = None
+    try:
+        import skimage.io
+
+        img = skimage.io.imread(str(path))
+    except Exception as exc:  # noqa: BLE001 - try the next reader, report both
+        errors.append(f"scikit-image: {exc}")
+        try:
+            import matplotlib.image
+
+            img = matplotlib.image.imread(str(path))
+        except Exception as exc2:  # noqa: BLE001
+            errors.append(f"matplotlib: {exc2}")
+    if img is None:
+        raise ValueError(f"IMAGE must be an image file scikit-image or matplotlib can read, got {str(path)!r} "
+                         f"({'; '.join(errors)})")
+    return as_rgb_u8(np.asarray(img), str(path))
+
+
+def as_rgb_u8(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float in [0, 1] -> (H, W, 3) uint8."""
+    if img.ndim == 3 and img.shape[-1] in (1, 3, 4):
+        img = img[..., :3]
+        if img.shape[-1] == 1:
+            img = img[..., 0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"{name} must be a gray, RGB or RGBA image (H, W[, C]), got an array of shape {img.shape}")
+    if img.dtype == np.bool_:
+        img = img.astype(np.uint8) * 255
+    elif img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif np.issubdtype(img.dtype, np.floating):
+        img = np.clip(np.rint(np.nan_to_num(img) * 255), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"{name} must hold uint8, uint16, bool or float pixels, got {img.dtype}")
+    return np.ascontiguousarray(img)
+
+
+def _fit(img: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink (antialiased) so the long side is at most ``max_side``, then centre-crop to multiples of 32."""
+    h, w = img.shape[:2]
+    if max(h, w) > max_side:
+        s = max_side / max(h, w)
+        t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+        t = torch.nn.functional.interpolate(t, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                                            antialias=True, align_corners=False)
+        img = t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        h, w = img.shape[:2]
+    H, W = h // SHOW_MULTIPLE * SHOW_MULTIPLE, w // SHOW_MULTIPLE * SHOW_MULTIPLE
+    if not H or not W:
+        raise ValueError(f"IMAGE must be at least {SHOW_MULTIPLE}x{SHOW_MULTIPLE} pixels, got {w}x{h}")
+    y, x = (h - H) // 2, (w - W) // 2
+    return np.ascontiguousarray(img[y : y + H, x : x + W])
+
+
+def show(
+    image: str | Path | np.ndarray,
+    out: str | Path,
+    *,
+    threshold: int = FAST_DEFAULT_THRESHOLD,
+    weight_patch_size: int = WEIGHT_PATCH_SIZE,
+    temperature: float = TEMPERATURE,
+    channel_order: str = "bgr",
+    mask_seed: int = 0,
+    max_side: int = 1024,
+    device: torch.device | str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw image, FAST keypoints, ring coverage, weight map and mask side by side into a PNG.
+
+    The image is shrunk to ``max_side`` on its long side when larger, then centre-cropped to multiples
+    of 32 px (SimMIM's mask cell). Keypoints, rings and weights are the ones the loss uses with these
+    options (by default :data:`kamim_fast.KAMIM_PAPER`'s); the mask is SimMIM's (32 px cells, 60%,
+    drawn with ``torch.Generator().manual_seed(mask_seed)``).
+
+    Args:
+        image: a path to an image file, or an (H, W[, C]) array.
+        out: the PNG to write (its folder is created).
+        threshold: FAST threshold, 0..255.
+        weight_patch_size: KAMIM's weight cell (published: 8).
+        temperature: KAMIM's temperature (published: 0.25).
+        channel_order: ``"bgr"`` (the published code's gray) or ``"rgb"``.
+        mask_seed: seed of the drawn mask.
+        max_side: the long side above which the image is shrunk.
+        device: where to compute (default: CUDA when available).
+        title: the figure's title (default: the file name and keypoint count).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, skimage.data
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = show(skimage.data.coffee()[:64, :96], Path(d) / "coffee.png")
+        ...     path.stat().st_size > 0
+        True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fast import fast_corners
+    from .gray import rgb_to_gray_u8
+    from .integrations.data import simmim_mask
+    from .weights import keypoint_density, patch_weights
+
+    threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
+    weight_patch_size = check_int("weight_patch_size", weight_patch_size, 1, SHOW_MULTIPLE)
+    if SHOW_MULTIPLE % weight_patch_size:
+        raise ValueError(f"weight_patch_size must divide {SHOW_MULTIPLE}, got {weight_patch_size}")
+    temperature = check_temperature(temperature)
+    check_choice("channel_order", channel_order, ("rgb", "bgr"))
+    mask_seed = check_int("mask_seed", mask_seed, 0, (1 << 63) - 1)
+    max_side = check_int("max_side", max_side, SHOW_MULTIPLE, 1 << 15)
+    name = Path(image).name if isinstance(image, (str, Path)) else "image"
+    img = load_image(image) if isinstance(image, (str, Path)) else as_rgb_u8(np.asarray(image))
+    img = _fit(img, max_side)
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+
+    rgb = torch.from_numpy(img).permute(2, 0, 1)[None].to(device)
+    H, W = img.shape[:2]
+    gray = rgb_to_gray_u8(rgb, channel_order=channel_order)
+    keypoints, scores = fast_corners(gray, threshold)
+    rings = keypoint_density(keypoints, patch_size=1, mode="ring")[0]
+    weights = patch_weights(rgb, weight_patch_size=weight_patch_size, temperature=temperature, threshold=threshold,
+                            channel_order=channel_order)[0]
+    mask = simmim_mask(1, (H, W), generator=torch.Generator(device).manual_seed(mask_seed), device=device)[0]
+    ys, xs = keypoints[0].nonzero(as_tuple=True)
+    kp_scores = scores[0, ys, xs].cpu().numpy()
+    ys, xs = ys.cpu().numpy(), xs.cpu().numpy()
+    rings = rings.cpu().numpy()
+    w_px = weights.repeat_interleave(weight_patch_size, 0).repeat_interleave(weight_patch_size, 1).cpu().numpy()
+    m_px = mask.repeat_interleave(H // mask.shape[0], 0).repeat_interleave(W // mask.shape[1], 1).cpu().numpy()
+
+    vmax = max(float(w_px.max()), 1.0 + 1e-6)
+    fig, axes = plt.subplots(1, 5, figsize=(4 * 5, 4 * H / W + 0.8), dpi=100, constrained_layout=True)
+    axes[0].imshow(img)
+    axes[0].set_title(f"image {W}x{H}")
+    axes[1].imshow(img, alpha=0.6)
+    axes[1].scatter(xs, ys, s=4, c=kp_scores, cmap="autumn", linewidths=0)
+    axes[1].set_title(f"FAST keypoints: {len(xs)} (t={threshold})")
+    axes[2].imshow(rings, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[2].set_title(f"ring coverage: {rings.mean():.1%} of pixels")
+    im = axes[3].imshow(w_px, cmap="viridis", vmin=1.0, vmax=vmax, interpolation="nearest")
+    axes[3].set_title(f"weights, {weight_patch_size} px cells, T={temperature:g}")
+    axes[4].imshow(img, alpha=0.35)
+    axes[4].imshow(np.ma.masked_where(m_px == 0, w_px), cmap="viridis", vmin=1.0, vmax=vmax, interpolation="nearest")
+    axes[4].set_title(f"mask ({mask.float().mean().item():.0%}) x weights: the loss")
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(im, ax=list(axes[3:]), fraction=0.03, label="KAMIM weight exp((d - d_min)/T)")
+    fig.suptitle(title or f"{name}: {len(xs)} keypoints, channel_order={channel_order}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,134 @@
+"""DistributedDataParallel with the loss: 2 processes, gloo, on the CPU (tests/ddp_worker.py is one rank).
+
+``normalize="local"`` (default, SimMIM's): each rank divides by its own mask count, so DDP's gradient is
+that of the mean of the per-rank losses. ``normalize="global"``: the count is all-reduced and the loss
+scaled by the world size, so DDP's gradient is that of the loss of the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from images import COLOUR_NAMES, crop, real_image
+from published import normalise
+
+from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, weighted_mim_loss
+from kamim_fast.integrations.data import simmim_mask
+from kamim_fast.integrations.timm import simmim_vit
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+ROOT = Path(__file__).resolve().parent.parent
+VIT = dict(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _assert_grads_close(got: dict, want: dict, rtol: float = 1e-4) -> None:
+    assert got.keys() == want.keys()
+    for n in want:
+        scale = float(want[n].abs().max())
+        torch.testing.assert_close(got[n], want[n], rtol=rtol, atol=1e-6 * max(scale, 1e-12), msg=n)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """Run the two ranks once; return the inputs and what each rank saved."""
+    rng = np.random.default_rng(int(os.environ.get("KAMIM_FAST_TEST_SEED") or np.random.SeedSequence().entropy % (1 << 32)))
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    imgs = np.stack([crop(real_image(COLOUR_NAMES[i]), 64, 64, rng) for i in range(4)])
+    x = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    # rank r gets images r::2: unequal mask counts per rank (60% of 4 cells on rank 0, 25% on rank 1)
+    masks = [simmim_mask(1, 64, mask_ratio=0.6 if i % 2 == 0 else 0.25, generator=g) for i in range(4)]
+    mask = torch.cat(masks)
+    model = simmim_vit(**VIT)
+    data = {"x": x, "mask": mask, "pred": x + torch.randn_like(x), "state": model.state_dict(), "vit": VIT}
+    d = tmp_path_factory.mktemp("ddp")
+    torch.save(data, d / "data.pt")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("KAMIM_FAST_BACKEND", None)
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", str(port), str(d / "data.pt"),
+                               str(d / f"out{r}.pt")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for r in range(2)]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log
+    return data, [torch.load(d / f"out{r}.pt") for r in range(2)]
+
+
+def _single_process_model(data):
+    model = simmim_vit(**data["vit"])
+    model.load_state_dict(data["state"])
+    return model
+
+
+def test_ddp_gradients_are_those_of_the_mean_of_per_rank_losses(ddp_run):
+    data, ranks = ddp_run
+    model = _single_process_model(data)
+    x, mask = data["x"], data["mask"]
+    losses = [model(x[r::2], mask[r::2]) for r in range(2)]
+    torch.stack(losses).mean().backward()
+    want = _grads(model)
+    for r in range(2):
+        torch.testing.assert_close(ranks[r]["local"]["loss"], losses[r].detach(), rtol=1e-5, atol=0)
+        _assert_grads_close(ranks[r]["local"]["grads"], want)
+
+
+def test_global_normalisation_gives_the_concatenated_batch(ddp_run):
+    data, ranks = ddp_run
+    model = _single_process_model(data)
+    x = torch.cat([data["x"][0::2], data["x"][1::2]])  # the ranks' shards, concatenated
+    mask = torch.cat([data["mask"][0::2], data["mask"][1::2]])
+    loss = model(x, mask)
+    loss.backward()
+    want = _grads(model)
+    for r in range(2):
+        _assert_grads_close(ranks[r]["global"]["grads"], want)
+    # the mean over ranks of the reported values is the concatenated batch's loss
+    mean = (ranks[0]["global"]["loss"] + ranks[1]["global"]["loss"]) / 2
+    torch.testing.assert_close(mean, loss.detach(), rtol=1e-5, atol=0)
+    # and it is not what local normalisation gives: the masks' counts differ per rank, so the test can tell
+    local = ranks[0]["local"]["grads"]
+    assert not all(torch.allclose(local[n], want[n], rtol=1e-3, atol=1e-7) for n in want)
+
+
+def test_global_normalisation_under_torch_compile(ddp_run):
+    """The all-reduce is a functional collective: fullgraph torch.compile traces it, same value and gradient."""
+    _, ranks = ddp_run
+    for r in range(2):
+        c = ranks[r]["compile"]
+        torch.testing.assert_close(c["compiled"], c["eager"], rtol=1e-6, atol=0)
+        torch.testing.assert_close(c["compiled_grad"], c["eager_grad"], rtol=1e-6, atol=0)
+    assert not torch.equal(ranks[0]["compile"]["eager"], ranks[1]["compile"]["eager"])
+
+
+def test_global_without_a_process_group_is_local(rng):
+    x = torch.randn(2, 3, 32, 32)
+    pred = x + torch.randn_like(x)
+    mask = torch.from_numpy(rng.random((2, 2, 2)) < 0.5)
+    for weights in (None, "fast", torch.rand(2, 4, 4) + 1):
+        torch.testing.assert_close(weighted_mim_loss(pred, x, mask, weights, normalize="global"),
+                                   weighted_mim_loss(pred, x, mask, weights), rtol=0, atol=0)
