@@ -67,12 +67,12 @@ def published_loss(ring_maps: torch.Tensor, pred, target, mask_pixels, p: int, t
 
 def reference_loss(pred, target, mask_pixels, p: int):
     """The eager PyTorch reference of ``weighted_mim_loss(..., "fast", **KAMIM_PAPER)``."""
-    from kamim_fast import fast_corners_ref, keypoint_density_ref, rgb_to_gray_u8_ref, weighted_mim_loss_ref
-    from kamim_fast.weights import density_to_weights
+    from kamim_fast import fast_corners_ref, rgb_to_gray_u8_ref, weighted_mim_loss_ref
+    from kamim_fast.weights import weights_from_keypoints
 
     with torch.no_grad():
         keypoints, _ = fast_corners_ref(rgb_to_gray_u8_ref(target, True, MEAN, STD), 10, True)
-        weights = density_to_weights(keypoint_density_ref(keypoints, p, "ring"), 0.25)
+        weights = weights_from_keypoints(keypoints, p, "ring", 0.25)
     return weighted_mim_loss_ref(pred, target, mask_pixels, weights)
 
 

@@ -14,7 +14,7 @@ from ._backend import use_triton
 from .fast import fast_corners_ref
 from .gray import rgb_to_gray_u8_ref
 from .loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
-from .weights import density_to_weights, keypoint_density_ref
+from .weights import density_to_weights, weights_from_keypoints
 
 
 @torch.library.custom_op("kamim_fast::rgb_to_gray_u8", mutates_args=())
@@ -58,9 +58,18 @@ def _(image, threshold, nonmax_suppression, bgr, mean, std):
     return image.new_empty(shape, dtype=torch.bool), image.new_empty(shape, dtype=torch.uint8)
 
 
-def _mask_count(mask_grid: torch.Tensor, mask_patch: int) -> torch.Tensor:
-    """sum(m) over pixels, from the cell grid: the loss's denominator, the same in forward and backward."""
-    return mask_grid.sum() * mask_patch**2
+def _per_mask_pixel(total: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int, eps: float, C: int) -> torch.Tensor:
+    """``total / (sum(m) + eps) / C``, sum(m) over pixels taken from the cell grid: the loss's normalisation,
+    written once for the forward (total = the weighted L1 sum) and the backward (total = the incoming grad)."""
+    return total / (mask_grid.sum() * mask_patch**2 + eps) / C
+
+
+def _l1_kernel(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, eps: float):
+    """(loss, signs) from the Triton kernel without the FAST stages; the partials summed in a fixed order."""
+    from .kernels import mim_loss
+
+    partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
+    return _per_mask_pixel(partials.sum(), mask_grid, mask_patch, eps, pred.shape[1]), signs
 
 
 @torch.library.custom_op("kamim_fast::weighted_masked_l1", mutates_args=())
@@ -75,10 +84,7 @@ def weighted_masked_l1_op(
     (B, H/weight_patch, W/weight_patch) float32.
     """
     if use_triton(pred):
-        from .kernels import mim_loss
-
-        partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
-        return partials.sum() / (_mask_count(mask_grid, mask_patch) + eps) / pred.shape[1], signs  # fixed order
+        return _l1_kernel(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
     loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
     return loss, sign_codes_ref(pred, target)
 
@@ -103,7 +109,7 @@ def fast_weighted_masked_l1_op(
     ``target`` is (B, 3, H, W) normalised with ``mean``/``std``; ``ring`` selects the drawKeypoints
     density (else keypoint count); ``bgr`` swaps the gray weights of R and B.
     """
-    C = pred.shape[1]
+    density = "ring" if ring else "count"
     if use_triton(pred):
         from .kernels import fast, fast_tile, mim_loss
 
@@ -111,14 +117,14 @@ def fast_weighted_masked_l1_op(
             l1, cover, signs = mim_loss.fast_weighted_l1_forward(
                 pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))
             weights = density_to_weights(cover / weight_patch**2, temperature)
-            return (weights * l1).sum() / (_mask_count(mask_grid, mask_patch) + eps) / C, weights, signs
+            return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
         # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
         keypoints, _ = fast.fast_corners(target, threshold, True, fast_tile.SRC_RGB_FLOAT, bgr, tuple(mean), tuple(std))
-        weights = density_to_weights(keypoint_density_ref(keypoints, weight_patch, "ring" if ring else "count"), temperature)
-        partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
-        return partials.sum() / (_mask_count(mask_grid, mask_patch) + eps) / C, weights, signs
+        weights = weights_from_keypoints(keypoints, weight_patch, density, temperature)
+        loss, signs = _l1_kernel(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
+        return loss, weights, signs
     keypoints, _ = fast_corners_ref(rgb_to_gray_u8_ref(target, bgr, mean, std), threshold, True)
-    weights = density_to_weights(keypoint_density_ref(keypoints, weight_patch, "ring" if ring else "count"), temperature)
+    weights = weights_from_keypoints(keypoints, weight_patch, density, temperature)
     loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
     return loss, weights, sign_codes_ref(pred, target)
 
@@ -139,7 +145,7 @@ def weighted_masked_l1_backward_op(
     """(grad_pred, grad_target), contiguous (B, C, H, W): grad / (sum(m) + eps) / C * w * m * sign(pred - target)
     from the forward's sign codes, and its negation (an empty tensor when ``grad_target`` is False)."""
     B, C, H, _ = signs.shape
-    scale = (grad.to(torch.float32) / (_mask_count(mask_grid, mask_patch) + eps) / C).reshape(())
+    scale = _per_mask_pixel(grad.to(torch.float32), mask_grid, mask_patch, eps, C).reshape(())
     if use_triton(signs):
         from .kernels import mim_loss
 

@@ -90,6 +90,12 @@ def density_to_weights(density: torch.Tensor, temperature: float) -> torch.Tenso
     return w / w.amin(dim=(-2, -1), keepdim=True)
 
 
+def weights_from_keypoints(keypoints: torch.Tensor, cell: int, density: str, temperature: float) -> torch.Tensor:
+    """(B, H, W) bool keypoints -> (B, H/cell, W/cell) weights: :func:`keypoint_density_ref`, then
+    :func:`density_to_weights`. Every path that has keypoints (not per-cell counts) ends here."""
+    return density_to_weights(keypoint_density_ref(keypoints, cell, density), temperature)
+
+
 def check_temperature(temperature: object) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__} {temperature!r}")
@@ -143,7 +149,7 @@ def patch_weights(
     images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
                                         std, channel_order)
     keypoints, _ = torch.ops.kamim_fast.fast_corners(images, opts.threshold, True, opts.bgr, opts.mean, opts.std)
-    return density_to_weights(keypoint_density_ref(keypoints, opts.cell, opts.density), opts.temperature)
+    return weights_from_keypoints(keypoints, opts.cell, opts.density, opts.temperature)
 
 
 class WeightOptions(NamedTuple):
