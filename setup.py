@@ -24,7 +24,7 @@ def extension_modules():
     from torch.utils import cpp_extension
 
     cxx = ["-O3", "-DNDEBUG"]
-    sources = [f"{CSRC}/amt.cpp"]
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cpp"))  # every CPU kernel file
     use_cuda = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
     if use_cuda and not (Path(cpp_extension.CUDA_HOME) / "bin" / "nvcc").exists():
         use_cuda = False

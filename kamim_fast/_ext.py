@@ -49,11 +49,11 @@ def _jit_build() -> str:
         raise RuntimeError(f"the C++ sources are not beside the package (looked in {CSRC})")
     from torch.utils import cpp_extension
 
-    sources = [str(CSRC / "amt.cpp")]
+    sources = sorted(str(p) for p in CSRC.glob("*.cpp"))  # every CPU kernel file
     if mode != "cpu" and _nvcc_available():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         sources.append(str(CSRC / "amt_cuda.cu"))
-    name = "kamim_fast_amt_cuda" if len(sources) == 2 else "kamim_fast_amt_cpu"
+    name = "kamim_fast_cuda" if sources[-1].endswith(".cu") else "kamim_fast_cpu"
     return cpp_extension.load(
         name=name, sources=sources, extra_include_paths=[str(CSRC)], extra_cflags=["-O3", "-DNDEBUG"],
         extra_cuda_cflags=["-O3", "-DNDEBUG", "-lineinfo"], is_python_module=False, verbose=False,

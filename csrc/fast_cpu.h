@@ -1,0 +1,35 @@
+// Native CPU FAST: the interface the fused loss (mim_loss_cpu.cpp) uses from fast_cpu.cpp.
+// Bit-exact with OpenCV and with the PyTorch references in kamim_fast/gray.py, fast.py, weights.py.
+// Plain C++ (no torch headers), so it is cheap to include and to test.
+#pragma once
+
+#include <cstdint>
+
+namespace kamim_fast::cpu {
+
+// One image of a (B, 3, H, W) colour batch, any strides (elements, not bytes). uint8 values are used
+// as they are; float values (float32/float16/bfloat16/float64, `dtype` below) are un-normalised to
+// round((x*std + mean)*255) clamped to [0, 255], NaN -> 0, exactly as channels_to_u8_ref.
+enum class ColourDtype : int { kU8 = 0, kF32 = 1, kF16 = 2, kBF16 = 3, kF64 = 4 };
+
+struct ColourImage {
+  const void* data;  // element (c, y, x) at data + c*stride_c + y*stride_h + x*stride_w
+  ColourDtype dtype;
+  int64_t stride_c, stride_h, stride_w;
+  int64_t H, W;
+  float mean[3], std[3];  // ignored for kU8
+  bool bgr;               // COLOR_BGR2GRAY's weights (R's weight on channel 2)
+};
+
+// Gray (OpenCV's fixed point) of rows [y0, y1) into out[(y - y0) * out_stride + x], x in [0, W).
+void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride);
+
+// For weight-cell rows [cy0, cy1) of one image (cells of p x p pixels, H % p == 0, W % p == 0):
+// cover[(cy - cy0) * (W / p) + cx] = the number of pixels of cell (cy, cx) covered by the union of the
+// drawKeypoints rings of the image's FAST keypoints (ring == true), or the number of keypoints in the
+// cell (ring == false). Keypoints are FAST-9/16 with non-max suppression at `threshold`, over the
+// whole image (the band reads its own halo of gray rows). Thread-safe; allocates its own scratch.
+void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
+                int32_t* cover);
+
+}  // namespace kamim_fast::cpu
