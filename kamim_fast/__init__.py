@@ -25,7 +25,23 @@ from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_re
 from .loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
 from .weights import keypoint_density, keypoint_density_ref, patch_weights
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source); from a checkout that is
+    not installed, pyproject.toml's own line."""
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    try:
+        return importlib.metadata.version("kamim-fast")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "AMTMask",

@@ -3,14 +3,20 @@
 The schemas and the CPU/CUDA kernels are C++ (``TORCH_LIBRARY_FRAGMENT(kamim_fast, ...)`` in
 ``csrc/amt.cpp``); this module loads them, in this order:
 
-1. ``import kamim_fast._C``, built by ``pip install`` (setup.py: a CUDAExtension when nvcc and a CUDA
-   build of torch are present, else a CppExtension);
-2. a JIT build of ``csrc/`` with ``torch.utils.cpp_extension.load`` (ninja), when the package has no
-   compiled module and the sources are beside it (a source checkout). ``KAMIM_FAST_JIT=0`` skips it,
-   ``KAMIM_FAST_JIT=cpu`` builds the CPU kernels only (no nvcc); by default the CUDA kernels are built too
-   when torch is a CUDA build and nvcc is found (``TORCH_CUDA_ARCH_LIST``, else 9.0);
-3. nothing: the AMT functions then use their PyTorch references (``_backend.use_extension`` warns once,
+1. **prebuilt**: ``import kamim_fast._C``, built by ``pip install`` (setup.py: CUDA kernels too when torch
+   is a CUDA build and a CUDA toolkit is found, see ``kamim_fast/_build.py``);
+2. **JIT-built**: when ``_C`` is absent or does not load (built against another torch), the C++ sources
+   are built with ``torch.utils.cpp_extension.load`` (ninja) at first use: those shipped in the package
+   (``kamim_fast/csrc``, in every wheel), else a checkout's ``csrc/``. ``KAMIM_FAST_JIT=0`` skips it,
+   ``KAMIM_FAST_JIT=cpu`` builds the CPU kernels only, ``KAMIM_FAST_JIT=cuda`` the CUDA kernels too even
+   without a visible GPU; by default the CUDA kernels are built when torch is a CUDA build, a CUDA toolkit
+   is found and a GPU is visible, for ``TORCH_CUDA_ARCH_LIST`` when set, else the visible GPUs'
+   architectures (the policy of ``kamim_fast/_build.py``, shared with setup.py). It warns once, saying
+   how to get the prebuilt extension;
+3. **reference**: the AMT functions use their PyTorch references (``_backend.use_extension`` warns once,
    or raises when ``KAMIM_FAST_BACKEND=triton`` asked for the extension).
+
+``loaded()`` says which of the three is in use, and from where.
 
 Once loaded, the Python side registers a fake kernel (shapes for torch.compile and FakeTensor) and an
 autograd formula for each op. The adjoint pairs close under differentiation: gather_rows <-> scatter_rows
@@ -21,59 +27,96 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+from . import _build
+
+PACKAGE_DIR = Path(__file__).resolve().parent
 JIT_ENV_VAR = "KAMIM_FAST_JIT"
 OPS = ("amt_select", "select_gather", "gather_rows", "scatter_rows", "unshuffle", "unshuffle_backward")
+HOW_TO_PREBUILD = ("for the prebuilt extension, build kamim-fast against this torch: `pip install "
+                   "--no-build-isolation --no-binary kamim-fast --force-reinstall --no-deps kamim-fast` "
+                   "(in a checkout: `pip install --no-build-isolation -e .`)")
 
 _warned = False
+_loaded = {"kind": "", "where": ""}  # set by status(): kind "prebuilt" | "jit" | "reference"
 
 
-def _nvcc_available() -> bool:
-    from torch.utils import cpp_extension
-
-    home = cpp_extension.CUDA_HOME
-    return torch.version.cuda is not None and home is not None and (Path(home) / "bin" / "nvcc").exists()
+def sources_dir() -> Path | None:
+    """The C++ sources the JIT build compiles: ``kamim_fast/csrc`` (installed), else the checkout's ``csrc/``."""
+    return _build.find_sources(PACKAGE_DIR)
 
 
 def _jit_build() -> str:
-    """Builds and loads csrc/ with ninja; returns the library path. Raises when it cannot."""
+    """Builds and loads the C++ sources with ninja; returns the library path. Raises when it cannot."""
     mode = os.environ.get(JIT_ENV_VAR, "").strip().lower()
     if mode == "0":
         raise RuntimeError(f"the JIT build is disabled ({JIT_ENV_VAR}=0)")
-    if not (CSRC / "amt.cpp").exists():
-        raise RuntimeError(f"the C++ sources are not beside the package (looked in {CSRC})")
+    csrc = sources_dir()
+    if csrc is None:
+        raise RuntimeError(f"the C++ sources are neither in the package nor in a checkout (looked in "
+                           f"{PACKAGE_DIR / 'csrc'} and {PACKAGE_DIR.parent / 'csrc'})")
     from torch.utils import cpp_extension
 
-    sources = sorted(str(p) for p in CSRC.glob("*.cpp"))  # every CPU kernel file
-    if mode != "cpu" and _nvcc_available():
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-        sources.append(str(CSRC / "amt_cuda.cu"))
-    name = "kamim_fast_cuda" if sources[-1].endswith(".cu") else "kamim_fast_cpu"
-    return cpp_extension.load(
-        name=name, sources=sources, extra_include_paths=[str(CSRC)], extra_cflags=["-O3", "-DNDEBUG"],
-        extra_cuda_cflags=["-O3", "-DNDEBUG", "-lineinfo"], is_python_module=False, verbose=False,
-    )
+    cpp, cuda = _build.source_files(csrc)
+    home, gpus = None, []
+    if mode != "cpu" and cuda and torch.version.cuda is not None:
+        gpus = _build.visible_gpu_capabilities()
+        if gpus or mode == "cuda":
+            home, _ = _build.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
+    cuda_flags = ["-O3", "-DNDEBUG", "-lineinfo"]
+    saved = cpp_extension.CUDA_HOME, os.environ.get(_build.ARCH_ENV_VAR)
+    if home is not None:
+        archs = _build.cuda_arch_list(os.environ, gpus, portable=False)
+        cuda_flags.append("-DKAMIM_FAST_ARCHS=" + re.sub(r"\W", "_", archs))  # in the build's hash: a new list rebuilds
+        cpp_extension.CUDA_HOME = home  # torch's guess may be no toolkit (nvcc outside one)
+        os.environ[_build.ARCH_ENV_VAR] = archs
+    try:
+        return cpp_extension.load(
+            name="kamim_fast_cuda" if home else "kamim_fast_cpu", sources=cpp + (cuda if home else []),
+            extra_include_paths=[str(csrc)], extra_cflags=["-O3", "-DNDEBUG"], extra_cuda_cflags=cuda_flags,
+            with_cuda=home is not None, is_python_module=False, verbose=False,
+        )
+    finally:
+        cpp_extension.CUDA_HOME = saved[0]
+        if saved[1] is None:
+            os.environ.pop(_build.ARCH_ENV_VAR, None)
+        else:
+            os.environ[_build.ARCH_ENV_VAR] = saved[1]
 
 
 @functools.cache
 def status() -> tuple[bool, str]:
     """(loaded, reason when not). Loads the extension on first call and registers the Python side."""
     try:
-        from . import _C  # noqa: F401  (registers torch.ops.kamim_fast.amt_select and the others)
+        from . import _C  # registers torch.ops.kamim_fast.amt_select and the others
     except (ImportError, OSError) as exc:  # absent, or built against another torch
         try:
-            _jit_build()
+            path = _jit_build()
         except Exception as jit_exc:  # noqa: BLE001 - any build failure means: no extension
             lines = str(jit_exc).strip().splitlines() or [""]
-            return False, (f"kamim_fast._C is not installed ({exc}) and the JIT build of csrc/ failed "
-                           f"({type(jit_exc).__name__}: {lines[-1]})")
+            reason = (f"kamim_fast._C did not load ({exc}) and the JIT build of the C++ sources failed "
+                      f"({type(jit_exc).__name__}: {lines[-1]})")
+            _loaded.update(kind="reference", where=reason)
+            return False, reason
+        _loaded.update(kind="jit", where=str(path))
+        _warn_once(f"kamim_fast: the AMT ops use a JIT build of the C++ sources ({path}) because the prebuilt "
+                   f"kamim_fast._C did not load ({exc}); {HOW_TO_PREBUILD}")
+    else:
+        _loaded.update(kind="prebuilt", where=str(getattr(_C, "__file__", "")))
     _register()
     return True, ""
+
+
+def loaded() -> tuple[str, str]:
+    """Which AMT implementation is in use, loading it first: ("prebuilt", path of kamim_fast._C),
+    ("jit", path of the JIT-built library) or ("reference", why the other two are not)."""
+    status()
+    return _loaded["kind"], _loaded["where"]
 
 
 def has_cuda() -> bool:
@@ -81,11 +124,15 @@ def has_cuda() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast::amt_select", "CUDA")
 
 
-def warn_fallback(reason: str) -> None:
+def _warn_once(message: str, stacklevel: int = 4) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"kamim_fast: the AMT ops use their PyTorch references: {reason}", RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+
+
+def warn_fallback(reason: str) -> None:
+    _warn_once(f"kamim_fast: the AMT ops use their PyTorch references: {reason}; {HOW_TO_PREBUILD}")
 
 
 # --- fake kernels -----------------------------------------------------------------------------------
