@@ -11,11 +11,11 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report clean
+.PHONY: demo test install-check compile-report clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "setuptools>=70" "torch>=2.6"
+	$(PY) -m pip install -q "setuptools>=77" "torch>=2.6"
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo]"
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
@@ -30,9 +30,15 @@ TEST_JOBS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_JOBS)
 
+# Installs kamim_fast as users do and smoke-tests the install from outside the checkout: sdist, a wheel
+# built from it with --no-build-isolation against .venv's torch, a fresh venv, scripts/smoke_installed.py.
+# scripts/install_check.sh unsets CUDA_HOME for the build (the Makefile's own is not what pip users have).
+install-check: $(VENV)/.installed
+	PY=$(abspath $(PY)) scripts/install_check.sh
+
 # Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
