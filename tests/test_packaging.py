@@ -1,0 +1,316 @@
+"""Packaging (issue 16) and the extension's build policy (issue 12, item 4).
+
+- The sdist holds every file its build needs (all of csrc/, kernels/, the package, README, LICENSE), and a
+  wheel built from it ships the C++ sources as ``kamim_fast/csrc`` with the metadata users see.
+- ``kamim_fast/_build.py``: the CUDA toolkit check (a folder holding only ``bin/nvcc`` is no toolkit),
+  the architecture list, where the sources are; setup.py and the JIT build both follow it.
+- ``kamim_fast.__version__`` is the distribution's.
+
+The whole user path (sdist -> wheel -> fresh venv -> smoke test, CUDA_HOME unset) is ``make install-check``.
+"""
+
+from __future__ import annotations
+
+import email
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import kamim_fast
+from kamim_fast import _build, _ext
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP_PARTS = {"__pycache__", ".pytest_cache"}
+
+
+def _tree(folder: str) -> set[str]:
+    """Files under ROOT/folder (relative, posix), without caches and build products."""
+    return {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*")
+            if p.is_file() and not SKIP_PARTS & set(p.parts) and p.suffix not in (".so", ".pyc", ".o")}
+
+
+def _needs_build_module() -> None:
+    try:
+        import build  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install the `build` package (the [test] extra) to check the sdist")
+        pytest.skip("the `build` package is not installed (pip install -e '.[test]')")
+
+
+def _fake_toolkit(root: Path, *, nvcc=True, cudart=True, header=True) -> Path:
+    if nvcc:
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        (root / "bin" / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+        (root / "bin" / "nvcc").chmod(0o755)
+    if cudart:
+        (root / "lib64").mkdir(parents=True, exist_ok=True)
+        (root / "lib64" / "libcudart.so").write_bytes(b"")
+    if header:
+        (root / "include").mkdir(parents=True, exist_ok=True)
+        (root / "include" / "cuda_runtime.h").write_text("")
+    return root
+
+
+# --- the sdist and the wheel -----------------------------------------------------------------------------
+
+
+def test_sdist_and_wheel_hold_every_source(tmp_path):
+    """One test, so two xdist workers never build in the checkout at once (egg-info is written there)."""
+    _needs_build_module()
+    env = dict(os.environ, KAMIM_FAST_NO_EXTENSION="1")  # the file list does not depend on the extension
+    out = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sdist,) = tmp_path.glob("kamim_fast-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name and tar.getmember(name).isfile()}
+    needed = _tree("csrc") | _tree("kernels") | _tree("kamim_fast") | {
+        "README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in"}
+    assert _tree("csrc") >= {"csrc/amt.cpp", "csrc/amt.h", "csrc/amt_checks.h", "csrc/amt_cuda.cu"}
+    assert not needed - shipped, f"missing from {sdist.name}: {sorted(needed - shipped)} (MANIFEST.in)"
+
+    # a wheel from that sdist (pure Python here: KAMIM_FAST_NO_EXTENSION=1 keeps this test fast; the
+    # compiled wheel is `make install-check`) ships the C++ sources for the JIT fallback
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "--no-index",
+                          "-w", str(tmp_path / "wheel"), str(sdist)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("kamim_fast-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = email.message_from_bytes(whl.read(meta_name))
+    sources = {p for p in _tree("csrc") if Path(p).suffix in (".cpp", ".cu", ".cuh", ".h", ".hpp")}
+    in_package = {"kamim_fast/" + p for p in sources} | {"kamim_fast/" + p for p in _tree("kernels")}
+    assert not in_package - names, f"missing from {wheel.name}: {sorted(in_package - names)}"
+    assert {"kamim_fast/_build.py", "kamim_fast/_ext.py"} <= names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
+    assert top == f"kamim_fast-{meta['Version']}"
+    assert meta["Version"] == kamim_fast.__version__
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert {"test", "demo", "opencv"} <= set(meta.get_all("Provides-Extra"))
+    requires = meta.get_all("Requires-Dist")
+    assert any(r.startswith("opencv-python-headless") and 'extra == "opencv"' in r for r in requires), requires
+    assert not any(r.startswith(("timm", "kornia")) and "extra" not in r for r in requires), requires
+
+
+def test_version_is_the_distributions():
+    assert kamim_fast.__version__ == importlib.metadata.version("kamim-fast")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1) == kamim_fast.__version__
+    assert "__version__ = \"" not in (ROOT / "kamim_fast" / "__init__.py").read_text()  # no second copy
+
+
+def test_license_is_an_spdx_string():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "Apache-2.0"$', pyproject, re.M), "project.license must be an SPDX string"
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+
+
+# --- the toolkit ------------------------------------------------------------------------------------------
+
+
+def test_a_folder_with_only_nvcc_is_no_toolkit(tmp_path):
+    only_nvcc = _fake_toolkit(tmp_path / "wrapper", cudart=False, header=False)
+    assert _build.toolkit_problem(only_nvcc) == "no lib64/libcudart.so, include/cuda_runtime.h"
+    assert _build.toolkit_problem(_fake_toolkit(tmp_path / "nohdr", header=False)) == "no include/cuda_runtime.h"
+    assert _build.toolkit_problem(_fake_toolkit(tmp_path / "full")) is None
+    assert _build.toolkit_problem(tmp_path / "absent") == "no such folder"
+    assert _build.toolkit_problem(None) == "not set"
+    lib = _fake_toolkit(tmp_path / "lib", cudart=False)
+    (lib / "lib").mkdir()
+    (lib / "lib" / "libcudart.so").write_bytes(b"")
+    assert _build.toolkit_problem(lib) is None  # lib/ instead of lib64/ (conda's layout)
+
+
+def test_choose_toolkit_falls_back_from_a_wrong_guess(tmp_path):
+    wrong = str(_fake_toolkit(tmp_path / "usr-local", cudart=False, header=False))
+    real = str(_fake_toolkit(tmp_path / "cuda"))
+    v13 = lambda home: (13, 0)  # noqa: E731
+    home, why = _build.choose_cuda_toolkit("13.0", wrong, [wrong, real], version_of=v13)
+    assert home == real
+    assert why == (f"CUDA_HOME={wrong} (torch's guess) is not a usable CUDA toolkit (no lib64/libcudart.so, "
+                   f"include/cuda_runtime.h); using the toolkit at {real}")
+    assert _build.choose_cuda_toolkit("13.0", real, [real], version_of=v13) == (real, f"CUDA toolkit at {real}")
+    # nothing usable: CPU-only, and one line saying why
+    home, why = _build.choose_cuda_toolkit("13.0", wrong, [wrong], version_of=v13)
+    assert home is None and "not a usable CUDA toolkit" in why and "set CUDA_HOME" in why and "\n" not in why
+    home, why = _build.choose_cuda_toolkit("12.4", real, [real], version_of=v13)
+    assert home is None and "CUDA 13.0, torch is built with CUDA 12.4" in why
+    assert _build.choose_cuda_toolkit(None, real, [real], version_of=v13) == (None, "torch is a CPU-only build")
+    home, why = _build.choose_cuda_toolkit("13.0", None, [], version_of=v13)
+    assert home is None and why.startswith("torch found no CUDA_HOME")
+
+
+def test_candidates_are_the_guess_then_the_standard_folders(monkeypatch):
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    found = _build.candidate_toolkits("/opt/guess/")
+    assert found[0] == "/opt/guess"
+    assert "/usr/local/cuda" in found  # listed whether or not it exists
+    assert len({os.path.realpath(f) for f in found}) == len(found)  # a link and its target once
+
+
+def test_nvcc_version_reads_the_release(tmp_path):
+    assert _build.nvcc_version(_fake_toolkit(tmp_path)) == (13, 0)
+    assert _build.nvcc_version(tmp_path / "absent") is None
+
+
+def test_setup_py_says_which_toolkit_it_builds_with(tmp_path):
+    """setup.py with CUDA_HOME pointing at a folder that holds only bin/nvcc (the trap of issue 16): one
+    line saying it is no toolkit, then either the real toolkit it found or that the extension is CPU-only."""
+    wrapper = _fake_toolkit(tmp_path / "wrapper", cudart=False, header=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_PATH", "TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")}
+    env["CUDA_HOME"] = str(wrapper)
+    out = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("kamim_fast: ")]
+    assert len(lines) == 1, out.stderr[-3000:]
+    line = lines[0]
+    if torch.version.cuda is None:
+        assert line == "kamim_fast: kamim_fast._C with CPU kernels only: torch is a CPU-only build"
+        return
+    assert f"CUDA_HOME={wrapper} (torch's guess) is not a usable CUDA toolkit" in line, line
+    home, _ = _build.choose_cuda_toolkit(torch.version.cuda, str(wrapper))
+    if home is None:
+        assert line.startswith("kamim_fast: kamim_fast._C with CPU kernels only: "), line
+    else:
+        archs = _build.cuda_arch_list({}, _build.visible_gpu_capabilities(), portable=True)
+        assert line.startswith(f"kamim_fast: kamim_fast._C with CPU and CUDA kernels for {archs}: "), line
+        assert line.endswith(f"using the toolkit at {home}"), line
+
+
+# --- architectures ----------------------------------------------------------------------------------------
+
+
+def test_arch_list_policy():
+    assert _build.DEFAULT_ARCH_LIST == "8.0;8.6;8.9;9.0+PTX"  # A100, A10/3090, L4/4090, H100 (+PTX: newer)
+    assert _build.cuda_arch_list({}, []) == "8.0;8.6;8.9;9.0+PTX"  # no GPU
+    assert _build.cuda_arch_list({"TORCH_CUDA_ARCH_LIST": " 9.0a "}, [(8, 0)]) == "9.0a"  # the variable wins
+    assert _build.cuda_arch_list({"TORCH_CUDA_ARCH_LIST": ""}, []) == "8.0;8.6;8.9;9.0+PTX"
+    # a wheel: the present GPU plus the default list; a JIT build: the present GPUs only
+    assert _build.cuda_arch_list({}, [(8, 0)]) == "8.0;8.6;8.9;9.0+PTX"
+    assert _build.cuda_arch_list({}, [(12, 0)]) == "8.0;8.6;8.9;9.0;12.0+PTX"
+    assert _build.cuda_arch_list({}, [(7, 5)]) == "7.5;8.0;8.6;8.9;9.0+PTX"
+    assert _build.cuda_arch_list({}, [(8, 6)], portable=False) == "8.6+PTX"
+    assert _build.cuda_arch_list({}, [(9, 0), (8, 0)], portable=False) == "8.0;9.0+PTX"
+    assert _build.cuda_arch_list({}, [(10, 0)], portable=False) == "10.0+PTX"  # numeric order, not text
+
+
+def test_visible_gpus_are_none_without_cuda():
+    caps = _build.visible_gpu_capabilities()
+    if not torch.cuda.is_available():
+        assert caps == []
+    else:
+        assert caps and all(isinstance(c, tuple) and len(c) == 2 for c in caps)
+
+
+# --- the JIT build follows the same policy ----------------------------------------------------------------
+
+
+@pytest.fixture
+def captured_load(monkeypatch):
+    """cpp_extension.load replaced by a recorder of its arguments and of the build's environment."""
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def load(**kwargs):
+        calls.append({**kwargs, "CUDA_HOME": cpp_extension.CUDA_HOME, "archs": os.environ.get("TORCH_CUDA_ARCH_LIST")})
+        return "/built/lib.so"
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    return calls
+
+
+def test_jit_build_uses_the_policy_with_a_gpu(monkeypatch, tmp_path, captured_load):
+    from torch.utils import cpp_extension
+
+    real = str(_fake_toolkit(tmp_path / "cuda"))
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(_build, "visible_gpu_capabilities", lambda: [(8, 6)])
+    monkeypatch.setattr(_build, "choose_cuda_toolkit", lambda cuda, guess: (real, "found"))
+    monkeypatch.setenv("KAMIM_FAST_JIT", "")
+    before = cpp_extension.CUDA_HOME
+    assert _ext._jit_build() == "/built/lib.so"
+    (call,) = captured_load
+    assert call["name"] == "kamim_fast_cuda" and call["with_cuda"] is True
+    assert call["CUDA_HOME"] == real and call["archs"] == "8.6+PTX"  # the present GPU, not 9.0
+    assert "-DKAMIM_FAST_ARCHS=8_6_PTX" in call["extra_cuda_cflags"]  # a new list rebuilds
+    assert {Path(s).name for s in call["sources"]} >= {"amt.cpp", "amt_cuda.cu"}
+    assert cpp_extension.CUDA_HOME == before and "TORCH_CUDA_ARCH_LIST" not in os.environ  # restored
+
+
+def test_jit_build_is_cpu_only_without_a_gpu(monkeypatch, captured_load):
+    monkeypatch.setattr(_build, "visible_gpu_capabilities", lambda: [])
+    monkeypatch.setenv("KAMIM_FAST_JIT", "")
+    _ext._jit_build()
+    monkeypatch.setenv("KAMIM_FAST_JIT", "cpu")
+    monkeypatch.setattr(_build, "visible_gpu_capabilities", lambda: [(9, 0)])
+    _ext._jit_build()
+    for call in captured_load:
+        assert call["name"] == "kamim_fast_cpu" and call["with_cuda"] is False
+        assert all(s.endswith(".cpp") for s in call["sources"])
+    monkeypatch.setenv("KAMIM_FAST_JIT", "0")
+    with pytest.raises(RuntimeError, match="KAMIM_FAST_JIT=0"):
+        _ext._jit_build()
+
+
+def test_sources_beside_the_package_come_first(tmp_path):
+    package = tmp_path / "site" / "kamim_fast"
+    (package / "csrc").mkdir(parents=True)
+    assert _build.find_sources(package) is None
+    (tmp_path / "site" / "csrc").mkdir()
+    (tmp_path / "site" / "csrc" / "amt.cpp").write_text("")
+    assert _build.find_sources(package) == tmp_path / "site" / "csrc"  # a checkout's csrc/
+    (package / "csrc" / "amt.cpp").write_text("")
+    assert _build.find_sources(package) == package / "csrc"  # installed: kamim_fast/csrc
+    assert _ext.sources_dir() == ROOT / "csrc"  # this checkout (the editable install maps no kamim_fast/csrc)
+
+
+def test_build_policy_imports_without_torch():
+    """setup.py loads kamim_fast/_build.py by path, before torch or kamim_fast may be importable."""
+    code = ("import importlib.util, sys\n"
+            "sys.modules['torch'] = None\n"
+            f"spec = importlib.util.spec_from_file_location('b', {str(ROOT / 'kamim_fast' / '_build.py')!r})\n"
+            "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
+            "print(b.cuda_arch_list({}, b.visible_gpu_capabilities()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "8.0;8.6;8.9;9.0+PTX", out.stderr
+
+
+# --- which implementation, and the warning ----------------------------------------------------------------
+
+
+def test_loaded_says_prebuilt_or_jit_and_the_jit_warning_says_how_to_prebuild():
+    kind, where = _ext.loaded()
+    ok, reason = _ext.status()
+    assert (kind, ok) in (("prebuilt", True), ("jit", True), ("reference", False))
+    if kind != "prebuilt":
+        pytest.skip(f"kamim_fast._C is not installed here ({kind}: {where or reason})")
+    assert Path(where).parent == Path(kamim_fast.__file__).parent
+    # without _C, a (stand-in) JIT build: loaded() says so and one warning says how to get the prebuilt one
+    code = ("import sys; sys.modules['kamim_fast._C'] = None\n"
+            "import warnings, torch\nfrom kamim_fast import _ext\n"
+            f"_ext._jit_build = lambda: (torch.ops.load_library({where!r}), {where!r})[1]\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    print('LOADED', _ext.loaded())\n"
+            "    _ext.status()\n"
+            "for w in caught: print('WARNING', w.message)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"LOADED ('jit', {where!r})" in out.stdout, out.stdout
+    warned = [line for line in out.stdout.splitlines() if line.startswith("WARNING")]
+    assert len(warned) == 1 and "JIT build" in warned[0] and "pip install --no-build-isolation" in warned[0], warned
