@@ -13,7 +13,7 @@ GPU_TRITON ?= 3.6.0
 
 .PHONY: demo test install-check compile-report clean
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
+$(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "setuptools>=77" "torch>=2.6"
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo]"
