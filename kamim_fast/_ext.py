@@ -43,7 +43,7 @@ HOW_TO_PREBUILD = ("for the prebuilt extension, build kamim-fast against this to
                    "(in a checkout: `pip install --no-build-isolation -e .`)")
 
 _warned = False
-_loaded = {"kind": "", "where": ""}  # set by status(): kind "prebuilt" | "jit" | "reference"
+_loaded = {"kind": "", "where": "", "built": ""}  # set by status(): kind "prebuilt" | "jit" | "reference"
 
 
 def sources_dir() -> Path | None:
@@ -64,14 +64,24 @@ def _jit_build() -> str:
 
     cpp, cuda = _build.source_files(csrc)
     home, gpus = None, []
-    if mode != "cpu" and cuda and torch.version.cuda is not None:
+    if mode == "cpu":
+        why = f"{JIT_ENV_VAR}=cpu"
+    elif torch.version.cuda is None:
+        why = "torch is a CPU-only build"
+    elif not cuda:
+        why = f"no *.cu in {csrc}"
+    else:
         gpus = _build.visible_gpu_capabilities()
         if gpus or mode == "cuda":
-            home, _ = _build.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
+            home, why = _build.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
+        else:
+            why = f"no GPU is visible ({JIT_ENV_VAR}=cuda builds them anyway)"
     cuda_flags = ["-O3", "-DNDEBUG", "-lineinfo"]
     saved = cpp_extension.CUDA_HOME, os.environ.get(_build.ARCH_ENV_VAR)
+    _loaded["built"] = f"CPU kernels only: {why}"
     if home is not None:
         archs = _build.cuda_arch_list(os.environ, gpus, portable=False)
+        _loaded["built"] = f"CPU and CUDA kernels for {archs} ({why})"
         cuda_flags.append("-DKAMIM_FAST_ARCHS=" + re.sub(r"\W", "_", archs))  # in the build's hash: a new list rebuilds
         cpp_extension.CUDA_HOME = home  # torch's guess may be no toolkit (nvcc outside one)
         os.environ[_build.ARCH_ENV_VAR] = archs
@@ -104,8 +114,8 @@ def status() -> tuple[bool, str]:
             _loaded.update(kind="reference", where=reason)
             return False, reason
         _loaded.update(kind="jit", where=str(path))
-        _warn_once(f"kamim_fast: the AMT ops use a JIT build of the C++ sources ({path}) because the prebuilt "
-                   f"kamim_fast._C did not load ({exc}); {HOW_TO_PREBUILD}")
+        _warn_once(f"kamim_fast: the AMT ops use a JIT build of the C++ sources ({path}; {_loaded['built']}) "
+                   f"because the prebuilt kamim_fast._C did not load ({exc}); {HOW_TO_PREBUILD}")
     else:
         _loaded.update(kind="prebuilt", where=str(getattr(_C, "__file__", "")))
     _register()

@@ -64,5 +64,5 @@ jit=()
 if [[ "${KAMIM_FAST_CHECK_JIT:-0}" == 1 ]]; then jit=(--jit); fi
 (cd "$WORK/run" && env -u CUDA_HOME -u CUDA_PATH -u PYTHONPATH KAMIM_FAST_JIT=0 KAMIM_FAST_BACKEND=auto \
   TORCH_EXTENSIONS_DIR="$WORK/torch_extensions" \
-  "$WORK/venv/bin/python" smoke_installed.py --expect-cuda "$expect" --checkout "$ROOT" "${jit[@]}")
+  "$WORK/venv/bin/python" smoke_installed.py --expect-cuda "$expect" --checkout "$ROOT" ${jit[@]+"${jit[@]}"})
 step "passed"

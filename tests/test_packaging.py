@@ -250,15 +250,19 @@ def test_jit_build_uses_the_policy_with_a_gpu(monkeypatch, tmp_path, captured_lo
     assert "-DKAMIM_FAST_ARCHS=8_6_PTX" in call["extra_cuda_cflags"]  # a new list rebuilds
     assert {Path(s).name for s in call["sources"]} >= {"amt.cpp", "amt_cuda.cu"}
     assert cpp_extension.CUDA_HOME == before and "TORCH_CUDA_ARCH_LIST" not in os.environ  # restored
+    assert _ext._loaded["built"] == "CPU and CUDA kernels for 8.6+PTX (found)"  # what the JIT warning says
 
 
 def test_jit_build_is_cpu_only_without_a_gpu(monkeypatch, captured_load):
     monkeypatch.setattr(_build, "visible_gpu_capabilities", lambda: [])
     monkeypatch.setenv("KAMIM_FAST_JIT", "")
     _ext._jit_build()
+    if torch.version.cuda is not None:
+        assert _ext._loaded["built"] == "CPU kernels only: no GPU is visible (KAMIM_FAST_JIT=cuda builds them anyway)"
     monkeypatch.setenv("KAMIM_FAST_JIT", "cpu")
     monkeypatch.setattr(_build, "visible_gpu_capabilities", lambda: [(9, 0)])
     _ext._jit_build()
+    assert _ext._loaded["built"] == "CPU kernels only: KAMIM_FAST_JIT=cpu"
     for call in captured_load:
         assert call["name"] == "kamim_fast_cpu" and call["with_cuda"] is False
         assert all(s.endswith(".cpp") for s in call["sources"])
