@@ -67,8 +67,8 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
     """One test, so two xdist workers never build in the checkout at once (egg-info is written there)."""
     _needs_build_module()
     env = dict(os.environ, KAMIM_FAST_NO_EXTENSION="1")  # the file list does not depend on the extension
-    out = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-                         env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (sdist,) = tmp_path.glob("kamim_fast-*.tar.gz")
     with tarfile.open(sdist) as tar:
@@ -81,8 +81,9 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
 
     # a wheel from that sdist (pure Python here: KAMIM_FAST_NO_EXTENSION=1 keeps this test fast; the
     # compiled wheel is `make install-check`) ships the C++ sources for the JIT fallback
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "--no-index",
-                          "-w", str(tmp_path / "wheel"), str(sdist)], env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "--no-index",
+               "-w", str(tmp_path / "wheel"), str(sdist)]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (wheel,) = (tmp_path / "wheel").glob("kamim_fast-*.whl")
     with zipfile.ZipFile(wheel) as whl:
@@ -169,7 +170,8 @@ def test_setup_py_says_which_toolkit_it_builds_with(tmp_path):
     """setup.py with CUDA_HOME pointing at a folder that holds only bin/nvcc (the trap of issue 16): one
     line saying it is no toolkit, then either the real toolkit it found or that the extension is CPU-only."""
     wrapper = _fake_toolkit(tmp_path / "wrapper", cudart=False, header=False)
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_PATH", "TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")}
+    unset = ("CUDA_PATH", "TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["CUDA_HOME"] = str(wrapper)
     out = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
