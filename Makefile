@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test install-check compile-report clean
+.PHONY: demo test compile-report clean
 
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ test: $(VENV)/.installed
 # Installs kamim_fast as users do and smoke-tests the install from outside the checkout: sdist, a wheel
 # built from it with --no-build-isolation against .venv's torch, a fresh venv, scripts/smoke_installed.py.
 # scripts/install_check.sh unsets CUDA_HOME for the build (the Makefile's own is not what pip users have).
+.PHONY: install-check
 install-check: $(VENV)/.installed
 	PY=$(abspath $(PY)) scripts/install_check.sh
 

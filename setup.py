@@ -54,13 +54,13 @@ def extension_modules():
         return [], {}
     cpp, cuda = ([os.path.relpath(f, ROOT) for f in files] for files in BUILD.source_files(ROOT / CSRC))
     include_dirs = [str(ROOT / CSRC)]
-    cxx = ["-O3", "-DNDEBUG"]
+    flags = BUILD.compiler_flags()
     os.environ.setdefault("MAX_JOBS", "2")
     home, why = BUILD.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
     if home is None or not cuda:
         _say(f"kamim_fast._C with CPU kernels only: {why if home is None else 'no csrc/*.cu'}")
-        ext = cpp_extension.CppExtension("kamim_fast._C", cpp, extra_compile_args={"cxx": cxx},
-                                         include_dirs=include_dirs)
+        ext = cpp_extension.CppExtension("kamim_fast._C", cpp, extra_compile_args={"cxx": flags["cxx"]},
+                                         include_dirs=include_dirs, extra_link_args=flags["link"])
         return [ext], {"build_ext": cpp_extension.BuildExtension}
     # torch reads its module-level CUDA_HOME for nvcc, the include and the library folders
     cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = home
@@ -68,8 +68,8 @@ def extension_modules():
     os.environ[BUILD.ARCH_ENV_VAR] = archs
     _say(f"kamim_fast._C with CPU and CUDA kernels for {archs}: {why}")
     ext = cpp_extension.CUDAExtension(
-        "kamim_fast._C", cpp + cuda, include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"]},
+        "kamim_fast._C", cpp + cuda, include_dirs=include_dirs, extra_link_args=flags["link"],
+        extra_compile_args={"cxx": flags["cxx"], "nvcc": flags["nvcc"]},
     )
     return [ext], {"build_ext": cpp_extension.BuildExtension}
 

@@ -14,6 +14,7 @@ importable.
 - **Architectures.** ``TORCH_CUDA_ARCH_LIST`` when set; else the visible GPUs' capabilities (for a wheel,
   together with the default list, so it also runs elsewhere); else the default list
   ``8.0;8.6;8.9;9.0+PTX``: A100, A10/3090, L4/4090, H100, and PTX that newer GPUs compile at load.
+- **Sources and flags.** Every ``csrc/*.cpp`` and ``csrc/*.cu``; ``compiler_flags()`` for both builds.
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ def cuda_arch_list(environ=None, gpu_capabilities: list[tuple[int, int]] | None 
     ordered = sorted(archs, key=lambda a: tuple(int(n) for n in a.split(".")))
     ordered[-1] += "+PTX"
     return ";".join(ordered)
+
+
+# --- compiler flags -------------------------------------------------------------------------------------
+
+
+def compiler_flags() -> dict[str, list[str]]:
+    """The flags of both builds: ``cxx`` (C++ files), ``nvcc`` (CUDA files), ``link``."""
+    return {"cxx": ["-O3", "-DNDEBUG"], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": []}
 
 
 # --- sources --------------------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def _jit_build() -> str:
             home, why = _build.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
         else:
             why = f"no GPU is visible ({JIT_ENV_VAR}=cuda builds them anyway)"
-    cuda_flags = ["-O3", "-DNDEBUG", "-lineinfo"]
+    flags = _build.compiler_flags()
+    cuda_flags = list(flags["nvcc"])
     saved = cpp_extension.CUDA_HOME, os.environ.get(_build.ARCH_ENV_VAR)
     _loaded["built"] = f"CPU kernels only: {why}"
     if home is not None:
@@ -88,8 +89,8 @@ def _jit_build() -> str:
     try:
         return cpp_extension.load(
             name="kamim_fast_cuda" if home else "kamim_fast_cpu", sources=cpp + (cuda if home else []),
-            extra_include_paths=[str(csrc)], extra_cflags=["-O3", "-DNDEBUG"], extra_cuda_cflags=cuda_flags,
-            with_cuda=home is not None, is_python_module=False, verbose=False,
+            extra_include_paths=[str(csrc)], extra_cflags=flags["cxx"], extra_cuda_cflags=cuda_flags,
+            extra_ldflags=flags["link"], with_cuda=home is not None, is_python_module=False, verbose=False,
         )
     finally:
         cpp_extension.CUDA_HOME = saved[0]
