@@ -30,16 +30,16 @@ TEST_JOBS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_JOBS)
 
-# Installs kamim_fast as users do and smoke-tests the install from outside the checkout: sdist, a wheel
-# built from it with --no-build-isolation against .venv's torch, a fresh venv, scripts/smoke_installed.py.
-# scripts/install_check.sh unsets CUDA_HOME for the build (the Makefile's own is not what pip users have).
-.PHONY: install-check
-install-check: $(VENV)/.installed
-	PY=$(abspath $(PY)) scripts/install_check.sh
-
 # Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Installs kamim_fast as users do and smoke-tests the install from outside the checkout: sdist, a wheel
+# built from it with --no-build-isolation against .venv's torch, a fresh venv, scripts/smoke_installed.py.
+# scripts/install_check.sh unsets CUDA_HOME for the build (the Makefile's own is not what pip users have).
+.PHONY: install-check
+install-check: $(VENV)/.installed
+	PY=$(abspath $(PY)) scripts/install_check.sh

@@ -166,9 +166,16 @@ def cuda_arch_list(environ=None, gpu_capabilities: list[tuple[int, int]] | None 
 # --- compiler flags -------------------------------------------------------------------------------------
 
 
-def compiler_flags() -> dict[str, list[str]]:
-    """The flags of both builds: ``cxx`` (C++ files), ``nvcc`` (CUDA files), ``link``."""
-    return {"cxx": ["-O3", "-DNDEBUG"], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": []}
+def compiler_flags(platform: str | None = None) -> dict[str, list[str]]:
+    """The flags of both builds: ``cxx`` (C++ files), ``nvcc`` (CUDA files), ``link``.
+
+    ``-fopenmp`` on Linux: ``at::parallel_for`` is header-inline OpenMP, so without it the CPU kernels run
+    on one thread; the extension then shares torch's own libgomp.so.1 (already loaded, same soname).
+    """
+    import sys
+
+    openmp = ["-fopenmp"] if (platform or sys.platform).startswith("linux") else []
+    return {"cxx": ["-O3", "-DNDEBUG", *openmp], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": openmp}
 
 
 # --- sources --------------------------------------------------------------------------------------------

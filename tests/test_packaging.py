@@ -209,6 +209,12 @@ def test_arch_list_policy():
     assert _build.cuda_arch_list({}, [(10, 0)], portable=False) == "10.0+PTX"  # numeric order, not text
 
 
+def test_compiler_flags():
+    assert _build.compiler_flags("linux") == {"cxx": ["-O3", "-DNDEBUG", "-fopenmp"],
+                                              "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": ["-fopenmp"]}
+    assert _build.compiler_flags("darwin")["link"] == []
+
+
 def test_visible_gpus_are_none_without_cuda():
     caps = _build.visible_gpu_capabilities()
     if not torch.cuda.is_available():
@@ -251,6 +257,7 @@ def test_jit_build_uses_the_policy_with_a_gpu(monkeypatch, tmp_path, captured_lo
     assert call["CUDA_HOME"] == real and call["archs"] == "8.6+PTX"  # the present GPU, not 9.0
     assert "-DKAMIM_FAST_ARCHS=8_6_PTX" in call["extra_cuda_cflags"]  # a new list rebuilds
     assert {Path(s).name for s in call["sources"]} >= {"amt.cpp", "amt_cuda.cu"}
+    assert call["extra_cflags"] == _build.compiler_flags()["cxx"] and call["extra_ldflags"] == _build.compiler_flags()["link"]
     assert cpp_extension.CUDA_HOME == before and "TORCH_CUDA_ARCH_LIST" not in os.environ  # restored
     assert _ext._loaded["built"] == "CPU and CUDA kernels for 8.6+PTX (found)"  # what the JIT warning says
 
