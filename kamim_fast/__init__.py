@@ -3,7 +3,7 @@
 Public names only; see the README for the layout and the backends.
 """
 
-from . import _ops  # noqa: F401  (registers the kamim_fast::* torch ops)
+from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
 from .amt import (
     AMTMask,

@@ -72,12 +72,12 @@ def fast_check(image: str, out_dir: Path, threshold: int, device: torch.device) 
     import matplotlib.pyplot as plt
 
     from . import fast_corners, rgb_to_gray_u8
-    from ._backend import requested_backend, use_triton
+    from ._backend import requested_backend, resolve
 
     img = load_bundled(image)
     rgb = torch.from_numpy(img).to(device)
     gray = rgb_to_gray_u8(rgb.permute(2, 0, 1)) if img.ndim == 3 else rgb
-    used = "triton" if use_triton(gray) else "torch"
+    used = resolve("fast_corners", gray.device).backend
     fast_corners(gray, threshold)  # warm-up: Triton compiles on the first call
     _sync(device)
     start = time.perf_counter()
@@ -315,10 +315,10 @@ def report(cfg: TrainConfig, device: torch.device, result: dict) -> str:
     row("  relative difference", f"{cmp['loss_rel_diff']:.2e}")
     row("  gradient max |difference| (max |grad|)", f"{cmp['grad_max_abs_diff']:.1e} ({cmp['grad_max_abs']:.1e})")
     row("  compared on", cmp["where"])
-    from ._backend import use_triton
+    from ._backend import resolve
 
-    probe = torch.empty(0, device=device)
-    row("training loss path (KAMIM_FAST_BACKEND)", f"{'fused Triton' if use_triton(probe) else 'PyTorch reference'}")
+    path = {"triton": "fused Triton", "cpp": "native C++", "torch": "PyTorch reference"}
+    row("training loss path (KAMIM_FAST_BACKEND)", path[resolve("fast_weighted_mim_loss", device).backend])
     row("steps/s", f"{len(losses) / elapsed:.2f}")
     row("images/s", f"{len(losses) * cfg.batch_size / elapsed:.1f}")
     total = sum(times.values())

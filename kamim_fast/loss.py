@@ -224,7 +224,7 @@ def weighted_mim_loss(
         _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
                                        channel_order)
         if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
-            loss, _, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
+            loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
                 pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
                 opts.bgr, opts.mean, opts.std, float(eps))
             return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
@@ -246,7 +246,7 @@ def weighted_mim_loss(
         return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    loss, _ = torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
+    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
     return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
 
 

@@ -76,7 +76,7 @@ def keypoint_density(keypoints: torch.Tensor, patch_size: int = 8, mode: str = "
     check_divisible("keypoints", keypoints.shape[-2], "height", p, "patch_size")
     check_divisible("keypoints", keypoints.shape[-1], "width", p, "patch_size")
     batched = keypoints.unsqueeze(0) if keypoints.dim() == 2 else keypoints
-    density = keypoint_density_ref(batched, p, mode)
+    density = torch.ops.kamim_fast.keypoint_density(batched, p, mode == "ring")
     return density[0] if keypoints.dim() == 2 else density
 
 
@@ -148,8 +148,8 @@ def patch_weights(
         mean = std = None  # the defaults are for float targets
     images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
                                         std, channel_order)
-    keypoints, _ = torch.ops.kamim_fast.fast_corners(images, opts.threshold, True, opts.bgr, opts.mean, opts.std)
-    return weights_from_keypoints(keypoints, opts.cell, opts.density, opts.temperature)
+    return torch.ops.kamim_fast.patch_weights(images, opts.cell, opts.temperature, opts.threshold,
+                                              opts.density == "ring", opts.bgr, opts.mean, opts.std)
 
 
 class WeightOptions(NamedTuple):
