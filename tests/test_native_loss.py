@@ -171,8 +171,8 @@ def test_mask_values(kind, rng):
             want, _ = ref_backward(grad, signs, grid, w, 8, wp, 1e-5, 48, dtype, dtype, False)
             if kind == "fractional":
                 # the reference's mask_grid.sum() is a float32 cascade, ours a double rounded once: the scale
-                # may differ in its last bit, so the gradient by one ulp of its dtype
-                torch.testing.assert_close(got, want, rtol=torch.finfo(dtype).eps, atol=0)
+                # may differ in its last bit, and (m * scale) * w rounds twice more, so at most 3 ulps
+                torch.testing.assert_close(got, want, rtol=4 * torch.finfo(dtype).eps, atol=0)
             else:
                 assert_bits(got, want)
             if kind == "none":
