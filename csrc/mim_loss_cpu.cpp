@@ -22,7 +22,7 @@
 // - The backward reads the sign codes only: grad = ((m * scale) * w) * sign, the reference's order of
 //   float operations, so it is bitwise the reference's gradient.
 // - SIMD: the row kernels have an AVX2+F16C version (__attribute__((target)), chosen at run time with
-//   __builtin_cpu_supports) and a portable one; KAMIM_FAST_CPU_ISA=generic forces the portable one.
+//   __builtin_cpu_supports) and a portable one; KAMIM_FAST_CPU_ISA=portable (or sse2) forces the portable one.
 //   No -march flags: the shipped library runs on any x86-64 (and builds elsewhere without the AVX2 code).
 
 #include <ATen/Parallel.h>
@@ -176,11 +176,13 @@ bool cpu_has_avx2() {
 }
 #endif
 
-// The AVX2 kernels unless the CPU lacks them or KAMIM_FAST_CPU_ISA=generic (read per call, for tests).
+// The AVX2 kernels unless the CPU lacks them or KAMIM_FAST_CPU_ISA (fast_cpu.cpp's knob) is portable or sse2.
+// Read per call, so that tests can compare both paths in one process (fast_cpu.cpp reads it once).
 bool use_avx2() {
 #if KAMIM_X86
   const char* isa = std::getenv("KAMIM_FAST_CPU_ISA");
-  return cpu_has_avx2() && !(isa && std::strcmp(isa, "generic") == 0);
+  const bool portable = isa && (std::strcmp(isa, "portable") == 0 || std::strcmp(isa, "sse2") == 0);
+  return cpu_has_avx2() && !portable;
 #else
   return false;
 #endif
