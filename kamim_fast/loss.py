@@ -17,16 +17,10 @@ from torch import nn
 from ._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
-from .weights import (
-    DENSITY, DENSITY_MODES, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature, check_weight_options, patch_weights,
+from .weights import (  # noqa: F401  (KAMIM_PAPER, KAMIM_DEFAULTS: also importable from here)
+    CHANNEL_ORDER, DENSITY, DENSITY_MODES, KAMIM_DEFAULTS, KAMIM_PAPER, TEMPERATURE, WEIGHT_PATCH_SIZE,
+    check_normalization, check_temperature, check_weight_options, patch_weights,
 )
-
-KAMIM_PAPER: dict = dict(weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD,
-                         density=DENSITY, channel_order="bgr")
-"""The published KAMIM configuration (ViT-B checkpoints): 8 px cells, T = 0.25, FAST at OpenCV's default
-threshold, drawKeypoints rings. ``channel_order="bgr"`` because the published dataloader handed RGB arrays
-to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swapped. Use
-``weighted_mim_loss(pred, target, mask, weights="fast", **KAMIM_PAPER)`` to reproduce it exactly."""
 
 NORMALIZE_MODES = ("local", "global")
 """``normalize`` of :func:`weighted_mim_loss`: divide by this rank's mask count (SimMIM) or by the count
