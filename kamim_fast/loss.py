@@ -133,7 +133,7 @@ def weighted_mim_loss(
     density: str = DENSITY,
     mean: ChannelStats | None = IMAGENET_MEAN,
     std: ChannelStats | None = IMAGENET_STD,
-    channel_order: str = "rgb",
+    channel_order: str = CHANNEL_ORDER,
     eps: float = 1e-5,
     normalize: str = "local",
     process_group: object | None = None,
@@ -147,13 +147,19 @@ def weighted_mim_loss(
     mask count of all ranks instead (one all-reduce of a scalar) and multiplies by the world size, so
     that after DDP's averaging the gradient is that of the loss of the concatenated global batch.
 
+    The argument order is ``(pred, target)``, the reverse of SimMIM's ``l1_loss(x, x_rec)``: swapped, the
+    weights would come from the reconstruction, so a ``target`` that requires grad with a ``pred`` that
+    does not raises. The weight options default to :data:`kamim_fast.KAMIM_DEFAULTS` (as every entry
+    point); ``**KAMIM_PAPER`` is the published configuration.
+
     Args:
         pred: the reconstruction (fp32, or fp16/bf16 as under autocast).
         target: the normalised target image.
         mask: 1 where a patch is masked: SimMIM's (B, h, w), Hugging Face's (B, N) ``bool_masked_pos``, or
             (B, 1, H, W); bool, int or float. Negative values (AMT's thrown patches) count as 0.
-        weights: None; a (B, H/p, W/p) tensor of per-cell weights; or ``"fast"`` to compute KAMIM's
-            weights from ``target`` with the keyword arguments below (see :func:`patch_weights`).
+        weights: None; a (B, H/p, W/p) tensor of per-cell weights (e.g. ORB or SIFT weights from
+            :func:`patch_weights` or :class:`KamimWeights`); or ``"fast"`` to compute KAMIM's weights from
+            ``target`` with the keyword arguments below, fused into the loss (see :func:`patch_weights`).
         patch_size: the model's patch size; inferred from the mask's shape when omitted.
         weight_patch_size: cell size of ``"fast"`` weights.
         temperature: T of ``"fast"`` weights.
@@ -180,6 +186,10 @@ def weighted_mim_loss(
           gives (``torch.sign(nan)`` is 0). Inf keeps its sign.
         - ``weights="fast"`` recovers uint8 gray from ``target`` as ``round((x * std + mean) * 255)``
           clamped to [0, 255] per channel, so targets outside the normalised range weigh as clamped.
+          When ``target``'s values cannot come from ``mean``/``std`` (values all in [0, 1] with a
+          positive mean, or beyond the normalised range) a :class:`NormalizationWarning` says so, once
+          per process, from the first 16 calls; on CUDA without a host synchronisation (the check's
+          result is read at a later call, when the GPU has got there).
         - The weights are not differentiated: FAST is piecewise constant in ``target``.
 
     Shape:
@@ -198,6 +208,9 @@ def weighted_mim_loss(
     """
     check_tensor("pred", pred, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
     check_tensor("target", target, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
+    if target.requires_grad and not pred.requires_grad:
+        raise ValueError("target requires grad and pred does not: the order is weighted_mim_loss(pred, target, ...), "
+                         "the reconstruction first, the reverse of SimMIM's l1_loss(x, x_rec)")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if target.device != pred.device:
@@ -212,11 +225,15 @@ def weighted_mim_loss(
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
     float64 = torch.float64 in (pred.dtype, target.dtype)
     if isinstance(weights, str):
+        if weights in ("orb", "sift"):
+            raise ValueError(f"weights={weights!r} is not fused: compute the weights with patch_weights(images, "
+                             f"detector={weights!r}) or KamimWeights(detector={weights!r}) and pass the tensor")
         check_choice("weights", weights, ("fast",))
         if pred.shape[1] != 3:
             raise ValueError(f'weights="fast" needs RGB images (C = 3), got pred and target of shape {tuple(pred.shape)}')
         _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
                                        channel_order)
+        check_normalization("target", target, opts.mean, opts.std)
         if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
                 pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
