@@ -200,14 +200,14 @@ def patch_weights(
     images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
                                         std, channel_order)
     check_choice("detector", detector, DETECTORS)
+    if detector != "fast" and opts.threshold != FAST_DEFAULT_THRESHOLD:
+        raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with OpenCV's "
+                         f"default settings, as published")
     if images.is_floating_point():
         check_normalization("images", images, opts.mean, opts.std)
     if detector == "fast":
         keypoints, _ = torch.ops.kamim_fast.fast_corners(images, opts.threshold, True, opts.bgr, opts.mean, opts.std)
         return weights_from_keypoints(keypoints, opts.cell, opts.density, opts.temperature)
-    if opts.threshold != FAST_DEFAULT_THRESHOLD:
-        raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with OpenCV's "
-                         f"default settings, as published")
     from .detectors import keypoint_maps
 
     gray = torch.ops.kamim_fast.rgb_to_gray_u8(images, opts.bgr, opts.mean, opts.std)
@@ -312,8 +312,8 @@ def normalization_problem(minmax: list[float], name: str, mean: list[float], std
 
     - some value lies outside what normalising 0..255 can give (v < -2 or v > 257): e.g. a float image in
       0..255, or other statistics; KAMIM's weights then see clamped pixels;
-    - every value lies within [0, 1] although ``mean`` is positive in every channel: an image in [0, 1]
-      that was not normalised (a normalised photo has values below 0 wherever it is darker than the
+    - every value lies within [0, 1] (and not all are equal) although ``mean`` is positive in every
+      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0 wherever it is darker than the
       mean). Its gray comes out washed out and its weights wrong.
     """
     lo, hi = minmax[:3], minmax[3:]
@@ -328,8 +328,9 @@ def normalization_problem(minmax: list[float], name: str, mean: list[float], std
         return (f"{name} holds values outside the range that normalising 0..255 with {stats} can give (per "
                 f"channel {ranges}; got {seen}): KAMIM's weights see those pixels clamped. Pass the mean and std "
                 f"{name} was normalised with (mean=0, std=1 for images in [0, 1]). Warned once.")
-    if min(lo) >= 0 and max(hi) <= 1 and all((0 - m) / s < -2 / (255 * s) for m, s in zip(mean, std)):
-        return (f"{name}'s values all lie within [0, 1], which looks like an image that was not normalised, "
+    constant = max(hi) == min(lo)  # e.g. torch.zeros: a placeholder, not an image
+    if not constant and min(lo) >= 0 and max(hi) <= 1 and all(-m / s < -2 / (255 * s) for m, s in zip(mean, std)):
+        return (f"{name} holds values that all lie within [0, 1], which looks like an image that was not normalised, "
                 f"while {stats} say it was: KAMIM's weights would come from a washed-out gray. Pass mean=0, std=1 "
                 f"for images in [0, 1], or normalise {name}. Warned once.")
     return None
