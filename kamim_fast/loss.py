@@ -167,7 +167,8 @@ def weighted_mim_loss(
         density: ``"ring"`` or ``"count"`` for ``"fast"`` weights.
         mean: normalisation mean of ``target`` (to recover its uint8 gray).
         std: normalisation std of ``target``.
-        channel_order: ``"rgb"``, or ``"bgr"`` as the published code (see ``KAMIM_PAPER``).
+        channel_order: ``"rgb"``, or ``"bgr"`` as the published code (``KAMIM_PAPER``; about 2% on the
+            loss of real photos, 34% of the cells weigh differently: see :func:`patch_weights`).
         eps: added to the mask count (SimMIM: 1e-5); an unmasked batch gives 0, not NaN.
         normalize: ``"local"`` (SimMIM: this call's mask count) or ``"global"``: ``sum_rank(loss) *
             world / (global mask count + eps) / C``; the mean of this value over the ranks is the loss of
@@ -288,7 +289,7 @@ class WeightedMIMLoss(nn.Module):
 
     Example:
         >>> criterion = WeightedMIMLoss(weights="fast", **KAMIM_PAPER)
-        >>> target = torch.randn(2, 3, 32, 32)
+        >>> target = torch.randn(2, 3, 32, 32).clamp(-1.8, 2.2)  # within the ImageNet-normalised range
         >>> loss = criterion(torch.zeros_like(target, requires_grad=True), target, torch.ones(2, 2, 2))
         >>> loss.shape, bool(loss > 0)
         (torch.Size([]), True)
