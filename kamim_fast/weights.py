@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ._checks import check_choice, check_int, check_tensor
 from ._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS, FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
 from .detectors import DETECTORS
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args
+from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args, rgb_to_gray_u8
 
 DENSITY_MODES = ("ring", "count")
 # Defaults of the weight options, shared by every entry point (published values, except the channel order).
@@ -214,7 +214,8 @@ def patch_weights(
         return weights_from_keypoints(keypoints, opts.cell, opts.density, opts.temperature)
     from .detectors import keypoint_maps
 
-    gray = torch.ops.kamim_fast.rgb_to_gray_u8(images, opts.bgr, opts.mean, opts.std)
+    stats = {} if images.dtype == torch.uint8 else {"mean": opts.mean, "std": opts.std}
+    gray = rgb_to_gray_u8(images, channel_order=channel_order, **stats)
     maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
     density_map = F.avg_pool2d(maps.unsqueeze(1), opts.cell).squeeze(1)
     return density_to_weights(density_map, opts.temperature).to(images.device)
