@@ -107,8 +107,8 @@ def show(
 
     The image is shrunk to ``max_side`` on its long side when larger, then centre-cropped to multiples
     of 32 px (SimMIM's mask cell). Keypoints, rings and weights are the ones the loss uses with these
-    options (by default :data:`kamim_fast.KAMIM_DEFAULTS`; ``channel_order="bgr"`` for the published gray); the mask is SimMIM's (32 px cells, 60%,
-    drawn with ``torch.Generator().manual_seed(mask_seed)``).
+    options (by default :data:`kamim_fast.KAMIM_DEFAULTS`; ``channel_order="bgr"`` for the published
+    gray); the mask is SimMIM's (32 px cells, 60%, drawn with ``torch.Generator().manual_seed(mask_seed)``).
 
     Args:
         image: a path to an image file, or an (H, W[, C]) array.

@@ -281,11 +281,14 @@ class _NormalizationCheck:
         if images.device.type == "cpu":
             self.checked += 1
             self.report(_minmax(images.detach()).tolist(), name, mean, std, stacklevel=5)
-        elif images.is_cuda and self.pending is None and not torch.cuda.is_current_stream_capturing():
-            host = torch.empty(6, dtype=torch.float32, pin_memory=True)
-            host.copy_(_minmax(images.detach()), non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+        elif images.is_cuda and self.pending is None:
+            with torch.cuda.device(images.device):  # the stream that reduces is the stream the event records on
+                if torch.cuda.is_current_stream_capturing():
+                    return
+                host = torch.empty(6, dtype=torch.float32, pin_memory=True)
+                host.copy_(_minmax(images.detach()), non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
             self.pending = (event, host, name, mean, std)
 
     def poll(self, stacklevel: int = 6) -> None:
@@ -318,8 +321,8 @@ def normalization_problem(minmax: list[float], name: str, mean: list[float], std
     - some value lies outside what normalising 0..255 can give (v < -2 or v > 257): e.g. a float image in
       0..255, or other statistics; KAMIM's weights then see clamped pixels;
     - every value lies within [0, 1] (and not all are equal) although ``mean`` is positive in every
-      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0 wherever it is darker than the
-      mean). Its gray comes out washed out and its weights wrong.
+      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0
+      wherever it is darker than the mean). Its gray comes out washed out and its weights wrong.
     """
     lo, hi = minmax[:3], minmax[3:]
     if any(math.isnan(v) for v in minmax):

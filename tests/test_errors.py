@@ -31,8 +31,9 @@ def test_documented_error(row, monkeypatch):
 
     from kamim_fast.integrations.hf import hf_mim_loss, processor_stats
 
-    namespace = {"torch": torch, "z": torch.zeros, "np": np, "hf_mim_loss": hf_mim_loss, "processor_stats": processor_stats,
-                 "ViTImageProcessor": ViTImageProcessor, **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
+    namespace = {"torch": torch, "z": torch.zeros, "np": np, "hf_mim_loss": hf_mim_loss,
+                 "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor,
+                 **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
     with pytest.raises(getattr(__builtins__, row["exc"], None) or __builtins__[row["exc"]]) as info:
         eval(row["call"], namespace)
     assert str(info.value) == row["message"]
