@@ -35,6 +35,10 @@ def test_detector_on_gray_equals_detector_on_the_colour_array(detector, rng):
         on_gray = made.detect(gray, None)
         assert len(on_colour) > 0
         assert [_kp_tuple(k) for k in on_gray] == [_kp_tuple(k) for k in on_colour]
+        # the published array is img.permute(1, 2, 0).numpy() of a (3, H, W) tensor: a strided view, same keypoints
+        view = torch.from_numpy(img).permute(2, 0, 1).contiguous().permute(1, 2, 0).numpy()
+        assert not view.flags["C_CONTIGUOUS"]
+        assert [_kp_tuple(k) for k in published_keypoints(view, detector)] == [_kp_tuple(k) for k in on_colour]
 
 
 @pytest.mark.parametrize("detector", ("orb", "sift"))
