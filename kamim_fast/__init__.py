@@ -22,8 +22,17 @@ from .amt import (
 )
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
-from .loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
-from .weights import keypoint_density, keypoint_density_ref, patch_weights
+from .detectors import DETECTORS
+from .loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+from .weights import (
+    KAMIM_DEFAULTS,
+    KAMIM_PAPER,
+    KamimWeights,
+    NormalizationWarning,
+    keypoint_density,
+    keypoint_density_ref,
+    patch_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -31,10 +40,14 @@ __all__ = [
     "AMTMask",
     "BACKENDS",
     "BACKEND_ENV_VAR",
+    "DETECTORS",
     "FastCorners",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KAMIM_DEFAULTS",
     "KAMIM_PAPER",
+    "KamimWeights",
+    "NormalizationWarning",
     "WeightedMIMLoss",
     "amt_cell_weights",
     "amt_cell_weights_ref",

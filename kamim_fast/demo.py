@@ -166,13 +166,14 @@ def train(cfg: TrainConfig, device: torch.device, out_dir: Path, seed: int = 0) 
 
     from .integrations.data import SimMIMAugment, simmim_mask
     from .integrations.timm import simmim_vit
+    from .weights import KAMIM_PAPER
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator(device).manual_seed(seed)
     data = BundledCrops(device, gen)
     augment = SimMIMAugment(cfg.img_size).to(device)
-    model = simmim_vit(weights="fast", **cfg.vit).to(device)
+    model = simmim_vit(weights="fast", loss_options=dict(KAMIM_PAPER), **cfg.vit).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
                                               (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
@@ -339,7 +340,7 @@ def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: i
     print(f"== 1. FAST on the {device.type.upper()} against OpenCV")
     fast_check(image, out_dir, threshold, device)
     print(f"\n== 2. kamim-fast show {image}")
-    path = show(load_bundled(image), out_dir / f"show_{image}.png", threshold=threshold, device=device,
+    path = show(load_bundled(image), out_dir / f"show_{image}.png", threshold=threshold, device=device, channel_order="bgr",
                 title=f"{image}: KAMIM_PAPER options (gray as OpenCV's BGR2GRAY of the RGB array, as published)")
     print(f"wrote      {path}")
     cfg = TrainConfig(quick, steps, batch_size)
