@@ -9,19 +9,16 @@
 // Per image row y (REFERENCE.md sections 1 and 8):
 //   score_row: the 4-point rejection on 8-bit lanes (a corner's 9-pixel arc holds two neighbouring compass
 //     points of the circle, both brighter than v+t or both darker than v-t); chunks with no candidate
-//     are zero; the others get the exact score on 16-bit lanes, branch-free: with d_k = v - x_k,
-//     A = max over the 16 arcs of min d_k and B = min over the arcs of max d_k (pairwise minima and maxima
-//     of 2, 4, 8, then 9 neighbours), e = max(A, -B) = score + 1, kept where e > t (a corner), else 0.
+//     are zero; the others get the exact score, branch-free, on the same 8-bit lanes: with saturated
+//     differences, e = max over the 16 arcs of the arc's minimum (pairwise minima of 2, 4, 8, then 9
+//     neighbours) = score + 1, kept where e > t (a corner), else 0.
 //   nms_row: 3x3 suppression on three rows of e; score = e - 1 (saturating), keypoint iff its score beats
 //     the largest neighbouring score; optionally the keypoint row as bits (movemask).
 
 namespace kamim_fast::cpu::KF_NS {
 
 typedef uint8_t u8v __attribute__((vector_size(KF_VB)));
-typedef uint8_t u8h __attribute__((vector_size(KF_VB / 2)));
-typedef int16_t i16v __attribute__((vector_size(KF_VB)));
 constexpr int VB = KF_VB;
-constexpr int VH = KF_VB / 2;
 
 static inline u8v ld(const uint8_t* p) {
   u8v v;
@@ -29,14 +26,7 @@ static inline u8v ld(const uint8_t* p) {
   return v;
 }
 static inline void st(uint8_t* p, u8v v) { std::memcpy(p, &v, sizeof v); }
-static inline i16v ldw(const uint8_t* p) {
-  u8h h;
-  std::memcpy(&h, p, sizeof h);
-  return __builtin_convertvector(h, i16v);
-}
 static inline u8v splat(int v) { return u8v{} + static_cast<uint8_t>(v); }
-static inline i16v vmin(i16v a, i16v b) { return a < b ? a : b; }
-static inline i16v vmax(i16v a, i16v b) { return a > b ? a : b; }
 static inline u8v umax(u8v a, u8v b) { return a > b ? a : b; }
 
 static inline bool any(u8v v) {
@@ -55,14 +45,6 @@ static inline bool any(u8v v) {
   for (int i = 0; i < VB / 8; ++i) o |= w[i];
   return o != 0;
 #endif
-}
-
-static inline bool any_half(const u8v& v, int half) {
-  uint64_t w[VH / 8];
-  std::memcpy(w, reinterpret_cast<const uint8_t*>(&v) + half * VH, sizeof w);
-  uint64_t o = 0;
-  for (int i = 0; i < VH / 8; ++i) o |= w[i];
-  return o != 0;
 }
 
 // Bit i = the top bit of byte i (a 0/0xFF mask -> 0/1 bits).
@@ -86,29 +68,57 @@ static inline uint64_t movemask(u8v v) {
 #endif
 }
 
-// e = score + 1 where the pixel is a corner at threshold t, else 0, for VH pixels from column x of row r[3].
-static inline i16v score_lanes(const uint8_t* const* r, int64_t x, i16v tv) {
-  using opencv::kFastCircle;
-  const i16v c = ldw(r[3] + x);
-  i16v d[16];
-#pragma GCC unroll 16
-  for (int k = 0; k < 16; ++k) d[k] = c - ldw(r[3 + kFastCircle[k][1]] + x + kFastCircle[k][0]);
-  i16v a[16], b[16];  // minima and maxima of 2, then 4, then 8 neighbours on the circle
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) a[i] = vmin(d[i], d[(i + 1) & 15]), b[i] = vmax(d[i], d[(i + 1) & 15]);
-  i16v a4[16], b4[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) a4[i] = vmin(a[i], a[(i + 2) & 15]), b4[i] = vmax(b[i], b[(i + 2) & 15]);
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) a[i] = vmin(a4[i], a4[(i + 4) & 15]), b[i] = vmax(b4[i], b4[(i + 4) & 15]);
-  i16v A = vmin(a[0], d[8]), B = vmax(b[0], d[8]);  // arcs of 9: 8 neighbours and the ninth
-#pragma GCC unroll 16
-  for (int i = 1; i < 16; ++i) A = vmax(A, vmin(a[i], d[(i + 8) & 15])), B = vmin(B, vmax(b[i], d[(i + 8) & 15]));
-  const i16v e = vmax(A, -B);
-  return e > tv ? e : i16v{};
+// Saturating uint8 arithmetic (max(a - b, 0), min(a + b, 255)) and unsigned minima/maxima.
+static inline u8v subs(u8v a, u8v b) {
+#if KF_ISA == 3
+  __m512i x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm512_subs_epu8(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#elif KF_ISA == 2
+  __m256i x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm256_subs_epu8(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#elif KF_ISA == 1
+  __m128i x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm_subs_epu8(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#else
+  return a > b ? a - b : u8v{};
+#endif
+}
+static inline u8v adds(u8v a, u8v b) { return a + b < a ? splat(255) : a + b; }
+static inline u8v umin(u8v a, u8v b) { return a < b ? a : b; }
+
+// max over the 16 arcs of 9 circle pixels of the arc's minimum of d (uint8 lanes). Minima of 2, 4 and 8
+// neighbours are needed at odd starts only: the arc at even start j-1 is d[j-1] with the 8 from j, the arc at
+// odd start j is the 8 from j with d[j+8]. 24 + 16 minima, 15 maxima.
+static inline u8v arc_max_min(const u8v* d) {
+  u8v m2[8], m4[8], m8[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) m2[i] = umin(d[2 * i + 1], d[(2 * i + 2) & 15]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) m4[i] = umin(m2[i], m2[(i + 1) & 7]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) m8[i] = umin(m4[i], m4[(i + 2) & 7]);
+  u8v r = umin(d[0], m8[0]);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    if (i) r = umax(r, umin(d[2 * i], m8[i]));
+    r = umax(r, umin(m8[i], d[(2 * i + 9) & 15]));
+  }
+  return r;
 }
 
-// out[x] = e (see above) for x in [0, W) of row r[3] (r[k] = row y - 3 + k); 0 outside columns [3, W-3).
+// out[x] = e for x in [0, W) of row r[3] (r[k] = row y - 3 + k); 0 outside columns [3, W-3). e = score + 1 at
+// a corner (score >= t), else 0. On uint8 lanes: with saturated differences max(v - x_k, 0) (circle darker)
+// and max(x_k - v, 0) (brighter), e' = max of the two arc-max-mins equals score + 1 wherever that exceeds t
+// >= 0, and is <= t exactly where the pixel is not a corner.
 static void score_row(const uint8_t* const* r, int64_t W, int t, uint8_t* out) {
   const int64_t R = opencv::kFastRadius;
   std::memset(out, 0, R);
@@ -117,26 +127,30 @@ static void score_row(const uint8_t* const* r, int64_t W, int t, uint8_t* out) {
     for (int64_t x = R; x < W - R; ++x) out[x] = static_cast<uint8_t>(score_scalar(r, x, t));
     return;
   }
-  const u8v T = splat(t), Tc = splat(255 - t), V255 = splat(255), Z = u8v{};
-  const i16v tv = i16v{} + static_cast<int16_t>(t);
+  using opencv::kFastCircle;
+  const u8v T = splat(t), Z = u8v{};
   const int64_t last = W - R - VB;
   for (int64_t x0 = R;; x0 += VB) {
     if (x0 > last) x0 = last;  // the last chunk overlaps the one before: same values
     const u8v c = ld(r[3] + x0);
-    const u8v hi = c > Tc ? V255 : c + T;  // saturating v + t, v - t
-    const u8v lo = c < T ? Z : c - T;
+    const u8v hi = adds(c, T), lo = subs(c, T);
+    // 4-point rejection: non-zero where two neighbouring compass points are both brighter or both darker.
     const u8v p0 = ld(r[6] + x0), p4 = ld(r[3] + x0 + 3), p8 = ld(r[0] + x0), p12 = ld(r[3] + x0 - 3);
-    const u8v bright = (u8v)(((p0 > hi) | (p8 > hi)) & ((p4 > hi) | (p12 > hi)));
-    const u8v dark = (u8v)(((p0 < lo) | (p8 < lo)) & ((p4 < lo) | (p12 < lo)));
-    const u8v cand = bright | dark;
-    if (!any(cand)) {
+    const u8v bright = umin(umax(subs(p0, hi), subs(p8, hi)), umax(subs(p4, hi), subs(p12, hi)));
+    const u8v dark = umin(umax(subs(lo, p0), subs(lo, p8)), umax(subs(lo, p4), subs(lo, p12)));
+    if (!any(umax(bright, dark))) {
       st(out + x0, Z);
     } else {
-      for (int h = 0; h < 2; ++h) {
-        u8h e{};
-        if (any_half(cand, h)) e = __builtin_convertvector(score_lanes(r, x0 + h * VH, tv), u8h);
-        std::memcpy(out + x0 + h * VH, &e, sizeof e);
+      u8v dp[16], dn[16];
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) {
+        const u8v x = k == 0 ? p0 : k == 4 ? p4 : k == 8 ? p8 : k == 12 ? p12
+                                                                     : ld(r[3 + kFastCircle[k][1]] + x0 + kFastCircle[k][0]);
+        dp[k] = subs(c, x);
+        dn[k] = subs(x, c);
       }
+      const u8v e = umax(arc_max_min(dp), arc_max_min(dn));
+      st(out + x0, e & (u8v)(subs(e, T) != Z));
     }
     if (x0 == last) break;
   }
@@ -311,8 +325,7 @@ static void cover_from_bits(const uint64_t* K, int64_t nw, int64_t ka, int64_t k
     for (int64_t w = 0; w < nw; ++w) d3[w] = d2[w];
     shl_or(d2, 1, d3, nw);
     shr_or(d2, 1, d3, nw);
-    shl_or(d1, 3, hl, nw);
-    shr_or(d1, 3, hl, nw);
+    for (int sft = 2; sft <= 4; ++sft) shl_or(k, sft, hl, nw), shr_or(k, sft, hl, nw);  // not from d1: clipped at x < 0
   }
   std::vector<uint64_t> row(nw);
   for (int64_t y = Y0; y < Y1; ++y) {
