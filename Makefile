@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report clean
+.PHONY: demo test compile-report sanitize clean
 
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,21 @@ test: $(VENV)/.installed
 # Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
+
+# The native CPU kernels under AddressSanitizer + UndefinedBehaviorSanitizer: csrc/*.cpp built into a copy of the
+# package (build/sanitize, tests/sanitize_build.py), then the native-kernel tests against it. Python leaks: no
+# leak check. Fails on any ASan or UBSan report.
+SANITIZE_DIR := build/sanitize
+SANITIZE_TESTS := $(wildcard tests/test_native_loss.py tests/test_native_fast.py)
+# libstdc++ preloaded beside libasan: ASan's __cxa_throw interceptor needs it (python itself is C).
+# PYTHONSAFEPATH: the current folder's kamim_fast must not shadow the sanitized copy.
+SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYTHONSAFEPATH=1 PYTHONPATH=$(abspath $(SANITIZE_DIR))
+sanitize: $(VENV)/.installed
+	$(SANITIZE_ENV) CUDA_HOME=/nonexistent $(PY) tests/sanitize_build.py $(SANITIZE_DIR)
+	$(SANITIZE_ENV) $(PY) -c "import kamim_fast._C as c, sys; sys.exit(0 if '$(SANITIZE_DIR)' in c.__file__ else 'not the sanitized build: ' + c.__file__)"
+	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q -n 1 $(SANITIZE_TESTS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += cases_fast.cases(device, args.quick)
     if "loss" in groups:
         cases += cases_loss.cases(device, args.quick, compile_all=args.compile_all,
-                                  compile_any=not args.no_compile and device == "cuda")
+                                  compile_any=not args.no_compile)
     if "amt" in groups:
         cases += cases_amt.cases(device, args.quick)
     result = run_cases(cases, device, args.quick, progress=not args.no_progress)

@@ -11,9 +11,21 @@
   so it runs on the issue's headline shapes only (B=256, 192x192, p=8), unless ``compile_all``.
 
 Minimal bytes: read pred and target once, write grad_pred once.
+
+CPU cases of the native kernels (``cpu_native_cases``, issue 11): B=16, 3x192x192, p=8, pred fp32 and bf16,
+weights None and "fast", at one thread and at all threads, each against SimMIM's eager loss (None) or the
+published pipeline (FAST + drawKeypoints per image with OpenCV, in process at one thread, in a pool of one
+process per core at all threads) + its loss, and ``torch.compile`` of the reference. Their floor is the
+bytes the native kernels must move (read pred and target once, write the 2-bit sign codes, read them, write
+grad_pred: 2 x pred bytes + target bytes + 0.5 B per element) at this machine's copy bandwidth measured in
+the same run, at the same thread count, on buffers larger than the last-level cache; the inputs rotate over
+enough sets to leave the cache too.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import torch
@@ -78,7 +90,10 @@ def reference_loss(pred, target, mask_pixels, p: int):
 
 def cases(device: str, quick: bool, compile_all: bool = False, compile_any: bool = True) -> list[Case]:
     shapes = CPU_SHAPES if device == "cpu" else QUICK_GPU_SHAPES if quick else GPU_SHAPES
-    return [_case(*shape, device, compile_any and (compile_all or shape[:3] == HEADLINE)) for shape in shapes]
+    found = [_case(*shape, device, compile_any and (compile_all or shape[:3] == HEADLINE)) for shape in shapes]
+    if device == "cpu":
+        found += cpu_native_cases(quick, compile_any)
+    return found
 
 
 def _case(B: int, S: int, p: int, dtype: torch.dtype, device: str, with_compile: bool) -> Case:
@@ -122,3 +137,158 @@ def _case(B: int, S: int, p: int, dtype: torch.dtype, device: str, with_compile:
     size = 2 if dtype == torch.bfloat16 else 4
     name = f"B={B} 3x{S}x{S} p={p} {str(dtype).removeprefix('torch.')}"
     return Case("loss", name, B * 3 * S * S, "kamim_fast", impls, min_bytes=B * 3 * S * S * (size + 4 + size))
+
+
+# --- CPU: the native kernels (csrc/mim_loss_cpu.cpp) ------------------------------------------------------
+
+CPU_NATIVE_SHAPE = (16, 192, 8)  # B, S, weight cell p; SimMIM's mask (32 px cells) at model patch 16
+QUICK_CPU_NATIVE_SHAPE = (4, 96, 8)
+CPU_ROTATE = 4  # 4 input sets of 16 x 3 x 192 x 192 fp32 pred + target: 57 MB, more than a 32 MB L3
+
+
+def cpu_copy_bandwidth(threads: int, nbytes: int = 256 << 20) -> float:
+    """Bytes/s (read + written) of a tensor copy on the CPU at ``threads`` threads, buffers beyond the cache."""
+    torch.set_num_threads(threads)
+    src = torch.ones(nbytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t)
+    return 2 * nbytes / float(np.median(times))
+
+
+def _native():
+    from kamim_fast import _ext
+
+    _ext.status()
+    ops = torch.ops.kamim_fast_cpp
+    return ops if hasattr(ops, "weighted_mim_loss") else None
+
+
+class _NativeLoss(torch.autograd.Function):
+    """The native forward (plain or fused) and the sign-code backward, called directly: what the op dispatch
+    runs on CPU tensors once ``kamim_fast_cpp`` is wired in (``KAMIM_FAST_BACKEND=cpp``)."""
+
+    @staticmethod
+    def forward(ctx, pred, target, grid, mask_patch, weight_patch, fast):
+        ops = torch.ops.kamim_fast_cpp
+        if fast:
+            loss, weights, signs = ops.fast_weighted_mim_loss(pred, target, grid, mask_patch, weight_patch, 0.25, 10,
+                                                              True, True, list(MEAN), list(STD), 1e-5)
+        else:
+            (loss, signs), weights = ops.weighted_mim_loss(pred, target, grid, None, mask_patch, 1, 1e-5), None
+        ctx.save_for_backward(signs, grid, weights)
+        ctx.args = (mask_patch, weight_patch if fast else 1, pred.shape[-1], pred.dtype, target.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        signs, grid, weights = ctx.saved_tensors
+        mask_patch, weight_patch, W, pdt, tdt = ctx.args
+        gp, _ = torch.ops.kamim_fast_cpp.weighted_mim_loss_backward(grad, signs, grid, weights, mask_patch, weight_patch,
+                                                                    1e-5, W, pdt, tdt, False)
+        return gp, None, None, None, None, None
+
+
+def simmim_eager_loss(x_rec, x, mask, patch_size: int = 16):
+    """SimMIM's models/simmim.py loss, mask upsampling included (its forward does it every step)."""
+    mask = mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1).contiguous()
+    loss_recon = F.l1_loss(x, x_rec, reduction="none")
+    return (loss_recon * mask).sum() / (mask.sum() + 1e-5) / x.shape[1]
+
+
+def plain_reference_loss(pred, target, mask_pixels, p: int):
+    """The eager PyTorch reference of ``weighted_mim_loss(pred, target, mask)`` (no weights)."""
+    from kamim_fast import weighted_mim_loss_ref
+
+    return weighted_mim_loss_ref(pred, target, mask_pixels, None)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(fn):
+    """One torch.compile per reference function, shared by the thread counts and dtypes (Inductor, CPU)."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn]
+
+
+def cpu_native_cases(quick: bool, with_compile: bool = True) -> list[Case]:
+    """Native CPU forward + backward at one thread and at all threads; empty when the extension lacks the ops."""
+    if _native() is None:
+        return []
+    B, S, p = QUICK_CPU_NATIVE_SHAPE if quick else CPU_NATIVE_SHAPE
+    found = []
+    for threads in dict.fromkeys((1, os.cpu_count() or 1)):
+        bandwidth = cpu_copy_bandwidth(threads)
+        for dtype in (torch.float32, torch.bfloat16):
+            for fast in (False, True):
+                found.append(_native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile and not quick))
+    torch.set_num_threads(os.cpu_count() or 1)
+    return found
+
+
+def _native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile) -> Case:
+    def make(i):
+        g = torch.Generator().manual_seed(100 + i)
+        u8 = photo_batch(B, S, 100 + i)
+        target = ((torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255 - torch.tensor(MEAN).view(3, 1, 1))
+                  / torch.tensor(STD).view(3, 1, 1)).contiguous()
+        pred = (target + 0.5 * torch.randn(target.shape, generator=g)).to(dtype).requires_grad_()
+        mask = (torch.rand(B, S // 32, S // 32, generator=g) < 0.6).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        pixels = mask.repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1).float()
+        return u8, pred, target, mask, mask.float(), pixels
+
+    inputs = rotating(make, CPU_ROTATE)
+
+    def at_threads(fn):
+        def step():
+            torch.set_num_threads(threads)
+            return fn()
+        return step
+
+    def ours():
+        _, pred, target, _, grid, _ = inputs()
+        pred.grad = None
+        _NativeLoss.apply(pred, target, grid, 16, p, fast).backward()
+
+    def eager(fn):
+        _, pred, target, _, _, pixels = inputs()
+        pred.grad = None
+        fn(pred, target, pixels, p).backward()
+
+    impls = [Impl("kamim_fast native", at_threads(ours), "cpu")]
+    if fast:
+        def published():
+            u8, pred, target, _, _, pixels = inputs()
+            pred.grad = None
+            if threads == 1:  # the dataloader's work in this process
+                maps = np.stack([published_ring_map(img) for img in u8])
+            else:  # one worker process per core, as the published DataLoader
+                maps = np.stack(worker_pool().map(published_ring_map, list(u8), chunksize=max(1, B // threads)))
+            published_loss(torch.from_numpy(maps), pred, target, pixels, p).backward()
+
+        impls.append(Impl("published pipeline + loss", at_threads(published), "cpu"))
+        reference = reference_loss
+    else:
+        def simmim():
+            _, pred, target, mask, _, _ = inputs()
+            pred.grad = None
+            simmim_eager_loss(pred, target, mask).backward()
+
+        impls.append(Impl("SimMIM eager loss", at_threads(simmim), "cpu"))
+        reference = plain_reference_loss
+    impls.append(Impl("eager PyTorch reference", at_threads(lambda: eager(reference)), "cpu"))
+    if with_compile:
+        impls.append(Impl("torch.compile(reference)", at_threads(lambda: eager(_compiled(reference))), "cpu"))
+    size = torch.finfo(dtype).bits // 8
+    n = B * 3 * S * S
+    min_bytes = int(n * (2 * size + 4 + 0.5))
+    name = (f"CPU {threads} thread{'s' if threads > 1 else ''} B={B} 3x{S}x{S} p={p} "
+            f"{str(dtype).removeprefix('torch.')} weights={'fast' if fast else 'None'}")
+    return Case("loss", name, n, "kamim_fast native", impls, min_bytes=min_bytes, bandwidth=bandwidth,
+                notes={"threads": threads, "bytes_per_element": min_bytes / n})

@@ -46,6 +46,7 @@ class Case:
     impls: list[Impl]
     min_bytes: int | None = None  # the fewest bytes the step must move through device memory
     notes: dict = field(default_factory=dict)
+    bandwidth: float | None = None  # bytes/s of the floor when the case measures its own (CPU cases)
 
 
 def rotating(make: Callable[[int], object], count: int) -> Callable[[], object]:
@@ -137,8 +138,10 @@ def run_cases(cases: list[Case], device: str, quick: bool, progress: bool = True
         row = {"group": case.group, "case": case.name, "size": case.size, "ours": case.ours, "times_ms": timed,
                "speedup": {name: t["median"] / ours for name, t in timed.items() if name != case.ours},
                "min_bytes": case.min_bytes, **case.notes}
-        if bandwidth and case.min_bytes:
-            row["floor_ms"] = case.min_bytes / bandwidth * 1e3
+        floor_bandwidth = case.bandwidth or bandwidth
+        if floor_bandwidth and case.min_bytes:
+            row["floor_bandwidth_GBps"] = floor_bandwidth / 1e9
+            row["floor_ms"] = case.min_bytes / floor_bandwidth * 1e3
             row["fraction_of_floor"] = row["floor_ms"] / ours  # 1.0 = at the copy bandwidth
         rows.append(row)
     bar.close()

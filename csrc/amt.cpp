@@ -1,6 +1,7 @@
-// The AMT ops: schemas (TORCH_LIBRARY_FRAGMENT, because kamim_fast/_ops.py defines other ops of the
-// same namespace from Python) and their CPU kernels. CUDA kernels: amt_cuda.cu. Fake kernels and
-// autograd are registered from Python (kamim_fast/_ext.py).
+// The AMT ops' native implementations: schemas in the namespace kamim_fast_cpp (TORCH_LIBRARY_FRAGMENT,
+// because the native KAMIM kernels in the other csrc/*.cpp files add to it) and their CPU kernels. CUDA
+// kernels: amt_cuda.cu. The public ops kamim_fast::<op>, their fake kernels and autograd are Python
+// (kamim_fast/_amt_ops.py), and the implementation table (kamim_fast/_backend.py) calls these.
 //
 // Layout of one image's sorted order (see amt.h): MAE's random_masking keeps the first K patches
 // (keep_first), AMT masks the first num_mask, throws the next num_throw and keeps the rest.
@@ -349,7 +350,7 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cpu(const Tensor& grad_in, const T
   return {grad_visible, grad_token};
 }
 
-TORCH_LIBRARY_FRAGMENT(kamim_fast, m) {
+TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
   m.def("amt_select(Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
         "(Tensor ids_shuffle, Tensor ids_restore, Tensor mask)");
   m.def("select_gather(Tensor x, Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
@@ -362,7 +363,7 @@ TORCH_LIBRARY_FRAGMENT(kamim_fast, m) {
         "bool keep_first, bool keep_thrown) -> (Tensor grad_visible, Tensor grad_token)");
 }
 
-TORCH_LIBRARY_IMPL(kamim_fast, CPU, m) {
+TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
   m.impl("amt_select", &amt_select_cpu);
   m.impl("select_gather", &select_gather_cpu);
   m.impl("gather_rows", &gather_rows_cpu);

@@ -435,7 +435,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> select_gather_cuda(const Tensor& x, c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kamim_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(kamim_fast_cpp, CUDA, m) {
   m.impl("amt_select", &amt_select_cuda);
   m.impl("select_gather", &select_gather_cuda);
   m.impl("gather_rows", &gather_rows_cuda);

@@ -32,4 +32,7 @@ void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int
 void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
                 int32_t* cover);
 
+// The vector copy the kernels run ("sse2", "avx2", "avx512" or "portable"; KAMIM_FAST_CPU_ISA forces one).
+const char* isa_name();
+
 }  // namespace kamim_fast::cpu

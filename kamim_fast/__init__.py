@@ -3,7 +3,7 @@
 Public names only; see the README for the layout and the backends.
 """
 
-from . import _ops  # noqa: F401  (registers the kamim_fast::* torch ops)
+from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
 from .amt import (
     AMTMask,
@@ -22,8 +22,17 @@ from .amt import (
 )
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
-from .loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
-from .weights import keypoint_density, keypoint_density_ref, patch_weights
+from .detectors import DETECTORS
+from .loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+from .weights import (
+    KAMIM_DEFAULTS,
+    KAMIM_PAPER,
+    KamimWeights,
+    NormalizationWarning,
+    keypoint_density,
+    keypoint_density_ref,
+    patch_weights,
+)
 
 
 def _version() -> str:
@@ -47,10 +56,14 @@ __all__ = [
     "AMTMask",
     "BACKENDS",
     "BACKEND_ENV_VAR",
+    "DETECTORS",
     "FastCorners",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KAMIM_DEFAULTS",
     "KAMIM_PAPER",
+    "KamimWeights",
+    "NormalizationWarning",
     "WeightedMIMLoss",
     "amt_cell_weights",
     "amt_cell_weights_ref",

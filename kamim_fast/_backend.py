@@ -1,32 +1,97 @@
-"""Which implementation runs: the Triton kernels or the PyTorch references.
+"""The implementation table: which implementation of each ``kamim_fast::`` op runs, per device.
 
-``KAMIM_FAST_BACKEND`` is read at every call (a dictionary lookup), so tests and users can switch it at
-run time:
+Every op has up to three implementations, all with the op's own signature:
 
-- ``auto`` (default): the best available. KAMIM ops: Triton for CUDA tensors, the PyTorch reference
-  for everything else. AMT ops (C++/CUDA extension ``kamim_fast._C``): the extension on CPU and CUDA
-  tensors when it loads (compiled at install, else JIT-built from ``csrc/`` with ninja), else the
-  PyTorch reference with one warning.
-- ``triton``: always the compiled kernels. KAMIM ops: the Triton kernels; CPU tensors need Triton's
-  interpreter (``TRITON_INTERPRET=1`` set before ``triton`` is first imported); that is how CI runs
-  every kernel without a GPU. AMT ops: the C++/CUDA extension, raising when it cannot load.
-- ``torch``: always the PyTorch reference.
+- ``triton``: the Triton kernels in ``kernels/`` (CUDA tensors; CPU tensors only through Triton's
+  interpreter, ``TRITON_INTERPRET=1`` set before ``triton`` is first imported: how CI runs them);
+- ``cpp``: the compiled extension ``kamim_fast._C`` (``csrc/``), its ops registered in C++ under the
+  namespace ``kamim_fast_cpp`` with the public op's schema (``torch.ops.kamim_fast_cpp.<op>``);
+- ``torch``: the PyTorch reference, the semantics written plainly.
 
-A backend that cannot run raises; nothing falls back silently (the one exception, announced by a
-warning, is ``auto`` on a machine where the AMT extension neither is installed nor builds). CUDA tensors
-given to an extension built without CUDA raise under every value but ``torch``. Under torch.compile the
-choice is made once, at trace time.
+:data:`TABLE` says, per op, which implementations exist, on which devices each runs, and which one
+``auto`` takes per device. ``KAMIM_FAST_BACKEND=auto|triton|cpp|torch`` is read at every call
+(:func:`resolve`), inside the op: under ``torch.compile`` the op is one opaque node and the choice is
+made when it runs. A forced backend applies to the ops that implement it (an op without it, e.g. the AMT
+ops under ``triton``, runs its ``auto`` choice, as the table says) and raises ``RuntimeError`` when it
+cannot run. The one fallback is announced: ``auto`` on a CPU tensor when the extension neither is
+installed nor builds (no compiler) takes the reference and warns once.
+
+Each op's per-device kernels are registered with ``register_kernel("cpu")`` / ``("cuda")`` and call
+:func:`run`; the op bodies themselves hold no device branches (``_ops.py``, ``_ext.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
 ENV_VAR = "KAMIM_FAST_BACKEND"
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "cpp", "torch")
+IMPLEMENTATIONS = ("triton", "cpp", "torch")
+CPP_NAMESPACE = "kamim_fast_cpp"
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of an op: the device types it runs on, and the callable (the op's signature)."""
+
+    backend: str
+    devices: tuple[str, ...]
+    kernel: Callable
+
+
+@dataclass(frozen=True)
+class OpEntry:
+    """An op's row of the table: its implementations and, per device type, the one ``auto`` takes."""
+
+    name: str
+    impls: Mapping[str, Impl]
+    auto: Mapping[str, str]
+    fallback_warns: bool = field(default=True)  # auto's cpp -> torch fallback on CPU warns once
+
+    def devices(self) -> tuple[str, ...]:
+        return tuple(sorted({d for impl in self.impls.values() for d in impl.devices}))
+
+
+TABLE: dict[str, OpEntry] = {}
+
+
+def register(name: str, *, torch_ref: Callable, triton: Callable | None = None, cpp: tuple[str, ...] = (),
+             auto: Mapping[str, str], cpp_kernel: Callable | None = None) -> OpEntry:
+    """Adds op ``kamim_fast::name`` to the table.
+
+    Args:
+        name: the op's name (its stem), also the name of its C++ implementation in ``kamim_fast_cpp``.
+        torch_ref: the PyTorch reference (runs on every device).
+        triton: the Triton launcher (CUDA, and CPU through the interpreter), if the op has one.
+        cpp: the device types the extension implements ``kamim_fast_cpp::name`` for.
+        cpp_kernel: a wrapper around ``torch.ops.kamim_fast_cpp.name`` where the op's arguments need
+            adapting (default: the C++ op called with the op's own arguments).
+        auto: device type -> the backend ``auto`` takes there; other devices take ``torch``.
+    """
+    impls = {"torch": Impl("torch", ("cpu", "cuda", "meta"), torch_ref)}
+    if triton is not None:
+        impls["triton"] = Impl("triton", ("cuda", "cpu"), triton)
+    if cpp:
+        impls["cpp"] = Impl("cpp", tuple(cpp), cpp_kernel or _cpp_kernel(name))
+    for device, backend in auto.items():
+        if backend not in impls or device not in impls[backend].devices:
+            raise AssertionError(f"{name}: auto takes {backend} on {device}, which the table does not list")
+    TABLE[name] = OpEntry(name, impls, dict(auto))
+    return TABLE[name]
+
+
+def _cpp_kernel(name: str) -> Callable:
+    def kernel(*args):
+        return getattr(getattr(torch.ops, CPP_NAMESPACE), name)(*args)
+
+    kernel.__name__ = f"{CPP_NAMESPACE}::{name}"
+    return kernel
 
 
 def requested_backend() -> str:
@@ -35,6 +100,62 @@ def requested_backend() -> str:
     if value not in BACKENDS:
         raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {os.environ[ENV_VAR]!r}")
     return value
+
+
+def resolve(name: str, device: torch.device | str) -> Impl:
+    """The implementation of op ``name`` that runs on ``device`` under ``KAMIM_FAST_BACKEND`` now.
+
+    Raises:
+        RuntimeError: the requested backend has no implementation of the op on that device, or cannot run.
+    """
+    entry = TABLE[name]
+    device_type = torch.device(device).type
+    backend = requested_backend()
+    if backend != "auto" and backend not in entry.impls:
+        backend = "auto"  # a forced backend applies to the ops that have it; the others run their default
+    if backend == "auto":
+        choice = entry.auto.get(device_type, "torch")
+        if choice == "cpp" and device_type == "cpu":
+            ok, reason = cpp_status(name, device_type)
+            if not ok:  # no compiler: the reference, announced once
+                warn_fallback(reason)
+                return entry.impls["torch"]
+        backend = choice
+    impl = entry.impls[backend]
+    if device_type not in impl.devices:
+        raise RuntimeError(f"{ENV_VAR}={backend}: kamim_fast::{name}'s {backend} implementation runs on "
+                           f"{'/'.join(impl.devices)} tensors, got {device_type}; set {ENV_VAR}=auto or torch")
+    ok, reason = _available(backend, name, device_type)
+    if not ok:
+        raise RuntimeError(f"{ENV_VAR}={backend} cannot run kamim_fast::{name} on {device_type} tensors: {reason}; "
+                           f"set {ENV_VAR}=torch to use the PyTorch reference")
+    return impl
+
+
+def run(name: str, device: torch.device | str, *args):
+    """Runs op ``name``'s resolved implementation on ``args`` (the op's own arguments)."""
+    return resolve(name, device).kernel(*args)
+
+
+def _available(backend: str, name: str, device_type: str) -> tuple[bool, str]:
+    if backend == "triton":
+        return triton_available(device_type)
+    if backend == "cpp":
+        return cpp_status(name, device_type)
+    return True, ""
+
+
+def triton_available(device_type: str) -> tuple[bool, str]:
+    ok, reason = triton_status()
+    if not ok:
+        return False, reason
+    if device_type == "cuda" and interpreter_active():
+        return False, ("TRITON_INTERPRET=1 was set when triton was imported, so the kernels cannot run on CUDA "
+                       "tensors; unset it or move the tensors to the CPU")
+    if device_type == "cpu" and not interpreter_active():
+        return False, ("the Triton kernels need CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before "
+                       "triton is imported")
+    return True, ""
 
 
 @functools.cache
@@ -57,76 +178,50 @@ def interpreter_active() -> bool:
     return INTERPRETED
 
 
-def use_triton(x: torch.Tensor) -> bool:
-    """Whether the op on ``x`` runs the Triton kernel (True) or the PyTorch reference (False).
-
-    Raises:
-        RuntimeError: the requested backend cannot run on ``x``'s device.
-    """
-    backend = requested_backend()
-    if backend == "torch":
-        return False
-    if backend == "auto" and x.device.type != "cuda":
-        return False
-    ok, reason = triton_status()
-    if not ok:
-        raise RuntimeError(
-            f"{ENV_VAR}={backend} needs Triton for {x.device.type} tensors, but {reason}; "
-            f"set {ENV_VAR}=torch to use the PyTorch reference"
-        )
-    if x.device.type == "cuda":
-        if interpreter_active():
-            raise RuntimeError(
-                "TRITON_INTERPRET=1 was set when triton was imported, so the kernels cannot run on "
-                f"CUDA tensors; unset it or move the tensors to the CPU (or set {ENV_VAR}=torch)"
-            )
-        return True
-    if x.device.type == "cpu" and interpreter_active():
-        return True
-    raise RuntimeError(
-        f"{ENV_VAR}=triton needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before triton "
-        f"is imported; got a {x.device.type} tensor without the interpreter"
-    )
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 
-def use_extension(x: torch.Tensor) -> bool:
-    """Whether an AMT op on ``x`` runs the compiled extension (True) or the PyTorch reference (False).
-
-    The AMT ops (``kamim_fast.amt``) are C++/CUDA, not Triton: ``auto`` takes the extension when it loads
-    (the compiled ``kamim_fast._C``, else a JIT build of ``csrc/``) and otherwise the reference, warning
-    once; ``triton`` demands the extension (any device it was built for); ``torch`` takes the reference.
-
-    Raises:
-        RuntimeError: ``triton`` was asked for and the extension cannot load, or ``x`` is a CUDA tensor
-            and the extension was built without CUDA.
-    """
-    return _use_extension_on(x.device.type)
-
-
-@torch.compiler.assume_constant_result
-def _use_extension_on(device_type: str) -> bool:
-    # torch.compile runs this once while tracing and bakes the answer into the graph (no graph break).
-    backend = requested_backend()
-    if backend == "torch":
-        return False
+def cpp_status(name: str, device_type: str) -> tuple[bool, str]:
+    """Whether the extension is loaded and implements ``kamim_fast_cpp::name`` for ``device_type``."""
     from . import _ext
 
     ok, reason = _ext.status()
     if not ok:
-        if backend == "triton":
-            raise RuntimeError(
-                f"{ENV_VAR}=triton needs the compiled AMT extension, but {reason}; "
-                f"set {ENV_VAR}=torch to use the PyTorch reference"
-            )
-        _ext.warn_fallback(reason)
+        return False, reason
+    key = _DISPATCH_KEYS.get(device_type)
+    qualified = f"{CPP_NAMESPACE}::{name}"
+    if key is None or not _has_kernel(qualified, key):
+        hint = ("it was built without CUDA: rebuild it with nvcc available (CUDA_HOME set: pip install "
+                "--no-build-isolation -e .)") if device_type == "cuda" else "it was built from other sources: rebuild it"
+        return False, f"the extension kamim_fast._C has no {device_type} kernel of {qualified} ({hint})"
+    return True, ""
+
+
+def _has_kernel(qualified: str, key: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key)
+    except RuntimeError:  # no such op: the loaded library predates it
         return False
-    if device_type == "cuda" and not _ext.has_cuda():
-        raise RuntimeError(
-            "the AMT extension kamim_fast._C was built without CUDA, so it cannot run on CUDA tensors; "
-            f"rebuild it with nvcc available (CUDA_HOME set: pip install --no-build-isolation -e .) or set {ENV_VAR}=torch"
-        )
-    if device_type not in ("cpu", "cuda", "meta"):
-        if backend == "triton":
-            raise RuntimeError(f"{ENV_VAR}=triton: the AMT extension runs on CPU and CUDA tensors, got {device_type}")
-        return False
-    return True
+
+
+_warned = False
+
+
+def warn_fallback(reason: str) -> None:
+    """Says once that ``auto`` runs the PyTorch references on CPU tensors, and why."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"kamim_fast: CPU tensors use the PyTorch references, not the native kernels: {reason}",
+                      RuntimeWarning, stacklevel=4)
+
+
+def backend_table_markdown() -> str:
+    """The README's backend table, generated from :data:`TABLE` (``tests/test_backend.py`` keeps them equal)."""
+    rows = ["| op | triton | cpp | torch | auto on cpu | auto on cuda |", "|---|---|---|---|---|---|"]
+    for name, entry in TABLE.items():
+        cells = ["/".join(d for d in entry.impls[b].devices if d != "meta") if b in entry.impls else "-"
+                 for b in IMPLEMENTATIONS]
+        rows.append(f"| `{name}` | " + " | ".join(cells)
+                    + f" | {entry.auto.get('cpu', 'torch')} | {entry.auto.get('cuda', 'torch')} |")
+    return "\n".join(rows)

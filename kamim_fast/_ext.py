@@ -1,7 +1,9 @@
-"""Loading the AMT extension (``csrc/``), and its ops' fake kernels and autograd formulas.
+"""Loading the compiled extension ``kamim_fast._C`` (``csrc/``): the native kernels of every op.
 
-The schemas and the CPU/CUDA kernels are C++ (``TORCH_LIBRARY_FRAGMENT(kamim_fast, ...)`` in
-``csrc/amt.cpp``); this module loads them, in this order:
+The extension registers its kernels in C++ as ``kamim_fast_cpp::<op>`` (``TORCH_LIBRARY_FRAGMENT`` in each
+``csrc/*.cpp``; CPU, and CUDA for the AMT ops in ``csrc/amt_cuda.cu``), with the schemas of the public
+``kamim_fast::<op>`` ops that ``_ops.py`` and ``_amt_ops.py`` define; the implementation table
+(``_backend.py``) calls them. This module loads them, in this order:
 
 1. **prebuilt**: ``import kamim_fast._C``, built by ``pip install`` (setup.py: CUDA kernels too when torch
    is a CUDA build and a CUDA toolkit is found, see ``kamim_fast/_build.py``);
@@ -13,14 +15,11 @@ The schemas and the CPU/CUDA kernels are C++ (``TORCH_LIBRARY_FRAGMENT(kamim_fas
    is found and a GPU is visible, for ``TORCH_CUDA_ARCH_LIST`` when set, else the visible GPUs'
    architectures (the policy of ``kamim_fast/_build.py``, shared with setup.py). It warns once, saying
    how to get the prebuilt extension;
-3. **reference**: the AMT functions use their PyTorch references (``_backend.use_extension`` warns once,
-   or raises when ``KAMIM_FAST_BACKEND=triton`` asked for the extension).
+3. **reference**: nothing loads: ``KAMIM_FAST_BACKEND=auto`` then runs the PyTorch references on CPU
+   tensors (``_backend.warn_fallback`` warns once with ``status()``'s reason, which says how to get the
+   prebuilt extension), and a forced ``cpp`` raises.
 
 ``loaded()`` says which of the three is in use, and from where.
-
-Once loaded, the Python side registers a fake kernel (shapes for torch.compile and FakeTensor) and an
-autograd formula for each op. The adjoint pairs close under differentiation: gather_rows <-> scatter_rows
-and unshuffle <-> unshuffle_backward, so double backward works too.
 """
 
 from __future__ import annotations
@@ -42,13 +41,15 @@ HOW_TO_PREBUILD = ("for the prebuilt extension, build kamim-fast against this to
                    "--no-build-isolation --no-binary kamim-fast --force-reinstall --no-deps kamim-fast` "
                    "(in a checkout: `pip install --no-build-isolation -e .`)")
 
-_warned = False
 _loaded = {"kind": "", "where": "", "built": ""}  # set by status(): kind "prebuilt" | "jit" | "reference"
 
 
 def sources_dir() -> Path | None:
     """The C++ sources the JIT build compiles: ``kamim_fast/csrc`` (installed), else the checkout's ``csrc/``."""
     return _build.find_sources(PACKAGE_DIR)
+
+
+CSRC = sources_dir() or PACKAGE_DIR.parent / "csrc"  # where the sources are (for tools such as tests/mutants.py)
 
 
 def _jit_build() -> str:
@@ -102,29 +103,29 @@ def _jit_build() -> str:
 
 @functools.cache
 def status() -> tuple[bool, str]:
-    """(loaded, reason when not). Loads the extension on first call and registers the Python side."""
+    """(loaded, reason when not). Loads the extension on first call."""
     try:
-        from . import _C  # registers torch.ops.kamim_fast.amt_select and the others
+        from . import _C  # registers the ops torch.ops.kamim_fast_cpp.*
     except (ImportError, OSError) as exc:  # absent, or built against another torch
         try:
             path = _jit_build()
         except Exception as jit_exc:  # noqa: BLE001 - any build failure means: no extension
             lines = str(jit_exc).strip().splitlines() or [""]
             reason = (f"kamim_fast._C did not load ({exc}) and the JIT build of the C++ sources failed "
-                      f"({type(jit_exc).__name__}: {lines[-1]})")
+                      f"({type(jit_exc).__name__}: {lines[-1]}); {HOW_TO_PREBUILD}")
             _loaded.update(kind="reference", where=reason)
             return False, reason
         _loaded.update(kind="jit", where=str(path))
-        _warn_once(f"kamim_fast: the AMT ops use a JIT build of the C++ sources ({path}; {_loaded['built']}) "
-                   f"because the prebuilt kamim_fast._C did not load ({exc}); {HOW_TO_PREBUILD}")
+        warnings.warn(f"kamim_fast: the native kernels are a JIT build of the C++ sources ({path}; {_loaded['built']}) "
+                      f"because the prebuilt kamim_fast._C did not load ({exc}); {HOW_TO_PREBUILD}",
+                      RuntimeWarning, stacklevel=4)
     else:
         _loaded.update(kind="prebuilt", where=str(getattr(_C, "__file__", "")))
-    _register()
     return True, ""
 
 
 def loaded() -> tuple[str, str]:
-    """Which AMT implementation is in use, loading it first: ("prebuilt", path of kamim_fast._C),
+    """Which native implementation is in use, loading it first: ("prebuilt", path of kamim_fast._C),
     ("jit", path of the JIT-built library) or ("reference", why the other two are not)."""
     status()
     return _loaded["kind"], _loaded["where"]
@@ -132,128 +133,4 @@ def loaded() -> tuple[str, str]:
 
 def has_cuda() -> bool:
     """Whether the loaded extension holds CUDA kernels (it was built with nvcc)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast::amt_select", "CUDA")
-
-
-def _warn_once(message: str, stacklevel: int = 4) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
-
-
-def warn_fallback(reason: str) -> None:
-    _warn_once(f"kamim_fast: the AMT ops use their PyTorch references: {reason}; {HOW_TO_PREBUILD}")
-
-
-# --- fake kernels -----------------------------------------------------------------------------------
-
-
-def _fake_select(noise, weights, num_mask, num_throw, keep_first):
-    B, N = noise.shape
-    return (noise.new_empty((B, N), dtype=torch.int64), noise.new_empty((B, N), dtype=torch.int64),
-            noise.new_empty((B, N), dtype=torch.int8))
-
-
-def _fake_select_gather(x, noise, weights, num_mask, num_throw, keep_first):
-    B, N, D = x.shape
-    return (x.new_empty((B, N - num_mask - num_throw, D)), *_fake_select(noise, weights, num_mask, num_throw, keep_first))
-
-
-def _fake_gather(x, ids):
-    return x.new_empty((x.shape[0], ids.shape[1], x.shape[2]))
-
-
-def _fake_scatter(src, ids, n):
-    return src.new_empty((src.shape[0], n, src.shape[2]))
-
-
-def _fake_unshuffle(visible, mask_token, ids_restore, num_mask, num_throw, keep_first, keep_thrown):
-    N = ids_restore.shape[1]
-    return visible.new_empty((visible.shape[0], N if keep_thrown else N - num_throw, visible.shape[2]))
-
-
-def _fake_unshuffle_backward(grad, ids_restore, num_visible, num_mask, num_throw, keep_first, keep_thrown):
-    return grad.new_empty((grad.shape[0], num_visible, grad.shape[2])), grad.new_empty((grad.shape[2],))
-
-
-# --- autograd -----------------------------------------------------------------------------------------
-
-
-def _gather_setup(ctx, inputs, output):
-    x, ids = inputs
-    ctx.save_for_backward(ids)
-    ctx.n = x.shape[1]
-
-
-def _gather_backward(ctx, grad):
-    (ids,) = ctx.saved_tensors
-    return torch.ops.kamim_fast.scatter_rows(grad, ids, ctx.n), None
-
-
-def _scatter_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
-
-
-def _scatter_backward(ctx, grad):
-    (ids,) = ctx.saved_tensors
-    return torch.ops.kamim_fast.gather_rows(grad, ids), None, None
-
-
-def _select_gather_setup(ctx, inputs, output):
-    x, noise, weights, num_mask, num_throw, keep_first = inputs
-    x_kept, ids_shuffle, _, _ = output
-    ctx.save_for_backward(ids_shuffle)
-    ctx.n, ctx.start, ctx.k = x.shape[1], 0 if keep_first else num_mask + num_throw, x_kept.shape[1]
-    ctx.shape, ctx.dtype = x.shape, x.dtype
-
-
-def _select_gather_backward(ctx, grad_kept, *_int_outputs):
-    (ids_shuffle,) = ctx.saved_tensors
-    if grad_kept is None:
-        return torch.zeros(ctx.shape, dtype=ctx.dtype, device=ids_shuffle.device), None, None, None, None, None
-    ids_keep = ids_shuffle[:, ctx.start:ctx.start + ctx.k]
-    return torch.ops.kamim_fast.scatter_rows(grad_kept, ids_keep, ctx.n), None, None, None, None, None
-
-
-def _unshuffle_setup(ctx, inputs, output):
-    visible, mask_token, ids_restore, *layout = inputs
-    ctx.save_for_backward(ids_restore)
-    ctx.layout, ctx.k, ctx.token_shape = layout, visible.shape[1], mask_token.shape
-
-
-def _unshuffle_backward(ctx, grad):
-    (ids_restore,) = ctx.saved_tensors
-    gv, gt = torch.ops.kamim_fast.unshuffle_backward(grad, ids_restore, ctx.k, *ctx.layout)
-    return gv, gt.reshape(ctx.token_shape), None, None, None, None, None
-
-
-def _unshuffle_backward_setup(ctx, inputs, output):
-    grad, ids_restore, num_visible, *layout = inputs
-    ctx.save_for_backward(ids_restore)
-    ctx.layout, ctx.shape, ctx.dtype = layout, grad.shape, grad.dtype
-
-
-def _unshuffle_backward_backward(ctx, grad_visible, grad_token):
-    (ids_restore,) = ctx.saved_tensors
-    B, _, D = ctx.shape
-    k = ids_restore.shape[1] - ctx.layout[0] - ctx.layout[1]
-    if grad_visible is None:
-        grad_visible = torch.zeros((B, k, D), dtype=ctx.dtype, device=ids_restore.device)
-    if grad_token is None:
-        grad_token = torch.zeros((D,), dtype=ctx.dtype, device=ids_restore.device)
-    return torch.ops.kamim_fast.unshuffle(grad_visible, grad_token, ids_restore, *ctx.layout), None, None, None, None, None, None
-
-
-def _register() -> None:
-    lib = "kamim_fast::"
-    for name, fake in (("amt_select", _fake_select), ("select_gather", _fake_select_gather), ("gather_rows", _fake_gather),
-                       ("scatter_rows", _fake_scatter), ("unshuffle", _fake_unshuffle),
-                       ("unshuffle_backward", _fake_unshuffle_backward)):
-        torch.library.register_fake(lib + name, fake)
-    torch.library.register_autograd(lib + "gather_rows", _gather_backward, setup_context=_gather_setup)
-    torch.library.register_autograd(lib + "scatter_rows", _scatter_backward, setup_context=_scatter_setup)
-    torch.library.register_autograd(lib + "select_gather", _select_gather_backward, setup_context=_select_gather_setup)
-    torch.library.register_autograd(lib + "unshuffle", _unshuffle_backward, setup_context=_unshuffle_setup)
-    torch.library.register_autograd(lib + "unshuffle_backward", _unshuffle_backward_backward,
-                                    setup_context=_unshuffle_backward_setup)
+    return torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast_cpp::amt_select", "CUDA")

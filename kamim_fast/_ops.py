@@ -1,35 +1,66 @@
-"""torch.library registration: the ``kamim_fast::*`` ops, their fake kernels and their device dispatch.
+"""The ``kamim_fast::*`` ops of the KAMIM side: schemas, fake kernels, autograd, and their rows of the
+implementation table (``_backend.TABLE``).
 
-Public functions check arguments and call these ops; each op picks the Triton kernel or the PyTorch
-reference (``_backend.use_triton``) and holds no math itself. Registering them as custom ops keeps
-``torch.compile(fullgraph=True)`` free of graph breaks: the compiler sees one opaque node with a
-fake kernel for shapes.
+Public functions check arguments and call these ops. Each op is a ``torch.library.custom_op`` whose
+per-device kernels (``register_kernel("cpu")``/``("cuda")``) run what :func:`_backend.resolve` picks:
+the Triton launcher below, the extension's ``kamim_fast_cpp::<op>`` (same schema, ``csrc/``), or the
+PyTorch reference below. Registering them as custom ops keeps ``torch.compile(fullgraph=True)`` free of
+graph breaks: the compiler sees one opaque node with a fake kernel for shapes.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._backend import use_triton
+from . import _backend
 from .fast import fast_corners_ref
 from .gray import rgb_to_gray_u8_ref
 from .loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
-from .weights import density_to_weights, weights_from_keypoints
+from .weights import density_to_weights, keypoint_density_ref, weights_from_keypoints
+
+# auto: the Triton kernels on CUDA tensors, the native kernels on CPU tensors.
+KAMIM_AUTO = {"cpu": "cpp", "cuda": "triton"}
+
+
+def _define(op, *, torch_ref, triton=None, cpp=("cpu",), auto=None, cpp_kernel=None):
+    """Registers the op's row of the table and its per-device kernels, which look the table up."""
+    name = op._name
+    _backend.register(name, torch_ref=torch_ref, triton=triton, cpp=cpp, auto=auto or KAMIM_AUTO,
+                      cpp_kernel=cpp_kernel)
+    for device in ("cpu", "cuda"):
+        op.register_kernel(device)(lambda *args, _device=device: _backend.run(name, _device, *args))
+    return op
+
+
+def _colour_stats(mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """Gray input carries no statistics ([]): the identity, for the kernels that read three."""
+    return list(mean) or [0.0] * 3, list(std) or [1.0] * 3
+
+
+# --- gray ---------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("kamim_fast::rgb_to_gray_u8", mutates_args=())
 def rgb_to_gray_u8_op(images: torch.Tensor, bgr: bool, mean: list[float], std: list[float]) -> torch.Tensor:
     """(B, 3, H, W) uint8 or normalised float -> (B, H, W) uint8 gray."""
-    if use_triton(images):
-        from .kernels import gray
-
-        return gray.rgb_to_gray_u8(images, bgr, tuple(mean), tuple(std))
-    return rgb_to_gray_u8_ref(images, bgr, mean, std)
+    return _backend.run("rgb_to_gray_u8", images.device, images, bgr, mean, std)
 
 
 @rgb_to_gray_u8_op.register_fake
 def _(images, bgr, mean, std):
     return images.new_empty((images.shape[0], images.shape[2], images.shape[3]), dtype=torch.uint8)
+
+
+def _rgb_to_gray_u8_triton(images, bgr, mean, std):
+    from .kernels import gray
+
+    return gray.rgb_to_gray_u8(images, bgr, tuple(mean), tuple(std))
+
+
+_define(rgb_to_gray_u8_op, torch_ref=rgb_to_gray_u8_ref, triton=_rgb_to_gray_u8_triton)
+
+
+# --- FAST ---------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("kamim_fast::fast_corners", mutates_args=())
@@ -40,16 +71,7 @@ def fast_corners_op(
 
     Returns (keypoints bool, scores uint8), both (B, H, W). ``bgr``/``mean``/``std`` apply to colour.
     """
-    if use_triton(image):
-        from .kernels import fast, fast_tile
-
-        if image.dim() == 3:
-            kind = fast_tile.SRC_GRAY_U8
-        else:
-            kind = fast_tile.SRC_RGB_FLOAT if image.is_floating_point() else fast_tile.SRC_RGB_U8
-        return fast.fast_corners(image, threshold, nonmax_suppression, kind, bgr, tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3))
-    gray = image if image.dim() == 3 else rgb_to_gray_u8_ref(image, bgr, mean or (0.0,) * 3, std or (1.0,) * 3)
-    return fast_corners_ref(gray, threshold, nonmax_suppression)
+    return _backend.run("fast_corners", image.device, image, threshold, nonmax_suppression, bgr, mean, std)
 
 
 @fast_corners_op.register_fake
@@ -58,22 +80,98 @@ def _(image, threshold, nonmax_suppression, bgr, mean, std):
     return image.new_empty(shape, dtype=torch.bool), image.new_empty(shape, dtype=torch.uint8)
 
 
+def _fast_corners_torch(image, threshold, nonmax_suppression, bgr, mean, std):
+    gray = image if image.dim() == 3 else rgb_to_gray_u8_ref(image, bgr, *_colour_stats(mean, std))
+    return fast_corners_ref(gray, threshold, nonmax_suppression)
+
+
+def _fast_source(image: torch.Tensor) -> int:
+    from .kernels import fast_tile
+
+    if image.dim() == 3:
+        return fast_tile.SRC_GRAY_U8
+    return fast_tile.SRC_RGB_FLOAT if image.is_floating_point() else fast_tile.SRC_RGB_U8
+
+
+def _fast_corners_triton(image, threshold, nonmax_suppression, bgr, mean, std):
+    from .kernels import fast
+
+    mean, std = _colour_stats(mean, std)
+    return fast.fast_corners(image, threshold, nonmax_suppression, _fast_source(image), bgr, tuple(mean), tuple(std))
+
+
+def _fast_corners_cpp(image, threshold, nonmax_suppression, bgr, mean, std):
+    return torch.ops.kamim_fast_cpp.fast_corners(image, threshold, nonmax_suppression, bgr, *_colour_stats(mean, std))
+
+
+_define(fast_corners_op, torch_ref=_fast_corners_torch, triton=_fast_corners_triton, cpp_kernel=_fast_corners_cpp)
+
+
+# --- keypoint density and KAMIM's weights -------------------------------------------------------------
+
+
+@torch.library.custom_op("kamim_fast::keypoint_density", mutates_args=())
+def keypoint_density_op(keypoints: torch.Tensor, patch_size: int, ring: bool) -> torch.Tensor:
+    """(B, H, W) bool keypoints -> (B, H/p, W/p) float32: the drawKeypoints ring cover (``ring``) or the
+    keypoint count per cell, over p*p."""
+    return _backend.run("keypoint_density", keypoints.device, keypoints, patch_size, ring)
+
+
+@keypoint_density_op.register_fake
+def _(keypoints, patch_size, ring):
+    B, H, W = keypoints.shape
+    return keypoints.new_empty((B, H // patch_size, W // patch_size), dtype=torch.float32)
+
+
+def _keypoint_density_torch(keypoints, patch_size, ring):
+    return keypoint_density_ref(keypoints, patch_size, "ring" if ring else "count")
+
+
+# On CUDA the density is a convolution and a pooling in PyTorch: the table lists no Triton kernel.
+_define(keypoint_density_op, torch_ref=_keypoint_density_torch, auto={"cpu": "cpp"})
+
+
+@torch.library.custom_op("kamim_fast::patch_weights", mutates_args=())
+def patch_weights_op(
+    images: torch.Tensor, weight_patch: int, temperature: float, threshold: int, ring: bool, bgr: bool,
+    mean: list[float], std: list[float],
+) -> torch.Tensor:
+    """KAMIM's weights of (B, 3, H, W) uint8 or normalised float images -> (B, H/p, W/p) float32:
+    gray -> FAST with NMS -> ring or count density per cell -> ``exp(clip(d/T, -20, 20))`` / per-image min."""
+    return _backend.run("patch_weights", images.device, images, weight_patch, temperature, threshold, ring, bgr,
+                        mean, std)
+
+
+@patch_weights_op.register_fake
+def _(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+    B, _, H, W = images.shape
+    return images.new_empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32)
+
+
+def _patch_weights_torch(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+    keypoints, _ = _fast_corners_torch(images, threshold, True, bgr, mean, std)
+    return weights_from_keypoints(keypoints, weight_patch, "ring" if ring else "count", temperature)
+
+
+def _patch_weights_triton(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+    keypoints, _ = _fast_corners_triton(images, threshold, True, bgr, mean, std)
+    return weights_from_keypoints(keypoints, weight_patch, "ring" if ring else "count", temperature)
+
+
+_define(patch_weights_op, torch_ref=_patch_weights_torch, triton=_patch_weights_triton)
+
+
+# --- the weighted masked L1 loss ----------------------------------------------------------------------
+
+
 def _per_mask_pixel(total: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int, eps: float, C: int) -> torch.Tensor:
     """``total / (sum(m) + eps) / C``, sum(m) over pixels taken from the cell grid: the loss's normalisation,
     written once for the forward (total = the weighted L1 sum) and the backward (total = the incoming grad)."""
     return total / (mask_grid.sum() * mask_patch**2 + eps) / C
 
 
-def _l1_kernel(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, eps: float):
-    """(loss, signs) from the Triton kernel without the FAST stages; the partials summed in a fixed order."""
-    from .kernels import mim_loss
-
-    partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
-    return _per_mask_pixel(partials.sum(), mask_grid, mask_patch, eps, pred.shape[1]), signs
-
-
-@torch.library.custom_op("kamim_fast::weighted_masked_l1", mutates_args=())
-def weighted_masked_l1_op(
+@torch.library.custom_op("kamim_fast::weighted_mim_loss", mutates_args=())
+def weighted_mim_loss_op(
     pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, weights: torch.Tensor | None,
     mask_patch: int, weight_patch: int, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +181,8 @@ def weighted_masked_l1_op(
     pred, target (B, C, H, W); mask_grid (B, H/mask_patch, W/mask_patch) float32 >= 0; weights None or
     (B, H/weight_patch, W/weight_patch) float32.
     """
-    if use_triton(pred):
-        return _l1_kernel(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
-    loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
-    return loss, sign_codes_ref(pred, target)
+    return _backend.run("weighted_mim_loss", pred.device, pred, target, mask_grid, weights, mask_patch, weight_patch,
+                        eps)
 
 
 def _signs_like(pred: torch.Tensor) -> torch.Tensor:
@@ -94,13 +190,29 @@ def _signs_like(pred: torch.Tensor) -> torch.Tensor:
     return pred.new_empty((B, C, H, (W + 3) // 4), dtype=torch.uint8)
 
 
-@weighted_masked_l1_op.register_fake
+@weighted_mim_loss_op.register_fake
 def _(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
     return pred.new_empty((), dtype=torch.float32), _signs_like(pred)
 
 
-@torch.library.custom_op("kamim_fast::fast_weighted_masked_l1", mutates_args=())
-def fast_weighted_masked_l1_op(
+def _weighted_mim_loss_torch(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
+    loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
+    return loss, sign_codes_ref(pred, target)
+
+
+def _weighted_mim_loss_triton(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
+    """The Triton kernel without the FAST stages; its per-tile partials summed in a fixed order."""
+    from .kernels import mim_loss
+
+    partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
+    return _per_mask_pixel(partials.sum(), mask_grid, mask_patch, eps, pred.shape[1]), signs
+
+
+_define(weighted_mim_loss_op, torch_ref=_weighted_mim_loss_torch, triton=_weighted_mim_loss_triton)
+
+
+@torch.library.custom_op("kamim_fast::fast_weighted_mim_loss", mutates_args=())
+def fast_weighted_mim_loss_op(
     pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int, weight_patch: int,
     temperature: float, threshold: int, ring: bool, bgr: bool, mean: list[float], std: list[float], eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,89 +221,127 @@ def fast_weighted_masked_l1_op(
     ``target`` is (B, 3, H, W) normalised with ``mean``/``std``; ``ring`` selects the drawKeypoints
     density (else keypoint count); ``bgr`` swaps the gray weights of R and B.
     """
-    density = "ring" if ring else "count"
-    if use_triton(pred):
-        from .kernels import fast, fast_tile, mim_loss
-
-        if mim_loss.fuses(weight_patch):  # FAST + NMS + rings + L1 in one pass
-            l1, cover, signs = mim_loss.fast_weighted_l1_forward(
-                pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))
-            weights = density_to_weights(cover / weight_patch**2, temperature)
-            return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
-        # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
-        keypoints, _ = fast.fast_corners(target, threshold, True, fast_tile.SRC_RGB_FLOAT, bgr, tuple(mean), tuple(std))
-        weights = weights_from_keypoints(keypoints, weight_patch, density, temperature)
-        loss, signs = _l1_kernel(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
-        return loss, weights, signs
-    keypoints, _ = fast_corners_ref(rgb_to_gray_u8_ref(target, bgr, mean, std), threshold, True)
-    weights = weights_from_keypoints(keypoints, weight_patch, density, temperature)
-    loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
-    return loss, weights, sign_codes_ref(pred, target)
+    return _backend.run("fast_weighted_mim_loss", pred.device, pred, target, mask_grid, mask_patch, weight_patch,
+                        temperature, threshold, ring, bgr, mean, std, eps)
 
 
-@fast_weighted_masked_l1_op.register_fake
+@fast_weighted_mim_loss_op.register_fake
 def _(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring, bgr, mean, std, eps):
     B, _, H, W = pred.shape
     weights = pred.new_empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32)
     return pred.new_empty((), dtype=torch.float32), weights, _signs_like(pred)
 
 
-@torch.library.custom_op("kamim_fast::weighted_masked_l1_backward", mutates_args=())
-def weighted_masked_l1_backward_op(
+def _fast_weighted_mim_loss_torch(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring,
+                                  bgr, mean, std, eps):
+    weights = _patch_weights_torch(target, weight_patch, temperature, threshold, ring, bgr, mean, std)
+    loss, signs = _weighted_mim_loss_torch(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
+    return loss, weights, signs
+
+
+def _fast_weighted_mim_loss_triton(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring,
+                                   bgr, mean, std, eps):
+    from .kernels import mim_loss
+
+    if mim_loss.fuses(weight_patch):  # FAST + NMS + rings + L1 in one pass
+        l1, cover, signs = mim_loss.fast_weighted_l1_forward(
+            pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))
+        weights = density_to_weights(cover / weight_patch**2, temperature)
+        return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
+    # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
+    weights = _patch_weights_triton(target, weight_patch, temperature, threshold, ring, bgr, mean, std)
+    loss, signs = _weighted_mim_loss_triton(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
+    return loss, weights, signs
+
+
+_define(fast_weighted_mim_loss_op, torch_ref=_fast_weighted_mim_loss_torch, triton=_fast_weighted_mim_loss_triton)
+
+
+@torch.library.custom_op("kamim_fast::weighted_mim_loss_backward", mutates_args=())
+def weighted_mim_loss_backward_op(
     grad: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, weights: torch.Tensor | None,
     mask_patch: int, weight_patch: int, eps: float, W: int, pred_dtype: torch.dtype, target_dtype: torch.dtype,
     grad_target: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_pred, grad_target), contiguous (B, C, H, W): grad / (sum(m) + eps) / C * w * m * sign(pred - target)
     from the forward's sign codes, and its negation (an empty tensor when ``grad_target`` is False)."""
-    B, C, H, _ = signs.shape
-    scale = _per_mask_pixel(grad.to(torch.float32), mask_grid, mask_patch, eps, C).reshape(())
-    if use_triton(signs):
-        from .kernels import mim_loss
-
-        gp, gt = mim_loss.weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch, weight_patch,
-                                               (B, C, H, W), pred_dtype, target_dtype, grad_target)
-        return gp, gt if gt is not None else signs.new_empty(0, dtype=target_dtype)
-    g = weighted_masked_l1_backward_ref(scale, signs, mask_grid, mask_patch, weights, weight_patch, W)
-    return g.to(pred_dtype), (-g).to(target_dtype) if grad_target else signs.new_empty(0, dtype=target_dtype)
+    return _backend.run("weighted_mim_loss_backward", signs.device, grad, signs, mask_grid, weights, mask_patch,
+                        weight_patch, eps, W, pred_dtype, target_dtype, grad_target)
 
 
-@weighted_masked_l1_backward_op.register_fake
+@weighted_mim_loss_backward_op.register_fake
 def _(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype, target_dtype, grad_target):
     B, C, H, _ = signs.shape
     return (signs.new_empty((B, C, H, W), dtype=pred_dtype),
             signs.new_empty((B, C, H, W) if grad_target else (0,), dtype=target_dtype))
 
 
-def _l1_backward(ctx, grad):
+def _backward_scale(grad, signs, mask_grid, mask_patch, eps):
+    return _per_mask_pixel(grad.to(torch.float32), mask_grid, mask_patch, eps, signs.shape[1]).reshape(())
+
+
+def _weighted_mim_loss_backward_torch(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype,
+                                      target_dtype, grad_target):
+    scale = _backward_scale(grad, signs, mask_grid, mask_patch, eps)
+    g = weighted_masked_l1_backward_ref(scale, signs, mask_grid, mask_patch, weights, weight_patch, W)
+    return g.to(pred_dtype), (-g).to(target_dtype) if grad_target else signs.new_empty(0, dtype=target_dtype)
+
+
+def _weighted_mim_loss_backward_triton(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype,
+                                       target_dtype, grad_target):
+    from .kernels import mim_loss
+
+    B, C, H, _ = signs.shape
+    scale = _backward_scale(grad, signs, mask_grid, mask_patch, eps)
+    gp, gt = mim_loss.weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch, weight_patch, (B, C, H, W),
+                                           pred_dtype, target_dtype, grad_target)
+    return gp, gt if gt is not None else signs.new_empty(0, dtype=target_dtype)
+
+
+_define(weighted_mim_loss_backward_op, torch_ref=_weighted_mim_loss_backward_torch,
+        triton=_weighted_mim_loss_backward_triton)
+
+
+# --- autograd: the loss ops save the sign codes, the mask grid and the weights ------------------------
+
+
+def _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps):
+    ctx.save_for_backward(signs, mask_grid, weights)
+    ctx.mask_patch, ctx.weight_patch, ctx.eps = mask_patch, weight_patch, eps
+    ctx.width, ctx.pred_dtype, ctx.target_dtype = pred.shape[-1], pred.dtype, target.dtype
+    ctx.num_inputs = None  # set by the caller: how many Nones the backward returns after the two gradients
+
+
+def _loss_input_grads(ctx, grad) -> tuple:
+    """(grad_pred, grad_target, None for every other input) from the saved sign codes."""
     signs, mask_grid, weights = ctx.saved_tensors
     want_pred, want_target = ctx.needs_input_grad[:2]
+    rest = (None,) * (ctx.num_inputs - 2)
     if not (want_pred or want_target):
-        return None, None
-    gp, gt = torch.ops.kamim_fast.weighted_masked_l1_backward(grad, signs, mask_grid, weights, *ctx.args, want_target)
-    return gp if want_pred else None, gt if want_target else None
+        return (None, None, *rest)
+    gp, gt = torch.ops.kamim_fast.weighted_mim_loss_backward(
+        grad, signs, mask_grid, weights, ctx.mask_patch, ctx.weight_patch, ctx.eps, ctx.width, ctx.pred_dtype,
+        ctx.target_dtype, want_target)
+    return (gp if want_pred else None, gt if want_target else None, *rest)
 
 
-def _setup(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps):
-    ctx.save_for_backward(signs, mask_grid, weights)
-    ctx.args = (mask_patch, weight_patch, eps, pred.shape[-1], pred.dtype, target.dtype)
+def _weighted_mim_loss_setup(ctx, inputs, output):
+    pred, target, mask_grid, weights, mask_patch, weight_patch, eps = inputs
+    _, signs = output
+    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps)
+    ctx.num_inputs = len(inputs)
     ctx.mark_non_differentiable(signs)
 
 
-def _l1_setup_context(ctx, inputs, output):
-    pred, target, mask_grid, weights, mask_patch, weight_patch, eps = inputs
-    _setup(ctx, pred, target, output[1], mask_grid, weights, mask_patch, weight_patch, eps)
-
-
-def _fast_l1_setup_context(ctx, inputs, output):
+def _fast_weighted_mim_loss_setup(ctx, inputs, output):
     pred, target, mask_grid, mask_patch, weight_patch, *_, eps = inputs
-    _setup(ctx, pred, target, output[2], mask_grid, output[1], mask_patch, weight_patch, eps)
-    ctx.mark_non_differentiable(output[1], output[2])  # the weights are piecewise constant in target
+    _, weights, signs = output
+    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps)
+    ctx.num_inputs = len(inputs)
+    ctx.mark_non_differentiable(weights, signs)  # the weights are piecewise constant in target
 
 
-weighted_masked_l1_op.register_autograd(
-    lambda ctx, grad, _signs: (*_l1_backward(ctx, grad), None, None, None, None, None),
-    setup_context=_l1_setup_context)
-fast_weighted_masked_l1_op.register_autograd(
-    lambda ctx, grad, _weights, _signs: (*_l1_backward(ctx, grad), *(None,) * 10),
-    setup_context=_fast_l1_setup_context)
+weighted_mim_loss_op.register_autograd(lambda ctx, grad, _signs: _loss_input_grads(ctx, grad),
+                                       setup_context=_weighted_mim_loss_setup)
+fast_weighted_mim_loss_op.register_autograd(lambda ctx, grad, _weights, _signs: _loss_input_grads(ctx, grad),
+                                            setup_context=_fast_weighted_mim_loss_setup)

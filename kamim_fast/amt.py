@@ -2,8 +2,8 @@
 
 Token selection, the gather of kept patches and the decoder's unshuffle run at every step of an
 MAE/SimMIM-style trainer; here they are the C++/CUDA ops of ``csrc/`` (``torch.ops.kamim_fast.*``,
-loaded by ``_ext.py``), each with its PyTorch reference (``*_ref``) beside it. ``KAMIM_FAST_BACKEND``
-picks between them (see ``_backend.py``).
+loaded by ``_ext.py``; the ops and their table rows in ``_amt_ops.py``), each with its PyTorch reference
+(``*_ref``) beside it. ``KAMIM_FAST_BACKEND`` picks between them (see ``_backend.py``).
 
 Order of one image. Both methods sort the patches by a key, ascending, ties broken by the lower index:
 
@@ -24,7 +24,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._backend import use_extension
 from ._checks import FLOAT_DTYPES, check_bool, check_int, check_tensor
 
 ID_DTYPES = (torch.int32, torch.int64)
@@ -256,19 +255,10 @@ def amt_masking(
         noise = noise.to(dtype)
     elif generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    extension = use_extension(weights)
-    if extension and weights.device.type == "cuda" and N > MAX_CUDA_N:
-        raise ValueError(f"weights on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one "
-                         f"block sorts them), got N = {N}; KAMIM_FAST_BACKEND=torch has no limit")
     weights = weights.detach().to(dtype)
     if noise is None:
         noise = torch.empty((B, N), dtype=dtype, device=weights.device).exponential_(generator=generator)
-    if extension:
-        ids_shuffle, ids_restore, mask = torch.ops.kamim_fast.amt_select(noise, weights, num_mask, num_throw, False)
-    else:
-        if weights.device.type != "cuda" and not torch.compiler.is_compiling():
-            check_weight_rows(weights)
-        ids_shuffle, ids_restore, mask = amt_select_ref(noise, weights, num_mask, num_throw, False)
+    ids_shuffle, ids_restore, mask = torch.ops.kamim_fast.amt_select(noise, weights, num_mask, num_throw, False)
     return AMTMask(ids_shuffle, ids_restore, ids_shuffle[:, num_mask + num_throw:], mask, num_mask, num_throw)
 
 
@@ -300,10 +290,7 @@ def gather_patches(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     if ids.shape[0] != x.shape[0]:
         raise ValueError(f"ids must have x's batch size {x.shape[0]}, got shape {tuple(ids.shape)}")
     _check_same_device("ids", ids, x, "x")
-    ids = ids.long()
-    if use_extension(x):
-        return torch.ops.kamim_fast.gather_rows(x, ids)
-    return gather_patches_ref(x, ids)
+    return torch.ops.kamim_fast.gather_rows(x, ids.long())
 
 
 def random_masking(
@@ -341,14 +328,8 @@ def random_masking(
     else:
         noise = _check_noise(noise, x)
         noise = noise if noise.dtype in (torch.float32, torch.float64) else noise.float()
-    extension = use_extension(x)
-    if extension and x.device.type == "cuda" and N > MAX_CUDA_N:
-        raise ValueError(f"x on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one block "
-                         f"sorts them), got N = {N}; KAMIM_FAST_BACKEND=torch has no limit")
-    if extension:
-        x_kept, _, ids_restore, codes = torch.ops.kamim_fast.select_gather(x, noise.detach(), None, N - K, 0, True)
-        return x_kept, codes.to(torch.get_default_dtype()), ids_restore
-    return random_masking_ref(x, mask_ratio, noise.detach())
+    x_kept, _, ids_restore, codes = torch.ops.kamim_fast.select_gather(x, noise.detach(), None, N - K, 0, True)
+    return x_kept, codes.to(torch.get_default_dtype()), ids_restore
 
 
 def unshuffle_with_mask_token(
@@ -414,9 +395,7 @@ def unshuffle_with_mask_token(
         raise ValueError(f"ids_restore must have visible's batch size {B}, got shape {tuple(ids_restore.shape)}")
     _check_same_device("ids_restore", ids_restore, visible, "visible")
     token = mask_token.reshape(D).to(visible.dtype)
-    if use_extension(visible):
-        return torch.ops.kamim_fast.unshuffle(visible, token, ids_restore, num_mask, num_throw, keep_first, keep_thrown)
-    return unshuffle_with_mask_token_ref(visible, token, ids_restore, num_mask, num_throw, keep_first, keep_thrown)
+    return torch.ops.kamim_fast.unshuffle(visible, token, ids_restore, num_mask, num_throw, keep_first, keep_thrown)
 
 
 def amt_cell_weights(attn: torch.Tensor, cell: int) -> torch.Tensor:

@@ -3,8 +3,10 @@
 - ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, and a short SimMIM + KAMIM
   pretraining of a tiny timm ViT (``kamim_fast/demo.py``); ``--quick`` or ``KAMIM_FAST_DEMO_QUICK=1``
   shrinks it to seconds.
-- ``bench [ARGS...]``: the benchmark matrix, ``python -m benchmarks ARGS...`` (needs the repository's
-  ``benchmarks/`` folder: run it from a checkout).
+- ``bench [ARGS...]``: the benchmark matrix, ``python -m benchmarks ARGS...``. It needs a kamim_fast
+  source checkout (the ``benchmarks/`` folder beside the package, as with ``pip install -e``); results go
+  to that checkout's ``benchmarks/results/`` unless ``--out`` says otherwise. Installed from a wheel, it
+  says so and exits with status 2, writing nothing.
 - ``show IMAGE [-o OUT.png]``: image, FAST keypoints, ring coverage, weight map and mask side by side.
 """
 
@@ -14,20 +16,40 @@ import argparse
 import sys
 from pathlib import Path
 
+from .weights import KAMIM_DEFAULTS
+
 DEFAULT_OUT = Path("demo_out")
 
 
+def checkout_root() -> Path | None:
+    """The kamim_fast source checkout this package runs from (editable install), or None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "benchmarks" / "__main__.py").is_file() and (root / "pyproject.toml").is_file() else None
+
+
+BENCH_NEEDS = ("kamim-fast bench runs the benchmarks/ folder of a kamim_fast source checkout, and this installation "
+               "({where}) has none: clone the repository, pip install -e '.[test,demo]' in it (add "
+               "--no-build-isolation to build the extension against your torch) and run kamim-fast bench (or python -m "
+               "benchmarks) there. Nothing was written.")
+
+
 def _bench(args: list[str]) -> int:
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError as exc:
-        root = Path(__file__).resolve().parent.parent
-        if (root / "benchmarks" / "__main__.py").is_file() and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-            from benchmarks.__main__ import main as bench_main
-        else:
-            raise SystemExit(f"bench needs the benchmarks/ folder of a kamim_fast checkout ({exc})") from None
-    return bench_main(args)
+    root = checkout_root()
+    if root is None:
+        print(BENCH_NEEDS.format(where=Path(__file__).resolve().parent), file=sys.stderr)
+        return 2
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args = [*args, "--out", str(root / "benchmarks" / "results")]  # the checkout's, not the current folder's
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import importlib
+
+    bench = importlib.import_module("benchmarks.__main__")
+    if Path(bench.__file__).resolve().parent != root / "benchmarks":
+        print(f"kamim-fast bench: the module benchmarks imports from {bench.__file__}, not from the checkout {root}; "
+              f"run it from another folder", file=sys.stderr)
+        return 2
+    return bench.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("show", help="image, FAST keypoints, ring coverage, weight map and mask side by side in a PNG")
     s.add_argument("image", type=Path, help="any image file scikit-image or matplotlib can read")
     s.add_argument("-o", "--out", type=Path, default=None, help="the PNG to write (default: IMAGE's name + _kamim.png)")
-    s.add_argument("--threshold", type=int, default=10, help="FAST threshold (default 10)")
-    s.add_argument("--weight-patch-size", type=int, default=8)
-    s.add_argument("--temperature", type=float, default=0.25)
-    s.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr",
-                   help="gray as the published code (bgr, default) or as COLOR_RGB2GRAY (rgb)")
+    s.add_argument("--threshold", type=int, default=KAMIM_DEFAULTS["threshold"],
+                   help=f"FAST threshold (default {KAMIM_DEFAULTS['threshold']})")
+    s.add_argument("--weight-patch-size", type=int, default=KAMIM_DEFAULTS["weight_patch_size"])
+    s.add_argument("--temperature", type=float, default=KAMIM_DEFAULTS["temperature"])
+    s.add_argument("--channel-order", choices=("rgb", "bgr"), default=KAMIM_DEFAULTS["channel_order"],
+                   help="gray as COLOR_RGB2GRAY (rgb, default) or as the published code, KAMIM_PAPER (bgr)")
     s.add_argument("--mask-seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
     args = parser.parse_args(argv)

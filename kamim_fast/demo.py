@@ -72,12 +72,12 @@ def fast_check(image: str, out_dir: Path, threshold: int, device: torch.device) 
     import matplotlib.pyplot as plt
 
     from . import fast_corners, rgb_to_gray_u8
-    from ._backend import requested_backend, use_triton
+    from ._backend import requested_backend, resolve
 
     img = load_bundled(image)
     rgb = torch.from_numpy(img).to(device)
     gray = rgb_to_gray_u8(rgb.permute(2, 0, 1)) if img.ndim == 3 else rgb
-    used = "triton" if use_triton(gray) else "torch"
+    used = resolve("fast_corners", gray.device).backend
     fast_corners(gray, threshold)  # warm-up: Triton compiles on the first call
     _sync(device)
     start = time.perf_counter()
@@ -166,13 +166,14 @@ def train(cfg: TrainConfig, device: torch.device, out_dir: Path, seed: int = 0) 
 
     from .integrations.data import SimMIMAugment, simmim_mask
     from .integrations.timm import simmim_vit
+    from .weights import KAMIM_PAPER
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator(device).manual_seed(seed)
     data = BundledCrops(device, gen)
     augment = SimMIMAugment(cfg.img_size).to(device)
-    model = simmim_vit(weights="fast", **cfg.vit).to(device)
+    model = simmim_vit(weights="fast", loss_options=dict(KAMIM_PAPER), **cfg.vit).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
                                               (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
@@ -315,10 +316,10 @@ def report(cfg: TrainConfig, device: torch.device, result: dict) -> str:
     row("  relative difference", f"{cmp['loss_rel_diff']:.2e}")
     row("  gradient max |difference| (max |grad|)", f"{cmp['grad_max_abs_diff']:.1e} ({cmp['grad_max_abs']:.1e})")
     row("  compared on", cmp["where"])
-    from ._backend import use_triton
+    from ._backend import resolve
 
-    probe = torch.empty(0, device=device)
-    row("training loss path (KAMIM_FAST_BACKEND)", f"{'fused Triton' if use_triton(probe) else 'PyTorch reference'}")
+    path = {"triton": "fused Triton", "cpp": "native C++", "torch": "PyTorch reference"}
+    row("training loss path (KAMIM_FAST_BACKEND)", path[resolve("fast_weighted_mim_loss", device).backend])
     row("steps/s", f"{len(losses) / elapsed:.2f}")
     row("images/s", f"{len(losses) * cfg.batch_size / elapsed:.1f}")
     total = sum(times.values())
@@ -339,7 +340,7 @@ def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: i
     print(f"== 1. FAST on the {device.type.upper()} against OpenCV")
     fast_check(image, out_dir, threshold, device)
     print(f"\n== 2. kamim-fast show {image}")
-    path = show(load_bundled(image), out_dir / f"show_{image}.png", threshold=threshold, device=device,
+    path = show(load_bundled(image), out_dir / f"show_{image}.png", threshold=threshold, device=device, channel_order="bgr",
                 title=f"{image}: KAMIM_PAPER options (gray as OpenCV's BGR2GRAY of the RGB array, as published)")
     print(f"wrote      {path}")
     cfg = TrainConfig(quick, steps, batch_size)

@@ -17,16 +17,10 @@ from torch import nn
 from ._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
-from .weights import (
-    DENSITY, DENSITY_MODES, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature, check_weight_options, patch_weights,
+from .weights import (  # noqa: F401  (KAMIM_PAPER, KAMIM_DEFAULTS: also importable from here)
+    CHANNEL_ORDER, DENSITY, DENSITY_MODES, KAMIM_DEFAULTS, KAMIM_PAPER, TEMPERATURE, WEIGHT_PATCH_SIZE,
+    check_normalization, check_temperature, check_weight_options, patch_weights,
 )
-
-KAMIM_PAPER: dict = dict(weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD,
-                         density=DENSITY, channel_order="bgr")
-"""The published KAMIM configuration (ViT-B checkpoints): 8 px cells, T = 0.25, FAST at OpenCV's default
-threshold, drawKeypoints rings. ``channel_order="bgr"`` because the published dataloader handed RGB arrays
-to OpenCV, which converts them with COLOR_BGR2GRAY: the R and B weights are swapped. Use
-``weighted_mim_loss(pred, target, mask, weights="fast", **KAMIM_PAPER)`` to reproduce it exactly."""
 
 NORMALIZE_MODES = ("local", "global")
 """``normalize`` of :func:`weighted_mim_loss`: divide by this rank's mask count (SimMIM) or by the count
@@ -139,7 +133,7 @@ def weighted_mim_loss(
     density: str = DENSITY,
     mean: ChannelStats | None = IMAGENET_MEAN,
     std: ChannelStats | None = IMAGENET_STD,
-    channel_order: str = "rgb",
+    channel_order: str = CHANNEL_ORDER,
     eps: float = 1e-5,
     normalize: str = "local",
     process_group: object | None = None,
@@ -153,13 +147,19 @@ def weighted_mim_loss(
     mask count of all ranks instead (one all-reduce of a scalar) and multiplies by the world size, so
     that after DDP's averaging the gradient is that of the loss of the concatenated global batch.
 
+    The argument order is ``(pred, target)``, the reverse of SimMIM's ``l1_loss(x, x_rec)``: swapped, the
+    weights would come from the reconstruction, so a ``target`` that requires grad with a ``pred`` that
+    does not raises. The weight options default to :data:`kamim_fast.KAMIM_DEFAULTS` (as every entry
+    point); ``**KAMIM_PAPER`` is the published configuration.
+
     Args:
         pred: the reconstruction (fp32, or fp16/bf16 as under autocast).
         target: the normalised target image.
         mask: 1 where a patch is masked: SimMIM's (B, h, w), Hugging Face's (B, N) ``bool_masked_pos``, or
             (B, 1, H, W); bool, int or float. Negative values (AMT's thrown patches) count as 0.
-        weights: None; a (B, H/p, W/p) tensor of per-cell weights; or ``"fast"`` to compute KAMIM's
-            weights from ``target`` with the keyword arguments below (see :func:`patch_weights`).
+        weights: None; a (B, H/p, W/p) tensor of per-cell weights (e.g. ORB or SIFT weights from
+            :func:`patch_weights` or :class:`KamimWeights`); or ``"fast"`` to compute KAMIM's weights from
+            ``target`` with the keyword arguments below, fused into the loss (see :func:`patch_weights`).
         patch_size: the model's patch size; inferred from the mask's shape when omitted.
         weight_patch_size: cell size of ``"fast"`` weights.
         temperature: T of ``"fast"`` weights.
@@ -167,7 +167,8 @@ def weighted_mim_loss(
         density: ``"ring"`` or ``"count"`` for ``"fast"`` weights.
         mean: normalisation mean of ``target`` (to recover its uint8 gray).
         std: normalisation std of ``target``.
-        channel_order: ``"rgb"``, or ``"bgr"`` as the published code (see ``KAMIM_PAPER``).
+        channel_order: ``"rgb"``, or ``"bgr"`` as the published code (``KAMIM_PAPER``; about 2% on the
+            loss of real photos, 34% of the cells weigh differently: see :func:`patch_weights`).
         eps: added to the mask count (SimMIM: 1e-5); an unmasked batch gives 0, not NaN.
         normalize: ``"local"`` (SimMIM: this call's mask count) or ``"global"``: ``sum_rank(loss) *
             world / (global mask count + eps) / C``; the mean of this value over the ranks is the loss of
@@ -186,6 +187,10 @@ def weighted_mim_loss(
           gives (``torch.sign(nan)`` is 0). Inf keeps its sign.
         - ``weights="fast"`` recovers uint8 gray from ``target`` as ``round((x * std + mean) * 255)``
           clamped to [0, 255] per channel, so targets outside the normalised range weigh as clamped.
+          When ``target``'s values cannot come from ``mean``/``std`` (values all in [0, 1] with a
+          positive mean, or beyond the normalised range) a :class:`NormalizationWarning` says so, once
+          per process, from the first 16 calls; on CUDA without a host synchronisation (the check's
+          result is read at a later call, when the GPU has got there).
         - The weights are not differentiated: FAST is piecewise constant in ``target``.
 
     Shape:
@@ -204,6 +209,9 @@ def weighted_mim_loss(
     """
     check_tensor("pred", pred, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
     check_tensor("target", target, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
+    if target.requires_grad and not pred.requires_grad:
+        raise ValueError("target requires grad and pred does not: the order is weighted_mim_loss(pred, target, ...), "
+                         "the reconstruction first, the reverse of SimMIM's l1_loss(x, x_rec)")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if target.device != pred.device:
@@ -218,13 +226,17 @@ def weighted_mim_loss(
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
     float64 = torch.float64 in (pred.dtype, target.dtype)
     if isinstance(weights, str):
+        if weights in ("orb", "sift"):
+            raise ValueError(f"weights={weights!r} is not fused: compute the weights with patch_weights(images, "
+                             f"detector={weights!r}) or KamimWeights(detector={weights!r}) and pass the tensor")
         check_choice("weights", weights, ("fast",))
         if pred.shape[1] != 3:
             raise ValueError(f'weights="fast" needs RGB images (C = 3), got pred and target of shape {tuple(pred.shape)}')
         _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
                                        channel_order)
+        check_normalization("target", target, opts.mean, opts.std)
         if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
-            loss, _, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
+            loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
                 pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
                 opts.bgr, opts.mean, opts.std, float(eps))
             return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
@@ -246,7 +258,7 @@ def weighted_mim_loss(
         return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    loss, _ = torch.ops.kamim_fast.weighted_masked_l1(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
+    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
     return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
 
 
@@ -277,7 +289,7 @@ class WeightedMIMLoss(nn.Module):
 
     Example:
         >>> criterion = WeightedMIMLoss(weights="fast", **KAMIM_PAPER)
-        >>> target = torch.randn(2, 3, 32, 32)
+        >>> target = torch.randn(2, 3, 32, 32).clamp(-1.8, 2.2)  # within the ImageNet-normalised range
         >>> loss = criterion(torch.zeros_like(target, requires_grad=True), target, torch.ones(2, 2, 2))
         >>> loss.shape, bool(loss > 0)
         (torch.Size([]), True)

@@ -14,7 +14,7 @@ import torch
 
 from ._checks import check_choice, check_int
 from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
-from .weights import TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
+from .weights import CHANNEL_ORDER, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
 
 SHOW_MULTIPLE = 32  # SimMIM's mask cell: the image is cropped to a multiple of it
 
@@ -97,7 +97,7 @@ def show(
     threshold: int = FAST_DEFAULT_THRESHOLD,
     weight_patch_size: int = WEIGHT_PATCH_SIZE,
     temperature: float = TEMPERATURE,
-    channel_order: str = "bgr",
+    channel_order: str = CHANNEL_ORDER,
     mask_seed: int = 0,
     max_side: int = 1024,
     device: torch.device | str | None = None,
@@ -107,8 +107,8 @@ def show(
 
     The image is shrunk to ``max_side`` on its long side when larger, then centre-cropped to multiples
     of 32 px (SimMIM's mask cell). Keypoints, rings and weights are the ones the loss uses with these
-    options (by default :data:`kamim_fast.KAMIM_PAPER`'s); the mask is SimMIM's (32 px cells, 60%,
-    drawn with ``torch.Generator().manual_seed(mask_seed)``).
+    options (by default :data:`kamim_fast.KAMIM_DEFAULTS`; ``channel_order="bgr"`` for the published
+    gray); the mask is SimMIM's (32 px cells, 60%, drawn with ``torch.Generator().manual_seed(mask_seed)``).
 
     Args:
         image: a path to an image file, or an (H, W[, C]) array.
@@ -116,7 +116,7 @@ def show(
         threshold: FAST threshold, 0..255.
         weight_patch_size: KAMIM's weight cell (published: 8).
         temperature: KAMIM's temperature (published: 0.25).
-        channel_order: ``"bgr"`` (the published code's gray) or ``"rgb"``.
+        channel_order: ``"rgb"`` (default) or ``"bgr"`` (the published code's gray, as ``KAMIM_PAPER``).
         mask_seed: seed of the drawn mask.
         max_side: the long side above which the image is shrunk.
         device: where to compute (default: CUDA when available).

@@ -1,22 +1,62 @@
-"""KAMIM's per-patch weights from FAST keypoint density (REFERENCE.md section 3)."""
+"""KAMIM's per-patch weights from keypoint density (REFERENCE.md sections 3 and 7).
+
+Also the one place where the weight options' defaults live (:data:`KAMIM_DEFAULTS`, :data:`KAMIM_PAPER`),
+the data-loader transform :class:`KamimWeights`, and the check that a float target's values fit the
+``mean``/``std`` it is un-normalised with (:class:`NormalizationWarning`).
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from types import MappingProxyType
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_int, check_tensor
 from ._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS, FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args
+from .detectors import DETECTORS
+from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args, rgb_to_gray_u8
 
 DENSITY_MODES = ("ring", "count")
-# Defaults of the weight options, shared by patch_weights and weighted_mim_loss (published values).
+# Defaults of the weight options, shared by every entry point (published values, except the channel order).
 WEIGHT_PATCH_SIZE = 8
 TEMPERATURE = 0.25
 DENSITY = "ring"
+CHANNEL_ORDER = "rgb"
+DETECTOR = "fast"
 WEIGHT_LOG_CLIP = 20.0  # the published code clips d/T to [-20, 20] before exp
+
+KAMIM_DEFAULTS = MappingProxyType(dict(
+    weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD, density=DENSITY,
+    channel_order=CHANNEL_ORDER,
+))
+"""The defaults of KAMIM's weight options, the same at every entry point: :func:`patch_weights`,
+:class:`KamimWeights`, :func:`weighted_mim_loss` and :class:`WeightedMIMLoss` (``weights="fast"``), the
+integrations (``SimMIM``, ``HFMaskedImageModeling``, ``hf_mim_loss``, ``simmim_vit``) and ``kamim-fast show``.
+They are the published values (8 px cells, T = 0.25, FAST at OpenCV's threshold 10, drawKeypoints rings)
+except ``channel_order``, which is ``"rgb"`` (OpenCV's COLOR_RGB2GRAY of an RGB image, the gray one
+means). :data:`KAMIM_PAPER` is the published configuration, ``"bgr"`` included. Also shared: ``mean`` and
+``std`` of float images default to ImageNet's, and ``detector`` (where taken) to ``"fast"``. A read-only
+mapping; ``{**KAMIM_DEFAULTS, ...}`` makes a dict."""
+
+KAMIM_PAPER: dict = {**KAMIM_DEFAULTS, "channel_order": "bgr"}
+"""The published KAMIM configuration (ViT-B checkpoints): 8 px cells, T = 0.25, FAST at OpenCV's default
+threshold 10, drawKeypoints rings, and ``channel_order="bgr"``: the published dataloader hands RGB arrays
+to OpenCV, which converts them with COLOR_BGR2GRAY, so the R and B weights of the gray are swapped. It
+differs from :data:`KAMIM_DEFAULTS` in that one option. Use ``weighted_mim_loss(pred, target, mask,
+"fast", **KAMIM_PAPER)``, ``patch_weights(images, detector=..., **KAMIM_PAPER)`` or
+``KamimWeights(detector=..., **KAMIM_PAPER)`` to reproduce the published weights exactly.
+
+What the swap changes, measured on 192x192 crops of scikit-image's colour photographs (astronaut, coffee,
+chelsea, rocket; 16 random crops each, ImageNet-normalised): the two grays give different FAST keypoints
+(31% of the union of both sets differs; 25% to 41% per photo), so 34% of the 8 px cells get a different
+weight, by 20% of the weight on average over all cells. The loss of a blurred reconstruction (5x5 box
+filter, SimMIM's 60% masks) moves by 2.1% on average (0.2% to 6% per batch of 16). The trend is the same
+(keypoint-dense cells weigh more) but the values differ, so a reproduction must use ``"bgr"``."""
 
 
 def ring_stencil(device: torch.device | str | None = None) -> torch.Tensor:
@@ -76,7 +116,7 @@ def keypoint_density(keypoints: torch.Tensor, patch_size: int = 8, mode: str = "
     check_divisible("keypoints", keypoints.shape[-2], "height", p, "patch_size")
     check_divisible("keypoints", keypoints.shape[-1], "width", p, "patch_size")
     batched = keypoints.unsqueeze(0) if keypoints.dim() == 2 else keypoints
-    density = keypoint_density_ref(batched, p, mode)
+    density = torch.ops.kamim_fast.keypoint_density(batched, p, mode == "ring")
     return density[0] if keypoints.dim() == 2 else density
 
 
@@ -113,12 +153,15 @@ def patch_weights(
     density: str = DENSITY,
     mean: ChannelStats | None = IMAGENET_MEAN,
     std: ChannelStats | None = IMAGENET_STD,
-    channel_order: str = "rgb",
+    channel_order: str = CHANNEL_ORDER,
+    detector: str = DETECTOR,
 ) -> torch.Tensor:
-    """KAMIM's per-cell loss weights, computed from the images on their device.
+    """KAMIM's per-cell loss weights, computed from the images.
 
-    gray (OpenCV's formula, after un-normalising float input) -> FAST with non-max suppression ->
-    keypoint density per cell -> ``exp(clip(d/T, -20, 20))`` / its minimum over the image.
+    gray (OpenCV's formula, after un-normalising float input) -> keypoints (FAST with non-max
+    suppression, on the images' device; or OpenCV's ORB or SIFT) -> keypoint density per cell ->
+    ``exp(clip(d/T, -20, 20))`` / its minimum over the image. Defaults: :data:`KAMIM_DEFAULTS`; pass
+    ``**KAMIM_PAPER`` for the published configuration.
 
     Args:
         images: uint8 images, or float images normalised with ``mean``/``std`` (the SimMIM target).
@@ -128,10 +171,22 @@ def patch_weights(
         density: ``"ring"`` (published) or ``"count"``, as in :func:`keypoint_density`.
         mean: normalisation mean of float images (ImageNet's by default); ignored for uint8.
         std: normalisation std of float images (ImageNet's by default); ignored for uint8.
-        channel_order: ``"rgb"``, or ``"bgr"`` for COLOR_BGR2GRAY's weights (see ``KAMIM_PAPER``).
+        channel_order: ``"rgb"`` (COLOR_RGB2GRAY), or ``"bgr"``: COLOR_BGR2GRAY's weights, the gray the
+            published code got by handing RGB arrays to OpenCV (``KAMIM_PAPER``). It matters: on 192x192
+            crops of scikit-image's colour photos, 31% of the FAST keypoints differ between the two grays,
+            34% of the 8 px cells get another weight (by 20% on average), and the loss of a blurred
+            reconstruction moves by 2.1% on average (0.2% to 6% per batch).
+        detector: ``"fast"`` (KAMIM's, on the device), or ``"orb"`` / ``"sift"``: ``cv2.ORB_create()`` /
+            ``cv2.SIFT_create()`` with default settings on the gray, rings drawn by ``cv2.drawKeypoints``
+            (sub-pixel centres), as the published code's ``--detector orb|sift``. These two need OpenCV
+            (``pip install kamim-fast[opencv]``), run on the CPU one image at a time (CUDA images are
+            copied to the host and back: a synchronisation), and take no ``threshold``.
 
     Returns:
-        float32 weights >= 1, the smallest of each image exactly 1.
+        float32 weights >= 1, the smallest of each image exactly 1, on the images' device.
+
+    Raises:
+        ImportError: ``detector="orb"`` or ``"sift"`` without OpenCV; the message names the extra.
 
     Shape:
         - images: (B, 3, H, W), H and W divisible by ``weight_patch_size``.
@@ -148,8 +203,22 @@ def patch_weights(
         mean = std = None  # the defaults are for float targets
     images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
                                         std, channel_order)
-    keypoints, _ = torch.ops.kamim_fast.fast_corners(images, opts.threshold, True, opts.bgr, opts.mean, opts.std)
-    return weights_from_keypoints(keypoints, opts.cell, opts.density, opts.temperature)
+    check_choice("detector", detector, DETECTORS)
+    if detector != "fast" and opts.threshold != FAST_DEFAULT_THRESHOLD:
+        raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with OpenCV's "
+                         f"default settings, as published")
+    if images.is_floating_point():
+        check_normalization("images", images, opts.mean, opts.std)
+    if detector == "fast":
+        return torch.ops.kamim_fast.patch_weights(images, opts.cell, opts.temperature, opts.threshold,
+                                                  opts.density == "ring", opts.bgr, opts.mean, opts.std)
+    from .detectors import keypoint_maps
+
+    stats = {} if images.dtype == torch.uint8 else {"mean": opts.mean, "std": opts.std}
+    gray = rgb_to_gray_u8(images, channel_order=channel_order, **stats)
+    maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
+    density_map = F.avg_pool2d(maps.unsqueeze(1), opts.cell).squeeze(1)
+    return density_to_weights(density_map, opts.temperature).to(images.device)
 
 
 class WeightOptions(NamedTuple):
@@ -176,3 +245,198 @@ def check_weight_options(name, images, weight_patch_size, temperature, threshold
     threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
     check_choice("density", density, DENSITY_MODES)
     return images, WeightOptions(p, temperature, threshold, density, bgr, mean_l, std_l)
+
+
+class NormalizationWarning(UserWarning):
+    """A float target's values cannot come from normalising uint8 images with the ``mean``/``std`` given."""
+
+
+class _NormalizationCheck:
+    """Warns once per process when a float target does not fit its ``mean``/``std`` (see :func:`check_normalization`).
+
+    Checks the first ``MAX_CHECKS`` batches only: a wrong normalisation is wrong from the first step, and
+    later steps then pay nothing. CPU tensors are checked at once. CUDA tensors are checked without a
+    host synchronisation: the per-channel minima and maxima are reduced on the device and copied into
+    pinned host memory with ``non_blocking=True`` behind a CUDA event; a later call reads them once
+    ``event.query()`` says the copy is done, so the warning comes a step or more late. Skipped while
+    ``torch.compile`` traces and during CUDA graph capture (nothing data-dependent is traced).
+    """
+
+    MAX_CHECKS = 16
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.checked = 0
+        self.warned = False
+        self.pending: tuple | None = None
+
+    def __call__(self, name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
+        if torch.compiler.is_compiling() or self.warned:
+            return
+        self.poll()
+        if self.warned or self.checked >= self.MAX_CHECKS or images.numel() == 0:
+            return
+        if images.device.type == "cpu":
+            self.checked += 1
+            self.report(_minmax(images.detach()).tolist(), name, mean, std, stacklevel=5)
+        elif images.is_cuda and self.pending is None:
+            with torch.cuda.device(images.device):  # the stream that reduces is the stream the event records on
+                if torch.cuda.is_current_stream_capturing():
+                    return
+                host = torch.empty(6, dtype=torch.float32, pin_memory=True)
+                host.copy_(_minmax(images.detach()), non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+            self.pending = (event, host, name, mean, std)
+
+    def poll(self, stacklevel: int = 6) -> None:
+        """Read a finished CUDA check, if any (never waits)."""
+        if self.pending is not None and self.pending[0].query():
+            _, host, name, mean, std = self.pending
+            self.pending = None
+            self.checked += 1
+            self.report(host.tolist(), name, mean, std, stacklevel=stacklevel)
+
+    def report(self, minmax: list[float], name: str, mean: list[float], std: list[float], stacklevel: int) -> None:
+        """Warn (pointing at the caller of the public function) if ``minmax`` does not fit mean/std."""
+        message = normalization_problem(minmax, name, mean, std)
+        if message is not None:
+            self.warned = True
+            warnings.warn(message, NormalizationWarning, stacklevel=stacklevel)
+
+
+def _minmax(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (6,) float32: the per-channel minima, then maxima (NaN propagates)."""
+    lo, hi = torch.aminmax(images.transpose(0, 1).reshape(3, -1), dim=1)
+    return torch.cat([lo, hi]).to(torch.float32)
+
+
+def normalization_problem(minmax: list[float], name: str, mean: list[float], std: list[float]) -> str | None:
+    """The message of :class:`NormalizationWarning` for per-channel minima and maxima, or None if they fit.
+
+    Two tests, in uint8 units ``v = (x * std + mean) * 255`` per channel:
+
+    - some value lies outside what normalising 0..255 can give (v < -2 or v > 257): e.g. a float image in
+      0..255, or other statistics; KAMIM's weights then see clamped pixels;
+    - every value lies within [0, 1] (and not all are equal) although ``mean`` is positive in every
+      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0
+      wherever it is darker than the mean). Its gray comes out washed out and its weights wrong.
+    """
+    lo, hi = minmax[:3], minmax[3:]
+    if any(math.isnan(v) for v in minmax):
+        return None
+    stats = f"mean={tuple(round(m, 4) for m in mean)}, std={tuple(round(s, 4) for s in std)}"
+    v_lo = [(x * s + m) * 255 for x, s, m in zip(lo, std, mean)]
+    v_hi = [(x * s + m) * 255 for x, s, m in zip(hi, std, mean)]
+    if min(v_lo) < -2 or max(v_hi) > 257:
+        ranges = ", ".join(f"[{(0 - m) / s:.3g}, {(1 - m) / s:.3g}]" for m, s in zip(mean, std))
+        seen = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
+        return (f"{name} holds values outside the range that normalising 0..255 with {stats} can give (per "
+                f"channel {ranges}; got {seen}): KAMIM's weights see those pixels clamped. Pass the mean and std "
+                f"{name} was normalised with (mean=0, std=1 for images in [0, 1]). Warned once.")
+    constant = max(hi) == min(lo)  # e.g. torch.zeros: a placeholder, not an image
+    if not constant and min(lo) >= 0 and max(hi) <= 1 and all(-m / s < -2 / (255 * s) for m, s in zip(mean, std)):
+        return (f"{name} holds values that all lie within [0, 1], which looks like an image that was not normalised, "
+                f"while {stats} say it was: KAMIM's weights would come from a washed-out gray. Pass mean=0, std=1 "
+                f"for images in [0, 1], or normalise {name}. Warned once.")
+    return None
+
+
+_NORMALIZATION_CHECK = _NormalizationCheck()
+
+
+def check_normalization(name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
+    """Warn once (:class:`NormalizationWarning`) when float ``images`` cannot have been normalised with
+    ``mean``/``std``; cheap, and without a host synchronisation on CUDA (see :class:`_NormalizationCheck`)."""
+    _NORMALIZATION_CHECK(name, images, mean, std)
+
+
+class KamimWeights:
+    """KAMIM's weights of one image, as a transform for data-loader workers (the published structure).
+
+    The published dataset (``KAMIM_Dataset(..., return_FAST=True)``) runs the keypoint detector and
+    drawKeypoints per image in the workers and yields the ring map; its training loop pools it into
+    weights. ``KamimWeights`` yields the weights themselves: call it on the augmented image in
+    ``__getitem__`` and pass the batch of weights to ``weighted_mim_loss(pred, target, mask, weights)``.
+    It calls :func:`patch_weights` on a batch of one, so it equals it exactly (and uses the native CPU
+    kernels where they are built). Picklable: its state is its options.
+
+    Args:
+        detector: ``"fast"``, ``"orb"`` or ``"sift"`` (see :func:`patch_weights`; the last two need OpenCV,
+            checked here, at construction).
+        weight_patch_size, temperature, threshold, density, channel_order: as :func:`patch_weights`;
+            defaults :data:`KAMIM_DEFAULTS`; ``**KAMIM_PAPER`` for the published configuration.
+        mean, std: the normalisation of float images (ImageNet's by default); unused for uint8 images.
+
+    Shape:
+        - image: (H, W, 3) uint8 numpy array (the published ``img.permute(1, 2, 0).numpy()``), or a
+          (3, H, W) uint8 or normalised float tensor; H and W divisible by ``weight_patch_size``.
+        - output: (H/p, W/p) float32 CPU tensor (on the image's device for a tensor input).
+
+    Example:
+        >>> import numpy as np
+        >>> img = np.full((16, 16, 3), 128, np.uint8)
+        >>> img[4, 4] = 255  # one bright dot: a FAST corner
+        >>> KamimWeights(**KAMIM_PAPER)(img)
+        tensor([[13.8046,  1.2062],
+                [ 1.2062,  1.0000]])
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: str = DETECTOR,
+        weight_patch_size: int = WEIGHT_PATCH_SIZE,
+        temperature: float = TEMPERATURE,
+        threshold: int = FAST_DEFAULT_THRESHOLD,
+        density: str = DENSITY,
+        mean: ChannelStats | None = IMAGENET_MEAN,
+        std: ChannelStats | None = IMAGENET_STD,
+        channel_order: str = CHANNEL_ORDER,
+    ) -> None:
+        check_choice("detector", detector, DETECTORS)
+        _, opts = check_weight_options("images", torch.zeros(1, 3, 0, 0), weight_patch_size, temperature, threshold,
+                                       density, mean, std, channel_order)
+        if detector != "fast":
+            from .detectors import import_cv2
+
+            import_cv2(detector)
+            if opts.threshold != FAST_DEFAULT_THRESHOLD:
+                raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with "
+                                 f"OpenCV's default settings, as published")
+        self.detector = detector
+        self.weight_patch_size = opts.cell
+        self.temperature = opts.temperature
+        self.threshold = opts.threshold
+        self.density = opts.density
+        self.channel_order = channel_order
+        self.mean = tuple(opts.mean)
+        self.std = tuple(opts.std)
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"image must be an (H, W, 3) uint8 array or a (3, H, W) tensor, got a {image.dtype} "
+                                 f"array of shape {image.shape}")
+            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        elif not isinstance(image, torch.Tensor):
+            raise TypeError(f"image must be an (H, W, 3) uint8 numpy array or a (3, H, W) tensor, got "
+                            f"{type(image).__name__}")
+        elif image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be a (3, H, W) tensor (or an (H, W, 3) uint8 array), got shape "
+                             f"{tuple(image.shape)}")
+        stats = {} if image.dtype == torch.uint8 else {"mean": self.mean, "std": self.std}
+        return patch_weights(image[None], weight_patch_size=self.weight_patch_size, temperature=self.temperature,
+                             threshold=self.threshold, density=self.density, channel_order=self.channel_order,
+                             detector=self.detector, **stats)[0]
+
+    def __repr__(self) -> str:
+        names = ("detector", "weight_patch_size", "temperature", "threshold", "density", "channel_order", "mean", "std")
+        return f"KamimWeights({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is KamimWeights and repr(self) == repr(other)
+
+    __hash__ = None  # type: ignore[assignment]

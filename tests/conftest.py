@@ -19,9 +19,18 @@ INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# (device, backend) pairs this machine can run: the reference always, the Triton kernels on CUDA or
-# through the interpreter.
+import dataclasses  # noqa: E402
+
+from kamim_fast import _backend  # noqa: E402
+
+# The native CPU kernels are part of the build: CI must have them (tests/test_native_*.py say why not).
+NATIVE = _backend.cpp_status("fast_corners", "cpu")[0]
+
+# (device, backend) pairs this machine can run: the reference always, the native kernels on the CPU, the
+# Triton kernels on CUDA or through the interpreter.
 TARGETS = [("cpu", "torch")]
+if NATIVE:
+    TARGETS.append(("cpu", "cpp"))
 if INTERPRETER:
     TARGETS.append(("cpu", "triton"))
 if CUDA:
@@ -30,10 +39,35 @@ if CUDA:
 
 @pytest.fixture(params=TARGETS, ids=[f"{d}-{b}" for d, b in TARGETS])
 def target(request, monkeypatch) -> tuple[str, str]:
-    """Runs the test once per (device, backend); the backend is selected through KAMIM_FAST_BACKEND."""
+    """Runs the test once per (device, backend); the backend is selected through KAMIM_FAST_BACKEND.
+
+    Under a kernel backend the ops that have that backend cannot reach their PyTorch reference: a test
+    labelled triton or cpp proves the kernel ran (see :func:`forbid_reference`).
+    """
     device, backend = request.param
     monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    if backend != "torch":
+        forbid_reference(monkeypatch, device, backend)
     return device, backend
+
+
+def forbid_reference(monkeypatch, device: str, backend: str) -> None:
+    """Replaces, in the implementation table, the torch implementation of every op that has ``backend`` on
+    ``device`` by one that raises while ``KAMIM_FAST_BACKEND`` still asks for ``backend`` (a test may switch
+    to ``torch`` itself to compute its expectation)."""
+    for name, entry in list(_backend.TABLE.items()):
+        impl = entry.impls.get(backend)
+        if impl is None or device not in impl.devices:
+            continue
+        reference = entry.impls["torch"].kernel
+
+        def guarded(*args, _name=name, _reference=reference):
+            if _backend.requested_backend() == backend:
+                raise AssertionError(f"a {backend} test reached the PyTorch reference of kamim_fast::{_name}")
+            return _reference(*args)
+
+        impls = {**entry.impls, "torch": dataclasses.replace(entry.impls["torch"], kernel=guarded)}
+        monkeypatch.setitem(_backend.TABLE, name, dataclasses.replace(entry, impls=impls))
 
 
 @pytest.fixture

@@ -13,14 +13,25 @@ import torch
 import torch.nn.functional as F
 
 
+def published_keypoints(arr: np.ndarray, detector: str = "fast", threshold: int = 10) -> list:
+    """The published dataset's ``kp_detector`` branch (KAMIM_Dataset.__getitem__), on the colour array."""
+    if detector == "fast":
+        return cv2.FastFeatureDetector_create(threshold).detect(arr, None)
+    if detector == "sift":
+        return cv2.SIFT_create().detect(arr, None)
+    if detector == "orb":
+        return cv2.ORB_create().detect(arr, None)
+    raise ValueError(detector)
+
+
 def published_weights(images_hwc: np.ndarray, patch: int, temperature: float, threshold: int = 10,
-                      channel_order: str = "bgr", density: str = "ring") -> torch.Tensor:
+                      channel_order: str = "bgr", density: str = "ring", detector: str = "fast") -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB arrays -> (B, H/p, W/p) float32 weights."""
     maps = []
     for img in images_hwc:
         # The published code hands the RGB array to OpenCV as is ("bgr"); "rgb" flips it first.
         arr = img if channel_order == "bgr" else np.ascontiguousarray(img[..., ::-1])
-        kps = cv2.FastFeatureDetector_create(threshold).detect(arr)
+        kps = published_keypoints(arr, detector, threshold)
         if density == "ring":
             drawn = cv2.drawKeypoints(np.zeros_like(img), kps, None, color=(255, 0, 0))
             maps.append(np.sign(drawn[..., 0]).astype(np.float32))

@@ -36,18 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXT_OK, EXT_REASON = _ext.status()
 needs_ext = pytest.mark.skipif(not EXT_OK, reason=f"AMT extension not loaded: {EXT_REASON}")
 
-# (device, backend): "triton" demands the compiled extension for the AMT ops, "torch" the reference.
-AMT_TARGETS = [("cpu", "triton"), ("cpu", "torch")]
+# (device, backend): "cpp" demands the compiled extension for the AMT ops, "torch" the reference.
+AMT_TARGETS = [("cpu", "cpp"), ("cpu", "torch")]
 if CUDA:
-    AMT_TARGETS += [("cuda", "triton"), ("cuda", "torch")]
+    AMT_TARGETS += [("cuda", "cpp"), ("cuda", "torch")]
 ALL_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-@pytest.fixture(params=AMT_TARGETS, ids=[f"{d}-{'ext' if b == 'triton' else 'ref'}" for d, b in AMT_TARGETS])
+@pytest.fixture(params=AMT_TARGETS, ids=[f"{d}-{'ext' if b == 'cpp' else 'ref'}" for d, b in AMT_TARGETS])
 def amt_target(request, monkeypatch) -> str:
     """Runs the test on the extension and on the reference; returns the device."""
     device, backend = request.param
-    if backend == "triton" and not EXT_OK:
+    if backend == "cpp" and not EXT_OK:
         pytest.fail(f"the AMT extension must load in CI: {EXT_REASON}")
     monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
     return device
@@ -264,7 +264,7 @@ def test_extension_equals_reference_with_heavy_ties(monkeypatch, rng):
         w[:, 0] = 1.0
         q = torch.from_numpy(rng.choice([0.5, 1.0, 2.0, math.inf], (B, N))).float()
         kw = dict(mask_ratio=float(rng.uniform(0, 0.5)), throw_ratio=float(rng.uniform(0, 0.5)), noise=q)
-        monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
+        monkeypatch.setenv("KAMIM_FAST_BACKEND", "cpp")
         got = amt_masking(w, **kw)
         monkeypatch.setenv("KAMIM_FAST_BACKEND", "torch")
         want = amt_masking(w, **kw)
@@ -304,7 +304,7 @@ def test_extension_and_reference_raise_the_same_message(value, monkeypatch, rng)
     if value == 0.0:
         w[2] = 0.0
     messages = []
-    for backend in ("triton", "torch"):
+    for backend in ("cpp", "torch"):
         monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
         with pytest.raises(ValueError) as info:
             amt_masking(w)
@@ -584,8 +584,8 @@ def test_installed_extension_holds_the_cuda_kernels():
     module = importlib.import_module("kamim_fast._C")  # the installed module, not a JIT build
     assert Path(module.__file__).name.startswith("_C")
     for op in _ext.OPS:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast::{op}", "CUDA"), op
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast::{op}", "CPU"), op
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast_cpp::{op}", "CUDA"), op
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast_cpp::{op}", "CPU"), op
     assert _ext.has_cuda()
 
 
@@ -606,7 +606,7 @@ def test_fallback_warns_once_and_forced_extension_raises():
         "    x = kamim_fast.gather_patches(torch.randn(2, 9, 3), m.ids_keep)\n"
         "ours = [w for w in caught if 'PyTorch references' in str(w.message)]\n"
         "print('WARNINGS', len(ours), ours[0].message if ours else '')\n"
-        "import os; os.environ['KAMIM_FAST_BACKEND'] = 'triton'\n"
+        "import os; os.environ['KAMIM_FAST_BACKEND'] = 'cpp'\n"
         "try:\n"
         "    kamim_fast.gather_patches(torch.randn(2, 9, 3), m.ids_keep)\n"
         "except RuntimeError as e:\n"
@@ -614,7 +614,7 @@ def test_fallback_warns_once_and_forced_extension_raises():
     )
     out = _run(code, KAMIM_FAST_JIT="0", KAMIM_FAST_BACKEND="auto")
     assert "WARNINGS 1 " in out.stdout and "KAMIM_FAST_JIT=0" in out.stdout, out.stdout + out.stderr
-    assert "RAISED KAMIM_FAST_BACKEND=triton needs the compiled AMT extension" in out.stdout, out.stdout + out.stderr
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows" in out.stdout, out.stdout + out.stderr
 
 
 def test_jit_build_of_the_cpu_sources(tmp_path):
@@ -628,18 +628,19 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
         "m = kamim_fast.amt_masking(torch.tensor([[1.0, 3.0, 2.0, 0.5]]), mask_ratio=0.5, throw_ratio=0.25, noise=torch.ones(1, 4))\n"
         "print('IDS', m.ids_shuffle.tolist(), m.mask.tolist())\n"
         "try:\n"
-        "    _backend._use_extension_on('cuda')\n"
+        "    _backend.resolve('gather_rows', 'cuda')\n"
         "except RuntimeError as e:\n"
         "    print('RAISED', e)\n"
     )
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), KAMIM_FAST_BACKEND="triton", KAMIM_FAST_JIT="cpu",
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), KAMIM_FAST_BACKEND="cpp", KAMIM_FAST_JIT="cpu",
                MAX_JOBS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     text = out.stdout + out.stderr
     assert "STATUS (True, '')" in out.stdout, text
     assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
-    assert "RAISED the AMT extension kamim_fast._C was built without CUDA" in out.stdout, text
-    assert list(tmp_path.glob("kamim_fast_amt_cpu/*.so")), list(tmp_path.rglob("*"))
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cuda tensors" in out.stdout, text
+    assert "built without CUDA" in out.stdout, text
+    assert list(tmp_path.glob("kamim_fast_cpu/*.so")), list(tmp_path.rglob("*"))
 
 
 def test_public_amt_names():

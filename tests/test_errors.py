@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,13 +20,20 @@ def test_the_table_covers_every_module():
     called = {row["call"].split("(")[0] for row in ROWS}
     assert len(ROWS) >= 30
     assert {"weighted_mim_loss", "fast_corners", "rgb_to_gray_u8", "keypoint_density", "patch_weights", "amt_masking",
-            "gather_patches", "random_masking", "unshuffle_with_mask_token", "WeightedMIMLoss"} <= called
+            "gather_patches", "random_masking", "unshuffle_with_mask_token", "WeightedMIMLoss", "KamimWeights",
+            "hf_mim_loss"} <= called
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r["call"][:60] for r in ROWS])
 def test_documented_error(row, monkeypatch):
     monkeypatch.setenv("KAMIM_FAST_BACKEND", "torch")
-    namespace = {"torch": torch, "z": torch.zeros, **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
+    from transformers import ViTImageProcessor
+
+    from kamim_fast.integrations.hf import hf_mim_loss, processor_stats
+
+    namespace = {"torch": torch, "z": torch.zeros, "np": np, "hf_mim_loss": hf_mim_loss,
+                 "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor,
+                 **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
     with pytest.raises(getattr(__builtins__, row["exc"], None) or __builtins__[row["exc"]]) as info:
         eval(row["call"], namespace)
     assert str(info.value) == row["message"]

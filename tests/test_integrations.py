@@ -20,7 +20,7 @@ from images import COLOUR_NAMES, crop, real_image
 from published import normalise, published_weights, simmim_loss
 from torch import nn
 
-from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, WeightedMIMLoss, weighted_mim_loss
+from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss
 from kamim_fast.cli import main
 from kamim_fast.integrations.data import SimMIMAugment, simmim_mask
 from kamim_fast.integrations.hf import HFMaskedImageModeling, hf_mim_loss
@@ -101,7 +101,7 @@ def test_simmim_wrapper_with_paper_preset_is_the_published_kamim_loss(target, rn
     B = 2 if backend == "triton" else 4
     imgs, x = _real_batch(rng, B, 64)
     mask = simmim_mask(B, 64, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
-    model = SimMIM(_tiny_encoder(64), 16)  # KAMIM_PAPER
+    model = SimMIM(_tiny_encoder(64), 16, **KAMIM_PAPER)
     ref = copy.deepcopy(model)  # on the CPU, with the published loss
     model = model.to(device)
     loss = model(x.to(device), mask.to(device))
@@ -112,9 +112,11 @@ def test_simmim_wrapper_with_paper_preset_is_the_published_kamim_loss(target, rn
     _assert_grads_close([g.cpu() for g in grads], grads_want, rtol=1e-4)
 
 
-def test_simmim_loss_options_update_the_paper_preset():
+def test_simmim_loss_options_are_the_loss_options():
+    """No hidden preset: the options given reach the loss, the rest are weighted_mim_loss's (KAMIM_DEFAULTS)."""
     model = SimMIM(_tiny_encoder(32), 16, temperature=0.5)
-    assert model.criterion.kwargs["temperature"] == 0.5 and model.criterion.kwargs["channel_order"] == "bgr"
+    assert model.criterion.kwargs == {"temperature": 0.5}
+    assert SimMIM(_tiny_encoder(32), 16, **KAMIM_PAPER).criterion.kwargs == KAMIM_PAPER
     assert SimMIM(_tiny_encoder(32), 16, weights=None).criterion.kwargs == {}
 
 
@@ -191,7 +193,7 @@ def test_hf_with_paper_preset_is_the_published_kamim_loss(arch, mean, std, rng):
     imgs, pixels = _real_batch(rng, 3, 64, mean, std)
     p = model.config.patch_size
     pos = torch.from_numpy(rng.random((3, (64 // p) ** 2)) < 0.6)
-    out = HFMaskedImageModeling(model, mean=mean, std=std)(pixels, pos)
+    out = HFMaskedImageModeling(model, mean=mean, std=std, **KAMIM_PAPER)(pixels, pos)
     rec = out.reconstruction.detach().requires_grad_()
     want = simmim_loss(pixels, rec, pos.reshape(3, 64 // p, 64 // p).int(), p,
                        published_weights(imgs, 8, 0.25, channel_order="bgr"))
@@ -203,7 +205,7 @@ def test_hf_with_paper_preset_is_the_published_kamim_loss(arch, mean, std, rng):
 
 def test_hf_few_optimiser_steps_reduce_the_loss(rng):
     _seed(rng)
-    model = HFMaskedImageModeling(_hf_vit(64))
+    model = HFMaskedImageModeling(_hf_vit(64), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     _, pixels = _real_batch(rng, 6, 64)
     pos = torch.from_numpy(rng.random((6, 16)) < 0.6)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -363,7 +365,21 @@ def test_bench_passes_its_arguments_to_the_benchmark_runner(monkeypatch):
     seen = []
     monkeypatch.setattr(runner, "main", lambda argv: seen.append(argv) or 7)
     assert main(["bench", "--quick", "--only", "fast", "--help"]) == 7
-    assert seen == [["--quick", "--only", "fast", "--help"]]
+    root = Path(runner.__file__).resolve().parents[1]  # results go to the checkout, not the current folder
+    assert seen == [["--quick", "--only", "fast", "--help", "--out", str(root / "benchmarks" / "results")]]
+    assert main(["bench", "--out", "x"]) == 7 and seen[-1] == ["--out", "x"]
+
+
+def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, tmp_path, capsys):
+    import kamim_fast.cli
+
+    monkeypatch.setattr(kamim_fast.cli, "checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    for word in ("kamim_fast source checkout", "pip install -e", "Nothing was written"):
+        assert word in err, (word, err)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_quick_demo_runs_end_to_end(tmp_path):
@@ -397,7 +413,7 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         (lambda: SimMIM.from_model(nn.Linear(2, 2)), TypeError, ["SimMIM model", "Linear", "encoder"]),
         (lambda: TimmViTForSimMIM(nn.Linear(2, 2)), TypeError, ["vit", "VisionTransformer", "Linear"]),
         (lambda: HFMaskedImageModeling(nn.Linear(2, 2)), TypeError, ["config.patch_size", "Linear"]),
-        (lambda: HFMaskedImageModeling(_hf_vit(32))(torch.zeros(1, 3, 32, 32), None), TypeError,
+        (lambda: HFMaskedImageModeling(_hf_vit(32), weights=None)(torch.zeros(1, 3, 32, 32), None), TypeError,
          ["bool_masked_pos", "NoneType"]),
         (lambda: simmim_mask(2, 100), ValueError, ["input_size", "(100, 100)", "mask_patch_size=32"]),
         (lambda: simmim_mask(2, 64, model_patch_size=12), ValueError, ["mask_patch_size=32", "model_patch_size=12"]),

@@ -147,7 +147,7 @@ def test_reference_is_the_formula(rng):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_op_equals_the_reference_with_gradients(dtype, target, rng):
-    """kamim_fast::weighted_masked_l1 (kernel on the triton backends) vs the differentiable reference."""
+    """kamim_fast::weighted_mim_loss (kernel on the triton backends) vs the differentiable reference."""
     device, _ = target
     B, C, H, W = 2, 3, 48, 80
     tgt = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
@@ -196,15 +196,15 @@ def test_op_opcheck_and_determinism(target, rng):
     grid = torch.from_numpy(rng.random((2, 3, 3)) < 0.5).float().to(device)
     weights = torch.from_numpy(rng.uniform(1, 3, (2, 6, 6))).float().to(device)
     ops = torch.ops.kamim_fast
-    torch.library.opcheck(ops.weighted_masked_l1.default, (pred.requires_grad_(), tgt, grid, weights, 16, 8, 1e-5))
-    torch.library.opcheck(ops.weighted_masked_l1.default, (pred, tgt, grid, None, 16, 1, 1e-5))
+    torch.library.opcheck(ops.weighted_mim_loss.default, (pred.requires_grad_(), tgt, grid, weights, 16, 8, 1e-5))
+    torch.library.opcheck(ops.weighted_mim_loss.default, (pred, tgt, grid, None, 16, 1, 1e-5))
     for cell, ring, bgr in ((8, True, True), (16, False, False), (12, True, False)):  # 12: the unfused path
-        torch.library.opcheck(ops.fast_weighted_masked_l1.default,
+        torch.library.opcheck(ops.fast_weighted_mim_loss.default,
                               (pred, tgt, grid, 16, cell, 0.25, 10, ring, bgr, list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5))
     grad = torch.tensor(1.5, device=device)
-    signs = ops.weighted_masked_l1(pred.detach(), tgt, grid, weights, 16, 8, 1e-5)[1]
+    signs = ops.weighted_mim_loss(pred.detach(), tgt, grid, weights, 16, 8, 1e-5)[1]
     for grad_target in (True, False):
-        torch.library.opcheck(ops.weighted_masked_l1_backward.default,
+        torch.library.opcheck(ops.weighted_mim_loss_backward.default,
                               (grad, signs, grid, weights, 16, 8, 1e-5, 48, torch.bfloat16, torch.float32, grad_target))
     first = weighted_mim_loss(pred.detach(), tgt, grid, weights)
     for _ in range(3):
@@ -279,7 +279,7 @@ def test_fast_weights_of_the_op_are_patch_weights(target, weight_patch_size, rng
     pred = tgt + 0.25
     grid = torch.from_numpy(rng.random((2, 3, 6)) < 0.6).float()
     opts = dict(weight_patch_size=weight_patch_size, temperature=0.5, threshold=12, density="ring", channel_order="bgr")
-    loss, weights, _ = torch.ops.kamim_fast.fast_weighted_masked_l1(
+    loss, weights, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
         pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, True, True,
         list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5)
     want = patch_weights(tgt, **opts)

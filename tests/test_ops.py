@@ -73,12 +73,15 @@ def test_forced_triton_without_interpreter_raises():
     assert "RAISED" in out.stdout and "TRITON_INTERPRET=1" in out.stdout, out.stdout + out.stderr
 
 
-def test_auto_uses_the_reference_on_cpu(monkeypatch, rng):
-    """auto: CPU tensors take the PyTorch reference even when the interpreter is on."""
-    monkeypatch.setenv("KAMIM_FAST_BACKEND", "auto")
-    from kamim_fast._backend import use_triton
+def test_auto_uses_the_native_kernels_on_cpu(monkeypatch, rng):
+    """auto: CPU tensors take the native kernels (the reference only without the extension), even when the
+    interpreter is on."""
+    from conftest import NATIVE
 
-    assert not use_triton(torch.zeros(1))
+    from kamim_fast._backend import resolve
+
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", "auto")
+    assert resolve("fast_corners", "cpu").backend == ("cpp" if NATIVE else "torch")
     gray = torch.from_numpy(crop(real_image("coins"), 30, 40, rng))
     for got, want in zip(fast_corners(gray), kamim_fast.fast_corners_ref(gray.unsqueeze(0))):
         assert torch.equal(got, want[0])

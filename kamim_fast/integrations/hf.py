@@ -6,18 +6,67 @@ tensors; :class:`HFMaskedImageModeling` wraps a model so that ``outputs.loss`` i
 what ``transformers.Trainer`` and hand-written loops read.
 
 Normalisation: KAMIM's weights recover the uint8 gray image from ``pixel_values``, so the loss must know
-the image processor's ``image_mean``/``image_std``. ``ViTImageProcessor`` defaults to 0.5/0.5, not
-ImageNet's statistics (the loss's default): pass ``mean=processor.image_mean, std=processor.image_std``.
+how they were normalised. ``ViTImageProcessor`` uses 0.5/0.5, not ImageNet's statistics, so nothing is
+assumed: with ``weights="fast"`` pass the image processor (``processor=``, which also accounts for its
+``do_normalize``, ``do_rescale`` and ``rescale_factor``) or explicit ``mean=``/``std=``; without either it
+raises. ``weights=None`` (the model's own loss) needs neither. The other options default to
+:data:`kamim_fast.KAMIM_DEFAULTS`, as everywhere; pass ``**KAMIM_PAPER`` for the published configuration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from .._checks import check_int
-from ..loss import KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss
+from .._checks import check_choice, check_int
+from ..loss import WeightedMIMLoss, weighted_mim_loss
 from .simmim import _criterion
+
+
+def processor_stats(processor: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for :func:`kamim_fast.weighted_mim_loss` from a Hugging Face image processor.
+
+    The processor computes ``pixel_values = (v * rescale_factor - image_mean) / image_std`` (each step
+    only when ``do_rescale`` / ``do_normalize``); the loss un-normalises ``v = (x * std + mean) * 255``,
+    so ``mean = image_mean / (255 * rescale_factor)`` and ``std = image_std / (255 * rescale_factor)``
+    (0 and ``1 / (255 * rescale_factor)`` without ``do_normalize``).
+
+    Example:
+        >>> import transformers
+        >>> processor_stats(transformers.ViTImageProcessor())
+        ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    """
+    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+    do_normalize = getattr(processor, "do_normalize", True)
+    if do_normalize and (mean is None or std is None):
+        raise TypeError(f"processor must be a Hugging Face image processor with image_mean and image_std, got "
+                        f"{type(processor).__name__}")
+    rescale = float(getattr(processor, "rescale_factor", 1 / 255)) if getattr(processor, "do_rescale", True) else 1.0
+    scale = 255.0 * rescale
+
+    def per_channel(v: object) -> tuple[float, ...]:
+        return tuple(float(x) for x in v) if isinstance(v, Sequence) else (float(v),) * 3
+
+    if not do_normalize:
+        return (0.0,) * 3, (1.0 / scale,) * 3
+    return tuple(m / scale for m in per_channel(mean)), tuple(s / scale for s in per_channel(std))
+
+
+def _stats_options(where: str, weights: str | None, processor: object | None, loss_options: dict) -> dict:
+    """``loss_options`` with ``mean``/``std`` from ``processor``; raises when weights need them and none came."""
+    if processor is not None:
+        if "mean" in loss_options or "std" in loss_options:
+            raise ValueError(f"{where} takes processor or mean/std, not both")
+        mean, std = processor_stats(processor)
+        return {**loss_options, "mean": mean, "std": std}
+    if weights is not None and ("mean" not in loss_options or "std" not in loss_options):
+        raise ValueError(
+            f"{where} with weights={weights!r} needs the statistics pixel_values were normalised with: pass "
+            f"processor=<the image processor>, or mean=... and std=... (ViTImageProcessor uses 0.5, not ImageNet's; "
+            f"kamim_fast does not guess)")
+    return loss_options
 
 
 def hf_mim_loss(
@@ -26,24 +75,30 @@ def hf_mim_loss(
     bool_masked_pos: torch.Tensor,
     weights: str | None = "fast",
     *,
+    processor: object | None = None,
     patch_size: int | None = None,
     **loss_options,
 ) -> torch.Tensor:
     """kamim_fast's loss from a Hugging Face masked-image-modelling model's tensors.
 
-    With ``weights=None`` this is the model's own ``loss``; with ``"fast"`` it is KAMIM's published loss
-    (:data:`kamim_fast.KAMIM_PAPER`, updated by ``loss_options``).
+    With ``weights=None`` this is the model's own ``loss``; with ``"fast"`` it is KAMIM's loss with the
+    options of :data:`kamim_fast.KAMIM_DEFAULTS`, updated by ``loss_options`` (``**KAMIM_PAPER`` for the
+    published configuration).
 
     Args:
         reconstruction: ``outputs.reconstruction``.
         pixel_values: the model's input, normalised (the target).
         bool_masked_pos: the model's (B, N) mask, True where masked, row-major patches.
-        weights: ``"fast"`` (KAMIM, default) or None (SimMIM, as the model's own loss).
+        weights: ``"fast"`` (KAMIM, default), a (B, H/p, W/p) tensor, or None (SimMIM, as the model's own loss).
+        processor: the image processor that made ``pixel_values``; or pass ``mean`` and ``std``.
         patch_size: ``model.config.patch_size``; inferred from N when omitted (square patches).
         **loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss` (``mean``, ``std``, ...).
 
     Returns:
         A float32 scalar.
+
+    Raises:
+        ValueError: ``weights="fast"`` without ``processor`` or ``mean``/``std``.
 
     Shape:
         - reconstruction, pixel_values: (B, C, H, W).
@@ -55,8 +110,7 @@ def hf_mim_loss(
         >>> float(hf_mim_loss(rec, pix, pos, None, patch_size=16))
         1.0
     """
-    if weights is not None:
-        loss_options = {**KAMIM_PAPER, **loss_options}
+    loss_options = _stats_options("hf_mim_loss", weights if isinstance(weights, str) else None, processor, loss_options)
     return weighted_mim_loss(reconstruction, pixel_values, bool_masked_pos, weights, patch_size=patch_size,
                              **loss_options)
 
@@ -72,28 +126,35 @@ class HFMaskedImageModeling(nn.Module):
     Args:
         model: ``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling`` or any model with a
             ``config.patch_size`` that returns ``reconstruction``.
-        weights: ``"fast"`` (KAMIM's published preset, default) or None (the model's own loss).
-        **loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss`; pass the image
-            processor's ``mean``/``std``.
+        processor: the image processor that makes ``pixel_values`` (its statistics reach the weights);
+            or pass ``mean=`` and ``std=``. One of the two is required with ``weights="fast"``.
+        weights: ``"fast"`` (KAMIM, default) or None (the model's own loss).
+        **loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss`, defaults
+            :data:`kamim_fast.KAMIM_DEFAULTS` (``**KAMIM_PAPER`` for the published configuration).
 
     Example:
         >>> import transformers
         >>> cfg = transformers.ViTConfig(image_size=32, patch_size=8, encoder_stride=8, hidden_size=16,
         ...                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-        >>> model = HFMaskedImageModeling(transformers.ViTForMaskedImageModeling(cfg), mean=0.5, std=0.5)
-        >>> out = model(torch.randn(2, 3, 32, 32), torch.rand(2, 16) < 0.5)
+        >>> processor = transformers.ViTImageProcessor(size=32)
+        >>> model = HFMaskedImageModeling(transformers.ViTForMaskedImageModeling(cfg), processor=processor)
+        >>> out = model(torch.randn(2, 3, 32, 32).clamp(-1, 1), torch.rand(2, 16) < 0.5)
         >>> out.loss.shape, out.reconstruction.shape
         (torch.Size([]), torch.Size([2, 3, 32, 32]))
     """
 
-    def __init__(self, model: nn.Module, *, weights: str | None = "fast", **loss_options) -> None:
+    def __init__(self, model: nn.Module, *, processor: object | None = None, weights: str | None = "fast",
+                 **loss_options) -> None:
         super().__init__()
         config = getattr(model, "config", None)
         if not isinstance(model, nn.Module) or getattr(config, "patch_size", None) is None:
             raise TypeError(f"model must be a Hugging Face model with config.patch_size (ViTForMaskedImageModeling, "
                             f"SwinForMaskedImageModeling), got {type(model).__name__}")
+        if weights is not None:
+            check_choice("weights", weights, ("fast",))
         self.model = model
         self.patch_size = check_int("model.config.patch_size", config.patch_size, 1, 1 << 16)
+        loss_options = _stats_options("HFMaskedImageModeling", weights, processor, loss_options)
         self.criterion: WeightedMIMLoss = _criterion(weights, {"patch_size": self.patch_size, **loss_options})
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor, **kwargs):

@@ -7,6 +7,8 @@ attribute names (``encoder``, ``decoder``, ``encoder_stride``, ``in_chans``, ``p
 SimMIM training script, its checkpoints and its optimiser set-up take it unchanged; only the loss is
 :func:`kamim_fast.weighted_mim_loss`: KAMIM's published preset (``weights="fast"``, the default) or
 plain SimMIM (``weights=None``, equal to SimMIM's own loss: the same formula, tested to 1e-6 relative).
+The weight options default to :data:`kamim_fast.KAMIM_DEFAULTS`, as at every entry point; pass
+``**KAMIM_PAPER`` for the published configuration.
 
 :meth:`SimMIM.from_model` wraps an existing SimMIM instance (sharing its modules); the README shows the
 two-line edit of SimMIM's own ``models/simmim.py`` instead.
@@ -18,7 +20,8 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int, check_tensor
-from ..loss import KAMIM_PAPER, WeightedMIMLoss
+from ..loss import WeightedMIMLoss
+from ..weights import KAMIM_PAPER  # noqa: F401  (the docstrings' examples use it)
 
 
 def _attr_int(name: str, module: nn.Module, value: int | None, attr: str) -> int:
@@ -44,8 +47,8 @@ class SimMIM(nn.Module):
         weights: ``"fast"`` for KAMIM's keypoint weights (default) or None for SimMIM's loss.
         in_chans: image channels; default ``encoder.in_chans``.
         patch_size: the mask's patch size in pixels; default ``encoder.patch_size``.
-        **loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss`. With
-            ``weights="fast"`` they update :data:`kamim_fast.KAMIM_PAPER` (the published preset).
+        **loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss` (defaults
+            :data:`kamim_fast.KAMIM_DEFAULTS`; ``**KAMIM_PAPER`` for the published configuration).
 
     Shape:
         - x: (B, in_chans, H, W), the normalised image (also the target).
@@ -55,7 +58,7 @@ class SimMIM(nn.Module):
     Example:
         >>> from kamim_fast.integrations.timm import TimmViTForSimMIM
         >>> enc = TimmViTForSimMIM.create(img_size=32, patch_size=16, embed_dim=24, depth=1, num_heads=2)
-        >>> model = SimMIM(enc, encoder_stride=16)  # KAMIM's published loss
+        >>> model = SimMIM(enc, encoder_stride=16, **KAMIM_PAPER)  # KAMIM's published loss
         >>> loss = model(torch.randn(2, 3, 32, 32), torch.ones(2, 2, 2, dtype=torch.bool))
         >>> loss.shape, bool(loss > 0)
         (torch.Size([]), True)
@@ -137,5 +140,4 @@ class SimMIM(nn.Module):
 def _criterion(weights: str | None, loss_options: dict) -> WeightedMIMLoss:
     if weights is not None:
         check_choice("weights", weights, ("fast",))
-        loss_options = {**KAMIM_PAPER, **loss_options}
     return WeightedMIMLoss(weights, **loss_options)

@@ -106,8 +106,9 @@ def simmim_vit(
 
     Args:
         model_name: a timm ViT name (``"vit_tiny_patch16_224"``) or None for ``VisionTransformer(**vit_kwargs)``.
-        weights: ``"fast"`` for KAMIM's published loss (default) or None for SimMIM's.
-        loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss` (see :class:`SimMIM`).
+        weights: ``"fast"`` for KAMIM's loss (default) or None for SimMIM's.
+        loss_options: keyword arguments of :func:`kamim_fast.weighted_mim_loss` (see :class:`SimMIM`);
+            defaults :data:`kamim_fast.KAMIM_DEFAULTS`, ``loss_options=KAMIM_PAPER`` for the published ones.
         **vit_kwargs: timm's ViT arguments, e.g. ``img_size=96, patch_size=16, embed_dim=96, depth=4``.
 
     Returns:

@@ -1,0 +1,549 @@
+// Native CPU FAST, gray, keypoint density and KAMIM weights (issue 11), bit-exact with OpenCV and with the
+// PyTorch references (kamim_fast/gray.py, fast.py, weights.py).
+//
+// - fast_cpu.h: the torch-free interface (gray_rows, cell_cover) that the fused CPU loss also uses.
+// - fast_cpu_simd.h: the vector kernels, compiled here once per instruction set (portable/SSE2, AVX2,
+//   AVX-512BW) and chosen at run time (`kernels()`; KAMIM_FAST_CPU_ISA=portable|sse2|avx2|avx512 forces one).
+// - The ops `kamim_fast_cpp::{rgb_to_gray_u8, fast_corners, keypoint_density, patch_weights}` with the
+//   schemas of the Python ops of the same name; at::parallel_for over (image, band of rows) work items of a
+//   fixed size, so the results do not depend on the number of threads.
+
+#include "fast_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/amin.h>
+#include <ATen/ops/clamp.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KF_X86 1
+#include <immintrin.h>
+#else
+#define KF_X86 0
+#endif
+
+#include "opencv_constants.h"
+
+namespace kamim_fast::cpu {
+namespace {
+
+// The ring of opencv_constants.h must be the dilations cover_from_bits builds (fast_cpu_simd.h).
+constexpr bool ring_is_dilations() {
+  for (int r = 0; r < 9; ++r)
+    for (int c = 0; c < 9; ++c) {
+      const int dy = r < 4 ? 4 - r : r - 4, dx = c < 4 ? 4 - c : c - 4;
+      const bool want = dy == 4 ? dx <= 1 : dy == 3 ? dx <= 2 : dy == 2 ? dx <= 3 : (dx >= 2 && dx <= 4);
+      if ((opencv::kDrawKeypointRing[r][c] == '#') != want) return false;
+    }
+  return opencv::kDrawKeypointRingRadius == 4;
+}
+static_assert(ring_is_dilations(), "cover_from_bits assumes drawKeypoints' ring of opencv_constants.h");
+static_assert(opencv::kFastRadius == 3 && opencv::kFastArc == 9, "the kernels assume FAST-9/16 of radius 3");
+
+// OpenCV's FAST score + 1 at a corner, else 0, one pixel at a time (narrow images; the vector code's twin).
+inline int score_scalar(const uint8_t* const* r, int64_t x, int t) {
+  const int c = r[3][x];
+  int d[16 + 8];
+  for (int k = 0; k < 16; ++k) d[k] = c - r[3 + opencv::kFastCircle[k][1]][x + opencv::kFastCircle[k][0]];
+  for (int k = 0; k < 8; ++k) d[16 + k] = d[k];
+  int A = -1024, B = 1024;
+  for (int i = 0; i < 16; ++i) {
+    int mn = d[i], mx = d[i];
+    for (int j = 1; j < opencv::kFastArc; ++j) mn = std::min(mn, d[i + j]), mx = std::max(mx, d[i + j]);
+    A = std::max(A, mn);
+    B = std::min(B, mx);
+  }
+  const int e = std::max(A, -B);
+  return e > t ? e : 0;
+}
+
+// round((x*std + mean)*255) clamped to [0, 255], NaN -> 0: three float32 roundings, as torch does them (no
+// fused multiply-add: the vector copies that use this are compiled without FMA; see fast_cpu_simd.h).
+inline int32_t unnormalise(float x, float s, float m) {
+  float v = x * s;
+#if defined(__FMA__) || !KF_X86
+  __asm__("" : "+m"(v));  // keep the product rounded on its own where the compiler could fuse it
+#endif
+  v = (v + m) * 255.0f;
+  v = v > 0.0f ? v : 0.0f;
+  v = v < 255.0f ? v : 255.0f;
+  return static_cast<int32_t>((v + 8388608.0f) - 8388608.0f);  // ties to even for 0 <= v < 2^23
+}
+
+}  // namespace
+}  // namespace kamim_fast::cpu
+
+// --- the vector kernels, once per instruction set --------------------------------------------------------
+#if KF_X86
+#define KF_NS sse2
+#define KF_VB 16
+#define KF_ISA 1
+#include "fast_cpu_simd.h"
+#undef KF_NS
+#undef KF_VB
+#undef KF_ISA
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,popcnt")
+#endif
+#define KF_NS avx2
+#define KF_VB 32
+#define KF_ISA 2
+#include "fast_cpu_simd.h"
+#undef KF_NS
+#undef KF_VB
+#undef KF_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,popcnt")
+#endif
+#define KF_NS avx512
+#define KF_VB 64
+#define KF_ISA 3
+#include "fast_cpu_simd.h"
+#undef KF_NS
+#undef KF_VB
+#undef KF_ISA
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else  // other architectures: the portable copy (the compiler maps the vector extensions to its SIMD)
+#define KF_NS portable
+#define KF_VB 16
+#define KF_ISA 0
+#include "fast_cpu_simd.h"
+#undef KF_NS
+#undef KF_VB
+#undef KF_ISA
+#endif
+
+namespace kamim_fast::cpu {
+namespace {
+
+struct Kernels {
+  const char* name;
+  void (*fast_rows)(const uint8_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, uint8_t*,
+                    uint8_t*, int64_t, uint64_t*, int64_t);
+  void (*gray_row_u8)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int32_t, int32_t, int32_t, uint8_t*);
+  void (*gray_row_f32)(const float*, const float*, const float*, int64_t, const float*, const float*, int32_t,
+                       int32_t, int32_t, uint8_t*);
+  void (*cover_from_bits)(const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                          int32_t*);
+};
+
+#define KF_KERNELS(ns, gray_ns) \
+  Kernels { #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits }
+
+Kernels choose_kernels() {
+  const char* env = std::getenv("KAMIM_FAST_CPU_ISA");
+  const std::string want = env ? env : "";
+#if KF_X86
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  if (want == "sse2" || want == "portable") return KF_KERNELS(sse2, sse2);
+  if (want == "avx2" && avx2) return KF_KERNELS(avx2, avx2);
+  if (want == "avx512" && avx512) return KF_KERNELS(avx512, avx2);
+  if (avx2) return KF_KERNELS(avx2, avx2);
+  return KF_KERNELS(sse2, sse2);
+#else
+  (void)want;
+  return KF_KERNELS(portable, portable);
+#endif
+}
+
+const Kernels& kernels() {
+  static const Kernels k = choose_kernels();
+  return k;
+}
+
+int64_t channel_bytes(ColourDtype d) {
+  switch (d) {
+    case ColourDtype::kU8: return 1;
+    case ColourDtype::kF16:
+    case ColourDtype::kBF16: return 2;
+    case ColourDtype::kF32: return 4;
+    case ColourDtype::kF64: return 8;
+  }
+  return 1;
+}
+
+// Element x of a channel row (element stride sw) as float32, as `images.to(torch.float32)` converts it.
+inline float channel_value(const char* p, ColourDtype d) {
+  switch (d) {
+    case ColourDtype::kF32: {
+      float v;
+      std::memcpy(&v, p, 4);
+      return v;
+    }
+    case ColourDtype::kF64: {
+      double v;
+      std::memcpy(&v, p, 8);
+      return static_cast<float>(v);
+    }
+    case ColourDtype::kF16: {
+      uint16_t v;
+      std::memcpy(&v, p, 2);
+      return static_cast<float>(c10::Half(v, c10::Half::from_bits()));
+    }
+    case ColourDtype::kBF16: {
+      uint16_t v;
+      std::memcpy(&v, p, 2);
+      return static_cast<float>(c10::BFloat16(v, c10::BFloat16::from_bits()));
+    }
+    case ColourDtype::kU8: return static_cast<float>(*reinterpret_cast<const uint8_t*>(p));
+  }
+  return 0.0f;
+}
+
+// Rows [a, b) of the band's keypoint rows, bands of about 128 K pixels: a fixed size, so the work split
+// (and nothing else) depends on the image alone.
+int64_t bit_words(int64_t W) { return (W + 63) / 64 + 1; }
+
+int64_t band_rows(int64_t W) { return std::max<int64_t>(16, (int64_t{1} << 17) / std::max<int64_t>(W, 1)); }
+
+}  // namespace
+
+void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride) {
+  const Kernels& k = kernels();
+  const int64_t W = img.W;
+  int32_t w[3] = {opencv::kGrayWeightsRgb[0], opencv::kGrayWeightsRgb[1], opencv::kGrayWeightsRgb[2]};
+  if (img.bgr) std::swap(w[0], w[2]);
+  const int64_t eb = channel_bytes(img.dtype);
+  const char* base = static_cast<const char*>(img.data);
+  if (img.dtype == ColourDtype::kU8) {
+    std::vector<uint8_t> tmp(img.stride_w == 1 ? 0 : 3 * W);
+    for (int64_t y = y0; y < y1; ++y) {
+      const uint8_t* c[3];
+      for (int ch = 0; ch < 3; ++ch) {
+        const uint8_t* row = reinterpret_cast<const uint8_t*>(base) + ch * img.stride_c + y * img.stride_h;
+        if (img.stride_w == 1) {
+          c[ch] = row;
+        } else {
+          uint8_t* t = tmp.data() + ch * W;
+          for (int64_t x = 0; x < W; ++x) t[x] = row[x * img.stride_w];
+          c[ch] = t;
+        }
+      }
+      k.gray_row_u8(c[0], c[1], c[2], W, w[0], w[1], w[2], out + (y - y0) * out_stride);
+    }
+    return;
+  }
+  const bool direct = img.dtype == ColourDtype::kF32 && img.stride_w == 1;
+  std::vector<float> tmp(direct ? 0 : 3 * W);
+  for (int64_t y = y0; y < y1; ++y) {
+    const float* c[3];
+    for (int ch = 0; ch < 3; ++ch) {
+      const char* row = base + (ch * img.stride_c + y * img.stride_h) * eb;
+      if (direct) {
+        c[ch] = reinterpret_cast<const float*>(row);
+      } else {
+        float* t = tmp.data() + ch * W;
+        for (int64_t x = 0; x < W; ++x) t[x] = channel_value(row + x * img.stride_w * eb, img.dtype);
+        c[ch] = t;
+      }
+    }
+    k.gray_row_f32(c[0], c[1], c[2], W, img.mean, img.std, w[0], w[1], w[2], out + (y - y0) * out_stride);
+  }
+}
+
+namespace {
+
+
+// FAST with suppression on rows [ka, kb) of the image as keypoint bit rows (bit_words(W) words each).
+std::vector<uint64_t> keypoint_bits(const ColourImage& img, int64_t ka, int64_t kb, int threshold) {
+  const int64_t H = img.H, W = img.W, nw = bit_words(W);
+  std::vector<uint64_t> bits((kb - ka) * nw, 0);
+  if (kb <= ka) return bits;
+  const int64_t ga = std::max<int64_t>(ka - 4, 0), gb = std::min<int64_t>(kb + 4, H);
+  std::vector<uint8_t> gray((gb - ga) * W);
+  gray_rows(img, ga, gb, gray.data(), W);
+  kernels().fast_rows(gray.data(), W, ga, H, W, ka, kb, threshold, true, nullptr, nullptr, 0, bits.data(), nw);
+  return bits;
+}
+
+}  // namespace
+
+void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
+                int32_t* cover) {
+  const int64_t H = img.H, W = img.W, halo = ring ? opencv::kDrawKeypointRingRadius : 0;
+  if (cy1 <= cy0) return;
+  const int64_t ka = std::max<int64_t>(cy0 * p - halo, 0), kb = std::min<int64_t>(cy1 * p + halo, H);
+  const std::vector<uint64_t> bits = keypoint_bits(img, ka, kb, threshold);
+  kernels().cover_from_bits(bits.data(), bit_words(W), ka, kb, W, p, cy0, cy1, ring, cover);
+}
+
+const char* isa_name() { return kernels().name; }
+
+}  // namespace kamim_fast::cpu
+
+// --- the ops ----------------------------------------------------------------------------------------------
+namespace kamim_fast {
+namespace {
+
+using at::Tensor;
+using cpu::ColourDtype;
+using cpu::ColourImage;
+
+void check_cpu(const Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor for the native CPU kernels, got device ",
+                    t.device());
+}
+
+ColourDtype colour_dtype(const Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kByte: return ColourDtype::kU8;
+    case at::kFloat: return ColourDtype::kF32;
+    case at::kHalf: return ColourDtype::kF16;
+    case at::kBFloat16: return ColourDtype::kBF16;
+    case at::kDouble: return ColourDtype::kF64;
+    default:
+      TORCH_CHECK_TYPE(false, name, " must be uint8, float32, float16, bfloat16 or float64, got ", t.scalar_type());
+  }
+  return ColourDtype::kU8;
+}
+
+void check_colour(const Tensor& t, const char* name) {
+  check_cpu(t, name);
+  TORCH_CHECK_VALUE(t.dim() == 4 && t.size(1) == 3, name, " must be (B, 3, H, W), got shape ", t.sizes());
+  colour_dtype(t, name);
+}
+
+// mean/std: empty (defaults 0 and 1) or 3 values.
+void channel_stats(c10::ArrayRef<double> v, const char* name, double fill, float out[3]) {
+  TORCH_CHECK_VALUE(v.empty() || v.size() == 3, name, " must hold 3 values (one per channel) or none, got ",
+                    v.size());
+  for (int c = 0; c < 3; ++c) out[c] = static_cast<float>(v.empty() ? fill : v[c]);
+}
+
+void check_threshold(int64_t threshold) {
+  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
+                    opencv::kFastMaxThreshold, ", got ", threshold);
+}
+
+void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what) {
+  TORCH_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
+  TORCH_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ",
+                    name, "=", p);
+}
+
+ColourImage colour_image(const Tensor& t, int64_t b, bool bgr, const float mean[3], const float std_[3]) {
+  ColourImage img{};
+  img.dtype = colour_dtype(t, "images");
+  img.data = static_cast<const char*>(t.const_data_ptr()) + b * t.stride(0) * t.element_size();
+  img.stride_c = t.stride(1);
+  img.stride_h = t.stride(2);
+  img.stride_w = t.stride(3);
+  img.H = t.size(2);
+  img.W = t.size(3);
+  for (int c = 0; c < 3; ++c) img.mean[c] = mean[c], img.std[c] = std_[c];
+  img.bgr = bgr;
+  return img;
+}
+
+Tensor rgb_to_gray_u8_cpu(const Tensor& images, bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+  check_colour(images, "images");
+  float m[3], s[3];
+  channel_stats(mean, "mean", 0.0, m);
+  channel_stats(std_, "std", 1.0, s);
+  const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
+  Tensor out = at::empty({B, H, W}, images.options().dtype(at::kByte));
+  if (out.numel() == 0) return out;
+  const int64_t R = cpu::band_rows(W), nb = (H + R - 1) / R;
+  uint8_t* o = out.mutable_data_ptr<uint8_t>();
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / nb, y0 = (i % nb) * R, y1 = std::min(H, y0 + R);
+      cpu::gray_rows(colour_image(images, b, bgr, m, s), y0, y1, o + (b * H + y0) * W, W);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace kamim_fast
+
+namespace kamim_fast {
+namespace {
+
+std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t threshold, bool nonmax_suppression, bool bgr,
+                                            c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+  check_cpu(image, "image");
+  TORCH_CHECK_VALUE(image.dim() == 3 || image.dim() == 4,
+                    "image must be (B, H, W) uint8 gray or (B, 3, H, W) colour, got shape ", image.sizes());
+  const bool colour = image.dim() == 4;
+  if (colour) {
+    check_colour(image, "image");
+  } else {
+    TORCH_CHECK_TYPE(image.scalar_type() == at::kByte, "image (B, H, W) gray must be uint8, got ",
+                     image.scalar_type());
+  }
+  check_threshold(threshold);
+  float m[3], s[3];
+  channel_stats(mean, "mean", 0.0, m);
+  channel_stats(std_, "std", 1.0, s);
+  const int64_t B = image.size(0), H = image.size(-2), W = image.size(-1);
+  Tensor kp = at::empty({B, H, W}, image.options().dtype(at::kBool));
+  Tensor sc = at::empty({B, H, W}, image.options().dtype(at::kByte));
+  if (kp.numel() == 0) return {kp, sc};
+  const int64_t R = cpu::band_rows(W), nb = (H + R - 1) / R;
+  uint8_t* kpo = reinterpret_cast<uint8_t*>(kp.mutable_data_ptr<bool>());
+  uint8_t* sco = sc.mutable_data_ptr<uint8_t>();
+  const int t = static_cast<int>(threshold);
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> buf;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / nb, ya = (i % nb) * R, yb = std::min(H, ya + R);
+      const int64_t ga = std::max<int64_t>(ya - 4, 0), gb = std::min<int64_t>(yb + 4, H);
+      const uint8_t* g;
+      int64_t gs = W;
+      if (colour) {
+        buf.resize((gb - ga) * W);
+        cpu::gray_rows(colour_image(image, b, bgr, m, s), ga, gb, buf.data(), W);
+        g = buf.data();
+      } else {
+        const uint8_t* src = image.const_data_ptr<uint8_t>() + b * image.stride(0);
+        const int64_t sh = image.stride(1), sw = image.stride(2);
+        if (sw == 1) {
+          g = src + ga * sh;
+          gs = sh;
+        } else {
+          buf.resize((gb - ga) * W);
+          for (int64_t y = ga; y < gb; ++y)
+            for (int64_t x = 0; x < W; ++x) buf[(y - ga) * W + x] = src[y * sh + x * sw];
+          g = buf.data();
+        }
+      }
+      cpu::kernels().fast_rows(g, gs, ga, H, W, ya, yb, t, nonmax_suppression, kpo + (b * H + ya) * W,
+                               sco + (b * H + ya) * W, W, nullptr, 0);
+    }
+  });
+  return {kp, sc};
+}
+
+// Work items (image, band of cell rows) of a fixed size; `fn(b, cy0, cy1, cover)` fills the band's counts.
+template <class Fn>
+Tensor density_from_cover(int64_t B, int64_t H, int64_t W, int64_t p, const at::TensorOptions& options, Fn fn) {
+  const int64_t h = H / p, w = W / p;
+  Tensor density = at::empty({B, h, w}, options.dtype(at::kFloat));
+  if (density.numel() == 0) return density;
+  const int64_t cpb = std::max<int64_t>(1, cpu::band_rows(W) / p), nb = (h + cpb - 1) / cpb;
+  float* d = density.mutable_data_ptr<float>();
+  const float area = static_cast<float>(p * p);  // avg_pool2d: float(sum) / float(p*p)
+  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> cover;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / nb, cy0 = (i % nb) * cpb, cy1 = std::min(h, cy0 + cpb);
+      cover.assign((cy1 - cy0) * w, 0);
+      fn(b, cy0, cy1, cover.data());
+      float* o = d + (b * h + cy0) * w;
+      for (int64_t j = 0; j < (cy1 - cy0) * w; ++j) o[j] = static_cast<float>(cover[j]) / area;
+    }
+  });
+  return density;
+}
+
+Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, bool ring) {
+  check_cpu(keypoints, "keypoints");
+  TORCH_CHECK_VALUE(keypoints.dim() == 3, "keypoints must be (B, H, W), got shape ", keypoints.sizes());
+  TORCH_CHECK_TYPE(keypoints.scalar_type() == at::kBool, "keypoints must be bool, got ", keypoints.scalar_type());
+  const int64_t B = keypoints.size(0), H = keypoints.size(1), W = keypoints.size(2);
+  check_patch(patch_size, H, W, "patch_size", "keypoints");
+  const int64_t p = patch_size, nw = cpu::bit_words(W);
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(keypoints.const_data_ptr<bool>());
+  const int64_t s0 = keypoints.stride(0), s1 = keypoints.stride(1), s2 = keypoints.stride(2);
+  return density_from_cover(B, H, W, p, keypoints.options(), [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
+    const int64_t halo = ring ? opencv::kDrawKeypointRingRadius : 0;
+    const int64_t ka = std::max<int64_t>(cy0 * p - halo, 0), kb = std::min<int64_t>(cy1 * p + halo, H);
+    std::vector<uint64_t> bits((kb - ka) * nw, 0);
+    for (int64_t y = ka; y < kb; ++y) {
+      const uint8_t* row = base + b * s0 + y * s1;
+      uint64_t* out = bits.data() + (y - ka) * nw;
+      int64_t x = 0;
+      if (s2 == 1) {
+        for (; x + 8 <= W; x += 8) {
+          uint64_t v;
+          std::memcpy(&v, row + x, 8);
+          if (!v) continue;
+          for (int j = 0; j < 8; ++j)
+            if (row[x + j]) out[(x + j) >> 6] |= uint64_t{1} << ((x + j) & 63);
+        }
+      }
+      for (; x < W; ++x)
+        if (row[x * s2]) out[x >> 6] |= uint64_t{1} << (x & 63);
+    }
+    cpu::kernels().cover_from_bits(bits.data(), nw, ka, kb, W, p, cy0, cy1, ring, cover);
+  });
+}
+
+Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch, double temperature, int64_t threshold, bool ring,
+                         bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+  check_colour(images, "images");
+  const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
+  check_patch(weight_patch, H, W, "weight_patch", "images");
+  TORCH_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", images.sizes());
+  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
+                    temperature);
+  check_threshold(threshold);
+  float m[3], s[3];
+  channel_stats(mean, "mean", 0.0, m);
+  channel_stats(std_, "std", 1.0, s);
+  const int64_t p = weight_patch;
+  Tensor density = density_from_cover(B, H, W, p, images.options(), [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
+    cpu::cell_cover(colour_image(images, b, bgr, m, s), p, cy0, cy1, static_cast<int>(threshold), ring, cover);
+  });
+  // density_to_weights (kamim_fast/weights.py), the same ATen ops in the same order: the same bits.
+  Tensor w = at::exp(at::clamp(at::div(density, temperature), std::optional<c10::Scalar>(-20.0),
+                               std::optional<c10::Scalar>(20.0)));
+  return at::div(w, at::amin(w, {-2, -1}, true));
+}
+
+std::string fast_cpu_isa() { return cpu::isa_name(); }
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
+  m.def("rgb_to_gray_u8(Tensor images, bool bgr, float[] mean, float[] std) -> Tensor");
+  m.def("fast_corners(Tensor image, int threshold, bool nonmax_suppression, bool bgr, float[] mean, float[] std) -> "
+        "(Tensor, Tensor)");
+  m.def("keypoint_density(Tensor keypoints, int patch_size, bool ring) -> Tensor");
+  m.def("patch_weights(Tensor images, int weight_patch, float temperature, int threshold, bool ring, bool bgr, "
+        "float[] mean, float[] std) -> Tensor");
+  m.def("fast_cpu_isa() -> str", &fast_cpu_isa);  // which vector copy runs (benchmarks, tests)
+}
+
+TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
+  m.impl("rgb_to_gray_u8", &rgb_to_gray_u8_cpu);
+  m.impl("fast_corners", &fast_corners_cpu);
+  m.impl("keypoint_density", &keypoint_density_cpu);
+  m.impl("patch_weights", &patch_weights_cpu);
+}
+
+}  // namespace kamim_fast

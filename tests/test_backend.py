@@ -1,0 +1,122 @@
+"""The implementation table (kamim_fast/_backend.py): what resolve() picks for each KAMIM_FAST_BACKEND and
+device, that every op is in it, that the README's backend table is the table's, and that the guard which
+makes kernel tests prove their kernel ran does catch a reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import INTERPRETER, NATIVE, forbid_reference
+
+import kamim_fast  # noqa: F401  (registers the ops)
+from kamim_fast import _backend
+
+ROOT = Path(__file__).resolve().parents[1]
+KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
+             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
+AMT_OPS = ("amt_select", "select_gather", "gather_rows", "scatter_rows", "unshuffle", "unshuffle_backward")
+
+
+def test_every_op_is_in_the_table_and_registered():
+    assert set(_backend.TABLE) == set(KAMIM_OPS) | set(AMT_OPS)
+    for name, entry in _backend.TABLE.items():
+        assert hasattr(torch.ops.kamim_fast, name), name
+        assert "torch" in entry.impls and set(entry.impls) <= set(_backend.IMPLEMENTATIONS)
+        for device in ("cpu", "cuda"):  # the per-device kernels look the table up
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast::{name}", device.upper()), name
+
+
+def test_native_ops_share_the_public_schema():
+    """kamim_fast_cpp::<op> takes exactly the arguments of kamim_fast::<op> (the table calls it with them)."""
+    if not NATIVE:
+        pytest.skip("the native kernels are not built")
+    for name, entry in _backend.TABLE.items():
+        if "cpp" not in entry.impls:
+            continue
+        public = getattr(torch.ops.kamim_fast, name).default._schema
+        native = getattr(torch.ops.kamim_fast_cpp, name).default._schema
+        assert [a.type for a in public.arguments] == [a.type for a in native.arguments], name
+        assert [a.name for a in public.arguments] == [a.name for a in native.arguments], name
+        assert len(public.returns) == len(native.returns), name
+
+
+@pytest.mark.parametrize("requested, device, want", [
+    ("torch", "cpu", "torch"), ("torch", "cuda", "torch"), ("auto", "meta", "torch"),
+    ("triton", "cpu", "triton"),  # through the interpreter (tests)
+])
+def test_resolve_kamim(monkeypatch, requested, device, want):
+    monkeypatch.setenv(_backend.ENV_VAR, requested)
+    if want == "triton" and not INTERPRETER:
+        pytest.skip("needs the interpreter")
+    for name in KAMIM_OPS:
+        if want in _backend.TABLE[name].impls:
+            assert _backend.resolve(name, device).backend == want, name
+
+
+def test_resolve_auto_per_device(monkeypatch):
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")
+    for name in KAMIM_OPS:
+        assert _backend.resolve(name, "cpu").backend == ("cpp" if NATIVE else "torch"), name
+    for name in AMT_OPS:
+        assert _backend.resolve(name, "cpu").backend == "cpp", name
+    assert _backend.TABLE["fast_corners"].auto["cuda"] == "triton"
+    assert _backend.TABLE["gather_rows"].auto["cuda"] == "cpp"
+
+
+def test_forced_backend_the_op_lacks_runs_its_default(monkeypatch):
+    """triton on an AMT op (no Triton kernel) runs the op's auto choice, the extension."""
+    monkeypatch.setenv(_backend.ENV_VAR, "triton")
+    assert _backend.resolve("gather_rows", "cpu").backend == "cpp"
+    x = torch.randn(2, 5, 3)
+    assert torch.equal(kamim_fast.gather_patches(x, torch.tensor([[4, 0], [1, 1]])), x[[[0, 0], [1, 1]], [[4, 0], [1, 1]]])
+
+
+def test_forced_backend_that_cannot_run_raises(monkeypatch):
+    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp: kamim_fast::fast_corners's cpp implementation runs on cpu"):
+        _backend.resolve("fast_corners", "cuda")
+    monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no extension here"))
+    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cpu tensors: "
+                                           "no extension here; set KAMIM_FAST_BACKEND=torch"):
+        kamim_fast.gather_patches(torch.randn(1, 3, 2), torch.tensor([[0]]))
+
+
+def test_auto_without_the_extension_warns_once_and_runs_the_reference(monkeypatch):
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")
+    monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no compiler"))
+    monkeypatch.setattr(_backend, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="PyTorch references, not the native kernels: no compiler"):
+        assert _backend.resolve("fast_corners", "cpu").backend == "torch"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _backend.resolve("patch_weights", "cpu").backend == "torch"
+
+
+def test_the_reference_guard_catches_a_fallback(monkeypatch):
+    """forbid_reference (the target fixture's guard) raises when a kernel backend's call reaches the reference."""
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")
+    forbid_reference(monkeypatch, "cpu", "auto")  # no op has an "auto" implementation: nothing guarded
+    monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+    forbid_reference(monkeypatch, "cpu", "cpp")
+    entry = _backend.TABLE["fast_corners"]
+    monkeypatch.setitem(entry.impls, "cpp", entry.impls["torch"])  # a cpp row that quietly runs the reference
+    monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (True, ""))
+    with pytest.raises(AssertionError, match="a cpp test reached the PyTorch reference of kamim_fast::fast_corners"):
+        kamim_fast.fast_corners(torch.zeros(9, 9, dtype=torch.uint8))
+
+
+def test_readme_backend_table_is_the_table():
+    readme = (ROOT / "README.md").read_text()
+    table = _backend.backend_table_markdown()
+    assert table in readme, "README's backend table differs from _backend.backend_table_markdown():\n" + table
+
+
+def test_unknown_backend_is_named(monkeypatch):
+    monkeypatch.setenv(_backend.ENV_VAR, "gpu")
+    with pytest.raises(ValueError, match=re.escape("KAMIM_FAST_BACKEND must be one of ('auto', 'triton', 'cpp', 'torch'), got 'gpu'")):
+        _backend.resolve("fast_corners", "cpu")
