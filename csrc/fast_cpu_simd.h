@@ -248,13 +248,40 @@ static void gray_row_u8(const uint8_t* __restrict c0, const uint8_t* __restrict 
 }
 
 // The same from float32 channel rows, un-normalised first: round((x*std + mean)*255) clamped to [0, 255],
-// NaN -> 0, in float32 in this order (channels_to_u8_ref); ties to even via the 2^23 trick.
+// NaN -> 0, in float32 in this order (channels_to_u8_ref); ties to even via the 2^23 trick. Vector lanes of
+// float32 (the compiler does not vectorise the scalar loop); no FMA in this copy's target, so the product
+// is rounded on its own as torch rounds it.
+typedef float f32v __attribute__((vector_size(KF_VB)));
+typedef int32_t i32v __attribute__((vector_size(KF_VB)));
+typedef uint8_t u8q __attribute__((vector_size(KF_VB / 4)));
+static inline f32v ldf(const float* p) {
+  f32v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline i32v unnormalise_lanes(f32v x, float s, float m) {
+  const f32v zero = f32v{}, top = f32v{} + 255.0f, magic = f32v{} + 8388608.0f;
+  f32v v = (x * s + m) * 255.0f;
+  v = v > zero ? v : zero;
+  v = v < top ? v : top;
+  return __builtin_convertvector((v + magic) - magic, i32v);
+}
 static void gray_row_f32(const float* __restrict c0, const float* __restrict c1, const float* __restrict c2,
                          int64_t W, const float* mean, const float* std_, int32_t w0, int32_t w1, int32_t w2,
                          uint8_t* __restrict out) {
-  const float m0 = mean[0], m1 = mean[1], m2 = mean[2], s0 = std_[0], s1 = std_[1], s2 = std_[2];
-  for (int64_t x = 0; x < W; ++x) {
-    const int32_t v0 = unnormalise(c0[x], s0, m0), v1 = unnormalise(c1[x], s1, m1), v2 = unnormalise(c2[x], s2, m2);
+  constexpr int L = KF_VB / 4;
+  int64_t x = 0;
+  for (; x + L <= W; x += L) {
+    const i32v g = (unnormalise_lanes(ldf(c0 + x), std_[0], mean[0]) * w0 +
+                    unnormalise_lanes(ldf(c1 + x), std_[1], mean[1]) * w1 +
+                    unnormalise_lanes(ldf(c2 + x), std_[2], mean[2]) * w2 + opencv::kGrayRound) >>
+                   opencv::kGrayShift;
+    const u8q b = __builtin_convertvector(g, u8q);
+    std::memcpy(out + x, &b, sizeof b);
+  }
+  for (; x < W; ++x) {
+    const int32_t v0 = unnormalise(c0[x], std_[0], mean[0]), v1 = unnormalise(c1[x], std_[1], mean[1]),
+                  v2 = unnormalise(c2[x], std_[2], mean[2]);
     out[x] = static_cast<uint8_t>((v0 * w0 + v1 * w1 + v2 * w2 + opencv::kGrayRound) >> opencv::kGrayShift);
   }
 }
@@ -378,6 +405,14 @@ static void cover_from_bits(const uint64_t* K, int64_t nw, int64_t ka, int64_t k
       c[cx] = static_cast<int32_t>((acc[bit >> 6] >> (bit & 63)) & field);
     }
   }
+}
+
+// Bits of a bool/uint8 row (bit x set where row[x] != 0) OR-ed into out (zeroed by the caller).
+static void bool_row_bits(const uint8_t* row, int64_t W, uint64_t* out) {
+  int64_t x = 0;
+  for (; x + VB <= W; x += VB) out[x >> 6] |= movemask((u8v)(ld(row + x) != u8v{})) << (x & 63);
+  for (; x < W; ++x)
+    if (row[x]) out[x >> 6] |= uint64_t{1} << (x & 63);
 }
 
 }  // namespace kamim_fast::cpu::KF_NS
