@@ -9,6 +9,7 @@ extension altogether (kamim_fast then JIT-builds it at first use, or falls back 
 """
 
 import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -24,6 +25,10 @@ def extension_modules():
     from torch.utils import cpp_extension
 
     cxx = ["-O3", "-DNDEBUG"]
+    # at::parallel_for is header-inline OpenMP: without -fopenmp the CPU kernels run on one thread. The
+    # extension then shares torch's own libgomp.so.1 (already loaded, same soname).
+    link = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx += link
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cpp"))  # every CPU kernel file
     use_cuda = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
     if use_cuda and not (Path(cpp_extension.CUDA_HOME) / "bin" / "nvcc").exists():
@@ -33,11 +38,11 @@ def extension_modules():
         sources.append(f"{CSRC}/amt_cuda.cu")
         ext = cpp_extension.CUDAExtension(
             "kamim_fast._C", sources, extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"]},
-            include_dirs=[str(ROOT / CSRC)],
+            include_dirs=[str(ROOT / CSRC)], extra_link_args=link,
         )
     else:
         ext = cpp_extension.CppExtension("kamim_fast._C", sources, extra_compile_args={"cxx": cxx},
-                                         include_dirs=[str(ROOT / CSRC)])
+                                         include_dirs=[str(ROOT / CSRC)], extra_link_args=link)
     os.environ.setdefault("MAX_JOBS", "2")
     return [ext], {"build_ext": cpp_extension.BuildExtension}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def _jit_build() -> str:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         sources.append(str(CSRC / "amt_cuda.cu"))
     name = "kamim_fast_cuda" if sources[-1].endswith(".cu") else "kamim_fast_cpu"
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []  # at::parallel_for is inline OpenMP
     return cpp_extension.load(
-        name=name, sources=sources, extra_include_paths=[str(CSRC)], extra_cflags=["-O3", "-DNDEBUG"],
+        name=name, sources=sources, extra_include_paths=[str(CSRC)], extra_cflags=["-O3", "-DNDEBUG", *openmp],
+        extra_ldflags=openmp,
         extra_cuda_cflags=["-O3", "-DNDEBUG", "-lineinfo"], is_python_module=False, verbose=False,
     )
 
