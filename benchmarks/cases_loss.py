@@ -224,7 +224,7 @@ def cpu_native_cases(quick: bool, with_compile: bool = True) -> list[Case]:
     B, S, p = QUICK_CPU_NATIVE_SHAPE if quick else CPU_NATIVE_SHAPE
     found = []
     for threads in dict.fromkeys((1, os.cpu_count() or 1)):
-        bandwidth = cpu_copy_bandwidth(threads)
+        bandwidth = cpu_copy_bandwidth(threads, (32 if quick else 256) << 20)
         for dtype in (torch.float32, torch.bfloat16):
             for fast in (False, True):
                 found.append(_native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile and not quick))
