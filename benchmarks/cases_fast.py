@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from .harness import Case, Impl, rotating
+from .harness import Case, Impl, rotating, table_impls
 
 GPU_SHAPES = [(256, 192, 192), (256, 224, 224), (16, 1024, 1024), (1, 4096, 4096)]
 QUICK_GPU_SHAPES = [(16, 192, 192), (1, 1024, 1024)]
@@ -153,6 +153,8 @@ def published_weights_one(img: np.ndarray, p: int = 8, temperature: float = 0.25
 
 
 def native_cases(quick: bool) -> list[Case]:
+    from kamim_fast import KAMIM_PAPER, fast_corners, patch_weights
+
     ops = native_ops()
     if ops is None:
         return []
@@ -167,10 +169,10 @@ def native_cases(quick: bool) -> list[Case]:
                            lambda gray=gray, B=B: worker_pool().map(_cv_detect, list(gray()), chunksize=max(1, B // cores)),
                            "cpu")
         for threads in sorted({1, cores}):
-            native = Impl("kamim_fast native", at_threads(
-                threads, lambda gray_t=gray_t: ops.fast_corners(gray_t(), THRESHOLD, True, False, [], [])), "cpu")
+            ours = [Impl(i.name, at_threads(threads, i.step), "cpu") for i in table_impls(
+                "fast_corners", "cpu", lambda backend, gray_t=gray_t: lambda: fast_corners(gray_t(), THRESHOLD))]
             out.append(Case("fast", f"native CPU {B}x{H}x{W} photos, {threads} thread{'s' * (threads > 1)}",
-                            B * H * W, "kamim_fast native", [native, opencv_one, opencv_pool],
+                            B * H * W, "kamim_fast cpp", [*ours, opencv_one, opencv_pool],
                             min_bytes=3 * B * H * W, notes={"isa": isa, "threads": threads}))
     B, S = (QUICK_NATIVE_WEIGHTS_B if quick else NATIVE_WEIGHTS_B), 192
     rgb = rotating(lambda i: photo_crops_rgb(B, S, S, i), ROTATE)
@@ -185,11 +187,11 @@ def native_cases(quick: bool) -> list[Case]:
                           "cpu")
     for threads in sorted({1, cores}):
         # KAMIM_PAPER: p=8, T=0.25, ring density, BGR2GRAY as the published code (RGB arrays handed to OpenCV)
-        native = Impl("kamim_fast native", at_threads(
-            threads, lambda: ops.patch_weights(rgb_t(), 8, 0.25, THRESHOLD, True, True, [], [])), "cpu")
-        native_f32 = Impl("kamim_fast native, normalised fp32 input", at_threads(
-            threads, lambda: ops.patch_weights(norm_t(), 8, 0.25, THRESHOLD, True, True, list(mean), list(std))), "cpu")
+        ours = [Impl(i.name, at_threads(threads, i.step), "cpu") for i in table_impls(
+            "patch_weights", "cpu", lambda backend: lambda: patch_weights(rgb_t(), **KAMIM_PAPER))]
+        native_f32 = Impl("kamim_fast cpp, normalised fp32 input", at_threads(
+            threads, lambda: patch_weights(norm_t(), **KAMIM_PAPER, mean=mean, std=std)), "cpu")
         out.append(Case("weights", f"native CPU B={B} 3x{S}x{S} uint8 p=8, {threads} thread{'s' * (threads > 1)}",
-                        B * S * S, "kamim_fast native", [native, native_f32, published_one, published_pool],
+                        B * S * S, "kamim_fast cpp", [*ours, native_f32, published_one, published_pool],
                         min_bytes=3 * B * S * S + 4 * B * (S // 8) ** 2, notes={"isa": isa, "threads": threads}))
     return out
