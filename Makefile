@@ -44,7 +44,8 @@ SANITIZE_TESTS := $(wildcard tests/test_native_loss.py tests/test_native_fast.py
 SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONSAFEPATH=1 PYTHONPATH=$(abspath $(SANITIZE_DIR))
-sanitize: $(VENV)/.installed
+sanitize:  # needs the venv only, not a fresh install of the normal build
+	test -x $(PY) || $(MAKE) $(VENV)/.installed
 	$(SANITIZE_ENV) CUDA_HOME=/nonexistent $(PY) tests/sanitize_build.py $(SANITIZE_DIR)
 	$(SANITIZE_ENV) $(PY) -c "import kamim_fast._C as c, sys; sys.exit(0 if '$(SANITIZE_DIR)' in c.__file__ else 'not the sanitized build: ' + c.__file__)"
 	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q -n 1 $(SANITIZE_TESTS)

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from .harness import Case, Impl, rotating
+from .harness import Case, Impl, rotating, table_impls
 
 GPU_SHAPES = [(256, 192, 192), (256, 224, 224), (16, 1024, 1024), (1, 4096, 4096)]
 QUICK_GPU_SHAPES = [(16, 192, 192), (1, 1024, 1024)]
@@ -56,7 +56,8 @@ def worker_pool():
 
 def cases(device: str, quick: bool) -> list[Case]:
     shapes = CPU_SHAPES if device == "cpu" else QUICK_GPU_SHAPES if quick else GPU_SHAPES
-    return [_case(B, H, W, device) for B, H, W in shapes]
+    native = native_cases(quick) if device == "cpu" else []
+    return [_case(B, H, W, device) for B, H, W in shapes] + native
 
 
 def _case(B: int, H: int, W: int, device: str) -> Case:
@@ -74,3 +75,123 @@ def _case(B: int, H: int, W: int, device: str) -> Case:
              lambda: worker_pool().map(_cv_detect, on_host(), chunksize=max(1, B // cores)), "cpu"),
     ]
     return Case("fast", f"{B}x{H}x{W}", B * H * W, "kamim_fast", impls, min_bytes=3 * B * H * W)
+
+
+# --- native CPU kernels (csrc/fast_cpu.cpp, torch.ops.kamim_fast_cpp) vs OpenCV and the published pipeline ---
+# Natural photos (scikit-image's colour photographs, converted to gray as OpenCV does), not noise. Each case
+# runs at one thread and at all threads: the native op through at::parallel_for, OpenCV in one process and
+# in a pool of one process per core (the published dataloader's workers).
+
+NATIVE_FAST_SHAPES = [(64, 192, 192), (1, 2048, 2048)]
+QUICK_NATIVE_FAST_SHAPES = [(8, 192, 192), (1, 512, 512)]
+NATIVE_WEIGHTS_B = 64
+QUICK_NATIVE_WEIGHTS_B = 8
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def native_ops():
+    """``torch.ops.kamim_fast_cpp`` when the extension holds the native CPU kernels, else None."""
+    from kamim_fast import _ext
+
+    if not _ext.status()[0]:
+        return None
+    try:
+        if torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast_cpp::fast_corners", "CPU"):
+            return torch.ops.kamim_fast_cpp
+    except RuntimeError:
+        pass
+    return None
+
+
+def photo_crops_rgb(B: int, H: int, W: int, seed: int) -> np.ndarray:
+    """(B, H, W, 3) uint8 RGB: crops of the colour photos, or (when larger than the photos) a mirrored tiling."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((B, H, W, 3), np.uint8)
+    for b in range(B):
+        img = getattr(skimage.data, PHOTOS[(b + seed) % len(PHOTOS)])()
+        if img.shape[0] < H or img.shape[1] < W:  # mirror-tile (no seams of constant colour), random offset
+            reps = (-(-H // img.shape[0]) + 1, -(-W // img.shape[1]) + 1)
+            row = np.concatenate([img, img[:, ::-1]] * reps[1], 1)
+            img = np.concatenate([row, row[::-1]] * reps[0], 0)
+        y, x = rng.integers(0, img.shape[0] - H + 1), rng.integers(0, img.shape[1] - W + 1)
+        out[b] = img[y : y + H, x : x + W]
+    return out
+
+
+def photo_gray(B: int, H: int, W: int, seed: int) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) for img in photo_crops_rgb(B, H, W, seed)])
+
+
+def at_threads(n: int, fn):
+    """``fn`` run with torch's intra-op thread count set to n (restored after)."""
+
+    def step():
+        prev = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(prev)
+
+    return step
+
+
+def published_weights_one(img: np.ndarray, p: int = 8, temperature: float = 0.25) -> np.ndarray:
+    """The published per-image pipeline: OpenCV FAST + drawKeypoints rings (cases_loss.published_ring_map),
+    pooling per p x p cell, exp(clip(d/T)) / min."""
+    from .cases_loss import published_ring_map
+
+    ring = published_ring_map(img)
+    h, w = ring.shape[0] // p, ring.shape[1] // p
+    d = ring.reshape(h, p, w, p).mean((1, 3), dtype=np.float32)
+    wts = np.exp(np.clip(d / np.float32(temperature), -20, 20))
+    return wts / wts.min()
+
+
+def native_cases(quick: bool) -> list[Case]:
+    from kamim_fast import KAMIM_PAPER, fast_corners, patch_weights
+
+    ops = native_ops()
+    if ops is None:
+        return []
+    cores = os.cpu_count() or 1
+    isa = ops.fast_cpu_isa()
+    out = []
+    for B, H, W in QUICK_NATIVE_FAST_SHAPES if quick else NATIVE_FAST_SHAPES:
+        gray = rotating(lambda i, B=B, H=H, W=W: photo_gray(B, H, W, i), ROTATE)
+        gray_t = rotating(lambda i, B=B, H=H, W=W: torch.from_numpy(photo_gray(B, H, W, i)), ROTATE)
+        opencv_one = Impl("OpenCV, 1 process", lambda gray=gray: [_cv_detect(img) for img in gray()], "cpu")
+        opencv_pool = Impl(f"OpenCV, {cores} processes",
+                           lambda gray=gray, B=B: worker_pool().map(_cv_detect, list(gray()), chunksize=max(1, B // cores)),
+                           "cpu")
+        for threads in sorted({1, cores}):
+            ours = [Impl(i.name, at_threads(threads, i.step), "cpu") for i in table_impls(
+                "fast_corners", "cpu", lambda backend, gray_t=gray_t: lambda: fast_corners(gray_t(), THRESHOLD))]
+            out.append(Case("fast", f"native CPU {B}x{H}x{W} photos, {threads} thread{'s' * (threads > 1)}",
+                            B * H * W, "kamim_fast cpp", [*ours, opencv_one, opencv_pool],
+                            min_bytes=3 * B * H * W, notes={"isa": isa, "threads": threads}))
+    B, S = (QUICK_NATIVE_WEIGHTS_B if quick else NATIVE_WEIGHTS_B), 192
+    rgb = rotating(lambda i: photo_crops_rgb(B, S, S, i), ROTATE)
+    rgb_t = rotating(lambda i: torch.from_numpy(photo_crops_rgb(B, S, S, i)).permute(0, 3, 1, 2).contiguous(), ROTATE)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    norm_t = rotating(lambda i: ((torch.from_numpy(photo_crops_rgb(B, S, S, i)).permute(0, 3, 1, 2).float() / 255
+                                  - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).contiguous(),
+                      ROTATE)
+    published_one = Impl("published pipeline, 1 process", lambda: [published_weights_one(img) for img in rgb()], "cpu")
+    published_pool = Impl(f"published pipeline, {cores} processes",
+                          lambda: worker_pool().map(published_weights_one, list(rgb()), chunksize=max(1, B // cores)),
+                          "cpu")
+    for threads in sorted({1, cores}):
+        # KAMIM_PAPER: p=8, T=0.25, ring density, BGR2GRAY as the published code (RGB arrays handed to OpenCV)
+        ours = [Impl(i.name, at_threads(threads, i.step), "cpu") for i in table_impls(
+            "patch_weights", "cpu", lambda backend: lambda: patch_weights(rgb_t(), **KAMIM_PAPER))]
+        native_f32 = Impl("kamim_fast cpp, normalised fp32 input", at_threads(
+            threads, lambda: patch_weights(norm_t(), **KAMIM_PAPER, mean=mean, std=std)), "cpu")
+        out.append(Case("weights", f"native CPU B={B} 3x{S}x{S} uint8 p=8, {threads} thread{'s' * (threads > 1)}",
+                        B * S * S, "kamim_fast cpp", [*ours, native_f32, published_one, published_pool],
+                        min_bytes=3 * B * S * S + 4 * B * (S // 8) ** 2, notes={"isa": isa, "threads": threads}))
+    return out

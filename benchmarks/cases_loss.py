@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .cases_fast import worker_pool
-from .harness import Case, Impl, rotating
+from .harness import Case, Impl, rotating, table_impls
 
 GPU_SHAPES = [(B, S, p, dtype) for B in (64, 256) for S in (192, 224) for p in (8, 16, 32)
               for dtype in (torch.float32, torch.bfloat16)]
@@ -168,31 +168,6 @@ def _native():
     return ops if hasattr(ops, "weighted_mim_loss") else None
 
 
-class _NativeLoss(torch.autograd.Function):
-    """The native forward (plain or fused) and the sign-code backward, called directly: what the op dispatch
-    runs on CPU tensors once ``kamim_fast_cpp`` is wired in (``KAMIM_FAST_BACKEND=cpp``)."""
-
-    @staticmethod
-    def forward(ctx, pred, target, grid, mask_patch, weight_patch, fast):
-        ops = torch.ops.kamim_fast_cpp
-        if fast:
-            loss, weights, signs = ops.fast_weighted_mim_loss(pred, target, grid, mask_patch, weight_patch, 0.25, 10,
-                                                              True, True, list(MEAN), list(STD), 1e-5)
-        else:
-            (loss, signs), weights = ops.weighted_mim_loss(pred, target, grid, None, mask_patch, 1, 1e-5), None
-        ctx.save_for_backward(signs, grid, weights)
-        ctx.args = (mask_patch, weight_patch if fast else 1, pred.shape[-1], pred.dtype, target.dtype)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad):
-        signs, grid, weights = ctx.saved_tensors
-        mask_patch, weight_patch, W, pdt, tdt = ctx.args
-        gp, _ = torch.ops.kamim_fast_cpp.weighted_mim_loss_backward(grad, signs, grid, weights, mask_patch, weight_patch,
-                                                                    1e-5, W, pdt, tdt, False)
-        return gp, None, None, None, None, None
-
-
 def simmim_eager_loss(x_rec, x, mask, patch_size: int = 16):
     """SimMIM's models/simmim.py loss, mask upsampling included (its forward does it every step)."""
     mask = mask.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2).unsqueeze(1).contiguous()
@@ -224,7 +199,7 @@ def cpu_native_cases(quick: bool, with_compile: bool = True) -> list[Case]:
     B, S, p = QUICK_CPU_NATIVE_SHAPE if quick else CPU_NATIVE_SHAPE
     found = []
     for threads in dict.fromkeys((1, os.cpu_count() or 1)):
-        bandwidth = cpu_copy_bandwidth(threads)
+        bandwidth = cpu_copy_bandwidth(threads, (32 if quick else 256) << 20)
         for dtype in (torch.float32, torch.bfloat16):
             for fast in (False, True):
                 found.append(_native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile and not quick))
@@ -233,6 +208,8 @@ def cpu_native_cases(quick: bool, with_compile: bool = True) -> list[Case]:
 
 
 def _native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile) -> Case:
+    from kamim_fast import KAMIM_PAPER, weighted_mim_loss
+
     def make(i):
         g = torch.Generator().manual_seed(100 + i)
         u8 = photo_batch(B, S, 100 + i)
@@ -251,17 +228,21 @@ def _native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile) -> Case
             return fn()
         return step
 
-    def ours():
-        _, pred, target, _, grid, _ = inputs()
-        pred.grad = None
-        _NativeLoss.apply(pred, target, grid, 16, p, fast).backward()
+    def ours_under(backend):
+        def step():
+            _, pred, target, mask, _, _ = inputs()
+            pred.grad = None
+            options = {**KAMIM_PAPER, "weight_patch_size": p} if fast else {}
+            weighted_mim_loss(pred, target, mask, "fast" if fast else None, **options).backward()
+        return step
 
     def eager(fn):
         _, pred, target, _, _, pixels = inputs()
         pred.grad = None
         fn(pred, target, pixels, p).backward()
 
-    impls = [Impl("kamim_fast native", at_threads(ours), "cpu")]
+    impls = [Impl(impl.name, at_threads(impl.step), "cpu")
+             for impl in table_impls("fast_weighted_mim_loss" if fast else "weighted_mim_loss", "cpu", ours_under)]
     if fast:
         def published():
             u8, pred, target, _, _, pixels = inputs()
@@ -290,5 +271,5 @@ def _native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile) -> Case
     min_bytes = int(n * (2 * size + 4 + 0.5))
     name = (f"CPU {threads} thread{'s' if threads > 1 else ''} B={B} 3x{S}x{S} p={p} "
             f"{str(dtype).removeprefix('torch.')} weights={'fast' if fast else 'None'}")
-    return Case("loss", name, n, "kamim_fast native", impls, min_bytes=min_bytes, bandwidth=bandwidth,
+    return Case("loss", name, n, "kamim_fast cpp", impls, min_bytes=min_bytes, bandwidth=bandwidth,
                 notes={"threads": threads, "bytes_per_element": min_bytes / n})

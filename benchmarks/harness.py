@@ -80,6 +80,56 @@ def time_impl(impl: Impl, quick: bool) -> list[float]:
     return samples
 
 
+def peak_memory(impl: Impl) -> int:
+    """Bytes of the highest point of memory the step allocates above what it started with (one call).
+
+    CUDA: the caching allocator's peak. CPU: the profiler's allocation and free events in time order (self
+    allocations of each op, frees as ``[memory]`` events), summed as they come.
+    """
+    if impl.device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        impl.step()
+        torch.cuda.synchronize()
+        return max(0, torch.cuda.max_memory_allocated() - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        impl.step()
+    level = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        level += event.self_cpu_memory_usage
+        peak = max(peak, level)
+    return peak
+
+
+def table_impls(op: str, device: str, step_under: Callable[[str], Callable[[], object]]) -> list[Impl]:
+    """One implementation per row of kamim_fast's implementation table for ``op`` that runs on ``device``
+    (``_backend.TABLE``; Triton on CPU tensors only through the interpreter, which is not timed):
+    ``step_under(backend)`` is the step to time with ``KAMIM_FAST_BACKEND=backend``."""
+    from kamim_fast import _backend
+
+    found = []
+    for backend, impl in _backend.TABLE[op].impls.items():
+        if device not in impl.devices or (backend == "triton" and device == "cpu"):
+            continue
+        if not _backend._available(backend, op, device)[0]:
+            continue
+        step = step_under(backend)
+
+        def under(step=step, backend=backend):
+            previous = os.environ.get(_backend.ENV_VAR)
+            os.environ[_backend.ENV_VAR] = backend
+            try:
+                return step()
+            finally:
+                os.environ.pop(_backend.ENV_VAR) if previous is None else os.environ.__setitem__(_backend.ENV_VAR, previous)
+
+        found.append(Impl(f"kamim_fast {backend}", under, device))
+    return found
+
+
 def summary(samples: list[float]) -> dict:
     return {"min": min(samples), "median": statistics.median(samples), "max": max(samples), "n": len(samples)}
 
@@ -132,7 +182,7 @@ def run_cases(cases: list[Case], device: str, quick: bool, progress: bool = True
         timed = {}
         for impl in case.impls:
             bar.set_description(f"{case.group} {case.name} {impl.name}"[:70])
-            timed[impl.name] = summary(time_impl(impl, quick))
+            timed[impl.name] = {**summary(time_impl(impl, quick)), "peak_MB": peak_memory(impl) / 1e6}
             bar.update()
         ours = timed[case.ours]["median"]
         row = {"group": case.group, "case": case.name, "size": case.size, "ours": case.ours, "times_ms": timed,
@@ -155,15 +205,20 @@ def markdown(result: dict) -> str:
             f"triton {result['versions']['triton']}, OpenCV {result['versions']['cv2']}"
             + (f", copy bandwidth {result['copy_bandwidth_GBps']:.0f} GB/s" if result["copy_bandwidth_GBps"] else "")
             + (" (quick sizes)" if result["quick"] else ""))
-    lines = [head, "", "| workload | case | kamim_fast (ms) | others: median ms (kamim_fast's speed-up) | floor (ms) | of floor |",
+    lines = [head, "", "| workload | case | kamim_fast (median ms, peak memory) | others: median ms (kamim_fast's speed-up, peak memory) | floor (ms) | of floor |",
              "|---|---|---:|---|---:|---:|"]
     for r in result["rows"]:
-        others = "; ".join(f"{name} {t['median']:.3f} ({r['speedup'][name]:.1f}x)"
+        others = "; ".join(f"{name} {t['median']:.3f} ({r['speedup'][name]:.1f}x{_peak(t)})"
                            for name, t in r["times_ms"].items() if name != r["ours"])
         floor = f"{r['floor_ms']:.3f}" if "floor_ms" in r else "-"
         frac = f"{r['fraction_of_floor']:.0%}" if "fraction_of_floor" in r else "-"
-        lines.append(f"| {r['group']} | {r['case']} | {r['times_ms'][r['ours']]['median']:.3f} | {others} | {floor} | {frac} |")
+        ours = r["times_ms"][r["ours"]]
+        lines.append(f"| {r['group']} | {r['case']} | {ours['median']:.3f}{_peak(ours)} | {others} | {floor} | {frac} |")
     return "\n".join(lines) + "\n"
+
+
+def _peak(timed: dict) -> str:
+    return f", peak {timed['peak_MB']:.1f} MB" if "peak_MB" in timed else ""
 
 
 def plot(result: dict, path: Path) -> None:

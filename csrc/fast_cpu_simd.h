@@ -248,13 +248,40 @@ static void gray_row_u8(const uint8_t* __restrict c0, const uint8_t* __restrict 
 }
 
 // The same from float32 channel rows, un-normalised first: round((x*std + mean)*255) clamped to [0, 255],
-// NaN -> 0, in float32 in this order (channels_to_u8_ref); ties to even via the 2^23 trick.
+// NaN -> 0, in float32 in this order (channels_to_u8_ref); ties to even via the 2^23 trick. Vector lanes of
+// float32 (the compiler does not vectorise the scalar loop); no FMA in this copy's target, so the product
+// is rounded on its own as torch rounds it.
+typedef float f32v __attribute__((vector_size(KF_VB)));
+typedef int32_t i32v __attribute__((vector_size(KF_VB)));
+typedef uint8_t u8q __attribute__((vector_size(KF_VB / 4)));
+static inline f32v ldf(const float* p) {
+  f32v v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline i32v unnormalise_lanes(f32v x, float s, float m) {
+  const f32v zero = f32v{}, top = f32v{} + 255.0f, magic = f32v{} + 8388608.0f;
+  f32v v = (x * s + m) * 255.0f;
+  v = v > zero ? v : zero;
+  v = v < top ? v : top;
+  return __builtin_convertvector((v + magic) - magic, i32v);
+}
 static void gray_row_f32(const float* __restrict c0, const float* __restrict c1, const float* __restrict c2,
                          int64_t W, const float* mean, const float* std_, int32_t w0, int32_t w1, int32_t w2,
                          uint8_t* __restrict out) {
-  const float m0 = mean[0], m1 = mean[1], m2 = mean[2], s0 = std_[0], s1 = std_[1], s2 = std_[2];
-  for (int64_t x = 0; x < W; ++x) {
-    const int32_t v0 = unnormalise(c0[x], s0, m0), v1 = unnormalise(c1[x], s1, m1), v2 = unnormalise(c2[x], s2, m2);
+  constexpr int L = KF_VB / 4;
+  int64_t x = 0;
+  for (; x + L <= W; x += L) {
+    const i32v g = (unnormalise_lanes(ldf(c0 + x), std_[0], mean[0]) * w0 +
+                    unnormalise_lanes(ldf(c1 + x), std_[1], mean[1]) * w1 +
+                    unnormalise_lanes(ldf(c2 + x), std_[2], mean[2]) * w2 + opencv::kGrayRound) >>
+                   opencv::kGrayShift;
+    const u8q b = __builtin_convertvector(g, u8q);
+    std::memcpy(out + x, &b, sizeof b);
+  }
+  for (; x < W; ++x) {
+    const int32_t v0 = unnormalise(c0[x], std_[0], mean[0]), v1 = unnormalise(c1[x], std_[1], mean[1]),
+                  v2 = unnormalise(c2[x], std_[2], mean[2]);
     out[x] = static_cast<uint8_t>((v0 * w0 + v1 * w1 + v2 * w2 + opencv::kGrayRound) >> opencv::kGrayShift);
   }
 }
@@ -289,34 +316,25 @@ static inline int64_t popcount_range(const uint64_t* row, int64_t a, int64_t b) 
 // [ka, kb), nw words each, with ka <= max(cy0*p - 4, 0) and kb >= min(cy1*p + 4, H) for rings.
 static void cover_from_bits(const uint64_t* K, int64_t nw, int64_t ka, int64_t kb, int64_t W, int64_t p,
                             int64_t cy0, int64_t cy1, bool ring, int32_t* cover) {
-  const int64_t ncx = W / p, Y0 = cy0 * p, Y1 = cy1 * p;
+  const int64_t ncx = W / p, nk = kb - ka;
   std::fill(cover, cover + (cy1 - cy0) * ncx, 0);
-  auto count_row = [&](const uint64_t* row, int64_t y) {
-    int32_t* c = cover + (y / p - cy0) * ncx;
-    for (int64_t cx = 0; cx < ncx; ++cx) c[cx] += static_cast<int32_t>(popcount_range(row, cx * p, cx * p + p));
-  };
   auto nonzero = [&](const uint64_t* row) {
     uint64_t o = 0;
     for (int64_t i = 0; i < nw; ++i) o |= row[i];
     return o != 0;
   };
-  if (!ring) {
-    for (int64_t y = Y0; y < Y1; ++y)
-      if (nonzero(K + (y - ka) * nw)) count_row(K + (y - ka) * nw, y);
-    return;
-  }
   // The ring's rows as horizontal dilations of a keypoint row (checked against the constant at compile
   // time, see ring_is_dilations): |dy| = 4: [-1, 1]; 3: [-2, 2]; 2: [-3, 3]; <= 1: [-4, -2] and [2, 4].
-  const int64_t nk = kb - ka;
-  std::vector<uint64_t> dil(4 * nk * nw, 0);  // per keypoint row: D1, D2, D3, hollow
+  std::unique_ptr<uint64_t[]> dil(ring ? new uint64_t[4 * nk * nw] : nullptr);  // per keypoint row: D1, D2, D3, hollow
   std::vector<char> has(nk, 0);
   for (int64_t i = 0; i < nk; ++i) {
     const uint64_t* k = K + i * nw;
     if (!nonzero(k)) continue;
     has[i] = 1;
-    uint64_t* d1 = dil.data() + (4 * i) * nw;
+    if (!ring) continue;
+    uint64_t* d1 = dil.get() + (4 * i) * nw;
     uint64_t *d2 = d1 + nw, *d3 = d2 + nw, *hl = d3 + nw;
-    for (int64_t w = 0; w < nw; ++w) d1[w] = k[w];
+    for (int64_t w = 0; w < nw; ++w) d1[w] = k[w], hl[w] = 0;
     shl_or(k, 1, d1, nw);
     shr_or(k, 1, d1, nw);
     for (int64_t w = 0; w < nw; ++w) d2[w] = d1[w];
@@ -327,20 +345,74 @@ static void cover_from_bits(const uint64_t* K, int64_t nw, int64_t ka, int64_t k
     shr_or(d2, 1, d3, nw);
     for (int sft = 2; sft <= 4; ++sft) shl_or(k, sft, hl, nw), shr_or(k, sft, hl, nw);  // not from d1: clipped at x < 0
   }
-  std::vector<uint64_t> row(nw);
-  for (int64_t y = Y0; y < Y1; ++y) {
+  std::vector<uint64_t> row(nw), acc(nw);
+  // Row y's covered pixels (or keypoints) into row; false when there are none.
+  auto covered = [&](int64_t y) {
+    if (!ring) {
+      const int64_t j = y - ka;
+      if (!has[j]) return false;
+      std::memcpy(row.data(), K + j * nw, nw * sizeof(uint64_t));
+      return true;
+    }
     bool hit = false;
-    std::fill(row.begin(), row.end(), 0);
     for (int dy = -4; dy <= 4; ++dy) {
       const int64_t j = y + dy - ka;
       if (j < 0 || j >= nk || !has[j]) continue;
       const int ady = dy < 0 ? -dy : dy;
-      const uint64_t* src = dil.data() + (4 * j + (ady == 4 ? 0 : ady == 3 ? 1 : ady == 2 ? 2 : 3)) * nw;
-      for (int64_t w = 0; w < nw; ++w) row[w] |= src[w];
-      hit = true;
+      const uint64_t* src = dil.get() + (4 * j + (ady == 4 ? 0 : ady == 3 ? 1 : ady == 2 ? 2 : 3)) * nw;
+      if (!hit) {
+        std::memcpy(row.data(), src, nw * sizeof(uint64_t));
+        hit = true;
+      } else {
+        for (int64_t w = 0; w < nw; ++w) row[w] |= src[w];
+      }
     }
-    if (hit) count_row(row.data(), y);
+    return hit;
+  };
+  const bool swar = p == 8 || p == 16 || p == 32 || p == 64;  // cells are aligned fields of the words
+  for (int64_t cy = cy0; cy < cy1; ++cy) {
+    int32_t* c = cover + (cy - cy0) * ncx;
+    if (!swar) {
+      for (int64_t y = cy * p; y < cy * p + p; ++y)
+        if (covered(y))
+          for (int64_t cx = 0; cx < ncx; ++cx) c[cx] += static_cast<int32_t>(popcount_range(row.data(), cx * p, cx * p + p));
+      continue;
+    }
+    // Per-field bit counts of each row (SWAR), summed over the cell's p rows: fields of p bits hold <= p*p.
+    std::fill(acc.begin(), acc.end(), 0);
+    bool any_row = false;
+    for (int64_t y = cy * p; y < cy * p + p; ++y) {
+      if (!covered(y)) continue;
+      any_row = true;
+      for (int64_t w = 0; w < nw; ++w) {
+        uint64_t x = row[w];
+        if (p == 64) {
+          acc[w] += static_cast<uint64_t>(__builtin_popcountll(x));
+          continue;
+        }
+        x = x - ((x >> 1) & 0x5555555555555555ull);
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;  // counts per 8 bits
+        if (p >= 16) x = (x + (x >> 8)) & 0x00FF00FF00FF00FFull;
+        if (p >= 32) x = (x + (x >> 16)) & 0x0000FFFF0000FFFFull;
+        acc[w] += x;
+      }
+    }
+    if (!any_row) continue;
+    const uint64_t field = low_bits(static_cast<int>(p));
+    for (int64_t cx = 0; cx < ncx; ++cx) {
+      const int64_t bit = cx * p;
+      c[cx] = static_cast<int32_t>((acc[bit >> 6] >> (bit & 63)) & field);
+    }
   }
+}
+
+// Bits of a bool/uint8 row (bit x set where row[x] != 0) OR-ed into out (zeroed by the caller).
+static void bool_row_bits(const uint8_t* row, int64_t W, uint64_t* out) {
+  int64_t x = 0;
+  for (; x + VB <= W; x += VB) out[x >> 6] |= movemask((u8v)(ld(row + x) != u8v{})) << (x & 63);
+  for (; x < W; ++x)
+    if (row[x]) out[x >> 6] |= uint64_t{1} << (x & 63);
 }
 
 }  // namespace kamim_fast::cpu::KF_NS
