@@ -399,7 +399,7 @@ def test_eps_is_simmims_by_value(target, rng):
         float((pred - tgt).abs().double().mul(one).sum() / (1 + 1e-5) / 3), rel=2e-6, abs=0)
     for fn in (weighted_mim_loss, weighted_mim_loss_ref):
         assert inspect.signature(fn).parameters["eps"].default == 1e-5, fn
-    torch.testing.assert_close(WeightedMIMLoss()(pred, tgt, one), weighted_mim_loss(pred, tgt, one, eps=1e-5), rtol=0, atol=0)
+    torch.testing.assert_close(WeightedMIMLoss(weights=None)(pred, tgt, one), weighted_mim_loss(pred, tgt, one, None, eps=1e-5), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
