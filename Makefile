@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report clean
+.PHONY: demo test compile-report mutants clean
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(VENV)/.installed
 # Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
+
+# Planted bugs, one at a time, in a temporary copy: does the suite catch each? Not in CI (minutes);
+# writes tests/MUTANTS.md. MUTANTS="name ..." runs only those (names: tests/mutants.py --list).
+mutants: $(VENV)/.installed
+	env -u TRITON_INTERPRET $(PY) tests/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
