@@ -44,6 +44,17 @@ def test_every_uint8_triple_on_a_grid(target):
         rgb = grid[:, perm].reshape(32, -1, 3).numpy()
         got = rgb_to_gray_u8(_nchw(rgb).to(device))
         np.testing.assert_array_equal(got.cpu().numpy(), cv_gray(rgb))
+    # Every triple whose weighted sum is exactly half-way (low 15 bits 0x4000: 2728 of 2^24): only there does
+    # the rounding constant decide, so only these catch 16383 for 16384.
+    v = np.arange(256)
+    r, g, b = np.meshgrid(v, v, v, indexing="ij")
+    half = (r * 9798 + g * 19235 + b * 3735) % 32768 == 16384
+    triples = np.stack([r[half], g[half], b[half]], -1).astype(np.uint8)
+    assert len(triples) == 2728
+    for order in ("rgb", "bgr"):
+        rgb = triples.reshape(1, -1, 3)
+        got = rgb_to_gray_u8(_nchw(rgb).to(device), channel_order=order)
+        np.testing.assert_array_equal(got.cpu().numpy(), cv_gray(rgb, order))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
