@@ -439,3 +439,28 @@ def test_quick_demo_runs_end_to_end(tmp_path):
 )
 def test_bad_arguments_name_the_argument(make, exc, words):
     assert_raises_naming(make, exc, words)
+
+
+def test_show_draws_the_published_values(tmp_path, rng, monkeypatch):
+    """The show picture's panels hold OpenCV's keypoints, drawKeypoints' rings and the published weights."""
+    import cv2
+    import matplotlib.figure
+
+    from kamim_fast.show import show
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    img = crop(real_image("coffee"), 64, 96, rng)
+    for y, x in zip(rng.integers(4, 60, 4), rng.integers(4, 92, 4)):  # black and white dots: corners in any crop
+        img[y, x] = 255 * int(rng.integers(2))
+    show(img, tmp_path / "out.png", temperature=0.5)
+    axes = figures[0].axes
+    kps = cv2.FastFeatureDetector_create(10).detect(img)  # the published call: OpenCV converts with BGR2GRAY
+    assert kps
+    drawn = np.sign(cv2.drawKeypoints(np.zeros_like(img), kps, None, color=(255, 0, 0))[..., 0])
+    assert sorted(map(tuple, axes[1].collections[0].get_offsets().astype(int).tolist())) == sorted(
+        (int(k.pt[0]), int(k.pt[1])) for k in kps)
+    np.testing.assert_array_equal(np.asarray(axes[2].images[0].get_array()), drawn)
+    want = published_weights(img[None], 8, 0.5)[0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
+    np.testing.assert_allclose(np.asarray(axes[3].images[0].get_array()), want, rtol=1e-5, atol=0)
