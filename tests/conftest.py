@@ -36,19 +36,16 @@ def target(request, monkeypatch) -> tuple[str, str]:
     return device, backend
 
 
-def test_seed() -> int:
+def draw_seed() -> int:
     """A fresh seed, or KAMIM_FAST_TEST_SEED's to replay a failure."""
     return int(os.environ.get("KAMIM_FAST_TEST_SEED") or secrets.randbits(32))
-
-
-test_seed.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(autouse=True)
 def _seed(request) -> int:
     """Every test draws one seed, prints it (shown on failure) and seeds torch's and numpy's global
     generators with it, so ``torch.randn(...)`` without a generator replays too."""
-    seed = test_seed()
+    seed = draw_seed()
     print(f"KAMIM_FAST_TEST_SEED={seed}")
     torch.manual_seed(seed)
     np.random.seed(seed)

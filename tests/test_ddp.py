@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import test_seed
+from conftest import draw_seed
 from images import COLOUR_NAMES, crop, real_image
 from published import normalise
 
@@ -49,7 +49,7 @@ def _assert_grads_close(got: dict, want: dict, rtol: float = 1e-4) -> None:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     """Run the two ranks once; return the inputs and what each rank saved."""
-    seed = test_seed()
+    seed = draw_seed()
     print(f"KAMIM_FAST_TEST_SEED={seed} (the ranks' data)")  # shown with the first test's failure
     rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(1 << 30)))

@@ -174,6 +174,14 @@ def test_deterministic(target, rng):
     first = fast_corners(img, 0)
     for _ in range(2):
         assert all(torch.equal(a, b) for a, b in zip(first, fast_corners(img, 0)))
+    # the colour path: gray staged in the kernel's scratch, then scores, then NMS from the scratch
+    rgb = torch.from_numpy(np.stack([synthetic("plateaus", 50, 90, rng) for _ in range(3)])).unsqueeze(0).to(device)
+    x = (rgb.float() / 255 - 0.5) / 0.25
+    first = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+    assert first[0].any()
+    for _ in range(2):
+        again = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
 def test_module_twin(target, rng):
