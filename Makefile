@@ -35,9 +35,10 @@ compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
 
 # Planted bugs, one at a time, in a temporary copy: does the suite catch each? Not in CI (minutes);
-# writes tests/MUTANTS.md. MUTANTS="name ..." runs only those (names: tests/mutants.py --list).
+# each row's tests must first pass unmutated (--baseline); writes tests/MUTANTS.md. MUTANTS="name ..." runs
+# only those (names: tests/mutants.py --list).
 mutants: $(VENV)/.installed
-	env -u TRITON_INTERPRET $(PY) tests/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
+	env -u TRITON_INTERPRET $(PY) tests/mutants.py --baseline $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
