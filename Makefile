@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report sanitize clean
+.PHONY: demo test compile-report sanitize mutants clean
 
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ sanitize:  # needs the venv only, not a fresh install of the normal build
 	$(SANITIZE_ENV) CUDA_HOME=/nonexistent $(PY) tests/sanitize_build.py $(SANITIZE_DIR)
 	$(SANITIZE_ENV) $(PY) -c "import kamim_fast._C as c, sys; sys.exit(0 if '$(SANITIZE_DIR)' in c.__file__ else 'not the sanitized build: ' + c.__file__)"
 	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q -n 1 $(SANITIZE_TESTS)
+
+# Planted bugs, one at a time, in a temporary copy: does the suite catch each? Not in CI (minutes);
+# each row's tests must first pass unmutated (--baseline); writes tests/MUTANTS.md. MUTANTS="name ..." runs
+# only those (names: tests/mutants.py --list).
+mutants: $(VENV)/.installed
+	env -u TRITON_INTERPRET $(PY) tests/mutants.py --baseline $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -70,12 +70,26 @@ def forbid_reference(monkeypatch, device: str, backend: str) -> None:
         monkeypatch.setitem(_backend.TABLE, name, dataclasses.replace(entry, impls=impls))
 
 
-@pytest.fixture
-def rng() -> np.random.Generator:
-    """Fresh random data on every run; the seed is printed on failure and KAMIM_FAST_TEST_SEED replays it."""
-    seed = int(os.environ.get("KAMIM_FAST_TEST_SEED") or secrets.randbits(32))
+def draw_seed() -> int:
+    """A fresh seed, or KAMIM_FAST_TEST_SEED's to replay a failure."""
+    return int(os.environ.get("KAMIM_FAST_TEST_SEED") or secrets.randbits(32))
+
+
+@pytest.fixture(autouse=True)
+def _seed(request) -> int:
+    """Every test draws one seed, prints it (shown on failure) and seeds torch's and numpy's global
+    generators with it, so ``torch.randn(...)`` without a generator replays too."""
+    seed = draw_seed()
     print(f"KAMIM_FAST_TEST_SEED={seed}")
-    return np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return seed
+
+
+@pytest.fixture
+def rng(_seed) -> np.random.Generator:
+    """Fresh random data on every run; the seed is printed on failure and KAMIM_FAST_TEST_SEED replays it."""
+    return np.random.default_rng(_seed)
 
 
 def assert_raises_naming(make, exc: type[Exception], words: list[str]) -> None:

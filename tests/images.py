@@ -50,3 +50,16 @@ def synthetic(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray
 
 
 SYNTHETIC_KINDS = ("noise", "plateaus", "checker", "blocks", "flat", "dots", "extremes")
+
+
+def dotted_rgb(rng, h: int, w: int, per_cell: int, cell: int = 8) -> np.ndarray:
+    """(h, w, 3) uint8 RGB: grey with isolated black or white dots, ``per_cell`` in every ``cell`` px cell
+    (away from the 3 px border FAST does not test): every cell holds keypoints, so no cell's density is 0."""
+    img = np.full((h, w, 3), 128, np.uint8)
+    for cy in range(0, h, cell):
+        for cx in range(0, w, cell):
+            for _ in range(per_cell):
+                y = int(np.clip(cy + rng.integers(0, cell), 3, h - 4))
+                x = int(np.clip(cx + rng.integers(0, cell), 3, w - 4))
+                img[y, x] = 255 * int(rng.integers(2))
+    return img

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import draw_seed
 from images import COLOUR_NAMES, crop, real_image
 from published import normalise
 
@@ -48,7 +49,9 @@ def _assert_grads_close(got: dict, want: dict, rtol: float = 1e-4) -> None:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     """Run the two ranks once; return the inputs and what each rank saved."""
-    rng = np.random.default_rng(int(os.environ.get("KAMIM_FAST_TEST_SEED") or np.random.SeedSequence().entropy % (1 << 32)))
+    seed = draw_seed()
+    print(f"KAMIM_FAST_TEST_SEED={seed} (the ranks' data)")  # shown with the first test's failure
+    rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(1 << 30)))
     imgs = np.stack([crop(real_image(COLOUR_NAMES[i]), 64, 64, rng) for i in range(4)])
     x = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)

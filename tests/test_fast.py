@@ -7,7 +7,7 @@ import pytest
 import torch
 from images import COLOUR_NAMES, GREY_NAMES, SYNTHETIC_KINDS, crop, real_image, synthetic
 from conftest import INTERPRETER, assert_raises_naming
-from oracles import cv_fast, cv_gray
+from oracles import cv_fast, cv_gray, cv_scores
 
 import kamim_fast
 from kamim_fast import fast_corners, fast_corners_ref, fast_keypoints
@@ -26,9 +26,11 @@ def _check_against_cv(gray: np.ndarray, keypoints: torch.Tensor, scores: torch.T
     )
     if nms:  # OpenCV reports the score as the response with NMS on, and 0 with it off
         np.testing.assert_array_equal(scores.cpu().numpy().astype(np.int32), cv_resp)
-    else:  # we keep the score: it lies in [threshold, 254] at every keypoint
+    else:  # we keep the score, where OpenCV reports 0: the largest threshold at which OpenCV still detects it
         s = scores.cpu().numpy()
-        assert (s[got] >= threshold).all() and (s[got] <= 254).all() and (s[~got] == 0).all()
+        want = np.where(got, cv_scores(gray), 0)
+        bad = np.argwhere(s != want)
+        assert not len(bad), f"t={threshold} nms=False: {len(bad)} scores differ, first {bad[:3].tolist()}"
 
 
 @pytest.mark.parametrize("name", GREY_NAMES + COLOUR_NAMES)
@@ -172,6 +174,14 @@ def test_deterministic(target, rng):
     first = fast_corners(img, 0)
     for _ in range(2):
         assert all(torch.equal(a, b) for a, b in zip(first, fast_corners(img, 0)))
+    # the colour path: gray staged in the kernel's scratch, then scores, then NMS from the scratch
+    rgb = torch.from_numpy(np.stack([synthetic("plateaus", 50, 90, rng) for _ in range(3)])).unsqueeze(0).to(device)
+    x = (rgb.float() / 255 - 0.5) / 0.25
+    first = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+    assert first[0].any()
+    for _ in range(2):
+        again = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
 def test_module_twin(target, rng):

@@ -44,6 +44,17 @@ def test_every_uint8_triple_on_a_grid(target):
         rgb = grid[:, perm].reshape(32, -1, 3).numpy()
         got = rgb_to_gray_u8(_nchw(rgb).to(device))
         np.testing.assert_array_equal(got.cpu().numpy(), cv_gray(rgb))
+    # Every triple whose weighted sum is exactly half-way (low 15 bits 0x4000: 2728 of 2^24): only there does
+    # the rounding constant decide, so only these catch 16383 for 16384.
+    v = np.arange(256)
+    r, g, b = np.meshgrid(v, v, v, indexing="ij")
+    half = (r * 9798 + g * 19235 + b * 3735) % 32768 == 16384
+    triples = np.stack([r[half], g[half], b[half]], -1).astype(np.uint8)
+    assert len(triples) == 2728
+    for order in ("rgb", "bgr"):
+        rgb = triples.reshape(1, -1, 3)
+        got = rgb_to_gray_u8(_nchw(rgb).to(device), channel_order=order)
+        np.testing.assert_array_equal(got.cpu().numpy(), cv_gray(rgb, order))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -71,8 +82,19 @@ def test_arbitrary_floats_equal_the_reference(dtype, target, rng):
     got = rgb_to_gray_u8(x.to(device), mean=mean, std=std)
     want = rgb_to_gray_u8_ref(x, False, mean, std)
     assert torch.equal(got.cpu(), want)
-    ties = rgb_to_gray_u8_ref(x[1:2], False, (0, 0, 0), (1, 1, 1))
-    assert ties.dtype == torch.uint8 and ties.shape == (1, 17, 29)
+
+
+def test_float_ties_round_to_even(target):
+    """x * 255 = k + 0.5 exactly (float32) in every channel: the recovered uint8 is k rounded half to even,
+    and so is the gray (the weights sum to 2**15). Asserted by value, on both backends."""
+    device, _ = target
+    k = torch.arange(255, dtype=torch.float32)
+    x = ((k + 0.5) / 255).view(1, 1, 1, 255).expand(2, 3, 1, 255).contiguous()
+    assert torch.equal(x[0, 0, 0] * 255, k + 0.5)  # exact ties
+    want = torch.where(k % 2 == 0, k, k + 1).to(torch.uint8)  # 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, ...
+    for mean_std in ({}, {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}):
+        got = rgb_to_gray_u8(x.to(device), **mean_std)
+        assert torch.equal(got.cpu(), want.view(1, 1, 255).expand(2, 1, 255)), mean_std
 
 
 def test_unbatched_and_strided(target, rng):

@@ -135,9 +135,11 @@ def test_timm_encoder_mask_token_replaces_masked_patches(rng):
 
 def test_few_optimiser_steps_reduce_the_kamim_loss_on_real_images(rng):
     _seed(rng)
-    _, x = _real_batch(rng, 8, 64)
+    imgs, x = _real_batch(rng, 8, 64)
     mask = simmim_mask(8, 64, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
     model = simmim_vit(img_size=64, patch_size=16, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)
+    with torch.no_grad():  # the value trained on is the published KAMIM loss of the model's reconstruction
+        want = simmim_loss(x, model.reconstruct(x, mask), mask, 16, published_weights(imgs, 8, 0.25, channel_order="bgr"))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(8):
@@ -147,6 +149,7 @@ def test_few_optimiser_steps_reduce_the_kamim_loss_on_real_images(rng):
         opt.step()
         losses.append(loss.item())
     assert all(np.isfinite(losses))
+    assert losses[0] == pytest.approx(float(want), rel=1e-5, abs=0)
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -205,9 +208,14 @@ def test_hf_with_paper_preset_is_the_published_kamim_loss(arch, mean, std, rng):
 
 def test_hf_few_optimiser_steps_reduce_the_loss(rng):
     _seed(rng)
-    model = HFMaskedImageModeling(_hf_vit(64), mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    _, pixels = _real_batch(rng, 6, 64)
+    model = HFMaskedImageModeling(_hf_vit(64), mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="bgr")
+    imgs, pixels = _real_batch(rng, 6, 64)
     pos = torch.from_numpy(rng.random((6, 16)) < 0.6)
+    with torch.no_grad():  # the value trained on is the published KAMIM loss of the model's reconstruction
+        out = model(pixels, pos)
+        want = simmim_loss(pixels, out.reconstruction, pos.reshape(6, 4, 4).int(), 16,
+                           published_weights(imgs, 8, 0.25, channel_order="bgr"))
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(8):
@@ -280,8 +288,16 @@ def test_pipeline_feeds_the_loss(rng):
     imgs = torch.from_numpy(np.stack([crop(real_image(n), 128, 128, rng) for n in COLOUR_NAMES])).permute(0, 3, 1, 2)
     x = SimMIMAugment(64)(imgs)
     mask = simmim_mask(4, 64)
-    loss = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2)(x, mask)
-    assert loss.isfinite() and loss > 0
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32 and mask.shape == (4, 4, 4)
+    model = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    loss = model(x, mask)
+    # Its value: the published loss, with OpenCV's keypoints on the uint8 image x encodes, recovered as
+    # REFERENCE.md says, v = round((x * std + mean) * 255) (float32, in this order)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    u8 = torch.round((x * std + mean) * 255).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    with torch.no_grad():
+        want = simmim_loss(x, model.reconstruct(x, mask), mask, 16, published_weights(u8, 8, 0.25, channel_order="bgr"))
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=0)
 
 
 # --- command line and demo -----------------------------------------------------------------------------------
@@ -396,6 +412,12 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert words in out, (words, out)
     for name, width in (("fast_astronaut.png", 300), ("show_astronaut.png", 1000), ("loss_curve.png", 300)):
         _assert_png(tmp_path / name, width)
+    # the values it reports: the fused path agrees with the reference, loss and gradient
+    import re
+
+    rel = float(re.search(r"relative difference\s*\|\s*([-+0-9.e]+)", out).group(1))
+    diff, scale = map(float, re.search(r"gradient max \|difference\| \(max \|grad\|\)\s*\|\s*([-+0-9.e]+) \(([-+0-9.e]+)\)", out).groups())
+    assert rel <= 1e-5 and diff <= 1e-5 * scale and scale > 0, (rel, diff, scale)
 
 
 # --- argument checks -----------------------------------------------------------------------------------------------
@@ -433,3 +455,28 @@ def test_quick_demo_runs_end_to_end(tmp_path):
 )
 def test_bad_arguments_name_the_argument(make, exc, words):
     assert_raises_naming(make, exc, words)
+
+
+def test_show_draws_the_published_values(tmp_path, rng, monkeypatch):
+    """The show picture's panels hold OpenCV's keypoints, drawKeypoints' rings and the published weights."""
+    import cv2
+    import matplotlib.figure
+
+    from kamim_fast.show import show
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    img = crop(real_image("coffee"), 64, 96, rng)
+    for y, x in zip(rng.integers(4, 60, 4), rng.integers(4, 92, 4)):  # black and white dots: corners in any crop
+        img[y, x] = 255 * int(rng.integers(2))
+    show(img, tmp_path / "out.png", temperature=0.5)
+    axes = figures[0].axes
+    kps = cv2.FastFeatureDetector_create(10).detect(img)  # the published call: OpenCV converts with BGR2GRAY
+    assert kps
+    drawn = np.sign(cv2.drawKeypoints(np.zeros_like(img), kps, None, color=(255, 0, 0))[..., 0])
+    assert sorted(map(tuple, axes[1].collections[0].get_offsets().astype(int).tolist())) == sorted(
+        (int(k.pt[0]), int(k.pt[1])) for k in kps)
+    np.testing.assert_array_equal(np.asarray(axes[2].images[0].get_array()), drawn)
+    want = published_weights(img[None], 8, 0.5)[0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
+    np.testing.assert_allclose(np.asarray(axes[3].images[0].get_array()), want, rtol=1e-5, atol=0)

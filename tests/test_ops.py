@@ -43,12 +43,18 @@ def test_compile_fullgraph_matches_eager(target, rng):
     def pipeline(rgb_batch):
         g = rgb_to_gray_u8(rgb_batch)
         keypoints, scores = fast_corners(g, 10)
-        return keypoints.sum(dim=(1, 2)), scores.float().mean()
+        open_kp, open_scores = fast_corners(g, 0, False)
+        return g, keypoints, scores, open_kp, open_scores
 
     torch._dynamo.reset()
     compiled = torch.compile(pipeline, fullgraph=True, backend="aot_eager")
-    for got, want in zip(compiled(rgb.to(device)), pipeline(rgb.to(device))):
-        assert torch.equal(got, want)
+    rgb = rgb.clone()
+    rgb[0, :, 8, 12], rgb[0, :, 12, 20] = 255, 0  # a white and a black dot: corners in any crop
+    outputs = compiled(rgb.to(device))
+    assert len(outputs) == 5
+    for got, want in zip(outputs, pipeline(rgb.to(device))):  # map for map, bit for bit
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    assert outputs[1].any() and outputs[3].sum() >= outputs[1].sum()
 
 
 def test_unknown_backend_is_named(monkeypatch):

@@ -77,22 +77,29 @@ def test_fast_equals_the_reference(h, w, b, threshold, nms, levels, seed, backen
         assert torch.equal(got, want)
 
 
-@SETTINGS
+STATS = st.tuples(st.sampled_from([0.0, 0.2, 0.406, 0.5, 0.7]), st.sampled_from([0.1, 0.225, 0.25, 0.5, 1.0]))
+
+
+@settings(SETTINGS, max_examples=16)
 @given(cells=st.tuples(st.integers(1, 6), st.integers(1, 9)), cell=st.sampled_from([2, 4, 8, 16, 6]),
        b=st.integers(1, 2), threshold=st.integers(0, 60), density=st.sampled_from(["ring", "count"]),
        order=st.sampled_from(["rgb", "bgr"]), levels=st.sampled_from([3, 256]),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**32 - 1))
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**32 - 1),
+       stats=st.tuples(STATS, STATS, STATS), temperature=st.sampled_from([0.01, 0.03, 0.1, 0.25, 1.0, 2.5]))
 def test_fast_weighted_loss_equals_the_reference(cells, cell, b, threshold, density, order, levels, dtype, seed,
-                                                 monkeypatch):
+                                                 stats, temperature, monkeypatch):
     """weights="fast" through the kernels (fused for powers of two, FAST kernel + L1 kernel for 6) vs the
-    reference pipeline: the same loss and gradient, on random sizes, thresholds and plateau-heavy images."""
+    reference pipeline: the same loss and gradient, on random sizes, thresholds, plateau-heavy images, a
+    mean and std per channel, and temperatures where the clip binds."""
     rng = np.random.default_rng(seed)
     H, W = cells[0] * cell, cells[1] * cell
     u8 = (rng.integers(0, levels, (b, 3, H, W)) * (255 // (levels - 1))).astype(np.float32)
-    target = torch.from_numpy((u8 / 255 - 0.5) / 0.25)
+    mean, std = (tuple(s[0] for s in stats), tuple(s[1] for s in stats))
+    target = torch.from_numpy((u8 / 255 - np.array(mean, np.float32).reshape(3, 1, 1)) / np.array(std, np.float32).reshape(3, 1, 1))
     pred = (target + torch.from_numpy(rng.normal(0, 1, target.shape)).float()).to(dtype)
     mask = torch.from_numpy(rng.random((b, cells[0], cells[1])) < 0.5)
-    opts = dict(weight_patch_size=cell, threshold=threshold, density=density, channel_order=order, mean=0.5, std=0.25)
+    opts = dict(weight_patch_size=cell, threshold=threshold, density=density, channel_order=order, mean=mean, std=std,
+                temperature=temperature)
     results = []
     for backend, device in (("triton", "cuda" if CUDA else "cpu"), ("torch", "cpu")):
         monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
@@ -135,9 +142,13 @@ def test_gray_equals_opencv(b, h, w, order, dtype, layout, seed, backend, monkey
         got = rgb_to_gray_u8(_layout(u8, layout), channel_order=order)
         want = torch.from_numpy(np.stack([cv_gray(img.permute(1, 2, 0).numpy(), order) for img in u8]))
     else:
-        x = ((u8.float() / 255 - 0.4) / 0.3).to(dtype)
-        got = rgb_to_gray_u8(_layout(x, layout), mean=0.4, std=0.3, channel_order=order)
-        want = rgb_to_gray_u8_ref(x, order == "bgr", (0.4,) * 3, (0.3,) * 3)
+        mean, std = (0.4, 0.45, 0.5), (0.3, 0.2, 0.25)  # distinct per channel
+        x = ((u8.float() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).to(dtype)
+        got = rgb_to_gray_u8(_layout(x, layout), mean=mean, std=std, channel_order=order)
+        want = rgb_to_gray_u8_ref(x, order == "bgr", mean, std)
+        if dtype == torch.float32:  # float32 holds the uint8 exactly: OpenCV's gray of it
+            want_cv = torch.from_numpy(np.stack([cv_gray(img.permute(1, 2, 0).numpy(), order) for img in u8]))
+            assert torch.equal(got, want_cv)
     assert torch.equal(got, want)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_raises_naming
-from images import COLOUR_NAMES, crop, real_image
+from images import COLOUR_NAMES, crop, dotted_rgb, real_image
 from oracles import cv_fast
 from published import normalise, published_weights
 
@@ -82,3 +82,35 @@ def test_uint8_input_and_no_keypoints(target, rng):
 )
 def test_bad_input_is_named(make, exc, words):
     assert_raises_naming(make, exc, words)
+
+
+def _batch_with_different_minima(rng):
+    """Two dense images with different sparsest cells, and one with an empty (flat) quarter."""
+    imgs = np.stack([dotted_rgb(rng, 32, 48, 1), dotted_rgb(rng, 32, 48, 3), dotted_rgb(rng, 32, 48, 1)])
+    imgs[2, :16, :24] = 128  # four empty cells: this image's minimum density is 0
+    return imgs
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.03, 0.05, 0.25])
+def test_small_temperatures_and_per_image_minima_equal_the_published_pipeline(temperature, target, rng):
+    """Where exp(d/T) overflows float32 (T = 0.01: d/T up to 100) the clip to 20 decides the weights; and each
+    image is divided by its own minimum: the images' sparsest cells differ, none of the dense ones has
+    weight 1 before the division. Oracle: OpenCV FAST + drawKeypoints + the published formula."""
+    device, _ = target
+    imgs = _batch_with_different_minima(rng)
+    density = np.stack([np.sign(cv2.drawKeypoints(np.zeros_like(i), cv_fast(cv2.cvtColor(i, cv2.COLOR_BGR2GRAY), 10, True)[2],
+                                                  None, color=(255, 0, 0))[..., 0]).reshape(4, 8, 6, 8).mean((1, 3))
+                        for i in imgs])
+    lo = density.reshape(3, -1).min(1)
+    assert lo[0] > 0 and lo[1] > 0 and lo[2] == 0 and lo[0] != lo[1], lo  # the premise: minima differ, two > 0
+    if temperature <= 0.03:
+        assert (density / temperature > 20).any()  # the clip binds (at 0.01 exp(d/T) reaches e^70 and more)
+    u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    want = published_weights(imgs, 8, temperature, channel_order="bgr")
+    assert want.isfinite().all()
+    got = patch_weights(u8.to(device), weight_patch_size=8, temperature=temperature, channel_order="bgr")
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=0)
+    mean, std = (0.3, 0.5, 0.6), (0.2, 0.25, 0.3)  # the normalised float target, distinct per channel
+    x = normalise(u8, mean, std)
+    got = patch_weights(x.to(device), weight_patch_size=8, temperature=temperature, channel_order="bgr", mean=mean, std=std)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=0)

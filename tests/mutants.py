@@ -1,0 +1,297 @@
+"""Planted bugs, one at a time, in a temporary copy of the repository: does the suite catch each one?
+
+    make mutants                            # all of them; writes tests/MUTANTS.md
+    .venv/bin/python tests/mutants.py [--only NAME ...] [--report FILE] [--keep] [--baseline]
+
+Each mutant is a text replacement in one file (it must match exactly once, else the row reports "stale":
+update it) and the few tests that should catch it. For each, this copies the working tree (without .git;
+.venv linked, not copied) into a temporary folder, applies the replacement and runs those tests there with
+``PYTHONPATH=<copy>``. The editable install maps ``kamim_fast.kernels`` to the original ``kernels/`` folder
+(setup.py's package_dir), so the copy gets ``kamim_fast/kernels -> ../kernels``, a symlink that the path
+finder reaches before the editable finder; before the tests run, a child process imports the mutated module
+and must find the copy's file with the mutated text (else the row reports "error"). A mutant of ``csrc/``
+removes the copy's compiled ``kamim_fast/_C`` and shadows ours (the editable finder would find it) with a
+``_C.py`` that raises ImportError, so the copy JIT-builds its own sources (into the copy), and checks that the
+library loaded is the copy's.
+
+A mutant is caught when its tests fail (pytest exit status 1); exit status 0 is "MISSED"; anything else
+(collection error, timeout) is "error". ``--baseline`` also runs each mutant's tests on the unmutated copy,
+which must pass. Not in CI: it takes minutes. Exit status 1 unless every mutant is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                ".hypothesis", "demo_out", ".ruff_cache", "*.so.lock")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # relative to the repository root
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: node ids, -k expressions
+    why: str = ""  # which test should catch it, and how
+
+
+MUTANTS: list[Mutant] = [
+    # --- the 16 rows of issue 15 -----------------------------------------------------------------------------
+    Mutant("fast-circle-offsets-swapped", "kamim_fast/_opencv.py",
+           "(0, 3), (1, 3), (2, 2), (3, 1),", "(0, 3), (2, 2), (1, 3), (3, 1),",
+           ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-noise]",),
+           "FAST keypoints vs OpenCV (the kernel and the reference share the circle)"),
+    Mutant("gray-rounding-16383", "kamim_fast/_opencv.py",
+           "GRAY_ROUND = 1 << (GRAY_SHIFT - 1)", "GRAY_ROUND = (1 << (GRAY_SHIFT - 1)) - 1",
+           ("tests/test_gray.py::test_every_uint8_triple_on_a_grid",), "gray vs cv2.cvtColor"),
+    Mutant("ring-stencil-wider", "kamim_fast/_opencv.py",
+           '    "..#####..",\n    ".#######.",\n    "###...###",', '    "..#####..",\n    "########.",\n    "###...###",',
+           ("tests/test_weights.py::test_ring_stencil_is_what_opencv_draws",), "stencil vs cv2.drawKeypoints"),
+    Mutant("nms-ties-survive-in-kernel", "kernels/fast_tile.py",
+           "keep = keep & (centre > nb.to(tl.int32))", "keep = keep & (centre >= nb.to(tl.int32))",
+           ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-plateaus]",),
+           "plateaus: equal scores, OpenCV suppresses both"),
+    Mutant("weights-divided-by-batch-min", "kamim_fast/weights.py",
+           "return w / w.amin(dim=(-2, -1), keepdim=True)", "return w / w.amin()",
+           ("tests/test_weights.py", "-k", "small_temperatures and cpu-torch-0.25"),
+           "a batch whose images' minima differ (one has empty cells), vs the published pipeline"),
+    Mutant("weights-clip-removed", "kamim_fast/weights.py",
+           "w = torch.exp(torch.clamp(density / temperature, -WEIGHT_LOG_CLIP, WEIGHT_LOG_CLIP))",
+           "w = torch.exp(density / temperature)",
+           ("tests/test_weights.py", "-k", "small_temperatures and cpu-torch-0.03"),
+           "T = 0.03 on dense images: d/T > 20 in some cells"),
+    Mutant("default-eps-1e-4", "kamim_fast/loss.py",
+           "    eps: float = 1e-5,\n", "    eps: float = 1e-4,\n",
+           ("tests/test_loss.py", "-k", "eps_is_simmims_by_value and cpu-torch"),
+           "a mask count of 1 against SimMIM's formula; the default pinned by value"),
+    Mutant("kamim-paper-channel-order-rgb", "kamim_fast/loss.py",
+           'density=DENSITY, channel_order="bgr")', 'density=DENSITY, channel_order="rgb")',
+           ("tests/test_loss.py", "-k", "paper_preset and cpu-torch"), "the published loss (BGR2GRAY on RGB arrays)"),
+    Mutant("backward-signs-of-pred", "kernels/mim_loss.py",
+           "tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)",
+           "tl.store(signs, _sign_codes(d0 + t0, SH, BLOCK_W), mask=sign_ok)",
+           ("tests/test_loss.py", "-k", "paper_preset and cpu-triton"), "the published gradient"),
+    Mutant("amt-partition-swapped-python", "kamim_fast/amt.py",
+           "codes[:num_mask], codes[num_mask + num_throw:] = 1, 0",
+           "codes[num_throw:num_throw + num_mask], codes[num_mask + num_throw:] = 1, 0",
+           ("tests/test_amt.py", "-k", "equals_published_partition and cpu-ref"), "AMT's published partition"),
+    Mutant("amt-partition-swapped-cpp", "csrc/amt.h",
+           "  if (r < num_mask) return kMasked;\n  return r < num_mask + num_throw ? kThrown : kVisible;",
+           "  if (r < num_throw) return kThrown;\n  return r < num_mask + num_throw ? kMasked : kVisible;",
+           ("tests/test_amt.py", "-k", "equals_published_partition and cpu-ext"),
+           "AMT's published partition, on the extension JIT-built from the copy"),
+    Mutant("global-normalize-without-world", "kamim_fast/loss.py",
+           "return loss * ((local + eps) * world / (total + eps)).to(loss.dtype)",
+           "return loss * ((local + eps) / (total + eps)).to(loss.dtype)",
+           ("tests/test_ddp.py::test_global_normalisation_gives_the_concatenated_batch",),
+           "2 gloo ranks vs one process on the concatenated batch"),
+    Mutant("fused-mean-std-reversed", "kamim_fast/_ops.py",
+           "pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))",
+           "pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean)[::-1], tuple(std)[::-1])",
+           ("tests/test_loss.py", "-k", "per_channel_statistics and cpu-triton-rgb"),
+           "distinct per-channel statistics through the fused kernel vs the published loss"),
+    Mutant("vit-attention-without-head-minmax", "kamim_fast/amt.py",
+           "    return ((row - lo) / torch.where(span > 0, span, torch.ones_like(span))).mean(1)",
+           "    return row.mean(1)",
+           ("tests/test_amt.py::test_vit_class_attention_matches_the_full_attention_matrix",),
+           "the class attention computed from the ViT's qkv weights"),
+    Mutant("triton-backend-runs-reference-on-cpu", "kamim_fast/_backend.py",
+           'if backend == "auto" and x.device.type != "cuda":', 'if x.device.type != "cuda":',
+           ("tests/test_kernels_ran.py",), "each kernel's launches counted under KAMIM_FAST_BACKEND=triton"),
+    Mutant("fast-barrier-before-nms-removed", "kernels/fast.py",
+           "        if NMS:\n            tl.debug_barrier()\n", "        if NMS:\n            pass\n",
+           ("tests/test_barriers.py", "-k", "installed"), "static barrier check of the TTGIR for sm_90a"),
+    # --- more, for the gaps closed with issue 15 ---------------------------------------------------------
+    Mutant("loss-barrier-before-final-pass-removed", "kernels/mim_loss.py",
+           "                    tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)\n            tl.debug_barrier()\n",
+           "                    tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)\n",
+           ("tests/test_barriers.py", "-k", "installed"), "static barrier check: ring bits read by the final pass"),
+    Mutant("gray-ties-half-up-reference", "kamim_fast/gray.py",
+           "return torch.round(v).to(torch.int32)", "return torch.floor(v + 0.5).to(torch.int32)",
+           ("tests/test_gray.py", "-k", "ties_round_to_even and cpu-torch"), "exact float ties, asserted by value"),
+    Mutant("gray-ties-half-up-kernel", "kernels/fast_tile.py",
+           "out = ((v + _RINT_MAGIC) - _RINT_MAGIC).to(tl.int32)", "out = tl.floor(v + 0.5).to(tl.int32)",
+           ("tests/test_gray.py", "-k", "ties_round_to_even and cpu-triton"), "exact float ties, asserted by value"),
+    Mutant("fast-score-without-nms-off-by-one", "kernels/fast.py",
+           "tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)",
+           "tl.store(score_out_ptr + offs, tl.where(corner, score + 1, 0).to(tl.uint8), mask=out)",
+           ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-dots]",),
+           "scores with NMS off vs the largest threshold at which OpenCV still detects"),
+    Mutant("amt-cell-weights-mean", "kamim_fast/amt.py",
+           "return attn.reshape(B, h // cell, cell, w // cell, cell).sum(dim=(2, 4))",
+           "return attn.reshape(B, h // cell, cell, w // cell, cell).mean(dim=(2, 4)) * cell",
+           ("tests/test_amt.py::test_amt_cell_weights",), "cell sums written out cell by cell"),
+]
+
+
+def _module_of(rel: str) -> str | None:
+    p = Path(rel)
+    if p.parts[0] == "kernels":
+        return "kamim_fast.kernels." + p.stem
+    if p.parts[0] == "kamim_fast" and p.suffix == ".py":
+        return ".".join(p.with_suffix("").parts)
+    return None
+
+
+def make_copy(dest: Path) -> None:
+    shutil.copytree(ROOT, dest, ignore=IGNORE, symlinks=True)
+    (dest / ".venv").symlink_to(ROOT / ".venv")  # the side-installed GPU Triton (tests/test_barriers.py)
+    link = dest / "kamim_fast" / "kernels"
+    if not link.exists():
+        link.symlink_to(Path("..") / "kernels")
+
+
+def env_for(copy: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAMIM_FAST_BACKEND", "PYTEST_ADDOPTS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(copy), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["TORCH_EXTENSIONS_DIR"] = str(copy / ".torch_extensions")  # a csrc/ mutant's JIT build stays in the copy
+    env["KAMIM_FAST_JIT"] = "cpu"
+    return env
+
+
+def verify(copy: Path, m: Mutant, env: dict) -> str | None:
+    """None when the copy's mutated code is what a child process imports, else why not."""
+    module = _module_of(m.file)
+    if module:
+        code = (f"import importlib, os, sys\nmod = importlib.import_module({module!r})\n"
+                f"f = os.path.realpath(mod.__file__)\nprint(f)\nprint({m.new!r} in open(f).read())\n")
+        want = os.path.realpath(copy / m.file)
+    else:  # csrc/: the copy builds its own extension
+        code = ("import os, sys, torch\nfrom kamim_fast import _ext\nok, why = _ext.status()\nassert ok, why\n"
+                "assert 'kamim_fast._C' not in sys.modules\n"
+                f"libs = [p for p in torch.ops.loaded_libraries if os.path.realpath(p).startswith({str(copy)!r})]\n"
+                "assert libs, torch.ops.loaded_libraries\n"
+                "print(os.path.realpath(_ext.CSRC / 'amt.cpp'))\nprint(True)\n")
+        want = os.path.realpath(copy / "csrc" / "amt.cpp")
+    run = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
+    lines = run.stdout.split()
+    if run.returncode or lines[-2:] != [want, "True"]:
+        return f"the copy's code did not load: {run.stdout.strip()} {run.stderr.strip()[-400:]}"
+    return None
+
+
+def run_tests(copy: Path, m: Mutant, env: dict) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-n", "0",
+           "-o", "addopts=-ra", *m.tests]
+    try:
+        run = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired:
+        return -1, "timeout"
+    return run.returncode, run.stdout + run.stderr
+
+
+def run_mutant(m: Mutant, baseline: bool, keep: bool) -> dict:
+    start = time.monotonic()
+    row = {"name": m.name, "file": m.file, "tests": " ".join(m.tests), "why": m.why}
+    tmp = Path(tempfile.mkdtemp(prefix=f"mutant-{m.name}-"))
+    try:
+        copy = tmp / "repo"
+        make_copy(copy)
+        env = env_for(copy)
+        target = copy / m.file
+        text = target.read_text()
+        if text.count(m.old) != 1:
+            row.update(result="stale", detail=f"the text to replace occurs {text.count(m.old)} times in {m.file}")
+            return row
+        if baseline:
+            rc, out = run_tests(copy, m, env)
+            if rc != 0:
+                row.update(result="error", detail="the tests fail without the mutant: " + _summary(out))
+                return row
+        if m.file.startswith("csrc/"):  # no compiled _C: neither the copy's nor, through the editable finder, ours
+            for so in (copy / "kamim_fast").glob("_C*.so"):
+                so.unlink()
+            (copy / "kamim_fast" / "_C.py").write_text('raise ImportError("mutants.py: JIT-build csrc/ instead")\n')
+        target.write_text(text.replace(m.old, m.new))
+        why = verify(copy, m, env)
+        if why:
+            row.update(result="error", detail=why)
+            return row
+        rc, out = run_tests(copy, m, env)
+        if rc == 1:
+            row.update(result="caught", detail=_summary(out))
+        elif rc == 0:
+            row.update(result="MISSED", detail=_summary(out))
+        else:
+            row.update(result="error", detail=f"pytest exit status {rc}: " + _summary(out))
+        return row
+    finally:
+        row["seconds"] = round(time.monotonic() - start, 1)
+        if keep:
+            row["copy"] = str(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _summary(out: str) -> str:
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    tail = [line for line in out.strip().splitlines() if line.strip()][-1:] if out.strip() else [""]
+    return (f"first failure {failed[0]}; " if failed else "") + tail[0].strip("= ")
+
+
+def write_report(rows: list[dict], path: Path, seconds: float, baseline: bool) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    caught = sum(r["result"] == "caught" for r in rows)
+    lines = [
+        "# Mutation check (`make mutants`)",
+        "",
+        f"Generated by tests/mutants.py on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit}: "
+        f"**{caught} of {len(rows)} caught**, {seconds / 60:.1f} min in all (2 shared cores).",
+        "Each planted bug is applied alone to a temporary copy, which the tests import (see the script's docstring)."
+        + (" With `--baseline`: each row's tests first passed on the unmutated copy." if baseline else ""),
+        "",
+        "| planted bug | file | tests run | result | s | detail |",
+        "|---|---|---|---|---:|---|",
+    ]
+    for r in rows:
+        detail = r.get("detail", "").replace("|", "\\|")
+        lines.append(f"| {r['name']}: {r['why']} | `{r['file']}` | `{r['tests']}` | {r['result']} | {r['seconds']} | {detail} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="mutant names (default: all)")
+    parser.add_argument("--report", default=str(ROOT / "tests" / "MUTANTS.md"))
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--baseline", action="store_true", help="first run each mutant's tests unmutated")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:45} {m.file:28} {' '.join(m.tests)}")
+        return 0
+    unknown = set(args.only or ()) - {m.name for m in MUTANTS}
+    if unknown:
+        raise SystemExit(f"unknown mutants: {sorted(unknown)}")
+    start = time.monotonic()
+    rows = []
+    for m in chosen:
+        row = run_mutant(m, args.baseline, args.keep)
+        rows.append(row)
+        print(f"{row['result']:7} {row['seconds']:7.1f}s  {m.name}: {row.get('detail', '')}", flush=True)
+    seconds = time.monotonic() - start
+    caught = sum(r["result"] == "caught" for r in rows)
+    print(f"{caught} of {len(rows)} caught in {seconds / 60:.1f} min")
+    if not args.only:
+        write_report(rows, Path(args.report), seconds, args.baseline)
+        print(f"report: {args.report}")
+    return 0 if caught == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
