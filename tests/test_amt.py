@@ -639,7 +639,7 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
     assert "STATUS (True, '')" in out.stdout, text
     assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
     assert "RAISED the AMT extension kamim_fast._C was built without CUDA" in out.stdout, text
-    assert list(tmp_path.glob("kamim_fast_amt_cpu/*.so")), list(tmp_path.rglob("*"))
+    assert list(tmp_path.glob("kamim_fast_cpu/*.so")), list(tmp_path.rglob("*"))
 
 
 def test_public_amt_names():
