@@ -163,7 +163,9 @@ struct Kernels {
 };
 
 #define KF_KERNELS(ns, gray_ns) \
-  Kernels { #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits, &ns::bool_row_bits }
+  Kernels {                                                                                        \
+    #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits, &ns::bool_row_bits \
+  }
 
 Kernels choose_kernels() {
   const char* env = std::getenv("KAMIM_FAST_CPU_ISA");
@@ -516,9 +518,10 @@ Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch, double temp
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
   const int64_t p = weight_patch;
-  Tensor density = density_from_cover(B, H, W, p, images.options(), [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
+  auto band = [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
     cpu::cell_cover(colour_image(images, b, bgr, m, s), p, cy0, cy1, static_cast<int>(threshold), ring, cover);
-  });
+  };
+  Tensor density = density_from_cover(B, H, W, p, images.options(), band);
   // density_to_weights (kamim_fast/weights.py), the same ATen ops in the same order: the same bits.
   Tensor w = at::exp(at::clamp(at::div(density, temperature), std::optional<c10::Scalar>(-20.0),
                                std::optional<c10::Scalar>(20.0)));
