@@ -165,8 +165,9 @@ def native_cases(quick: bool) -> list[Case]:
         gray = rotating(lambda i, B=B, H=H, W=W: photo_gray(B, H, W, i), ROTATE)
         gray_t = rotating(lambda i, B=B, H=H, W=W: torch.from_numpy(photo_gray(B, H, W, i)), ROTATE)
         opencv_one = Impl("OpenCV, 1 process", lambda gray=gray: [_cv_detect(img) for img in gray()], "cpu")
+        chunk = max(1, B // cores)
         opencv_pool = Impl(f"OpenCV, {cores} processes",
-                           lambda gray=gray, B=B: worker_pool().map(_cv_detect, list(gray()), chunksize=max(1, B // cores)),
+                           lambda gray=gray, chunk=chunk: worker_pool().map(_cv_detect, list(gray()), chunksize=chunk),
                            "cpu")
         for threads in sorted({1, cores}):
             ours = [Impl(i.name, at_threads(threads, i.step), "cpu") for i in table_impls(

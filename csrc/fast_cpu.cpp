@@ -88,6 +88,16 @@ inline int32_t unnormalise(float x, float s, float m) {
 }  // namespace kamim_fast::cpu
 
 // --- the vector kernels, once per instruction set --------------------------------------------------------
+// The portable copy (no intrinsics) is what other architectures run; x86-64 builds it too, so the tests run
+// it (KAMIM_FAST_CPU_ISA=portable).
+#define KF_NS portable
+#define KF_VB 16
+#define KF_ISA 0
+#include "fast_cpu_simd.h"
+#undef KF_NS
+#undef KF_VB
+#undef KF_ISA
+
 #if KF_X86
 #define KF_NS sse2
 #define KF_VB 16
@@ -135,15 +145,7 @@ inline int32_t unnormalise(float x, float s, float m) {
 #pragma GCC pop_options
 #endif
 
-#else  // other architectures: the portable copy (the compiler maps the vector extensions to its SIMD)
-#define KF_NS portable
-#define KF_VB 16
-#define KF_ISA 0
-#include "fast_cpu_simd.h"
-#undef KF_NS
-#undef KF_VB
-#undef KF_ISA
-#endif
+#endif  // other architectures: the portable copy only (the compiler maps the vector extensions to its SIMD)
 
 namespace kamim_fast::cpu {
 namespace {
@@ -161,7 +163,9 @@ struct Kernels {
 };
 
 #define KF_KERNELS(ns, gray_ns) \
-  Kernels { #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits, &ns::bool_row_bits }
+  Kernels {                                                                                        \
+    #ns, &ns::fast_rows, &gray_ns::gray_row_u8, &gray_ns::gray_row_f32, &ns::cover_from_bits, &ns::bool_row_bits \
+  }
 
 Kernels choose_kernels() {
   const char* env = std::getenv("KAMIM_FAST_CPU_ISA");
@@ -170,7 +174,8 @@ Kernels choose_kernels() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  if (want == "sse2" || want == "portable") return KF_KERNELS(sse2, sse2);
+  if (want == "portable") return KF_KERNELS(portable, portable);
+  if (want == "sse2") return KF_KERNELS(sse2, sse2);
   if (want == "avx2" && avx2) return KF_KERNELS(avx2, avx2);
   if (want == "avx512" && avx512) return KF_KERNELS(avx512, avx2);
   if (want.empty() && avx512) return KF_KERNELS(avx512, avx2);  // 15-20% faster than AVX2 on the EPYC measured
@@ -513,9 +518,10 @@ Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch, double temp
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
   const int64_t p = weight_patch;
-  Tensor density = density_from_cover(B, H, W, p, images.options(), [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
+  auto band = [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
     cpu::cell_cover(colour_image(images, b, bgr, m, s), p, cy0, cy1, static_cast<int>(threshold), ring, cover);
-  });
+  };
+  Tensor density = density_from_cover(B, H, W, p, images.options(), band);
   // density_to_weights (kamim_fast/weights.py), the same ATen ops in the same order: the same bits.
   Tensor w = at::exp(at::clamp(at::div(density, temperature), std::optional<c10::Scalar>(-20.0),
                                std::optional<c10::Scalar>(20.0)));

@@ -144,8 +144,11 @@ static void score_row(const uint8_t* const* r, int64_t W, int t, uint8_t* out) {
       u8v dp[16], dn[16];
 #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
-        const u8v x = k == 0 ? p0 : k == 4 ? p4 : k == 8 ? p8 : k == 12 ? p12
-                                                                     : ld(r[3 + kFastCircle[k][1]] + x0 + kFastCircle[k][0]);
+        const u8v x = k == 0    ? p0
+                      : k == 4  ? p4
+                      : k == 8  ? p8
+                      : k == 12 ? p12
+                                : ld(r[3 + kFastCircle[k][1]] + x0 + kFastCircle[k][0]);
         dp[k] = subs(c, x);
         dn[k] = subs(x, c);
       }
@@ -375,7 +378,8 @@ static void cover_from_bits(const uint64_t* K, int64_t nw, int64_t ka, int64_t k
     if (!swar) {
       for (int64_t y = cy * p; y < cy * p + p; ++y)
         if (covered(y))
-          for (int64_t cx = 0; cx < ncx; ++cx) c[cx] += static_cast<int32_t>(popcount_range(row.data(), cx * p, cx * p + p));
+          for (int64_t cx = 0; cx < ncx; ++cx)
+            c[cx] += static_cast<int32_t>(popcount_range(row.data(), cx * p, cx * p + p));
       continue;
     }
     // Per-field bit counts of each row (SWAR), summed over the cell's p rows: fields of p bits hold <= p*p.

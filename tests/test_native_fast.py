@@ -89,7 +89,8 @@ def test_cpp_constants_equal_python():
         assert m, name
         return m.group(1).strip()
 
-    circle = tuple(tuple(int(v) for v in pair) for pair in re.findall(r"\{\s*(-?\d+)\s*,\s*(-?\d+)\s*\}", block("kFastCircle")))
+    pairs = re.findall(r"\{\s*(-?\d+)\s*,\s*(-?\d+)\s*\}", block("kFastCircle"))
+    circle = tuple(tuple(int(v) for v in pair) for pair in pairs)
     assert circle == _opencv.FAST_CIRCLE
     assert int(scalar("kFastRadius")) == _opencv.FAST_RADIUS
     assert int(scalar("kFastArc")) == _opencv.FAST_ARC
@@ -282,7 +283,8 @@ def test_thread_count_invariance(rng):
     u8 = torch.cat([big, big.flip(-1)])
     gray = rgb_to_gray_u8_ref(u8)
     kp = torch.from_numpy(rng.random((2, 1024, 1100)) < 0.05)
-    calls = [lambda: ops.fast_corners(gray, 10, True, False, [], []), lambda: ops.fast_corners(u8, 10, False, True, [], []),
+    calls = [lambda: ops.fast_corners(gray, 10, True, False, [], []),
+             lambda: ops.fast_corners(u8, 10, False, True, [], []),
              lambda: ops.rgb_to_gray_u8(u8, True, [], []), lambda: ops.keypoint_density(kp, 4, True),
              lambda: ops.patch_weights(u8, 8, 0.25, 10, True, True, [], [])]
     threads = torch.get_num_threads()
@@ -336,9 +338,9 @@ def _isas() -> list[str]:
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
-        return []
+        return ["portable"]
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = ["sse2"]
+    found = ["portable", "sse2"]
     if " avx2" in flags:
         found.append("avx2")
     if " avx512bw" in flags:
@@ -348,7 +350,7 @@ def _isas() -> list[str]:
 
 @pytest.mark.parametrize("isa", _isas())
 def test_every_vector_copy(rng, isa):
-    """Each compiled copy (SSE2, AVX2, AVX-512BW) in a child process, forced with KAMIM_FAST_CPU_ISA."""
+    """Each compiled copy (portable, SSE2, AVX2, AVX-512BW) in a child process, forced with KAMIM_FAST_CPU_ISA."""
     script = _ISA_SCRIPT.format(tests=str(ROOT / "tests"), isa=isa, seed=int(rng.integers(1 << 31)))
     env = {**os.environ, "KAMIM_FAST_CPU_ISA": isa, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
@@ -410,14 +412,17 @@ _KP = torch.zeros(1, 16, 16, dtype=torch.bool)
         (lambda: ops.keypoint_density(_KP[..., :12], 8, True), ValueError, ["keypoints", "width 12", "patch_size=8"]),
         (lambda: ops.keypoint_density(_KP.float(), 8, True), TypeError, ["keypoints", "bool", "Float"]),
         (lambda: ops.keypoint_density(_KP[0], 8, True), ValueError, ["keypoints", "(B, H, W)"]),
-        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, True, False, [], []), ValueError, ["images", "height 16", "weight_patch=3"]),
+        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, True, False, [], []), ValueError,
+         ["images", "height 16", "weight_patch=3"]),
         (lambda: ops.patch_weights(_U8, 0, 0.25, 10, True, False, [], []), ValueError, ["weight_patch", ">= 1"]),
         (lambda: ops.patch_weights(_U8, 8, 0.0, 10, True, False, [], []), ValueError, ["temperature", "positive"]),
         (lambda: ops.patch_weights(_U8, 8, float("nan"), 10, True, False, [], []), ValueError, ["temperature"]),
         (lambda: ops.patch_weights(_U8, 8, 0.25, 300, True, False, [], []), ValueError, ["threshold", "300"]),
-        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, True, False, [], []), ValueError, ["images", "positive"]),
+        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, True, False, [], []), ValueError,
+         ["images", "positive"]),
         (lambda: ops.patch_weights(_U8.bool(), 8, 0.25, 10, True, False, [], []), TypeError, ["images", "Bool"]),
-        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, True, False, [1.0] * 3, [2.0]), ValueError, ["std", "3 values"]),
+        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, True, False, [1.0] * 3, [2.0]), ValueError,
+         ["std", "3 values"]),
     ],
 )
 def test_argument_checks_raise(call, exc, words):
