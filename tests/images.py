@@ -53,13 +53,15 @@ SYNTHETIC_KINDS = ("noise", "plateaus", "checker", "blocks", "flat", "dots", "ex
 
 
 def dotted_rgb(rng, h: int, w: int, per_cell: int, cell: int = 8) -> np.ndarray:
-    """(h, w, 3) uint8 RGB: grey with isolated black or white dots, ``per_cell`` in every ``cell`` px cell
-    (away from the 3 px border FAST does not test): every cell holds keypoints, so no cell's density is 0."""
+    """(h, w, 3) uint8 RGB: grey (128) with ``per_cell`` (1 to 4) dots in every ``cell`` px cell (cell >= 8), on
+    the 2x2 block 3-4 px from its top-left corner (inside the rows and columns FAST tests, even in border
+    cells), valued 255, 250, 0 or 5 in random order: every dot is a corner, their scores (126, 121, 127, 122)
+    differ, so the best of each cell survives NMS: every cell holds keypoints, no cell's density is 0."""
     img = np.full((h, w, 3), 128, np.uint8)
+    spots = [(3, 3), (3, 4), (4, 3), (4, 4)]
     for cy in range(0, h, cell):
         for cx in range(0, w, cell):
-            for _ in range(per_cell):
-                y = int(np.clip(cy + rng.integers(0, cell), 3, h - 4))
-                x = int(np.clip(cx + rng.integers(0, cell), 3, w - 4))
-                img[y, x] = 255 * int(rng.integers(2))
+            values = rng.permutation([255, 250, 0, 5])
+            for k in rng.choice(4, per_cell, replace=False):
+                img[cy + spots[k][0], cx + spots[k][1]] = values[k]
     return img
