@@ -137,7 +137,8 @@ def test_few_optimiser_steps_reduce_the_kamim_loss_on_real_images(rng):
     _seed(rng)
     imgs, x = _real_batch(rng, 8, 64)
     mask = simmim_mask(8, 64, generator=torch.Generator().manual_seed(int(rng.integers(1 << 30))))
-    model = simmim_vit(img_size=64, patch_size=16, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)
+    model = simmim_vit(img_size=64, patch_size=16, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0,
+                       loss_options=KAMIM_PAPER)
     with torch.no_grad():  # the value trained on is the published KAMIM loss of the model's reconstruction
         want = simmim_loss(x, model.reconstruct(x, mask), mask, 16, published_weights(imgs, 8, 0.25, channel_order="bgr"))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -289,7 +290,7 @@ def test_pipeline_feeds_the_loss(rng):
     x = SimMIMAugment(64)(imgs)
     mask = simmim_mask(4, 64)
     assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32 and mask.shape == (4, 4, 4)
-    model = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2)
+    model = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, loss_options=KAMIM_PAPER)
     loss = model(x, mask)
     # Its value: the published loss, with OpenCV's keypoints on the uint8 image x encodes, recovered as
     # REFERENCE.md says, v = round((x * std + mean) * 255) (float32, in this order)
@@ -470,7 +471,7 @@ def test_show_draws_the_published_values(tmp_path, rng, monkeypatch):
     img = crop(real_image("coffee"), 64, 96, rng)
     for y, x in zip(rng.integers(4, 60, 4), rng.integers(4, 92, 4)):  # black and white dots: corners in any crop
         img[y, x] = 255 * int(rng.integers(2))
-    show(img, tmp_path / "out.png", temperature=0.5)
+    show(img, tmp_path / "out.png", temperature=0.5, channel_order="bgr")  # the published gray
     axes = figures[0].axes
     kps = cv2.FastFeatureDetector_create(10).detect(img)  # the published call: OpenCV converts with BGR2GRAY
     assert kps
