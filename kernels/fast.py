@@ -168,8 +168,9 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
         for nms in (True, False):
             shape = (B, H, W) if src_kind == SRC_GRAY_U8 else (B, 3, H, W)
             image = torch.empty(shape, dtype=dtype, device="meta")
-            out = torch.empty((B, H, W), dtype=torch.uint8, device="meta")
-            args = _args(image, out, out, out, 10, nms, src_kind, False, (0.0,) * 3, (1.0,) * 3, GPU_CONFIG)
+            kp, sc = (torch.empty((B, H, W), dtype=torch.uint8, device="meta") for _ in range(2))
+            scratch = torch.empty(1, dtype=torch.uint8, device="meta")
+            args = _args(image, kp, sc, scratch, 10, nms, src_kind, False, (0.0,) * 3, (1.0,) * 3, GPU_CONFIG)
             specs.append(dict(name=f"fast[{'gray' if src_kind == SRC_GRAY_U8 else 'rgb'}-{str(dtype)[6:]},nms={int(nms)}]",
                               fn=_fast_kernel, args=args, num_warps=GPU_CONFIG.num_warps, items=B * H * W))
     return specs

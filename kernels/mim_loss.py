@@ -464,20 +464,23 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
     specs = []
     meta = dict(device="meta")
     target = torch.empty((B, 3, H, W), dtype=torch.float32, **meta)
-    u8 = torch.empty(1, dtype=torch.uint8, **meta)
+    u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
+    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
     mask = torch.empty((B, H // 16, W // 16), dtype=torch.float32, **meta)
     for pred_dtype in (torch.float32, torch.bfloat16, torch.float16):
         pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
         dt = str(pred_dtype)[6:]
         cases = [(True, ring, cell) for ring in (True, False) for cell in FUSED_CELLS]
-        if pred_dtype != torch.float32:  # the other dtypes only change pred's loads: the shipped case
-            cases = [(True, True, 8), (True, False, 8)]
         cases += [(False, False, 8), (False, False, None)]
+        if pred_dtype != torch.float32:  # the other dtypes only change pred's loads and grad's stores
+            cases = [(True, True, 8), (True, False, 8), (False, False, 8), (False, False, None)]
+        if pred_dtype == torch.float16:
+            cases = cases[:1]
         for fast, ring, cell in cases:
             grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
             weights = None if fast or cell is None else grid
             args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, ring, 10, False, (0.0,) * 3,
-                                 (1.0,) * 3, u8, grid, grid if fast else None, u8, GPU_CONFIG)
+                                 (1.0,) * 3, signs, grid, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = ("fast-ring" if ring else "fast-count") if fast else ("weights" if cell else "no-weights")
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
                               args=args, num_warps=GPU_CONFIG.num_warps, items=B * H * W * 3))
@@ -485,9 +488,9 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             if pred_dtype != torch.float32 and not (has_weights and not grad_target):
                 continue
             grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
-            args = _backward_args(torch.empty((), dtype=torch.float32, **meta), u8, mask,
+            args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask,
                                   torch.empty((B, H // 8, W // 8), dtype=torch.float32, **meta) if has_weights else None,
-                                  16, 8, grad, target if grad_target else None)
+                                  16, 8, grad, torch.empty_like(target) if grad_target else None)
             specs.append(dict(name=f"mim_loss_bwd[{dt},weights={int(has_weights)},grad_target={int(grad_target)}]",
                               fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, items=B * H * W * 3))
     return specs
