@@ -1,13 +1,13 @@
 """Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a without a GPU, report ptxas's
 figures, and model the H100 time of the benchmark cases from the SASS.
 
-    python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--quick]
+    python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--generic-arch sm_90a ...]
 
 Each kernel module lists every configuration a user can reach in ``compile_specs()``, with the
-launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` twice
-per architecture: generic, and with the specialisations Triton makes at run time for aligned tensors
-(16-byte aligned pointers and ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made
-constants: ``kernels._launch.compile_source``). The registers, spills, stack frame and shared memory
+launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for
+every ``--arch`` with the specialisations Triton makes at run time for aligned tensors (16-byte aligned
+pointers and ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made constants:
+``kernels._launch.compile_source``), and for every ``--generic-arch`` without them (default: sm_90a). The registers, spills, stack frame and shared memory
 are ptxas's own report (``-v``) for the very cubin Triton built. The interpreter accepts code the
 compiler rejects, so this is the check that the kernels build for the GPU. Must run without
 TRITON_INTERPRET.
@@ -354,7 +354,7 @@ def specs() -> list[dict]:
     return out
 
 
-def report(arches=tuple(ARCHES), quick: bool = False) -> list[dict]:
+def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
     if find_ptxas() is None:
@@ -366,10 +366,8 @@ def report(arches=tuple(ARCHES), quick: bool = False) -> list[dict]:
     nvdisasm = find_nvdisasm()
     rows = []
     for spec in specs():
-        for arch in arches:
-            # every arch gets the run-time specialisation; the generic kernel is compiled for sm_90a
-            # (and for every arch with --all-variants): the specialisation is what changes registers
-            variants = (True, False) if arch == MODEL_ARCH and not quick else (True,)
+        for arch in ARCHES:
+            variants = ((True,) if arch in arches else ()) + ((False,) if arch in generic_arches else ())
             for specialise in variants:
                 t0 = time.perf_counter()
                 row, cubin = compile_spec(spec, arch, specialise)
@@ -383,6 +381,8 @@ def report(arches=tuple(ARCHES), quick: bool = False) -> list[dict]:
                             spec.setdefault("programs", _grid_programs(spec))
                         row.update(model_counts(spec, disassemble(cubin, nvdisasm)))
                 rows.append(row)
+                if progress:
+                    progress(row)
     return rows
 
 
@@ -413,23 +413,33 @@ _SM_OF = {"sm_80": _sm("A100"), "sm_89": _sm("L4"), "sm_90a": _sm("H100_SXM")}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write {kernels, modelled, assumptions} as JSON here")
-    parser.add_argument("--arch", action="append", choices=tuple(ARCHES), help="only these (default: all)")
-    parser.add_argument("--quick", action="store_true", help="the run-time specialisation only")
+    parser.add_argument("--arch", action="append", choices=tuple(ARCHES),
+                        help="compile the run-time specialisation for these (default: all)")
+    parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
+                        help="compile the generic kernels for these (default: sm_90a)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    rows = report(tuple(args.arch or ARCHES), args.quick)
     print(f"{'kernel':48s} {'arch':6s} {'variant':8s} {'regs':>4s} {'spill st/ld':>11s} {'stack':>5s} "
-          f"{'blk/SM':>6s} {'SASS/item':>9s} {'B/item':>6s}")
-    for r in rows:
+          f"{'blk/SM':>6s} {'SASS/item':>9s} {'B/item':>6s}", flush=True)
+
+    def show(r):
         print(f"{r['name']:48s} {r['arch']:6s} {r['variant']:8s} {r['registers']:4d} {r['spill_stores']:>5d}/"
               f"{r['spill_loads']:<5d} {r['stack_frame']:5d} {r['resident_blocks_per_sm']:6d} "
-              f"{r.get('sass_instructions_per_item', ''):>9} {r.get('bytes_per_item', ''):>6}")
+              f"{r.get('sass_instructions_per_item', ''):>9} {r.get('bytes_per_item', ''):>6}", flush=True)
+
+    generic = tuple(a for a in (args.generic_arch or [MODEL_ARCH]) if a != "none")
+    rows = report(tuple(args.arch or ARCHES), generic, progress=show)
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() + children.ru_utime + children.ru_stime  # ptxas and nvdisasm included
     model = modelled(rows)
     for m in model:
         extra = (f"{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
                  else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)")
         print(f"model: {m['case']:48s} {m['modelled_ms']:8.4f} ms ({m['bound']}-bound)  {extra}")
-    print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s (Triton {rows[0]['triton'] if rows else '?'})")
+    print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
+          f"(Triton {rows[0]['triton'] if rows else '?'})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"kernels": rows, "modelled": model, "assumptions": ASSUMPTIONS}, indent=1))
