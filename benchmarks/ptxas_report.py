@@ -199,8 +199,8 @@ def sass_class(op: str) -> str:
 
 
 def _source_loops(fn, namespace: dict) -> list[dict]:
-    """The ``for ... in range(...)`` loops of a kernel's module (kernel and helpers): file, line range,
-    trip count (None: the persistent tile loop or a bound that cannot be evaluated)."""
+    """The ``for ... in range(...)`` loops of a kernel's module (kernel and helpers): file, function, line
+    range, enclosing loop, trip count (None: the persistent tile loop, or a bound that cannot be evaluated)."""
     module = inspect.getmodule(fn.fn if hasattr(fn, "fn") else fn)
     file = inspect.getsourcefile(module)
     tree = ast.parse(Path(file).read_text())
@@ -213,14 +213,19 @@ def _source_loops(fn, namespace: dict) -> list[dict]:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
                 with contextlib.suppress(Exception):
                     local[node.target.id] = _eval(node.value, local)
+        mine = []
         for node in ast.walk(func):
             if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) and getattr(node.iter.func, "id", "") == "range":
                 try:
-                    bounds = [_eval(a, local) for a in node.iter.args]
-                    trips = len(range(*bounds))
+                    trips = len(range(*[_eval(a, local) for a in node.iter.args]))
                 except Exception:
                     trips = None
-                loops.append({"file": file, "first": node.lineno, "last": node.end_lineno, "trips": trips})
+                mine.append({"file": file, "func": func.name, "first": node.lineno, "last": node.end_lineno,
+                             "trips": trips})
+        for lp in mine:  # the innermost loop of the same function that encloses it
+            outer = [o for o in mine if o is not lp and o["first"] <= lp["first"] and lp["last"] <= o["last"]]
+            lp["parent"] = max(outer, key=lambda o: o["first"]) if outer else None
+        loops += mine
     return loops
 
 
@@ -245,20 +250,37 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
         line = next((n for f, n in where or () if f == file), None)  # innermost frame in the kernel's file
         return [lp for lp in loops if lp["first"] <= line <= lp["last"]] if line else []
 
-    # Map each SASS loop to the innermost source loop most of its own instructions' lines fall in.
-    trips_of = {}
+    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
+    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
+    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
+    def chain(lp):
+        while lp is not None:
+            yield lp
+            lp = lp["parent"]
+
+    kernel = fn.__name__
+    sass_loops.sort(key=lambda lh: lh[0] - lh[1])  # outermost (largest) first
+    mapped: dict = {}
     for lo, hi in sass_loops:
-        inner = [(a, b) for a, b in sass_loops if lo <= a and b <= hi and (a, b) != (lo, hi)]
+        enclosing = [lh for lh in mapped if lh[0] <= lo and hi <= lh[1]]
+        parent = mapped[min(enclosing, key=lambda lh: lh[1] - lh[0])] if enclosing else None
+        candidates = [lp for lp in loops if (parent is not None and lp["parent"] is parent)
+                      or (lp["parent"] is None and (parent is None or lp["func"] != parent["func"]))]
+        candidates = [lp for lp in candidates if lp["func"] == kernel or not lp["func"].endswith("_kernel")]
         votes: dict[int, int] = {}
         for ins in instrs:
-            if lo <= ins["addr"] <= hi and not any(a <= ins["addr"] <= b for a, b in inner):
+            if lo <= ins["addr"] <= hi:
                 found = source_loops_at(ins["where"])
                 if found:
                     innermost = max(found, key=lambda lp: lp["first"])
-                    votes[id(innermost)] = votes.get(id(innermost), 0) + 1
+                    for anc in chain(innermost):
+                        if any(anc is c for c in candidates):
+                            votes[id(anc)] = votes.get(id(anc), 0) + 1
+        if not votes and len(candidates) == 1:  # a helper's loop whose lines carry only the call site
+            votes[id(candidates[0])] = 1
         best = max(votes, key=votes.get) if votes else None
-        loop = next((lp for lp in loops if id(lp) == best), None)
-        trips_of[(lo, hi)] = loop["trips"] if loop else None  # None: the tile loop
+        mapped[(lo, hi)] = next((lp for lp in loops if id(lp) == best), None)
+    trips_of = {lh: (lp["trips"] if lp else None) for lh, lp in mapped.items()}
     tile_loop = [lh for lh, t in trips_of.items() if t is None]
     outer = max(tile_loop, key=lambda lh: lh[1] - lh[0]) if tile_loop else None
     per_program = {c: 0.0 for c in SASS_CLASSES}

@@ -22,6 +22,8 @@ All reductions are per-tile or per-cell partials summed in a fixed order: no ato
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -61,6 +63,9 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
+# Per weight cell, what differs from GPU_CONFIG: 64 px cells (64 of 128 columns are outputs, 80 staged
+# rows) spilled 4 bytes with 4-row final steps on sm_80 (ptxas report); 2 rows do not.
+GPU_CELL_OVERRIDES = {64: dict(FINAL_H=2)}
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
@@ -348,6 +353,8 @@ def packed_width(W: int) -> int:
 
 def _geometry(H: int, W: int, cell: int, fast: bool, config: LossConfig) -> dict:
     """Tile sizes: with FAST, whole cells inside BLOCK_W minus the halo; without, whole BLOCK_W x OUT_ROWS tiles."""
+    if fast and config == GPU_CONFIG and cell in GPU_CELL_OVERRIDES:
+        config = dataclasses.replace(config, **GPU_CELL_OVERRIDES[cell])
     block_w, final_h = config.BLOCK_W, config.FINAL_H
     if fast:
         halo, out_w, out_h, final_h = FAST_HALO, (block_w - 2 * FAST_HALO) // cell * cell, \
@@ -479,8 +486,10 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
         for fast, ring, cell in cases:
             grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
             weights = None if fast or cell is None else grid
+            g = _geometry(H, W, cell or 1, fast, GPU_CONFIG)
+            l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
             args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, ring, 10, False, (0.0,) * 3,
-                                 (1.0,) * 3, signs, grid, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
+                                 (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = ("fast-ring" if ring else "fast-count") if fast else ("weights" if cell else "no-weights")
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
                               args=args, num_warps=GPU_CONFIG.num_warps, items=B * H * W * 3))
