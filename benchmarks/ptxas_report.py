@@ -198,7 +198,13 @@ def sass_class(op: str) -> str:
     return "other"
 
 
-def _source_loops(fn, namespace: dict) -> list[dict]:
+class _TL:
+    """``tl.minimum``/``tl.maximum`` of loop bounds, evaluated on the host."""
+
+    minimum, maximum = staticmethod(min), staticmethod(max)
+
+
+def _source_loops(fn, namespace: dict, tile_vars: list[dict] | None = None) -> list[dict]:
     """The ``for ... in range(...)`` loops of a kernel's module (kernel and helpers): file, function, line
     range, enclosing loop, trip count (None: the persistent tile loop, or a bound that cannot be evaluated)."""
     module = inspect.getmodule(fn.fn if hasattr(fn, "fn") else fn)
@@ -206,6 +212,7 @@ def _source_loops(fn, namespace: dict) -> list[dict]:
     tree = ast.parse(Path(file).read_text())
     scope = dict(vars(module))
     scope.update(namespace)
+    scope["tl"] = _TL
     loops = []
     for func in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
         local = dict(scope)
@@ -216,8 +223,9 @@ def _source_loops(fn, namespace: dict) -> list[dict]:
         mine = []
         for node in ast.walk(func):
             if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) and getattr(node.iter.func, "id", "") == "range":
-                try:
-                    trips = len(range(*[_eval(a, local) for a in node.iter.args]))
+                try:  # bounds that vary per tile (tile_vars: e.g. the bottom tiles' rows) are averaged
+                    trips = sum(len(range(*[_eval(a, {**local, **v}) for a in node.iter.args]))
+                                for v in tile_vars or [{}]) / len(tile_vars or [{}])
                 except Exception:
                     trips = None
                 mine.append({"file": file, "func": func.name, "first": node.lineno, "last": node.end_lineno,
@@ -241,7 +249,7 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
     """Steady-state SASS instructions per output item, by class, in lane slots (warp instructions x 32)."""
     fn = spec["fn"]
     names = {k: v for k, v in spec["args"].items() if isinstance(v, (int, bool))}
-    loops = _source_loops(fn, names)
+    loops = _source_loops(fn, names, spec.get("tile_vars"))
     file = loops[0]["file"] if loops else None
     sass_loops = [(ins["target_addr"], ins["addr"]) for ins in instrs
                   if ins["op"] == "BRA" and ins["target_addr"] is not None and ins["target_addr"] < ins["addr"]]
