@@ -8,7 +8,8 @@ this builds real PTX and cubins without a GPU, in a subprocess free of TRITON_IN
 - the installed Triton (CI's, 3.8): the run-time specialisation and the generic kernels for sm_90a, and
   the SASS model (``nvdisasm`` from the dev dependency ``nvidia-cuda-nvdisasm``);
 - the GPU machines' Triton (3.6, side-installed by the Makefile): the run-time specialisation for
-  sm_80, sm_89 and sm_90a, and the generic kernels for sm_90a.
+  sm_80, sm_89 and sm_90a (its generic sm_90a kernels: ``make compile-report`` with PYTHONPATH on the side
+  folder; left out of CI to keep the compile test at about 200 compiles, ~3 CPU-minutes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
 RUNS = {
     "installed": ["--arch", "sm_90a", "--generic-arch", "sm_90a"],
-    "gpu-machines": [*(x for a in ARCHES for x in ("--arch", a)), "--generic-arch", "sm_90a"],
+    "gpu-machines": [*(x for a in ARCHES for x in ("--arch", a)), "--generic-arch", "none"],
 }
 
 
@@ -66,8 +67,9 @@ def test_every_configuration_compiles_for_every_arch(report):
     assert any(n.startswith("fast[") for n in names) and any(n.startswith("gray[") for n in names), names
     assert any("fast-count,p=64" in n for n in names) and any("fast-ring,p=1]" in n for n in names), names
     args = RUNS[report["param"]]
-    wanted = {(n, a, "runtime") for n in names for a in args[1::2][:-1]}
-    wanted |= {(n, "sm_90a", "generic") for n in names}
+    arches = [a for flag, a in zip(args[::2], args[1::2]) if flag == "--arch"]
+    generic = [a for flag, a in zip(args[::2], args[1::2]) if flag == "--generic-arch" and a != "none"]
+    wanted = {(n, a, "runtime") for n in names for a in arches} | {(n, a, "generic") for n in names for a in generic}
     got = {(r["name"], r["arch"], r["variant"]) for r in report["kernels"]}
     assert got == wanted, (sorted(wanted - got)[:5], sorted(got - wanted)[:5])
     assert all(r["registers"] > 0 and r["resident_blocks_per_sm"] >= 1 for r in report["kernels"])
