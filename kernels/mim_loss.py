@@ -63,9 +63,13 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
-# Per weight cell, what differs from GPU_CONFIG: 64 px cells (64 of 128 columns are outputs, 80 staged
-# rows) spilled 4 bytes with 4-row final steps on sm_80 (ptxas report); 2 rows do not.
-GPU_CELL_OVERRIDES = {64: dict(FINAL_H=2)}
+# Per weight cell, what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12): with 2-row
+# steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on sm_80
+# (Triton 3.6), and 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps; 1-row
+# steps (and 2-row final steps for 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes
+# on sm_90a (Triton 3.6) with 4-row steps; 8 do not.
+GPU_CELL_OVERRIDES = {2: dict(READ_H=1), 32: dict(READ_H=1), 64: dict(READ_H=1, FINAL_H=2)}
+GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=8)}
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
@@ -353,8 +357,9 @@ def packed_width(W: int) -> int:
 
 def _geometry(H: int, W: int, cell: int, fast: bool, config: LossConfig) -> dict:
     """Tile sizes: with FAST, whole cells inside BLOCK_W minus the halo; without, whole BLOCK_W x OUT_ROWS tiles."""
-    if fast and config == GPU_CONFIG and cell in GPU_CELL_OVERRIDES:
-        config = dataclasses.replace(config, **GPU_CELL_OVERRIDES[cell])
+    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
+    if config == GPU_CONFIG and cell in overrides:
+        config = dataclasses.replace(config, **overrides[cell])
     block_w, final_h = config.BLOCK_W, config.FINAL_H
     if fast:
         halo, out_w, out_h, final_h = FAST_HALO, (block_w - 2 * FAST_HALO) // cell * cell, \
