@@ -22,11 +22,12 @@ from .fast_tile import (
     rgb_to_gray,
 )
 
-# Shipped configurations; 4 warps and 512-pixel steps keep 4 pixels per thread, which holds the 16
-# circle differences and the arc minima in registers without spills (ptxas report). Gray input: 64 x 32
-# blocks (62 x 30 outputs), 16 rows per step: on B x 192 x 192 the 32-wide blocks waste 17% of the
-# columns where 64-wide ones wasted 33% (the SASS model: 42.9 -> 48.9 Gpixel/s on an H100).
-GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=16, num_warps=4)
+# Shipped configurations; 4 warps. Colour: 512-pixel steps (4 pixels per thread) hold the 16 circle
+# differences and the arc minima in registers without spills (ptxas report). Gray input: 64 x 32 blocks
+# (62 x 30 outputs): on B x 192 x 192 the 32-wide blocks waste 17% of the columns where 64-wide ones
+# wasted 33% (the SASS model: 42.9 -> 47-49 Gpixel/s on an H100); 8 rows per step, as 16 spilled 20
+# bytes on sm_89.
+GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=8, num_warps=4)
 # Colour input stages gray with the circle's 3 px halo on each side: wider blocks waste fewer columns.
 GPU_COLOUR_CONFIG = FastConfig(ROWS=32, BLOCK_W=64, SUB_H=8, num_warps=4)
 # Triton's interpreter pays ~100 us of Python per op whatever the block size, so CPU tensors take

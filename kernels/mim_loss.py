@@ -63,13 +63,18 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
-# Per weight cell, what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12): with 2-row
-# steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on sm_80
-# (Triton 3.6), and 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps; 1-row
-# steps (and 2-row final steps for 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes
-# on sm_90a (Triton 3.6) with 4-row steps; 8 do not.
-GPU_CELL_OVERRIDES = {2: dict(READ_H=1), 32: dict(READ_H=1), 64: dict(READ_H=1, FINAL_H=2)}
-GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=8)}
+# Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
+# with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
+# sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
+# the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
+# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a (Triton 3.6) at 4
+# warps and more with 8-row steps; 8 warps do not.
+GPU_CELL_OVERRIDES = {
+    **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
+    **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
+    (8, "count"): dict(READ_H=1),
+}
+GPU_L1_CELL_OVERRIDES = {1: dict(num_warps=8)}
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
@@ -355,11 +360,15 @@ def packed_width(W: int) -> int:
     return (W + 3) // 4
 
 
+def _tuned(config: LossConfig, cell: int, fast: bool, ring: bool) -> LossConfig:
+    """GPU_CONFIG with the per-cell overrides above (other configs as given)."""
+    key = (cell, "ring" if ring else "count") if fast else cell
+    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
+    return dataclasses.replace(config, **overrides[key]) if config == GPU_CONFIG and key in overrides else config
+
+
 def _geometry(H: int, W: int, cell: int, fast: bool, config: LossConfig) -> dict:
     """Tile sizes: with FAST, whole cells inside BLOCK_W minus the halo; without, whole BLOCK_W x OUT_ROWS tiles."""
-    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
-    if config == GPU_CONFIG and cell in overrides:
-        config = dataclasses.replace(config, **overrides[cell])
     block_w, final_h = config.BLOCK_W, config.FINAL_H
     if fast:
         halo, out_w, out_h, final_h = FAST_HALO, (block_w - 2 * FAST_HALO) // cell * cell, \
@@ -376,7 +385,7 @@ def _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring
                   signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
     """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
     B, C, H, W = pred.shape
-    g = _geometry(H, W, cell, fast, config)
+    g = _geometry(H, W, cell, fast, _tuned(config, cell, fast, ring))
     tiles_w, tiles_h = g.pop("tiles_w"), g.pop("tiles_h")
     p_b, p_c, p_h, p_w = pred.stride()
     t_b, t_c, t_h, t_w = target.stride()
@@ -396,6 +405,7 @@ def _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring
 def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
                     l1_out, cover_out, config: LossConfig):
     B, C, H, W = pred.shape
+    config = _tuned(config, cell, fast, ring)
     signs = torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
     placeholder = torch.empty(0 if fast else 1, dtype=torch.uint8, device=pred.device)
     args = _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
@@ -420,7 +430,8 @@ def weighted_l1_forward(pred, target, mask_grid, weights, mask_patch: int, weigh
     """
     config = pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG)
     B, _, H, W = pred.shape
-    g = _geometry(H, W, weight_patch if weights is not None else 1, False, config)
+    cell = weight_patch if weights is not None else 1
+    g = _geometry(H, W, cell, False, _tuned(config, cell, False, False))
     partials = torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, device=pred.device)
     signs = _launch_forward(pred, target, mask_grid, mask_patch, weights, weight_patch if weights is not None else 1,
                             False, False, 0, False, (0.0,) * 3, (1.0,) * 3, partials, None, config)
@@ -491,13 +502,14 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
         for fast, ring, cell in cases:
             grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
             weights = None if fast or cell is None else grid
-            g = _geometry(H, W, cell or 1, fast, GPU_CONFIG)
+            g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, ring))
             l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
             args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, ring, 10, False, (0.0,) * 3,
                                  (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = ("fast-ring" if ring else "fast-count") if fast else ("weights" if cell else "no-weights")
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
-                              args=args, num_warps=GPU_CONFIG.num_warps, items=B * H * W * 3))
+                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, ring).num_warps,
+                              items=B * H * W * 3))
         for has_weights, grad_target in ((True, False), (False, False), (True, True)):
             if pred_dtype != torch.float32 and not (has_weights and not grad_target):
                 continue
