@@ -67,14 +67,14 @@ INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OU
 # with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
 # sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
 # the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
-# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a (Triton 3.6) at 4
-# warps and more with 8-row steps; 8 warps do not.
+# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a and sm_80 (Triton 3.6)
+# at 4 warps or 4-row steps; 2-row steps at 8 warps do not.
 GPU_CELL_OVERRIDES = {
     **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
     **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
     (8, "count"): dict(READ_H=1),
 }
-GPU_L1_CELL_OVERRIDES = {1: dict(num_warps=8)}
+GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=2, num_warps=8)}
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
