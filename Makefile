@@ -8,7 +8,7 @@ CUDA_HOME ?= $(firstword $(patsubst %/lib64/libcudart.so,%,$(wildcard /usr/local
 export CUDA_HOME
 
 # The GPU machines run Triton 3.6 (with torch 2.11): CI compiles every kernel with it too, from a side
-# folder that only the compile test puts on PYTHONPATH (tests/test_compile_sm90.py).
+# folder that only the compile test puts on PYTHONPATH (tests/test_compile.py).
 GPU_TRITON ?= 3.6.0
 
 .PHONY: demo test compile-report sanitize mutants clean
@@ -16,7 +16,7 @@ GPU_TRITON ?= 3.6.0
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "setuptools>=77" "torch>=2.6"
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo,dev]"
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
 
@@ -30,7 +30,8 @@ TEST_JOBS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_JOBS)
 
-# Compile every shipped Triton kernel for the H100 (sm_90a) and print ptxas registers and spills.
+# Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a (generic and run-time specialised): ptxas
+# registers and spills, SASS per item and the H100 model (benchmarks/results/model-sm90.json is its --json).
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
 

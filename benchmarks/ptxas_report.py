@@ -1,27 +1,72 @@
-"""Compile every shipped Triton kernel for the H100 (sm_90a) without a GPU and report ptxas's figures.
+"""Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a without a GPU, report ptxas's
+figures, and model the H100 time of the benchmark cases from the SASS.
 
-    python -m benchmarks.ptxas_report [--json FILE]
+    python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--generic-arch sm_90a ...]
 
-Each kernel module lists its shipped configurations in ``sm90_specs()``. For each, this builds PTX and a
-cubin with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``, runs
-``ptxas -arch=sm_90a -v`` on the PTX, and prints registers, spills, stack frame, barriers and the
-number of 16-byte global loads. The interpreter accepts code the compiler rejects, so this is the check
-that the kernels build for the GPU. Must run without TRITON_INTERPRET.
+Each kernel module lists every configuration a user can reach in ``compile_specs()``, with the
+launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for
+every ``--arch`` with the specialisations Triton makes at run time for aligned tensors (16-byte aligned
+pointers and ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made constants:
+``kernels._launch.compile_source``), and for every ``--generic-arch`` without them (default: sm_90a). The registers, spills, stack frame and shared memory
+are ptxas's own report (``-v``) for the very cubin Triton built. The interpreter accepts code the
+compiler rejects, so this is the check that the kernels build for the GPU. Must run without
+TRITON_INTERPRET.
+
+The model (``--json`` writes ``{"kernels": [...], "modelled": [...], "assumptions": {...}}``): the
+sm_90a run-time cubins are disassembled with ``nvdisasm`` (pip ``nvidia-cuda-nvdisasm``, a dev
+dependency; without it the kernel rows carry no SASS counts and there is no model). For each kernel
+the steady-state instructions per output item come from the SASS's loops (backward branches), each
+weighted by the trip count of the source loop its line information points at (the ``range`` bounds
+evaluated with the case's arguments), per tile of the persistent loop, times the tiles, over the
+items. Counted by class; see ``ASSUMPTIONS`` for the H100 rates that turn them into time.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
+import importlib
+import inspect
+import io
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 from pathlib import Path
 
 KERNEL_MODULES = ("fast", "gray", "mim_loss")
+# The architecture each target stands for in the occupancy figures: A100 (sm_80), L4 (sm_89), H100 (sm_90a).
+ARCHES = {"sm_80": 80, "sm_89": 89, "sm_90a": 90}
+MODEL_ARCH = "sm_90a"
+
+# Written once: the figures that turn SASS counts and bytes into H100 time.
+ASSUMPTIONS = {
+    "gpu": "H100 SXM5 (the workplace's H100 machines)",
+    "sms": 132,
+    "clock_ghz": 1.98,  # H100 SXM5 boost clock: 132 SMs x 128 FP32 lanes x 2 x 1.98 GHz = the datasheet's 67 TFLOPS
+    "copy_bandwidth_tb_s": 3.0,  # measured device-to-device copy on the workplace's H100 (NOTES.md); datasheet 3.35
+    # lanes per SM per clock (CUDA C++ Programming Guide, arithmetic instruction throughput, cc 9.0):
+    "issue_lanes_per_clock": 128,  # 4 schedulers x 1 warp instruction
+    "int_alu_lanes_per_clock": 64,  # integer add/logical/shift/compare/select/min/max/multiply-add
+    "fp32_lanes_per_clock": 128,
+    "lsu_lanes_per_clock": 32,  # global and shared loads/stores: one warp instruction per clock per SM
+    "model": "time = max(instruction time, byte time); instruction time = the busiest of the issue slots, "
+             "the integer pipe (int ALU + min/max), the FP32 pipe and the load/store unit, with every SM busy "
+             "(no latency, no tail effects); byte time = compulsory bytes (inputs once, outputs once) over the "
+             "copy bandwidth. Both branches of run-time conditionals are counted.",
+    "h200": "H200: the same 132 SMs and clocks, 4.8 TB/s HBM3e (datasheet): byte times shrink by about 1.4x "
+            "(scaled from the measured 3.0 TB/s: about 4.3 TB/s), issue times are the same",
+}
+
+SASS_CLASSES = ("int_alu", "min_max", "fp32", "global_load", "global_store", "shared", "barrier", "branch",
+                "uniform", "other")
 
 
 def find_ptxas() -> str | None:
@@ -31,66 +76,403 @@ def find_ptxas() -> str | None:
     return shutil.which("ptxas")
 
 
-def compile_spec(spec: dict, ptxas: str) -> dict:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+def find_nvdisasm() -> str | None:
+    """nvdisasm from the pip package nvidia-cuda-nvdisasm, else CUDA_HOME, else PATH."""
+    try:
+        import nvidia
 
-    source = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"])
-    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False}
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
-    ptx = compiled.asm["ptx"]
-    assert compiled.asm.get("cubin"), f"{spec['name']}: no cubin"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "kernel.ptx"
-        path.write_text(ptx)
-        run = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(path), "-o", os.devnull], capture_output=True, text=True)
-    if run.returncode != 0:
-        raise RuntimeError(f"{spec['name']}: ptxas failed:\n{run.stderr}")
+        for base in nvidia.__path__:
+            for path in Path(base).glob("*/bin/nvdisasm"):
+                return str(path)
+    except ImportError:
+        pass
+    for folder in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if folder and (Path(folder) / "bin" / "nvdisasm").exists():
+            return str(Path(folder) / "bin" / "nvdisasm")
+    return shutil.which("nvdisasm")
 
+
+# --- compiling --------------------------------------------------------------------------------------
+
+def _ptxas_figures(log: str) -> dict:
     def number(pattern: str) -> int:
-        m = re.search(pattern, run.stderr)
+        m = re.search(pattern, log)
         return int(m.group(1)) if m else 0
 
     return {
-        "name": spec["name"],
-        "num_warps": spec["num_warps"],
         "registers": number(r"Used (\d+) registers"),
         "spill_stores": number(r"(\d+) bytes spill stores"),
         "spill_loads": number(r"(\d+) bytes spill loads"),
         "stack_frame": number(r"(\d+) bytes stack frame"),
-        "shared_memory": number(r"(\d+) bytes smem"),
-        "ld_global_v4": ptx.count("ld.global.v4"),
-        "triton": triton.__version__,
     }
 
 
-def report() -> list[dict]:
+def compile_spec(spec: dict, arch: str, specialise: bool) -> tuple[dict, bytes]:
+    """One compile: (row, cubin). ptxas's -v log is Triton's own (knobs.nvidia.dump_ptxas_log)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kamim_fast.kernels._launch import compile_source
+
+    signature, constexprs, attrs = compile_source(spec["fn"], spec["args"], specialise)
+    source = ASTSource(fn=spec["fn"], signature=signature, constexprs=constexprs, attrs=attrs)
+    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False}
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        compiled = triton.compile(source, target=GPUTarget("cuda", ARCHES[arch], 32), options=options)
+    cubin = compiled.asm.get("cubin")
+    assert cubin, f"{spec['name']}: no cubin"
+    figures = _ptxas_figures(log.getvalue())
+    assert figures["registers"] > 0, f"{spec['name']}: no ptxas report in\n{log.getvalue()}"
+    ptx = compiled.asm["ptx"]
+    return {
+        "name": spec["name"], "arch": arch, "variant": "runtime" if specialise else "generic",
+        "num_warps": spec["num_warps"], **figures, "shared_memory": compiled.metadata.shared,
+        "ld_global_v4": ptx.count("ld.global.v4"), "triton": triton.__version__,
+    }, cubin
+
+
+# --- SASS and the model -----------------------------------------------------------------------------
+
+_LINE = re.compile(r'//## File "([^"]+)", line (\d+)')
+_FRAME = re.compile(r'"([^"]+)", line (\d+)')
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)([^;]*);")
+_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+
+
+def disassemble(cubin: bytes, nvdisasm: str) -> list[dict]:
+    """SASS instructions in address order: opcode, address, branch target, and the kernel-file line
+    (the outermost call site for inlined helpers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([nvdisasm, "-c", "-gi", str(path)], capture_output=True, text=True, check=True).stdout
+    instrs, labels, where = [], {}, None
+    pending = []
+    for line in text.splitlines():
+        if _LINE.search(line):  # the location, then the call sites it is inlined at, innermost first
+            where = tuple((f, int(n)) for f, n in _FRAME.findall(line))
+            continue
+        m = _LABEL.match(line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = _INSTR.search(line)
+        if m:
+            addr = int(m.group(1), 16)
+            for label in pending:
+                labels[label] = addr
+            pending = []
+            target = re.search(r"`\((\.L_x_\d+)\)", m.group(3))
+            instrs.append({"addr": addr, "op": m.group(2), "target": target.group(1) if target else None,
+                           "where": where})
+    for ins in instrs:
+        ins["target_addr"] = labels.get(ins["target"]) if ins["target"] else None
+    return instrs
+
+
+def sass_class(op: str) -> str:
+    base = op.split(".")[0]
+    if base in ("IMNMX", "VIMNMX", "VIMNMX3", "FMNMX", "VIMNMX16x2"):
+        return "min_max"
+    if base.startswith("U") or base in ("R2UR", "S2UR"):
+        return "uniform"
+    if base in ("LDG", "LD"):
+        return "global_load"
+    if base in ("STG", "ST", "RED", "ATOMG"):
+        return "global_store"
+    if base in ("LDS", "STS", "ATOMS", "LDSM", "STSM"):
+        return "shared"
+    if base in ("BAR", "MEMBAR", "DEPBAR", "SYNCS", "WARPSYNC"):
+        return "barrier"
+    if base in ("BRA", "BRX", "JMP", "EXIT", "RET", "CALL", "BSSY", "BSYNC", "BREAK", "YIELD"):
+        return "branch"
+    if base in ("FADD", "FMUL", "FFMA", "FSETP", "FSEL", "F2I", "I2F", "MUFU", "FRND", "F2F", "FSET", "HADD2", "HMUL2",
+                "HFMA2", "F2FP"):
+        return "fp32"
+    if base in ("IADD3", "IMAD", "LOP3", "SHF", "ISETP", "SEL", "LEA", "IABS", "PRMT", "VIADD", "SGXT", "PLOP3",
+                "P2R", "R2P", "IMUL", "IADD", "SHL", "SHR", "LOP", "BMSK", "POPC", "FLO", "BREV", "MOV", "S2R",
+                "CS2R", "IDP", "VIADDMNMX", "I2IP", "LDC", "ICMP"):
+        return "int_alu"
+    return "other"
+
+
+class _TL:
+    """``tl.minimum``/``tl.maximum`` of loop bounds, evaluated on the host."""
+
+    minimum, maximum = staticmethod(min), staticmethod(max)
+
+
+def _source_loops(fn, namespace: dict, tile_vars: list[dict] | None = None) -> list[dict]:
+    """The ``for ... in range(...)`` loops of a kernel's module (kernel and helpers): file, function, line
+    range, enclosing loop, trip count (None: the persistent tile loop, or a bound that cannot be evaluated)."""
+    module = inspect.getmodule(fn.fn if hasattr(fn, "fn") else fn)
+    file = inspect.getsourcefile(module)
+    tree = ast.parse(Path(file).read_text())
+    scope = dict(vars(module))
+    scope.update(namespace)
+    scope["tl"] = _TL
+    loops = []
+    for func in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        local = dict(scope)
+        for node in ast.walk(func):  # constexpr assignments in the body (OUT_H: tl.constexpr = ...)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                with contextlib.suppress(Exception):
+                    local[node.target.id] = _eval(node.value, local)
+        mine = []
+        for node in ast.walk(func):
+            if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) and getattr(node.iter.func, "id", "") == "range":
+                try:  # bounds that vary per tile (tile_vars: e.g. the bottom tiles' rows) are averaged
+                    trips = sum(len(range(*[_eval(a, {**local, **v}) for a in node.iter.args]))
+                                for v in tile_vars or [{}]) / len(tile_vars or [{}])
+                except Exception:
+                    trips = None
+                mine.append({"file": file, "func": func.name, "first": node.lineno, "last": node.end_lineno,
+                             "trips": trips})
+        for lp in mine:  # the innermost loop of the same function that encloses it
+            outer = [o for o in mine if o is not lp and o["first"] <= lp["first"] and lp["last"] <= o["last"]]
+            lp["parent"] = max(outer, key=lambda o: o["first"]) if outer else None
+        loops += mine
+    return loops
+
+
+def _eval(node, scope):
+    value = eval(compile(ast.Expression(node), "<loop bound>", "eval"), {"__builtins__": {}}, scope)
+    value = getattr(value, "value", value)  # tl.constexpr
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(value)
+    return value
+
+
+def model_counts(spec: dict, instrs: list[dict]) -> dict:
+    """Steady-state SASS instructions per output item, by class, in lane slots (warp instructions x 32)."""
+    fn = spec["fn"]
+    names = {k: v for k, v in spec["args"].items() if isinstance(v, (int, bool))}
+    loops = _source_loops(fn, names, spec.get("tile_vars"))
+    file = loops[0]["file"] if loops else None
+    sass_loops = [(ins["target_addr"], ins["addr"]) for ins in instrs
+                  if ins["op"] == "BRA" and ins["target_addr"] is not None and ins["target_addr"] < ins["addr"]]
+
+    def source_loops_at(where):
+        line = next((n for f, n in where or () if f == file), None)  # innermost frame in the kernel's file
+        return [lp for lp in loops if lp["first"] <= line <= lp["last"]] if line else []
+
+    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
+    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
+    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
+    def chain(lp):
+        while lp is not None:
+            yield lp
+            lp = lp["parent"]
+
+    kernel = fn.__name__
+    sass_loops.sort(key=lambda lh: lh[0] - lh[1])  # outermost (largest) first
+    mapped: dict = {}
+    for lo, hi in sass_loops:
+        enclosing = [lh for lh in mapped if lh[0] <= lo and hi <= lh[1]]
+        parent = mapped[min(enclosing, key=lambda lh: lh[1] - lh[0])] if enclosing else None
+        candidates = [lp for lp in loops if (parent is not None and lp["parent"] is parent)
+                      or (lp["parent"] is None and (parent is None or lp["func"] != parent["func"]))]
+        candidates = [lp for lp in candidates if lp["func"] == kernel or not lp["func"].endswith("_kernel")]
+        votes: dict[int, int] = {}
+        for ins in instrs:
+            if lo <= ins["addr"] <= hi:
+                found = source_loops_at(ins["where"])
+                if found:
+                    innermost = max(found, key=lambda lp: lp["first"])
+                    for anc in chain(innermost):
+                        if any(anc is c for c in candidates):
+                            votes[id(anc)] = votes.get(id(anc), 0) + 1
+        if not votes and len(candidates) == 1:  # a helper's loop whose lines carry only the call site
+            votes[id(candidates[0])] = 1
+        best = max(votes, key=votes.get) if votes else None
+        mapped[(lo, hi)] = next((lp for lp in loops if id(lp) == best), None)
+    trips_of = {lh: (lp["trips"] if lp else None) for lh, lp in mapped.items()}
+    tile_loop = [lh for lh, t in trips_of.items() if t is None]
+    outer = max(tile_loop, key=lambda lh: lh[1] - lh[0]) if tile_loop else None
+    per_program = {c: 0.0 for c in SASS_CLASSES}
+    for ins in instrs:
+        if outer and not (outer[0] <= ins["addr"] <= outer[1]):
+            continue  # the persistent kernel's prologue and epilogue: once per program, amortised
+        weight = 1.0
+        for (lo, hi), trips in trips_of.items():
+            if lo <= ins["addr"] <= hi and trips is not None:
+                weight *= trips
+        per_program[sass_class(ins["op"])] += weight
+    args = spec["args"]
+    units = args.get("n_tiles") or spec["programs"]  # tiles of the persistent loop, else programs
+    lanes = 32 * spec["num_warps"] * units / spec["items"]
+    per_item = {c: round(v * lanes, 2) for c, v in per_program.items()}
+    return {"sass_per_item": per_item, "sass_instructions_per_item": round(sum(per_item.values()), 1),
+            "sass_loops": len(sass_loops), "sass_loop_trips": sorted(t for t in trips_of.values() if t is not None)}
+
+
+def bytes_per_item(spec: dict) -> float:
+    """Compulsory bytes: every tensor argument read or written once (the scratch excluded), per item."""
+    import torch
+
+    seen, total = set(), 0
+    for name, value in spec["args"].items():
+        if isinstance(value, torch.Tensor) and name != "scratch_ptr" and id(value) not in seen:
+            seen.add(id(value))
+            total += value.numel() * value.element_size()
+    return total / spec["items"]
+
+
+def issue_seconds(per_item: dict, items: int, a: dict = ASSUMPTIONS) -> float:
+    lanes_per_s = a["sms"] * a["clock_ghz"] * 1e9
+    total = sum(per_item.values())
+    pipes = [total / a["issue_lanes_per_clock"],
+             (per_item["int_alu"] + per_item["min_max"]) / a["int_alu_lanes_per_clock"],
+             per_item["fp32"] / a["fp32_lanes_per_clock"],
+             (per_item["global_load"] + per_item["global_store"] + per_item["shared"]) / a["lsu_lanes_per_clock"]]
+    return max(pipes) * items / lanes_per_s
+
+
+# The benchmark cases (benchmarks/cases_*.py's headline shapes) and the kernels each runs.
+MODEL_CASES = [
+    ("fast gray uint8 B=256 192x192 NMS", ["fast[gray-uint8,nms=1]"], 256 * 192 * 192, "pixel"),
+    ("fast gray uint8 1x4096x4096 NMS", ["fast[gray-uint8,nms=1]"], 4096 * 4096, "pixel"),
+    ("fast rgb uint8 B=256 192x192 NMS", ["fast[rgb-uint8,nms=1]"], 256 * 192 * 192, "pixel"),
+    ("gray rgb uint8 B=256 192x192", ["gray[uint8]"], 256 * 192 * 192, "pixel"),
+    ("loss fwd+bwd B=256 3x192x192 bf16 p=8 ring", ["mim_loss_fwd[bfloat16,fast-ring,p=8]",
+                                                    "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
+     256 * 3 * 192 * 192, "element"),
+    ("loss fwd+bwd B=256 3x192x192 fp32 p=8 ring", ["mim_loss_fwd[float32,fast-ring,p=8]",
+                                                    "mim_loss_bwd[float32,weights=1,grad_target=0]"],
+     256 * 3 * 192 * 192, "element"),
+    ("loss fwd+bwd B=256 3x192x192 bf16 no weights", ["mim_loss_fwd[bfloat16,no-weights]",
+                                                      "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
+     256 * 3 * 192 * 192, "element"),
+]
+# The loss's byte floor (issue 3): read pred (bf16 2 B / fp32 4 B) and target (4 B) once, write grad once.
+LOSS_FLOOR_BYTES = {"bf16": 2 + 4 + 2, "fp32": 4 + 4 + 4}
+
+
+def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
+    rows = {r["name"]: r for r in kernel_rows if r["arch"] == MODEL_ARCH and r["variant"] == "runtime"}
+    out = []
+    for case, kernels, items, unit in MODEL_CASES:
+        if not all(k in rows and "sass_per_item" in rows[k] for k in kernels):
+            continue
+        issue = sum(issue_seconds(rows[k]["sass_per_item"], items, a) for k in kernels)
+        byte_s = sum(rows[k]["bytes_per_item"] for k in kernels) * items / (a["copy_bandwidth_tb_s"] * 1e12)
+        # per kernel, the larger of its two times (kernels run one after the other)
+        per_kernel = [max(issue_seconds(rows[k]["sass_per_item"], items, a),
+                          rows[k]["bytes_per_item"] * items / (a["copy_bandwidth_tb_s"] * 1e12)) for k in kernels]
+        seconds = sum(per_kernel)
+        row = {"case": case, "modelled_ms": round(seconds * 1e3, 4), "bound": "issue" if issue > byte_s else "bytes",
+               "issue_ms": round(issue * 1e3, 4), "bytes_ms": round(byte_s * 1e3, 4), "kernels": kernels}
+        if unit == "pixel":
+            row["modelled_gpixel_s"] = round(items / seconds / 1e9, 1)
+        else:
+            dt = "bf16" if "bf16" in case else "fp32"
+            floor = LOSS_FLOOR_BYTES[dt] * items / (a["copy_bandwidth_tb_s"] * 1e12)
+            row["byte_floor_ms"] = round(floor * 1e3, 4)
+            row["of_byte_floor"] = round(seconds / floor, 2)
+        out.append(row)
+    return out
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+def specs() -> list[dict]:
+    out = []
+    for module in KERNEL_MODULES:
+        out += importlib.import_module(f"kamim_fast.kernels.{module}").compile_specs()
+    return out
+
+
+def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
-    ptxas = find_ptxas()
-    if ptxas is None:
+    if find_ptxas() is None:
         raise SystemExit("ptxas not found: set CUDA_HOME to the CUDA toolkit folder")
-    import importlib
+    import triton
 
+    triton.knobs.nvidia.dump_ptxas_log = True  # ptxas -v of the cubin Triton builds, printed: captured
+    triton.knobs.compilation.always_compile = True  # a cache hit would print no log
+    nvdisasm = find_nvdisasm()
     rows = []
-    for module in KERNEL_MODULES:
-        for spec in importlib.import_module(f"kamim_fast.kernels.{module}").sm90_specs():
-            rows.append(compile_spec(spec, ptxas))
+    for spec in specs():
+        for arch in ARCHES:
+            variants = ((True,) if arch in arches else ()) + ((False,) if arch in generic_arches else ())
+            for specialise in variants:
+                t0 = time.perf_counter()
+                row, cubin = compile_spec(spec, arch, specialise)
+                row["compile_s"] = round(time.perf_counter() - t0, 2)
+                sm = _SM_OF[arch]()
+                row["resident_blocks_per_sm"] = _resident(row, sm)
+                if arch == MODEL_ARCH and specialise:
+                    row["bytes_per_item"] = round(bytes_per_item(spec), 3)
+                    if nvdisasm:
+                        if "n_tiles" not in spec["args"]:
+                            spec.setdefault("programs", _grid_programs(spec))
+                        row.update(model_counts(spec, disassemble(cubin, nvdisasm)))
+                rows.append(row)
+                if progress:
+                    progress(row)
     return rows
+
+
+def _grid_programs(spec: dict) -> int:
+    args = spec["args"]
+    if "blocks_per_image" in args:  # gray
+        return args["blocks_per_image"] * args["src_ptr"].shape[0]
+    return args["tiles_per_image"] * args["grad_pred_ptr"].shape[0]  # backward
+
+
+def _resident(row: dict, sm) -> int:
+    from kamim_fast.kernels._launch import resident_blocks
+
+    return resident_blocks(row["registers"], row["shared_memory"], row["num_warps"], sm)
+
+
+def _sm(name):
+    def get():
+        from kamim_fast.kernels import _launch
+
+        return getattr(_launch, name)
+    return get
+
+
+_SM_OF = {"sm_80": _sm("A100"), "sm_89": _sm("L4"), "sm_90a": _sm("H100_SXM")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--json", type=Path, help="write {kernels, modelled, assumptions} as JSON here")
+    parser.add_argument("--arch", action="append", choices=tuple(ARCHES),
+                        help="compile the run-time specialisation for these (default: all)")
+    parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
+                        help="compile the generic kernels for these (default: sm_90a)")
     args = parser.parse_args(argv)
-    rows = report()
-    print(f"{'kernel':40s} {'warps':>5s} {'regs':>5s} {'spill st/ld':>12s} {'stack':>6s} {'ld.v4':>6s}")
-    for r in rows:
-        print(f"{r['name']:40s} {r['num_warps']:5d} {r['registers']:5d} {r['spill_stores']:>5d}/{r['spill_loads']:<6d} "
-              f"{r['stack_frame']:6d} {r['ld_global_v4']:6d}")
+    t0 = time.perf_counter()
+    print(f"{'kernel':48s} {'arch':6s} {'variant':8s} {'regs':>4s} {'spill st/ld':>11s} {'stack':>5s} "
+          f"{'blk/SM':>6s} {'SASS/item':>9s} {'B/item':>6s}", flush=True)
+
+    def show(r):
+        print(f"{r['name']:48s} {r['arch']:6s} {r['variant']:8s} {r['registers']:4d} {r['spill_stores']:>5d}/"
+              f"{r['spill_loads']:<5d} {r['stack_frame']:5d} {r['resident_blocks_per_sm']:6d} "
+              f"{r.get('sass_instructions_per_item', ''):>9} {r.get('bytes_per_item', ''):>6}", flush=True)
+
+    generic = tuple(a for a in (args.generic_arch or [MODEL_ARCH]) if a != "none")
+    rows = report(tuple(args.arch or ARCHES), generic, progress=show)
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.process_time() + children.ru_utime + children.ru_stime  # ptxas and nvdisasm included
+    model = modelled(rows)
+    for m in model:
+        extra = (f"{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
+                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)")
+        print(f"model: {m['case']:48s} {m['modelled_ms']:8.4f} ms ({m['bound']}-bound)  {extra}")
+    print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
+          f"(Triton {rows[0]['triton'] if rows else '?'})")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"kernels": rows, "modelled": model, "assumptions": ASSUMPTIONS}, indent=1))
     return 0
 
 

@@ -36,6 +36,10 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kTileRows = 32;  // rows one block owns in the row kernels (one warp plans them)
+// The row kernels take images on grid y, capped at 65,535: each block loops over b = blockIdx.y,
+// blockIdx.y + gridDim.y, ... so any batch size launches.
+constexpr int64_t kMaxGridY = 65535;
+inline unsigned grid_y(int64_t B) { return static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY); }
 
 template <typename T>
 using acc_type_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -176,25 +180,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> select_cuda_impl(const Tensor& noise_
 }
 
 // ---------------------------------------------------------------------------------------------------
-// gather_rows: out[b, k] = x[b, ids[b, k]]. grid (ceil(K / 32), B).
+// gather_rows: out[b, k] = x[b, ids[b, k]]. grid (ceil(K / 32), min(B, 65535)).
 
 __global__ void __launch_bounds__(kThreads) gather_kernel(const char* __restrict__ x, const int64_t* __restrict__ ids,
-                                                          char* __restrict__ out, int64_t N, int64_t K,
+                                                          char* __restrict__ out, int64_t B, int64_t N, int64_t K,
                                                           int64_t row_bytes, int width) {
-  const int64_t b = blockIdx.y, k0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
   __shared__ int64_t src_row[kTileRows];
-  if (threadIdx.x < kTileRows && k0 + threadIdx.x < K) {
-    const int64_t n = ids[b * K + k0 + threadIdx.x];
-    CUDA_KERNEL_ASSERT(n >= 0 && n < N && "gather_rows: id out of range");
-    src_row[threadIdx.x] = n;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    __syncthreads();  // the previous image's copies are done with src_row
+    if (threadIdx.x < kTileRows && k0 + threadIdx.x < K) {
+      const int64_t n = ids[b * K + k0 + threadIdx.x];
+      CUDA_KERNEL_ASSERT(n >= 0 && n < N && "gather_rows: id out of range");
+      src_row[threadIdx.x] = n;
+    }
+    __syncthreads();
+    const int rows = static_cast<int>(K - k0 < kTileRows ? K - k0 : kTileRows);
+    copy_rows(width, rows, row_bytes, [&](int t, char** dst, const char** src) {
+      *dst = out + (b * K + k0 + t) * row_bytes;
+      *src = x + (b * N + src_row[t]) * row_bytes;
+      return true;
+    });
   }
-  __syncthreads();
-  const int rows = static_cast<int>(K - k0 < kTileRows ? K - k0 : kTileRows);
-  copy_rows(width, rows, row_bytes, [&](int t, char** dst, const char** src) {
-    *dst = out + (b * K + k0 + t) * row_bytes;
-    *src = x + (b * N + src_row[t]) * row_bytes;
-    return true;
-  });
 }
 
 Tensor gather_rows_cuda(const Tensor& x_in, const Tensor& ids_in) {
@@ -206,26 +213,23 @@ Tensor gather_rows_cuda(const Tensor& x_in, const Tensor& ids_in) {
   Tensor out = at::empty({B, K, x.size(2)}, x.options());
   if (B == 0 || K == 0 || row_bytes == 0) return out;
   const int width = vector_width(row_bytes, {x.const_data_ptr(), out.const_data_ptr()});
-  const dim3 grid(static_cast<unsigned>((K + kTileRows - 1) / kTileRows), static_cast<unsigned>(B));
+  const dim3 grid(static_cast<unsigned>((K + kTileRows - 1) / kTileRows), grid_y(B));
   gather_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const char*>(x.const_data_ptr()), ids.const_data_ptr<int64_t>(),
-      static_cast<char*>(out.mutable_data_ptr()), N, K, row_bytes, width);
+      static_cast<char*>(out.mutable_data_ptr()), B, N, K, row_bytes, width);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
-// scatter_rows: out (B, n, D) = 0; out[b, ids[b, k]] += src[b, k]. grid (ceil(n / 32), B). Each block
+// scatter_rows: out (B, n, D) = 0; out[b, ids[b, k]] += src[b, k]. grid (ceil(n / 32), min(B, 65535)). Each block
 // finds, for its 32 output rows, the k that names each (plain stores; a second pass detects repeats).
 // Without repeats every row is one copy or zeros; with repeats the block sums in ascending k.
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) scatter_kernel(const T* __restrict__ src, const int64_t* __restrict__ ids,
-                                                           T* __restrict__ out, int64_t n, int64_t K, int64_t D,
-                                                           int width) {
-  const int64_t b = blockIdx.y, r0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
-  __shared__ int64_t slot[kTileRows];
-  __shared__ int repeated;
+__device__ __forceinline__ void scatter_image(const T* __restrict__ src, const int64_t* __restrict__ ids,
+                                              T* __restrict__ out, int64_t b, int64_t r0, int64_t n, int64_t K,
+                                              int64_t D, int width, int64_t* slot, int& repeated) {
   if (threadIdx.x < kTileRows) slot[threadIdx.x] = -1;
   if (threadIdx.x == 0) repeated = 0;
   __syncthreads();
@@ -261,6 +265,19 @@ __global__ void __launch_bounds__(kThreads) scatter_kernel(const T* __restrict__
   }
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kThreads) scatter_kernel(const T* __restrict__ src, const int64_t* __restrict__ ids,
+                                                           T* __restrict__ out, int64_t B, int64_t n, int64_t K,
+                                                           int64_t D, int width) {
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+  __shared__ int64_t slot[kTileRows];
+  __shared__ int repeated;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    __syncthreads();  // the previous image is done with slot and repeated
+    scatter_image(src, ids, out, b, r0, n, K, D, width, slot, repeated);
+  }
+}
+
 Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   check_x(src_in, "src");
   check_ids(ids_in, src_in, "ids");
@@ -273,10 +290,10 @@ Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) 
   Tensor out = at::empty({B, n, D}, src.options());
   if (B == 0 || n == 0 || D == 0) return out;
   const int width = vector_width(D * src.element_size(), {src.const_data_ptr(), out.const_data_ptr()});
-  const dim3 grid(static_cast<unsigned>((n + kTileRows - 1) / kTileRows), static_cast<unsigned>(B));
+  const dim3 grid(static_cast<unsigned>((n + kTileRows - 1) / kTileRows), grid_y(B));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "scatter_rows_cuda", [&] {
     scatter_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        src.const_data_ptr<scalar_t>(), ids.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), n, K, D,
+        src.const_data_ptr<scalar_t>(), ids.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), B, n, K, D,
         width);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -284,7 +301,7 @@ Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// unshuffle and its adjoint. grid (ceil(N / 32), B); a block owns 32 original positions. Output row of
+// unshuffle and its adjoint. grid (ceil(N / 32), min(B, 65535)); a block owns 32 original positions. Output row of
 // position n: n minus the thrown positions before it (when they are dropped), counted by the block.
 
 struct Plan {
@@ -323,42 +340,46 @@ __device__ void plan_tile(Plan& plan, const int64_t* __restrict__ restore, int64
 
 __global__ void __launch_bounds__(kThreads) unshuffle_kernel(
     const char* __restrict__ visible, const char* __restrict__ token, const int64_t* __restrict__ ids_restore,
-    char* __restrict__ out, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw, bool keep_first,
+    char* __restrict__ out, int64_t B, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw, bool keep_first,
     bool keep_thrown, int64_t n_out, int64_t row_bytes, int width) {
-  const int64_t b = blockIdx.y;
   __shared__ Plan plan;
-  plan_tile(plan, ids_restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown);
-  copy_rows(width, kTileRows, row_bytes, [&](int t, char** dst, const char** src) {
-    if (plan.out_row[t] < 0) return false;
-    *dst = out + (b * n_out + plan.out_row[t]) * row_bytes;
-    *src = plan.src_row[t] >= 0 ? visible + (b * K + plan.src_row[t]) * row_bytes : token;
-    return true;
-  });
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    __syncthreads();  // the previous image's copies are done with the plan
+    plan_tile(plan, ids_restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown);
+    copy_rows(width, kTileRows, row_bytes, [&](int t, char** dst, const char** src) {
+      if (plan.out_row[t] < 0) return false;
+      *dst = out + (b * n_out + plan.out_row[t]) * row_bytes;
+      *src = plan.src_row[t] >= 0 ? visible + (b * K + plan.src_row[t]) * row_bytes : token;
+      return true;
+    });
+  }
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) unshuffle_backward_kernel(
     const T* __restrict__ grad, const int64_t* __restrict__ ids_restore, T* __restrict__ grad_visible,
-    acc_type_t<T>* __restrict__ partial, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw, bool keep_first,
-    bool keep_thrown, int64_t n_out, int64_t D, int width) {
-  const int64_t b = blockIdx.y;
+    acc_type_t<T>* __restrict__ partial, int64_t B, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw,
+    bool keep_first, bool keep_thrown, int64_t n_out, int64_t D, int width) {
   __shared__ Plan plan;
-  plan_tile(plan, ids_restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown);
   const int64_t row_bytes = D * static_cast<int64_t>(sizeof(T));
-  copy_rows(width, kTileRows, row_bytes, [&](int t, char** dst, const char** src) {
-    if (plan.out_row[t] < 0 || plan.src_row[t] < 0) return false;
-    *dst = reinterpret_cast<char*>(grad_visible + (b * K + plan.src_row[t]) * D);
-    *src = reinterpret_cast<const char*>(grad + (b * n_out + plan.out_row[t]) * D);
-    return true;
-  });
-  // The mask token's partial sum over this block's positions, in ascending position.
-  acc_type_t<T>* p = partial + (b * gridDim.x + blockIdx.x) * D;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    acc_type_t<T> acc = 0;
-    for (int t = 0; t < kTileRows; ++t)
-      if (plan.out_row[t] >= 0 && plan.src_row[t] < 0)
-        acc += static_cast<acc_type_t<T>>(grad[(b * n_out + plan.out_row[t]) * D + d]);
-    p[d] = acc;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    __syncthreads();  // the previous image is done with the plan
+    plan_tile(plan, ids_restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown);
+    copy_rows(width, kTileRows, row_bytes, [&](int t, char** dst, const char** src) {
+      if (plan.out_row[t] < 0 || plan.src_row[t] < 0) return false;
+      *dst = reinterpret_cast<char*>(grad_visible + (b * K + plan.src_row[t]) * D);
+      *src = reinterpret_cast<const char*>(grad + (b * n_out + plan.out_row[t]) * D);
+      return true;
+    });
+    // The mask token's partial sum over this block's positions, in ascending position.
+    acc_type_t<T>* p = partial + (b * gridDim.x + blockIdx.x) * D;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+      acc_type_t<T> acc = 0;
+      for (int t = 0; t < kTileRows; ++t)
+        if (plan.out_row[t] >= 0 && plan.src_row[t] < 0)
+          acc += static_cast<acc_type_t<T>>(grad[(b * n_out + plan.out_row[t]) * D + d]);
+      p[d] = acc;
+    }
   }
 }
 
@@ -381,10 +402,10 @@ Tensor unshuffle_cuda(const Tensor& visible_in, const Tensor& mask_token_in, con
   const int64_t row_bytes = D * visible.element_size();
   if (B == 0 || N == 0 || D == 0) return out;
   const int width = vector_width(row_bytes, {visible.const_data_ptr(), token.const_data_ptr(), out.const_data_ptr()});
-  const dim3 grid(static_cast<unsigned>((N + kTileRows - 1) / kTileRows), static_cast<unsigned>(B));
+  const dim3 grid(static_cast<unsigned>((N + kTileRows - 1) / kTileRows), grid_y(B));
   unshuffle_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const char*>(visible.const_data_ptr()), static_cast<const char*>(token.const_data_ptr()),
-      ids_restore.const_data_ptr<int64_t>(), static_cast<char*>(out.mutable_data_ptr()), N, K, num_mask, num_throw,
+      ids_restore.const_data_ptr<int64_t>(), static_cast<char*>(out.mutable_data_ptr()), B, N, K, num_mask, num_throw,
       keep_first, keep_thrown, n_out, row_bytes, width);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -401,17 +422,19 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cuda(const Tensor& grad_in, const 
   const int64_t n_out = keep_thrown ? N : N - num_throw;
   TORCH_CHECK_VALUE(grad.size(1) == n_out && ids_restore.size(0) == B, "grad must be (B, ", n_out,
                     ", D) for ids_restore of shape ", ids_restore.sizes(), ", got ", grad.sizes());
+  TORCH_CHECK_VALUE(ids_restore.device() == grad.device(), "ids_restore must be on grad's device ", grad.device(),
+                    ", got ", ids_restore.device());
   Tensor grad_visible = at::zeros({B, K, D}, grad.options());
   const int64_t tiles = (N + kTileRows - 1) / kTileRows;
   const auto acc_dtype = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   Tensor partial = at::zeros({B * tiles, D}, grad.options().dtype(acc_dtype));
   if (B > 0 && N > 0 && D > 0) {
     const int width = vector_width(D * grad.element_size(), {grad.const_data_ptr(), grad_visible.const_data_ptr()});
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(B));
+    const dim3 grid(static_cast<unsigned>(tiles), grid_y(B));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "unshuffle_backward_cuda", [&] {
       unshuffle_backward_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           grad.const_data_ptr<scalar_t>(), ids_restore.const_data_ptr<int64_t>(),
-          grad_visible.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_type_t<scalar_t>>(), N, K, num_mask,
+          grad_visible.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_type_t<scalar_t>>(), B, N, K, num_mask,
           num_throw, keep_first, keep_thrown, n_out, D, width);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });

@@ -14,6 +14,7 @@ FAST_CIRCLE: tuple[tuple[int, int], ...] = (
 )
 FAST_RADIUS = 3  # only rows and columns in [3, dim - 3) are tested
 FAST_ARC = 9  # a corner needs this many contiguous circle pixels all brighter or all darker
+FAST_NMS_RADIUS = 1  # non-max suppression compares each score with its 3x3 neighbourhood
 FAST_DEFAULT_THRESHOLD = 10  # cv2.FastFeatureDetector_create() default
 FAST_MAX_THRESHOLD = 255  # OpenCV's SIMD paths mishandle thresholds outside 0..255: we reject them
 

@@ -4,38 +4,48 @@ Each program walks tiles of one image (a persistent grid): it stages gray into a
 scratch (colour input only), scores a ``ROWS x BLOCK_W`` block with its halo, writes the scores to the
 scratch, and suppresses non-maxima from there. Triton cannot shift a register tile by one pixel, so
 the scratch is how a program sees its neighbours' scores; it is ``2 * ROWS * BLOCK_W`` bytes per
-program (about 4 MB over an H100's 1056 programs) and stays in L2. Only the two outputs reach HBM.
+program, and the grid holds as many programs as are resident at once (``_launch.persistent_programs``:
+about 3-9 per SM), so the scratch is 1-3 MB and stays in L2. Only the two outputs reach HBM.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
+from kamim_fast._opencv import FAST_NMS_RADIUS, FAST_RADIUS
+
+from ._launch import FastConfig, launch, persistent_programs, pick
 from .fast_tile import (
-    SRC_GRAY_U8, SRC_GRAY_U8_C, SRC_RGB_FLOAT, SRC_RGB_FLOAT_C, SRC_RGB_U8, corner_score, nms_keep, rgb_to_gray,
+    RADIUS_C, SRC_GRAY_U8, SRC_GRAY_U8_C, SRC_RGB_FLOAT, SRC_RGB_FLOAT_C, SRC_RGB_U8, corner_score, nms_keep,
+    rgb_to_gray,
 )
 
-# Shipped configuration. 8 rows x 64 columns per step and 4 warps keep 4 pixels per thread, which
-# holds the 16 circle differences and the arc minima in registers without spills (ptxas report).
-GPU_CONFIG = dict(ROWS=32, BLOCK_W=64, SUB_H=8)  # ROWS x BLOCK_W: a tile's block, halo included
-NUM_WARPS = 4
-PROGRAMS_PER_SM = 8
+# Shipped configurations; 4 warps. Colour: 512-pixel steps (4 pixels per thread) hold the 16 circle
+# differences and the arc minima in registers without spills (ptxas report). Gray input: 64 x 32 blocks
+# (62 x 30 outputs): on B x 192 x 192 the 32-wide blocks waste 17% of the columns where 64-wide ones
+# wasted 33% (the SASS model: 42.9 -> 47-49 Gpixel/s on an H100); 8 rows per step, as 16 spilled 20
+# bytes on sm_89.
+GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=8, num_warps=4)
+# Colour input stages gray with the circle's 3 px halo on each side: wider blocks waste fewer columns.
+GPU_COLOUR_CONFIG = FastConfig(ROWS=32, BLOCK_W=64, SUB_H=8, num_warps=4)
 # Triton's interpreter pays ~100 us of Python per op whatever the block size, so CPU tensors take
 # bigger blocks (4x fewer ops per pixel). The tests also run GPU_CONFIG through the interpreter.
-INTERPRETER_CONFIG = dict(ROWS=64, BLOCK_W=128, SUB_H=32)
-INTERPRETER_PROGRAMS = 3  # fewer programs than tiles, so the persistent loop is exercised in CI
+INTERPRETER_CONFIG = FastConfig(ROWS=64, BLOCK_W=128, SUB_H=32, num_warps=4)
 
 
 @triton.jit
 def _fast_kernel(
-    src_ptr, kp_ptr, score_out_ptr, scratch_ptr,
-    H, W, s_b, s_c, s_h, s_w,
+    # source: (B, H, W) uint8 gray or (B, 3, H, W) colour, any strides (elements; s_c unused for gray)
+    src_ptr, s_b, s_c, s_h, s_w, H, W,
+    # outputs, contiguous (B, H, W) uint8: keypoints (0/1) and scores; per-program scratch, 2 planes
+    kp_ptr, score_out_ptr, scratch_ptr,
+    # the persistent grid's tiles: tiles per image row, per image, in all
     tiles_w, tiles_per_image, n_tiles,
+    # FAST threshold; un-normalisation of float colour: round((x * sd + m) * 255)
     threshold, m0, m1, m2, sd0, sd1, sd2,
+    # what src holds (fast_tile.SRC_*), channel order, suppression, and the block geometry
     SRC_KIND: tl.constexpr, BGR: tl.constexpr, NMS: tl.constexpr, HALO: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
 ):
@@ -67,11 +77,12 @@ def _fast_kernel(
                                    SRC_KIND == SRC_RGB_FLOAT_C, BGR, m0, m1, m2, sd0, sd1, sd2)
                 tl.store(gray_scratch + ii * BLOCK_W + jj, gray.to(tl.uint8), mask=ii < ROWS)
             tl.debug_barrier()
-        for r0 in range(S_LO, ROWS - S_LO, SUB_H):
+        # Row steps below the image are skipped (the bottom tiles); row H is still scored (0) for NMS.
+        for r0 in range(S_LO, tl.minimum(ROWS - S_LO, H + 1 - y_org), SUB_H):
             ii = r0 + rows
             yg = y_org + ii
             valid = ((ii < ROWS - S_LO) & (jj >= S_LO) & (jj < BLOCK_W - S_LO)
-                     & (yg >= 3) & (yg < H - 3) & (xg >= 3) & (xg < W - 3))
+                     & (yg >= RADIUS_C) & (yg < H - RADIUS_C) & (xg >= RADIUS_C) & (xg < W - RADIUS_C))
             if SRC_KIND == SRC_GRAY_U8_C:
                 score = corner_score(src + yg.to(tl.int64) * s_h + xg * s_w, s_h, s_w, valid)
             else:
@@ -86,7 +97,7 @@ def _fast_kernel(
                 tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)
         if NMS:
             tl.debug_barrier()
-            for r0 in range(HALO, HALO + OUT_H, SUB_H):
+            for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), SUB_H):
                 ii = r0 + rows
                 yg = y_org + ii
                 out = (ii < HALO + OUT_H) & (jj >= HALO) & (jj < HALO + OUT_W) & (yg < H) & (xg < W)
@@ -96,16 +107,31 @@ def _fast_kernel(
                 tl.store(score_out_ptr + offs, tl.where(keep, centre, 0).to(tl.uint8), mask=out)
 
 
-def _halo(src_kind: int, nms: bool) -> int:
-    """Pixels a tile's block reaches beyond its outputs: the circle (3) for colour staging, 1 for NMS."""
-    return (3 if src_kind != SRC_GRAY_U8 else 0) + (1 if nms else 0)
+def halo(src_kind: int, nms: bool) -> int:
+    """Pixels a tile's block reaches beyond its outputs: the circle's radius for colour staging, NMS's."""
+    return (FAST_RADIUS if src_kind != SRC_GRAY_U8 else 0) + (FAST_NMS_RADIUS if nms else 0)
 
 
-@functools.cache
-def _max_programs(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count * PROGRAMS_PER_SM
-    return INTERPRETER_PROGRAMS
+def _gpu_config(src_kind: int) -> FastConfig:
+    return GPU_CONFIG if src_kind == SRC_GRAY_U8 else GPU_COLOUR_CONFIG
+
+
+def _args(image, keypoints, scores, scratch, threshold, nms, src_kind, bgr, mean, std, config: FastConfig) -> dict:
+    """The kernel's arguments, by name, and the tile counts."""
+    B, H, W = image.shape[0], image.shape[-2], image.shape[-1]
+    h = halo(src_kind, nms)
+    tiles_h = triton.cdiv(H, config.ROWS - 2 * h)
+    tiles_w = triton.cdiv(W, config.BLOCK_W - 2 * h)
+    if src_kind == SRC_GRAY_U8:
+        (s_b, s_h, s_w), s_c = image.stride(), 0
+    else:
+        s_b, s_c, s_h, s_w = image.stride()
+    return dict(src_ptr=image, s_b=s_b, s_c=s_c, s_h=s_h, s_w=s_w, H=H, W=W,
+                kp_ptr=keypoints, score_out_ptr=scores, scratch_ptr=scratch,
+                tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
+                threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
+                SRC_KIND=src_kind, BGR=bgr, NMS=nms, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
+                SUB_H=config.SUB_H)
 
 
 def fast_corners(
@@ -116,13 +142,14 @@ def fast_corners(
     bgr: bool = False,
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    config: dict | None = None,
+    config: FastConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the FAST kernel. Arguments are checked by the caller (``kamim_fast.fast``).
 
     Args:
         image: (B, H, W) uint8 gray for ``SRC_GRAY_U8``, else (B, 3, H, W) uint8 or float; any strides.
-        config: block sizes (``GPU_CONFIG`` on CUDA, ``INTERPRETER_CONFIG`` on CPU by default).
+        config: block sizes (on CUDA ``GPU_CONFIG`` for gray, ``GPU_COLOUR_CONFIG`` for colour; on CPU
+            ``INTERPRETER_CONFIG``, by default).
     Returns:
         keypoints (B, H, W) bool and scores (B, H, W) uint8, contiguous.
     """
@@ -131,41 +158,34 @@ def fast_corners(
     scores = torch.empty((B, H, W), dtype=torch.uint8, device=image.device)
     if keypoints.numel() == 0:
         return keypoints, scores
-    if config is None:
-        config = GPU_CONFIG if image.is_cuda else INTERPRETER_CONFIG
-    rows, block_w = config["ROWS"], config["BLOCK_W"]
-    halo = _halo(src_kind, nonmax_suppression)
-    tiles_h = triton.cdiv(H, rows - 2 * halo)
-    tiles_w = triton.cdiv(W, block_w - 2 * halo)
-    n_tiles = B * tiles_h * tiles_w
-    programs = min(n_tiles, _max_programs(image.device))
-    scratch = torch.empty(programs * 2 * rows * block_w, dtype=torch.uint8, device=image.device)
-    if src_kind == SRC_GRAY_U8:
-        s_b, s_h, s_w = image.stride()
-        s_c = 0
-    else:
-        s_b, s_c, s_h, s_w = image.stride()
-    _fast_kernel[(programs,)](
-        image, keypoints.view(torch.uint8), scores, scratch,
-        H, W, s_b, s_c, s_h, s_w,
-        tiles_w, tiles_h * tiles_w, n_tiles,
-        threshold, *mean, *std,
-        SRC_KIND=src_kind, BGR=bgr, NMS=nonmax_suppression, HALO=halo, **config,
-        num_warps=NUM_WARPS, enable_fp_fusion=False,  # bit-exact un-normalisation: no FMA contraction
-    )
+    config = pick(image, config, _gpu_config(src_kind), INTERPRETER_CONFIG)
+    placeholder = torch.empty(0, dtype=torch.uint8, device=image.device)
+    args = _args(image, keypoints.view(torch.uint8), scores, placeholder, threshold, nonmax_suppression, src_kind,
+                 bgr, mean, std, config)
+    programs = persistent_programs(_fast_kernel, image, args["n_tiles"], config.num_warps, args)
+    args["scratch_ptr"] = torch.empty(programs * 2 * config.ROWS * config.BLOCK_W, dtype=torch.uint8,
+                                      device=image.device)
+    launch(_fast_kernel, (programs,), image, config.num_warps, args)
     return keypoints, scores
 
 
-def sm90_specs() -> list[dict]:
-    """The shipped configurations, for the H100 compile check (benchmarks/ptxas_report.py)."""
+def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
+    """Every configuration a user can reach, with the benchmark's launch arguments (meta tensors), for
+    the compile check and the performance model (benchmarks/ptxas_report.py)."""
     specs = []
-    for src_kind, src_type in ((SRC_GRAY_U8, "*u8"), (SRC_RGB_U8, "*u8"), (SRC_RGB_FLOAT, "*fp32"), (SRC_RGB_FLOAT, "*bf16")):
+    sources = ((SRC_GRAY_U8, torch.uint8), (SRC_RGB_U8, torch.uint8), (SRC_RGB_FLOAT, torch.float32),
+               (SRC_RGB_FLOAT, torch.float16), (SRC_RGB_FLOAT, torch.bfloat16))
+    for src_kind, dtype in sources:
         for nms in (True, False):
-            constexprs = dict(SRC_KIND=src_kind, BGR=False, NMS=nms, HALO=_halo(src_kind, nms), **GPU_CONFIG)
-            signature = dict(src_ptr=src_type, kp_ptr="*u8", score_out_ptr="*u8", scratch_ptr="*u8",
-                             **{k: "i32" for k in ("H", "W", "s_b", "s_c", "s_h", "s_w", "tiles_w", "tiles_per_image", "n_tiles", "threshold")},
-                             **{k: "fp32" for k in ("m0", "m1", "m2", "sd0", "sd1", "sd2")},
-                             **{k: "constexpr" for k in constexprs})
-            specs.append(dict(name=f"fast[{src_type[1:]},kind={src_kind},nms={int(nms)}]", fn=_fast_kernel,
-                              signature=signature, constexprs=constexprs, num_warps=NUM_WARPS))
+            shape = (B, H, W) if src_kind == SRC_GRAY_U8 else (B, 3, H, W)
+            image = torch.empty(shape, dtype=dtype, device="meta")
+            kp, sc = (torch.empty((B, H, W), dtype=torch.uint8, device="meta") for _ in range(2))
+            scratch = torch.empty(1, dtype=torch.uint8, device="meta")
+            config = _gpu_config(src_kind)
+            args = _args(image, kp, sc, scratch, 10, nms, src_kind, False, (0.0,) * 3, (1.0,) * 3, config)
+            h, out_h = args["HALO"], config.ROWS - 2 * args["HALO"]
+            tile_vars = [dict(y_org=ty * out_h - h) for ty in range(args["tiles_per_image"] // args["tiles_w"])]
+            specs.append(dict(name=f"fast[{'gray' if src_kind == SRC_GRAY_U8 else 'rgb'}-{str(dtype)[6:]},nms={int(nms)}]",
+                              fn=_fast_kernel, args=args, num_warps=config.num_warps, items=B * H * W,
+                              tile_vars=tile_vars))
     return specs

@@ -7,9 +7,10 @@ and the PyTorch references cannot drift apart; the tests tie both to ``cv2``.
 import triton
 import triton.language as tl
 
-from kamim_fast._opencv import FAST_ARC, FAST_CIRCLE, FAST_RADIUS, GRAY_ROUND, GRAY_SHIFT, GRAY_WEIGHTS_RGB
+from kamim_fast._opencv import FAST_ARC, FAST_CIRCLE, FAST_NMS_RADIUS, FAST_RADIUS, GRAY_ROUND, GRAY_SHIFT, GRAY_WEIGHTS_RGB
 
 assert len(FAST_CIRCLE) == 16 and FAST_ARC == 9 and FAST_RADIUS == 3, "corner_score is written for FAST-9/16"
+assert FAST_NMS_RADIUS == 1, "nms_keep is written for a 3x3 neighbourhood"
 
 
 def _pack_nibbles(values: list[int]) -> int:
@@ -20,6 +21,7 @@ def _pack_nibbles(values: list[int]) -> int:
 _CIRCLE_DX = tl.constexpr(_pack_nibbles([dx for dx, _ in FAST_CIRCLE]))
 _CIRCLE_DY = tl.constexpr(_pack_nibbles([dy for _, dy in FAST_CIRCLE]))
 _RADIUS = tl.constexpr(FAST_RADIUS)
+RADIUS_C = _RADIUS  # the circle's radius (FAST's border) for use inside other modules' kernels
 _W_R = tl.constexpr(GRAY_WEIGHTS_RGB[0])
 _W_G = tl.constexpr(GRAY_WEIGHTS_RGB[1])
 _W_B = tl.constexpr(GRAY_WEIGHTS_RGB[2])
@@ -69,8 +71,9 @@ def gray_of(c0, c1, c2, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1,
 @triton.jit
 def rgb_to_gray(ptrs, stride_c, mask, IS_FLOAT: tl.constexpr, BGR: tl.constexpr, m0, m1, m2, s0, s1, s2):
     """``gray_of`` the pixels at ``ptrs`` (channel 0 of each pixel)."""
-    return gray_of(tl.load(ptrs, mask=mask, other=0), tl.load(ptrs + stride_c, mask=mask, other=0),
-                   tl.load(ptrs + 2 * stride_c, mask=mask, other=0), mask, IS_FLOAT, BGR, m0, m1, m2, s0, s1, s2)
+    ptrs1 = ptrs + stride_c  # pointer steps, not 2 * stride_c: no int32 overflow past 2^30
+    return gray_of(tl.load(ptrs, mask=mask, other=0), tl.load(ptrs1, mask=mask, other=0),
+                   tl.load(ptrs1 + stride_c, mask=mask, other=0), mask, IS_FLOAT, BGR, m0, m1, m2, s0, s1, s2)
 
 
 @triton.jit

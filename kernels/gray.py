@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import launch
 from .fast_tile import rgb_to_gray
 
 BLOCK = 1024
@@ -17,15 +18,33 @@ NUM_WARPS = 4
 
 
 @triton.jit
-def _gray_kernel(src_ptr, out_ptr, HW, W, s_b, s_c, s_h, s_w, m0, m1, m2, sd0, sd1, sd2,
-                 IS_FLOAT: tl.constexpr, BGR: tl.constexpr, BLOCK: tl.constexpr):
-    b = tl.program_id(1)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _gray_kernel(
+    # (B, 3, H, W) source, any strides (elements); (B, H, W) contiguous uint8 output
+    src_ptr, out_ptr, s_b, s_c, s_h, s_w,
+    # image size (HW = H * W) and BLOCK-pixel blocks per image: the grid is (blocks_per_image * B,)
+    HW, W, blocks_per_image,
+    # un-normalisation of float input: round((x * sd + m) * 255) per channel
+    m0, m1, m2, sd0, sd1, sd2,
+    IS_FLOAT: tl.constexpr, BGR: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # The batch is folded into grid x (no 65,535 cap on grid y).
+    pid = tl.program_id(0)
+    b = pid // blocks_per_image
+    offs = (pid - b * blocks_per_image) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < HW
     y = offs // W
     ptrs = src_ptr + b.to(tl.int64) * s_b + y.to(tl.int64) * s_h + (offs - y * W) * s_w
     gray = rgb_to_gray(ptrs, s_c, inside, IS_FLOAT, BGR, m0, m1, m2, sd0, sd1, sd2)
     tl.store(out_ptr + b.to(tl.int64) * HW + offs, gray.to(tl.uint8), mask=inside)
+
+
+def _args(images: torch.Tensor, out: torch.Tensor, bgr: bool, mean, std) -> dict:
+    _, _, H, W = images.shape
+    s_b, s_c, s_h, s_w = images.stride()
+    return dict(src_ptr=images, out_ptr=out, s_b=s_b, s_c=s_c, s_h=s_h, s_w=s_w,
+                HW=H * W, W=W, blocks_per_image=triton.cdiv(H * W, BLOCK),
+                m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
+                IS_FLOAT=images.is_floating_point(), BGR=bgr, BLOCK=BLOCK)
 
 
 def rgb_to_gray_u8(
@@ -39,25 +58,19 @@ def rgb_to_gray_u8(
     out = torch.empty((B, H, W), dtype=torch.uint8, device=images.device)
     if out.numel() == 0:
         return out
-    _gray_kernel[(triton.cdiv(H * W, BLOCK), B)](
-        images, out, H * W, W, *images.stride(), *mean, *std,
-        IS_FLOAT=images.is_floating_point(), BGR=bgr, BLOCK=BLOCK,
-        num_warps=NUM_WARPS, enable_fp_fusion=False,  # bit-exact un-normalisation: no FMA contraction
-    )
+    args = _args(images, out, bgr, mean, std)
+    launch(_gray_kernel, (args["blocks_per_image"] * B,), images, NUM_WARPS, args)
     return out
 
 
-def sm90_specs() -> list[dict]:
-    """The shipped configurations, for the H100 compile check (benchmarks/ptxas_report.py)."""
+def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
+    """Every configuration a user can reach, with the benchmark's launch arguments (meta tensors), for
+    the compile check and the performance model (benchmarks/ptxas_report.py)."""
     specs = []
-    for src_type in ("*u8", "*fp32", "*fp16", "*bf16"):
-        constexprs = dict(IS_FLOAT=src_type != "*u8", BGR=False, BLOCK=BLOCK)
-        signature = dict(src_ptr=src_type, out_ptr="*u8",
-                         **{k: "i32" for k in ("HW", "W", "s_b", "s_c", "s_h", "s_w")},
-                         **{k: "fp32" for k in ("m0", "m1", "m2", "sd0", "sd1", "sd2")},
-                         **{k: "constexpr" for k in constexprs})
-        specs.append(dict(name=f"gray[{src_type[1:]}]", fn=_gray_kernel, signature=signature,
-                          constexprs=constexprs, num_warps=NUM_WARPS))
+    for dtype in (torch.uint8, torch.float32, torch.float16, torch.bfloat16):
+        images = torch.empty((B, 3, H, W), dtype=dtype, device="meta")
+        out = torch.empty((B, H, W), dtype=torch.uint8, device="meta")
+        specs.append(dict(name=f"gray[{str(dtype).removeprefix('torch.')}]", fn=_gray_kernel,
+                          args=_args(images, out, False, (0.0,) * 3, (1.0,) * 3), num_warps=NUM_WARPS,
+                          items=B * H * W, items_per_program=BLOCK, loops={}))
     return specs
-
-

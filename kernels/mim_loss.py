@@ -22,14 +22,15 @@ All reductions are per-tile or per-cell partials summed in a fixed order: no ato
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 
 import torch
 import triton
 import triton.language as tl
 
-from kamim_fast._opencv import DRAW_KEYPOINT_RING
+from kamim_fast._opencv import DRAW_KEYPOINT_RING, FAST_NMS_RADIUS, FAST_RADIUS
 
+from ._launch import LossConfig, launch, persistent_programs, pick
 from .fast_tile import corner_score, gray_of, nms_keep
 
 # ---------------------------------------------------------------------------------------------------
@@ -48,23 +49,38 @@ _RING_ROW_BITS = tl.constexpr(sum(
     ((1 << _PATTERNS.index(row)) if "#" in row else 0) << (8 * dy) for dy, row in enumerate(DRAW_KEYPOINT_RING)))
 _R = tl.constexpr(_RING_RADIUS)
 
-# Halo of gray around the output pixels: the ring's radius, NMS's 1, the FAST circle's 3.
-FAST_HALO = _RING_RADIUS + 1 + 3
+# Halo of gray around the output pixels: the ring's radius, NMS's, the FAST circle's.
+FAST_HALO = _RING_RADIUS + FAST_NMS_RADIUS + FAST_RADIUS
+# Block rows/columns from the block's edge: scores need the circle inside the block (FAST_RADIUS);
+# keypoints (NMS) one more; the ring bits are needed within the ring's radius of the outputs.
+_SCORE_LO = tl.constexpr(FAST_RADIUS)
+_KP_LO = tl.constexpr(FAST_RADIUS + FAST_NMS_RADIUS)
+assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 
 # Shipped configurations. BLOCK_W columns hold OUT_W outputs plus the halo (112 of 128 for p <= 16);
 # SUB_H rows per step keep 4 pixels per thread at 4 warps, as the FAST kernel (which fits the circle's
 # 16 differences in registers without spills). Tiles of 48 output rows: 75% of the staged rows are outputs.
-GPU_CONFIG = dict(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48)
-NUM_WARPS = 4
-PROGRAMS_PER_SM = 8
+GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
-INTERPRETER_CONFIG = dict(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32)
-INTERPRETER_PROGRAMS = 3  # fewer programs than tiles: the persistent loop runs in CI
+INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
+# Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
+# with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
+# sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
+# the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
+# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a and sm_80 (Triton 3.6)
+# at 4 warps or 4-row steps; 2-row steps at 8 warps do not.
+GPU_CELL_OVERRIDES = {
+    **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
+    **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
+    (8, "count"): dict(READ_H=1),
+}
+GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=2, num_warps=8)}
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
 TILE_H = 16
 TILE_W = 64
+BACKWARD_WARPS = 4
 
 
 @triton.jit
@@ -118,11 +134,14 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
     channel stride of the packed codes. The tile's first column must be a multiple of 4.
     """
     l1 = tl.zeros((SUB, BLOCK_W), dtype=tl.float32)
-    for c in range(C):
-        p = tl.load(pred + c * p_c, mask=inside, other=0.0).to(tl.float32)
-        t = tl.load(target + c * t_c, mask=inside, other=0.0).to(tl.float32)
+    for c in range(C):  # pointer steps per channel: no c * stride products to overflow int32
+        p = tl.load(pred, mask=inside, other=0.0).to(tl.float32)
+        t = tl.load(target, mask=inside, other=0.0).to(tl.float32)
         l1 += tl.abs(p - t)
-        tl.store(signs + c * sign_c, _sign_codes(p - t, SUB, BLOCK_W), mask=sign_mask)
+        tl.store(signs, _sign_codes(p - t, SUB, BLOCK_W), mask=sign_mask)
+        pred += p_c
+        target += t_c
+        signs += sign_c
     return l1
 
 
@@ -147,19 +166,30 @@ def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C,
     signs = signs_ptr + (b.to(tl.int64) * C * H + yo) * W4 + x0 // 4 + kq
     sign_mask = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yo < H)
     l1 = _l1_signs(pred_b + yo.to(tl.int64) * p_h + xo * p_w, target_b + yo.to(tl.int64) * t_h + xo * t_w,
-                   p_c, t_c, C, inside, signs, H * W4, ROWS, BLOCK_W, sign_mask)
+                   p_c, t_c, C, inside, signs, tl.cast(H, tl.int64) * W4, ROWS, BLOCK_W, sign_mask)
     return inside, l1 * m
 
 
 @triton.jit
 def _forward_kernel(
-    pred_ptr, target_ptr, mask_ptr, weight_ptr, signs_ptr, scratch_ptr, l1_out_ptr, cover_out_ptr,
-    C, H, W, p_b, p_c, p_h, p_w, t_b, t_c, t_h, t_w, mh, mw, wh, ww, W4,
-    tiles_w, tiles_per_image, n_tiles, threshold, m0, m1, m2, sd0, sd1, sd2,
+    # pred and target (B, C, H, W), any strides (elements)
+    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C, H, W,
+    # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is
+    # read only with HAS_WEIGHTS, and with FAST_WEIGHTS (wh, ww) is the grid the partials go to
+    mask_ptr, mh, mw, weight_ptr, wh, ww,
+    # outputs: 2-bit sign codes (B, C, H, W4) with W4 = ceil(W / 4); the per-cell (FAST) or per-tile
+    # partial sums of m * w * |pred - target|; per-cell covered pixels or keypoints (FAST only)
+    signs_ptr, W4, l1_out_ptr, cover_out_ptr,
+    # the per-program scratch (FAST only, 2 planes of ROWS x BLOCK_W bytes) and the persistent grid's tiles
+    scratch_ptr, tiles_w, tiles_per_image, n_tiles,
+    # FAST threshold; target's un-normalisation round((x * sd + m) * 255) per channel
+    threshold, m0, m1, m2, sd0, sd1, sd2,
+    # cell sizes, which weights, the density (ring or count), channel order
     MASK_PATCH: tl.constexpr, CELL: tl.constexpr, FAST_WEIGHTS: tl.constexpr, RING: tl.constexpr,
-    HAS_WEIGHTS: tl.constexpr, BGR: tl.constexpr, HALO: tl.constexpr,
-    OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, FINAL_H: tl.constexpr,
-    SH: tl.constexpr,
+    HAS_WEIGHTS: tl.constexpr, BGR: tl.constexpr,
+    # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
+    HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
+    FINAL_H: tl.constexpr, SH: tl.constexpr,
 ):
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
@@ -171,6 +201,7 @@ def _forward_kernel(
     frows = tl.arange(0, FINAL_H)[:, None]
     kq = tl.arange(0, BLOCK_W // 4)[None, :]
     srows = tl.arange(0, SH)[:, None]
+    sign_c = tl.cast(H, tl.int64) * W4  # channel stride of the sign codes
     for tile in range(pid, n_tiles, tl.num_programs(0)):
         b = tile // tiles_per_image
         t = tile - b * tiles_per_image
@@ -195,21 +226,24 @@ def _forward_kernel(
                 staged = (orow >= -HALO) & (orow < OUT_H + HALO)
                 inside = staged & (yg >= 0) & (yg < H) & (xs >= 0) & (xs < W)
                 out = inside & (orow >= 0) & (orow < OUT_H) & (oc >= 0) & (oc < OUT_W)
-                tp = target_b + yg.to(tl.int64) * t_h + xs * t_w
-                pp = pred_b + yg.to(tl.int64) * p_h + xs * p_w
-                t0 = tl.load(tp, mask=inside, other=0.0)
-                t1 = tl.load(tp + t_c, mask=inside, other=0.0)
-                t2 = tl.load(tp + 2 * t_c, mask=inside, other=0.0)
+                tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
+                pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
+                tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
+                pp1 = pp0 + p_c
+                t0 = tl.load(tp0, mask=inside, other=0.0)
+                t1 = tl.load(tp1, mask=inside, other=0.0)
+                t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
                 gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
                 tl.store(plane_a + (orow + HALO) * BLOCK_W + oc + HALO, gray.to(tl.uint8), mask=staged)
                 signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
                 sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (orow >= 0) & (orow < OUT_H) & (yg < H)
-                d0 = tl.where(out, tl.load(pp, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32), 0.0)
-                d1 = tl.where(out, tl.load(pp + p_c, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32), 0.0)
-                d2 = tl.where(out, tl.load(pp + 2 * p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32), 0.0)
+                d0 = tl.where(out, tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32), 0.0)
+                d1 = tl.where(out, tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32), 0.0)
+                d2 = tl.where(out, tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32), 0.0)
+                signs1 = signs + sign_c
                 tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs + H * W4, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs + 2 * H * W4, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
                 m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, MASK_PATCH, out)
                 m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
                 col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
@@ -218,25 +252,25 @@ def _forward_kernel(
                              CELL, OUT_W, BLOCK_W)
                 col_acc = tl.where(done, 0.0, col_acc)
             tl.debug_barrier()
-            for r0 in range(3, ROWS - 3, SUB_H):  # scores within HALO - 3 of the outputs
+            for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
                 ii = r0 + rows
                 yg = y0 - HALO + ii
-                valid = ((ii < ROWS - 3) & (jj >= 3) & (jj < BLOCK_W - 3)
-                         & (yg >= 3) & (yg < H - 3) & (xg >= 3) & (xg < W - 3))
+                valid = ((ii < ROWS - _SCORE_LO) & (jj >= _SCORE_LO) & (jj < BLOCK_W - _SCORE_LO)
+                         & (yg >= _SCORE_LO) & (yg < H - _SCORE_LO) & (xg >= _SCORE_LO) & (xg < W - _SCORE_LO))
                 score = corner_score(plane_a + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
                 tl.store(plane_b + ii * BLOCK_W + jj, tl.where(score >= threshold, score, 0).to(tl.uint8),
-                         mask=ii < ROWS - 3)
+                         mask=ii < ROWS - _SCORE_LO)
             tl.debug_barrier()
-            for r0 in range(4, ROWS - 4, SUB_H):  # keypoints within the ring's radius of the outputs
+            for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # keypoints within the ring's radius of the outputs
                 ii = r0 + rows
-                region = (ii < ROWS - 4) & (jj >= 4) & (jj < BLOCK_W - 4)
+                region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
                 keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W, region)
                 tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
             if RING:
                 tl.debug_barrier()
-                for r0 in range(4, ROWS - 4, SUB_H):  # horizontal runs at the output columns
+                for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
                     ii = r0 + rows
-                    region = (ii < ROWS - 4) & (jj >= HALO) & (jj < HALO + OUT_W)
+                    region = (ii < ROWS - _KP_LO) & (jj >= HALO) & (jj < HALO + OUT_W)
                     bits = _ring_bits(plane_a + ii * BLOCK_W + jj, region)
                     tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)
             tl.debug_barrier()
@@ -271,14 +305,21 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    scale_ptr, signs_ptr, mask_ptr, weight_ptr, grad_pred_ptr, grad_target_ptr,
-    C, H, W, W4, mh, mw, wh, ww, tiles_w,
+    # 0-d fp32 g / (sum(m) + eps) / C; the forward's 2-bit sign codes (B, C, H, W4)
+    scale_ptr, signs_ptr, W4,
+    # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids; weights read with HAS_WEIGHTS
+    mask_ptr, mh, mw, weight_ptr, wh, ww,
+    # outputs, contiguous (B, C, H, W); grad_target written with GRAD_TARGET
+    grad_pred_ptr, grad_target_ptr, C, H, W,
+    # TILE_H x TILE_W tiles per image row and per image: the grid is (tiles_per_image * B,)
+    tiles_w, tiles_per_image,
     MASK_PATCH: tl.constexpr, WEIGHT_PATCH: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
     """grad = g / (sum(m) + eps) / C * w * m * sign(pred - target), from the forward's sign codes."""
-    tile = tl.program_id(0)
-    b = tl.program_id(1)
+    pid = tl.program_id(0)  # the batch is folded into grid x (no 65,535 cap on grid y)
+    b = pid // tiles_per_image
+    tile = pid - b * tiles_per_image
     ty = tile // tiles_w
     yy = ty * TILE_H + tl.arange(0, TILE_H)[:, None]
     xx = (tile - ty * tiles_w) * TILE_W + tl.arange(0, TILE_W)[None, :]
@@ -290,13 +331,20 @@ def _backward_kernel(
     signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + xx // 4  # four lanes share a byte
     shift = xx % 4 * 2
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
+    gp = grad_pred_ptr + grad
+    gt = grad_target_ptr + grad
+    sign_c = tl.cast(H, tl.int64) * W4  # channel strides, int64: pointer steps, no c * H * W products
+    grad_c = tl.cast(H, tl.int64) * W
     for c in range(C):
-        code = (tl.load(signs + c * H * W4, mask=inside, other=0).to(tl.int32) >> shift) & 3
+        code = (tl.load(signs, mask=inside, other=0).to(tl.int32) >> shift) & 3
         # d|d|/dd = sign(d), 0 at 0 and at NaN as torch.sign
         g = tl.where(code == 1, coef, tl.where(code == 2, -coef, 0.0))
-        tl.store(grad_pred_ptr + grad + c * H * W, g.to(grad_pred_ptr.dtype.element_ty), mask=inside)
+        tl.store(gp, g.to(grad_pred_ptr.dtype.element_ty), mask=inside)
         if GRAD_TARGET:
-            tl.store(grad_target_ptr + grad + c * H * W, (-g).to(grad_target_ptr.dtype.element_ty), mask=inside)
+            tl.store(gt, (-g).to(grad_target_ptr.dtype.element_ty), mask=inside)
+        signs += sign_c
+        gp += grad_c
+        gt += grad_c
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,53 +360,67 @@ def packed_width(W: int) -> int:
     return (W + 3) // 4
 
 
-@functools.cache
-def _max_programs(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count * PROGRAMS_PER_SM
-    return INTERPRETER_PROGRAMS
+def _tuned(config: LossConfig, cell: int, fast: bool, ring: bool) -> LossConfig:
+    """GPU_CONFIG with the per-cell overrides above (other configs as given)."""
+    key = (cell, "ring" if ring else "count") if fast else cell
+    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
+    return dataclasses.replace(config, **overrides[key]) if config == GPU_CONFIG and key in overrides else config
 
 
-def _geometry(H: int, W: int, cell: int, fast: bool, config: dict) -> dict:
+def _geometry(H: int, W: int, cell: int, fast: bool, config: LossConfig) -> dict:
     """Tile sizes: with FAST, whole cells inside BLOCK_W minus the halo; without, whole BLOCK_W x OUT_ROWS tiles."""
-    block_w, final_h = config["BLOCK_W"], config["FINAL_H"]
+    block_w, final_h = config.BLOCK_W, config.FINAL_H
     if fast:
         halo, out_w, out_h, final_h = FAST_HALO, (block_w - 2 * FAST_HALO) // cell * cell, \
-            triton.cdiv(config["OUT_ROWS"], cell) * cell, min(final_h, cell)
+            triton.cdiv(config.OUT_ROWS, cell) * cell, min(final_h, cell)
     else:
-        halo, out_w, out_h = 0, block_w, triton.cdiv(config["OUT_ROWS"], final_h) * final_h
+        halo, out_w, out_h = 0, block_w, triton.cdiv(config.OUT_ROWS, final_h) * final_h
     # SH: rows per step of the pass that reads pred and target with FAST weights; divides the cell.
-    return dict(HALO=halo, OUT_W=out_w, OUT_H=out_h, BLOCK_W=block_w, SUB_H=config["SUB_H"], FINAL_H=final_h,
-                SH=min(config["READ_H"], cell) if fast else 1,
+    return dict(HALO=halo, OUT_W=out_w, OUT_H=out_h, BLOCK_W=block_w, SUB_H=config.SUB_H, FINAL_H=final_h,
+                SH=min(config.READ_H, cell) if fast else 1,
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
-def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
-                    l1_out, cover_out, config):
+def _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
+                  signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
+    """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
     B, C, H, W = pred.shape
-    g = _geometry(H, W, cell, fast, config)
+    g = _geometry(H, W, cell, fast, _tuned(config, cell, fast, ring))
     tiles_w, tiles_h = g.pop("tiles_w"), g.pop("tiles_h")
-    n_tiles = B * tiles_h * tiles_w
+    p_b, p_c, p_h, p_w = pred.stride()
+    t_b, t_c, t_h, t_w = target.stride()
+    wh, ww = (weights.shape[1:] if weights is not None else (H // cell, W // cell))
+    return dict(pred_ptr=pred, p_b=p_b, p_c=p_c, p_h=p_h, p_w=p_w, target_ptr=target, t_b=t_b, t_c=t_c, t_h=t_h,
+                t_w=t_w, C=C, H=H, W=W,
+                mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
+                weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
+                signs_ptr=signs, W4=packed_width(W), l1_out_ptr=l1_out,
+                cover_out_ptr=cover_out if cover_out is not None else l1_out,
+                scratch_ptr=scratch, tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
+                threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
+                MASK_PATCH=mask_patch, CELL=cell, FAST_WEIGHTS=fast, RING=ring, HAS_WEIGHTS=weights is not None,
+                BGR=bgr, **g)
+
+
+def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
+                    l1_out, cover_out, config: LossConfig):
+    B, C, H, W = pred.shape
+    config = _tuned(config, cell, fast, ring)
     signs = torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
+    placeholder = torch.empty(0 if fast else 1, dtype=torch.uint8, device=pred.device)
+    args = _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
+                         signs, l1_out, cover_out, placeholder, config)
+    n_tiles = args["n_tiles"]
     if n_tiles == 0 or C == 0:
         return signs
-    programs = n_tiles if not fast else min(n_tiles, _max_programs(pred.device))
-    rows = g["OUT_H"] + 2 * g["HALO"]
-    scratch = torch.empty(programs * 2 * rows * g["BLOCK_W"] if fast else 1, dtype=torch.uint8, device=pred.device)
-    wh, ww = (weights.shape[1:] if weights is not None else (H // cell, W // cell))
-    _forward_kernel[(programs,)](
-        pred, target, mask_grid, weights if weights is not None else mask_grid, signs, scratch, l1_out,
-        cover_out if cover_out is not None else l1_out,
-        C, H, W, *pred.stride(), *target.stride(), mask_grid.shape[1], mask_grid.shape[2], wh, ww, packed_width(W),
-        tiles_w, tiles_h * tiles_w, n_tiles, threshold, *mean, *std,
-        MASK_PATCH=mask_patch, CELL=cell, FAST_WEIGHTS=fast, RING=ring, HAS_WEIGHTS=weights is not None, BGR=bgr,
-        **g, num_warps=NUM_WARPS, enable_fp_fusion=False,  # bit-exact un-normalisation: no FMA contraction
-    )
+    if fast:
+        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args)
+        rows = args["OUT_H"] + 2 * args["HALO"]
+        args["scratch_ptr"] = torch.empty(programs * 2 * rows * args["BLOCK_W"], dtype=torch.uint8, device=pred.device)
+    else:
+        programs = n_tiles  # one partial per tile: no scratch, an ordinary grid
+    launch(_forward_kernel, (programs,), pred, config.num_warps, args)
     return signs
-
-
-def _config(x: torch.Tensor, config: dict | None) -> dict:
-    return config if config is not None else GPU_CONFIG if x.is_cuda else INTERPRETER_CONFIG
 
 
 def weighted_l1_forward(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, config=None):
@@ -366,9 +428,10 @@ def weighted_l1_forward(pred, target, mask_grid, weights, mask_patch: int, weigh
 
     mask_grid, weights: contiguous (B, h, w) fp32; weights None means 1. Any weight cell size.
     """
-    config = _config(pred, config)
+    config = pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG)
     B, _, H, W = pred.shape
-    g = _geometry(H, W, weight_patch if weights is not None else 1, False, config)
+    cell = weight_patch if weights is not None else 1
+    g = _geometry(H, W, cell, False, _tuned(config, cell, False, False))
     partials = torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, device=pred.device)
     signs = _launch_forward(pred, target, mask_grid, mask_patch, weights, weight_patch if weights is not None else 1,
                             False, False, 0, False, (0.0,) * 3, (1.0,) * 3, partials, None, config)
@@ -384,8 +447,21 @@ def fast_weighted_l1_forward(pred, target, mask_grid, mask_patch: int, cell: int
     l1 = torch.empty((B, H // cell, W // cell), dtype=torch.float32, device=pred.device)
     cover = torch.empty_like(l1)
     signs = _launch_forward(pred, target, mask_grid, mask_patch, None, cell, True, ring, threshold, bgr, mean, std,
-                            l1, cover, _config(pred, config))
+                            l1, cover, pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG))
     return l1, cover, signs
+
+
+def _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, grad_pred, grad_tgt) -> dict:
+    B, C, H, W = grad_pred.shape
+    tiles_w = triton.cdiv(W, TILE_W)
+    wh, ww = weights.shape[1:] if weights is not None else (1, 1)
+    return dict(scale_ptr=scale, signs_ptr=signs, W4=packed_width(W),
+                mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
+                weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
+                grad_pred_ptr=grad_pred, grad_target_ptr=grad_tgt if grad_tgt is not None else grad_pred,
+                C=C, H=H, W=W, tiles_w=tiles_w, tiles_per_image=triton.cdiv(H, TILE_H) * tiles_w,
+                MASK_PATCH=mask_patch, WEIGHT_PATCH=weight_patch, HAS_WEIGHTS=weights is not None,
+                GRAD_TARGET=grad_tgt is not None, TILE_H=TILE_H, TILE_W=TILE_W)
 
 
 def weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch: int, weight_patch: int, shape,
@@ -395,41 +471,52 @@ def weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch: int, weig
     grad_pred = torch.empty(shape, dtype=pred_dtype, device=signs.device)
     grad_tgt = torch.empty(shape, dtype=target_dtype, device=signs.device) if grad_target else None
     if grad_pred.numel():
-        tiles_w = triton.cdiv(W, TILE_W)
-        wh, ww = weights.shape[1:] if weights is not None else (1, 1)
-        _backward_kernel[(triton.cdiv(H, TILE_H) * tiles_w, B)](
-            scale, signs, mask_grid, weights if weights is not None else mask_grid, grad_pred,
-            grad_tgt if grad_tgt is not None else grad_pred,
-            C, H, W, packed_width(W), mask_grid.shape[1], mask_grid.shape[2], wh, ww, tiles_w,
-            MASK_PATCH=mask_patch, WEIGHT_PATCH=weight_patch, HAS_WEIGHTS=weights is not None,
-            GRAD_TARGET=grad_target, TILE_H=TILE_H, TILE_W=TILE_W, num_warps=NUM_WARPS,
-        )
+        args = _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, grad_pred, grad_tgt)
+        launch(_backward_kernel, (args["tiles_per_image"] * B,), signs, BACKWARD_WARPS, args)
     return grad_pred, grad_tgt
 
 
-def sm90_specs() -> list[dict]:
-    """The shipped configurations, for the H100 compile check (benchmarks/ptxas_report.py)."""
-    ints = ("C", "H", "W", "p_b", "p_c", "p_h", "p_w", "t_b", "t_c", "t_h", "t_w", "mh", "mw", "wh", "ww", "W4",
-            "tiles_w", "tiles_per_image", "n_tiles", "threshold")
-    floats = ("m0", "m1", "m2", "sd0", "sd1", "sd2")
+# Every weight cell the fused kernel takes (fuses), with both densities: what a user can reach.
+FUSED_CELLS = tuple(c for c in range(1, MAX_FUSED_CELL + 1) if fuses(c))
+
+
+def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
+    """Every configuration a user can reach, with the benchmark's launch arguments (meta tensors), for
+    the compile check and the performance model (benchmarks/ptxas_report.py). MASK_PATCH is SimMIM's 16
+    (it only scales a division)."""
     specs = []
-    for pred_type in ("*fp32", "*bf16"):
-        for fast, ring, cell in ((True, True, 8), (True, False, 16), (False, False, 8)):
-            geometry = _geometry(192, 192, cell, fast, GPU_CONFIG)
-            geometry.pop("tiles_w"), geometry.pop("tiles_h")
-            const = dict(MASK_PATCH=16, CELL=cell, FAST_WEIGHTS=fast, RING=ring, HAS_WEIGHTS=not fast, BGR=False,
-                         **geometry)
-            sig = dict(pred_ptr=pred_type, target_ptr="*fp32", mask_ptr="*fp32", weight_ptr="*fp32", signs_ptr="*u8",
-                       scratch_ptr="*u8", l1_out_ptr="*fp32", cover_out_ptr="*fp32", **{k: "i32" for k in ints},
-                       **{k: "fp32" for k in floats}, **{k: "constexpr" for k in const})
-            kind = ("fast-ring" if ring else "fast-count") if fast else "weights"
-            specs.append(dict(name=f"mim_loss_fwd[{pred_type[1:]},{kind},p={cell}]", fn=_forward_kernel,
-                              signature=sig, constexprs=const, num_warps=NUM_WARPS))
-        bwd_const = dict(MASK_PATCH=16, WEIGHT_PATCH=8, HAS_WEIGHTS=True, GRAD_TARGET=False, TILE_H=TILE_H,
-                         TILE_W=TILE_W)
-        bwd = dict(scale_ptr="*fp32", signs_ptr="*u8", mask_ptr="*fp32", weight_ptr="*fp32", grad_pred_ptr=pred_type,
-                   grad_target_ptr="*fp32", **{k: "i32" for k in ("C", "H", "W", "W4", "mh", "mw", "wh", "ww", "tiles_w")},
-                   **{k: "constexpr" for k in bwd_const})
-        specs.append(dict(name=f"mim_loss_bwd[{pred_type[1:]}]", fn=_backward_kernel, signature=bwd,
-                          constexprs=bwd_const, num_warps=NUM_WARPS))
+    meta = dict(device="meta")
+    target = torch.empty((B, 3, H, W), dtype=torch.float32, **meta)
+    u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
+    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
+    mask = torch.empty((B, H // 16, W // 16), dtype=torch.float32, **meta)
+    for pred_dtype in (torch.float32, torch.bfloat16, torch.float16):
+        pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
+        dt = str(pred_dtype)[6:]
+        cases = [(True, ring, cell) for ring in (True, False) for cell in FUSED_CELLS]
+        cases += [(False, False, 8), (False, False, None)]
+        if pred_dtype != torch.float32:  # the other dtypes only change pred's loads and grad's stores
+            cases = [(True, True, 8), (True, False, 8), (False, False, 8), (False, False, None)]
+        if pred_dtype == torch.float16:
+            cases = cases[:1]
+        for fast, ring, cell in cases:
+            grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
+            weights = None if fast or cell is None else grid
+            g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, ring))
+            l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
+            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, ring, 10, False, (0.0,) * 3,
+                                 (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
+            kind = ("fast-ring" if ring else "fast-count") if fast else ("weights" if cell else "no-weights")
+            specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
+                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, ring).num_warps,
+                              items=B * H * W * 3))
+        for has_weights, grad_target in ((True, False), (False, False), (True, True)):
+            if pred_dtype != torch.float32 and not (has_weights and not grad_target):
+                continue
+            grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
+            args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask,
+                                  torch.empty((B, H // 8, W // 8), dtype=torch.float32, **meta) if has_weights else None,
+                                  16, 8, grad, torch.empty_like(target) if grad_target else None)
+            specs.append(dict(name=f"mim_loss_bwd[{dt},weights={int(has_weights)},grad_target={int(grad_target)}]",
+                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, items=B * H * W * 3))
     return specs

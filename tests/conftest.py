@@ -6,6 +6,7 @@ imports kamim_fast's kernels. On a machine with CUDA the real kernels run on CUD
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 
@@ -68,6 +69,22 @@ def forbid_reference(monkeypatch, device: str, backend: str) -> None:
 
         impls = {**entry.impls, "torch": dataclasses.replace(entry.impls["torch"], kernel=guarded)}
         monkeypatch.setitem(_backend.TABLE, name, dataclasses.replace(entry, impls=impls))
+
+
+@contextlib.contextmanager
+def reference_backend():
+    """KAMIM_FAST_BACKEND=torch inside: for the CPU references a test compares a target with. Under the
+    ("cuda", "triton") target a CPU tensor given to an op would raise (no interpreter on a GPU machine);
+    tests/test_gpu_readiness.py checks that target tests call ops on CPU tensors only in here."""
+    old = os.environ.get("KAMIM_FAST_BACKEND")
+    os.environ["KAMIM_FAST_BACKEND"] = "torch"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["KAMIM_FAST_BACKEND"]
+        else:
+            os.environ["KAMIM_FAST_BACKEND"] = old
 
 
 def draw_seed() -> int:

@@ -163,7 +163,7 @@ def test_gpu_block_sizes_in_the_interpreter(src, rng, monkeypatch):
             kp, sc = kernel.fast_corners(torch.from_numpy(gray), 10, nms, SRC_GRAY_U8, config=kernel.GPU_CONFIG)
         else:
             nchw = torch.from_numpy(rgb).permute(0, 3, 1, 2)
-            kp, sc = kernel.fast_corners(nchw, 10, nms, SRC_RGB_U8, config=kernel.GPU_CONFIG)
+            kp, sc = kernel.fast_corners(nchw, 10, nms, SRC_RGB_U8, config=kernel.GPU_COLOUR_CONFIG)
         for i in range(len(gray)):
             _check_against_cv(gray[i], kp[i], sc[i], 10, nms)
 

@@ -1,0 +1,126 @@
+"""Every shipped Triton kernel compiles for sm_80 (A100), sm_89 (L4) and sm_90a (H100) with no spills,
+generic and with the run-time specialisations; and its SASS stays under the budget in benchmarks/NOTES.md.
+
+The interpreter runs code the GPU compiler rejects (it once accepted a non-constexpr global here), so
+this builds real PTX and cubins without a GPU, in a subprocess free of TRITON_INTERPRET
+(``python -m benchmarks.ptxas_report``), once per Triton version per session:
+
+- the installed Triton (CI's, 3.8): the run-time specialisation and the generic kernels for sm_90a, and
+  the SASS model (``nvdisasm`` from the dev dependency ``nvidia-cuda-nvdisasm``);
+- the GPU machines' Triton (3.6, side-installed by the Makefile): the run-time specialisation for
+  sm_80, sm_89 and sm_90a (its generic sm_90a kernels: ``make compile-report`` with PYTHONPATH on the side
+  folder; left out of CI to keep the compile test at about 200 compiles, ~3 CPU-minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.ptxas_report import ARCHES, find_nvdisasm, find_ptxas
+
+ROOT = Path(__file__).resolve().parents[1]
+# The GPU machines' Triton (3.6), side-installed by the Makefile; the installed one is CI's (3.8).
+GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
+RUNS = {
+    "installed": ["--arch", "sm_90a", "--generic-arch", "sm_90a"],
+    "gpu-machines": [*(x for a in ARCHES for x in ("--arch", a)), "--generic-arch", "none"],
+}
+
+
+@pytest.fixture(scope="module", params=list(RUNS), ids=["triton-installed", "triton-gpu-machines"])
+def report(request, tmp_path_factory):
+    if find_ptxas() is None:
+        if os.environ.get("CI"):
+            pytest.fail("ptxas not found in CI: set CUDA_HOME to the CUDA toolkit folder")
+        pytest.skip("ptxas not found (set CUDA_HOME to the CUDA toolkit folder)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if request.param == "gpu-machines":
+        if not GPU_MACHINES_TRITON.exists():
+            if os.environ.get("CI"):
+                pytest.fail(f"{GPU_MACHINES_TRITON} is missing in CI: `make test` installs it")
+            pytest.skip(f"{GPU_MACHINES_TRITON} is missing (`make test` installs it)")
+        env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), env.get("PYTHONPATH", "")])
+    out = tmp_path_factory.mktemp("ptxas") / "report.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--json", str(out), *RUNS[request.param]],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    print(run.stdout)
+    result = json.loads(out.read_text())
+    if request.param == "gpu-machines":  # the side folder's Triton really did the compiling
+        side = next(GPU_MACHINES_TRITON.glob("triton-*.dist-info")).name.removeprefix("triton-").removesuffix(".dist-info")
+        assert {r["triton"] for r in result["kernels"]} == {side}, (side, result["kernels"][0]["triton"])
+    result["param"] = request.param
+    return result
+
+
+def test_every_configuration_compiles_for_every_arch(report):
+    from benchmarks.ptxas_report import specs
+
+    names = {s["name"] for s in specs()}
+    assert any(n.startswith("fast[") for n in names) and any(n.startswith("gray[") for n in names), names
+    assert any("fast-count,p=64" in n for n in names) and any("fast-ring,p=1]" in n for n in names), names
+    args = RUNS[report["param"]]
+    arches = [a for flag, a in zip(args[::2], args[1::2]) if flag == "--arch"]
+    generic = [a for flag, a in zip(args[::2], args[1::2]) if flag == "--generic-arch" and a != "none"]
+    wanted = {(n, a, "runtime") for n in names for a in arches} | {(n, a, "generic") for n in names for a in generic}
+    got = {(r["name"], r["arch"], r["variant"]) for r in report["kernels"]}
+    assert got == wanted, (sorted(wanted - got)[:5], sorted(got - wanted)[:5])
+    assert all(r["registers"] > 0 and r["resident_blocks_per_sm"] >= 1 for r in report["kernels"])
+
+
+def test_no_spills(report):
+    spilled = [r for r in report["kernels"] if r["spill_stores"] or r["spill_loads"] or r["stack_frame"]]
+    assert not spilled, spilled
+
+
+def _budgets() -> dict[tuple[str, str], float]:
+    """(kernel, Triton major.minor) -> SASS instructions per item, from the table in benchmarks/NOTES.md."""
+    text = (ROOT / "benchmarks" / "NOTES.md").read_text()
+    section = text.split("### SASS budget", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    budgets = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("`") and re.fullmatch(r"[\d.]+", cells[-1]):
+            budgets[(cells[0].strip("`"), cells[1])] = float(cells[-1])
+    return budgets
+
+
+def test_sass_per_item_within_the_budget(report):
+    """Each shipped kernel's steady-state SASS instructions per item (sm_90a, run-time specialisation)
+    stay under today's count + 10%, recorded in benchmarks/NOTES.md: a GPU-performance guard without a GPU."""
+    rows = [r for r in report["kernels"] if r["arch"] == "sm_90a" and r["variant"] == "runtime"]
+    if not any("sass_instructions_per_item" in r for r in rows):
+        if os.environ.get("CI"):
+            pytest.fail("nvdisasm not found in CI: pip install nvidia-cuda-nvdisasm (the dev extra)")
+        pytest.skip("nvdisasm not found: pip install nvidia-cuda-nvdisasm (the dev extra)")
+    budgets = _budgets()
+    version = ".".join(rows[0]["triton"].split(".")[:2])
+    over, missing = [], []
+    for r in rows:
+        budget = budgets.get((r["name"], version))
+        if budget is None:
+            missing.append(r["name"])
+        elif r["sass_instructions_per_item"] > budget:
+            over.append((r["name"], r["sass_instructions_per_item"], budget))
+    assert not missing, f"no budget in benchmarks/NOTES.md for Triton {version}: {missing}"
+    assert not over, over
+
+
+def test_the_model_report(report):
+    """--json writes {kernels, modelled}: the issue's fields, for the benchmark cases."""
+    if report["param"] != "installed" or find_nvdisasm() is None:
+        pytest.skip("the model is read from the installed Triton's SASS (nvdisasm)")
+    for r in report["kernels"]:
+        assert {"name", "arch", "registers", "spill_stores", "spill_loads", "resident_blocks_per_sm"} <= set(r)
+    model = report["modelled"]
+    assert {m["case"] for m in model} >= {"fast gray uint8 B=256 192x192 NMS", "loss fwd+bwd B=256 3x192x192 bf16 p=8 ring"}
+    for m in model:
+        assert m["modelled_ms"] > 0 and m["bound"] in ("issue", "bytes"), m
+    assert report["assumptions"]["sms"] == 132
