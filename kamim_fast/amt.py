@@ -28,6 +28,9 @@ from ._checks import FLOAT_DTYPES, check_bool, check_int, check_tensor
 
 ID_DTYPES = (torch.int32, torch.int64)
 MAX_CUDA_N = 4096  # kMaxSortN in csrc/amt.h: one CUDA block sorts an image's keys in shared memory
+# The int8 mask codes (the published AMT encoding), kVisible/kMasked/kThrown in csrc/amt.h
+# (tests/test_amt.py::test_constants_equal_the_cpp_header ties the two files).
+VISIBLE, MASKED, THROWN = 0, 1, -1
 
 
 class AMTMask(NamedTuple):
@@ -52,17 +55,17 @@ class AMTMask(NamedTuple):
     @property
     def masked(self) -> torch.Tensor:
         """(B, N) bool, True where the patch is masked (what the loss counts)."""
-        return self.mask == 1
+        return self.mask == MASKED
 
     @property
     def thrown(self) -> torch.Tensor:
         """(B, N) bool, True where the patch is thrown away (seen by neither encoder nor loss)."""
-        return self.mask == -1
+        return self.mask == THROWN
 
     @property
     def visible(self) -> torch.Tensor:
         """(B, N) bool, True where the encoder sees the patch."""
-        return self.mask == 0
+        return self.mask == VISIBLE
 
 
 # --- argument checks ------------------------------------------------------------------------------------
@@ -138,11 +141,11 @@ def amt_select_ref(
     positions = torch.arange(N, device=noise.device).expand(B, N)
     ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, positions)
     K = N - num_mask - num_throw
-    codes = torch.full((N,), -1, dtype=torch.int8, device=noise.device)
+    codes = torch.full((N,), THROWN, dtype=torch.int8, device=noise.device)
     if keep_first:
-        codes[:K], codes[K:K + num_mask] = 0, 1
+        codes[:K], codes[K:K + num_mask] = VISIBLE, MASKED
     else:
-        codes[:num_mask], codes[num_mask + num_throw:] = 1, 0
+        codes[:num_mask], codes[num_mask + num_throw:] = MASKED, VISIBLE
     return ids_shuffle, ids_restore, codes[ids_restore]
 
 

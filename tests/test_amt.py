@@ -683,3 +683,15 @@ def test_public_amt_names():
                  "vit_class_attention", "amt_cell_weights"):
         assert name in kamim_fast.__all__ and getattr(kamim_fast, name) is not None
     assert issubclass(AMTMask, tuple) and AMTMask._fields[:4] == ("ids_shuffle", "ids_restore", "ids_keep", "mask")
+
+
+def test_constants_equal_the_cpp_header():
+    """The values that cross languages: the CUDA sort limit and the mask codes, Python's against csrc/amt.h."""
+    import re
+
+    from kamim_fast import amt
+
+    header = (ROOT / "csrc" / "amt.h").read_text()
+    cpp = {name: int(value) for name, value in re.findall(r"constexpr \w+ (k\w+) = (-?\d+);", header)}
+    assert cpp["kMaxSortN"] == amt.MAX_CUDA_N
+    assert (cpp["kVisible"], cpp["kMasked"], cpp["kThrown"]) == (amt.VISIBLE, amt.MASKED, amt.THROWN)
