@@ -23,9 +23,9 @@ GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"  # the GPU machines' Triton,
 # The barriers each design needs per tile (the check below proves they sit where they must; this pins that
 # none was merged away): FAST: tile start, after staging colour as gray, before NMS; fused loss: tile start,
 # after gray, after scores, after NMS (ring only, before the ring bits), before the final pass.
-MIN_BARRIERS = {"fast[u8,kind=0,nms=1]": 2, "fast[u8,kind=1,nms=1]": 3, "fast[u8,kind=1,nms=0]": 2,
-                "fast[fp32,kind=2,nms=1]": 3, "mim_loss_fwd[fp32,fast-ring,p=8]": 5,
-                "mim_loss_fwd[fp32,fast-count,p=16]": 4}
+MIN_BARRIERS = {"fast[gray-uint8,nms=1]": 2, "fast[rgb-uint8,nms=1]": 3, "fast[rgb-uint8,nms=0]": 2,
+                "fast[rgb-float32,nms=1]": 3, "mim_loss_fwd[float32,fast-ring,p=8]": 5,
+                "mim_loss_fwd[float32,fast-count,p=16]": 4}
 
 
 @pytest.fixture(scope="module", params=["installed", "gpu-machines"], ids=["triton-installed", "triton-gpu-machines"])
