@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from pathlib import Path
 
 import torch
 
@@ -85,6 +86,22 @@ def reference_backend():
             del os.environ["KAMIM_FAST_BACKEND"]
         else:
             os.environ["KAMIM_FAST_BACKEND"] = old
+
+
+GPU_MACHINES_TRITON = Path(__file__).resolve().parents[1] / ".venv" / "triton-gpu"  # side-installed by the Makefile
+
+
+def triton_env(which: str) -> dict:
+    """The environment of a child process that compiles kernels (no interpreter) with the installed Triton
+    (``which="installed"``) or the GPU machines' (``"gpu-machines"``); that one missing fails CI, skips elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if which == "gpu-machines":
+        if not GPU_MACHINES_TRITON.exists():
+            if os.environ.get("CI"):
+                pytest.fail(f"{GPU_MACHINES_TRITON} is missing in CI: `make test` installs it")
+            pytest.skip(f"{GPU_MACHINES_TRITON} is missing (`make test` installs it)")
+        env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), env.get("PYTHONPATH", "")])
+    return env
 
 
 def draw_seed() -> int:

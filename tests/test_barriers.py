@@ -10,15 +10,14 @@ and one tile's scratch accesses from the next tile's.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import triton_env
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"  # the GPU machines' Triton, side-installed by the Makefile
 
 # The barriers each design needs per tile (the check below proves they sit where they must; this pins that
 # none was merged away): FAST: tile start, after staging colour as gray, before NMS; fused loss: tile start,
@@ -30,13 +29,7 @@ MIN_BARRIERS = {"fast[gray-uint8,nms=1]": 2, "fast[rgb-uint8,nms=1]": 3, "fast[r
 
 @pytest.fixture(scope="module", params=["installed", "gpu-machines"], ids=["triton-installed", "triton-gpu-machines"])
 def rows(request, tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    if request.param == "gpu-machines":
-        if not GPU_MACHINES_TRITON.exists():
-            if os.environ.get("CI"):
-                pytest.fail(f"{GPU_MACHINES_TRITON} is missing in CI: `make test` installs it")
-            pytest.skip(f"{GPU_MACHINES_TRITON} is missing (`make test` installs it)")
-        env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), env.get("PYTHONPATH", "")])
+    env = triton_env(request.param)
     out = tmp_path_factory.mktemp("barriers") / "rows.json"
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "barrier_check.py"), "--json", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

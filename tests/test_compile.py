@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import GPU_MACHINES_TRITON, triton_env
 
 from benchmarks.ptxas_report import ARCHES, find_nvdisasm, find_ptxas
 
 ROOT = Path(__file__).resolve().parents[1]
-# The GPU machines' Triton (3.6), side-installed by the Makefile; the installed one is CI's (3.8).
-GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"
+# The GPU machines' Triton (3.6) is GPU_MACHINES_TRITON; the installed one is CI's (3.8).
 RUNS = {
     "installed": ["--arch", "sm_90a", "--generic-arch", "sm_90a"],
     "gpu-machines": [*(x for a in ARCHES for x in ("--arch", a)), "--generic-arch", "none"],
@@ -40,13 +40,7 @@ def report(request, tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("ptxas not found in CI: set CUDA_HOME to the CUDA toolkit folder")
         pytest.skip("ptxas not found (set CUDA_HOME to the CUDA toolkit folder)")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    if request.param == "gpu-machines":
-        if not GPU_MACHINES_TRITON.exists():
-            if os.environ.get("CI"):
-                pytest.fail(f"{GPU_MACHINES_TRITON} is missing in CI: `make test` installs it")
-            pytest.skip(f"{GPU_MACHINES_TRITON} is missing (`make test` installs it)")
-        env["PYTHONPATH"] = os.pathsep.join([str(GPU_MACHINES_TRITON), env.get("PYTHONPATH", "")])
+    env = triton_env(request.param)
     out = tmp_path_factory.mktemp("ptxas") / "report.json"
     run = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--json", str(out), *RUNS[request.param]],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
