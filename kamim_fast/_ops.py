@@ -204,7 +204,7 @@ def _weighted_mim_loss_triton(pred, target, mask_grid, weights, mask_patch, weig
     """The Triton kernel without the FAST stages; its per-tile partials summed in a fixed order."""
     from .kernels import mim_loss
 
-    partials, signs = mim_loss.weighted_l1_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
+    partials, signs = mim_loss.weighted_mim_loss_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
     return _per_mask_pixel(partials.sum(), mask_grid, mask_patch, eps, pred.shape[1]), signs
 
 
@@ -244,7 +244,7 @@ def _fast_weighted_mim_loss_triton(pred, target, mask_grid, mask_patch, weight_p
     from .kernels import mim_loss
 
     if mim_loss.fuses(weight_patch):  # FAST + NMS + rings + L1 in one pass
-        l1, cover, signs = mim_loss.fast_weighted_l1_forward(
+        l1, cover, signs = mim_loss.fast_weighted_mim_loss_forward(
             pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))
         weights = density_to_weights(cover / weight_patch**2, temperature)
         return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
@@ -293,7 +293,7 @@ def _weighted_mim_loss_backward_triton(grad, signs, mask_grid, weights, mask_pat
 
     B, C, H, _ = signs.shape
     scale = _backward_scale(grad, signs, mask_grid, mask_patch, eps)
-    gp, gt = mim_loss.weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch, weight_patch, (B, C, H, W),
+    gp, gt = mim_loss.weighted_mim_loss_backward(scale, signs, mask_grid, weights, mask_patch, weight_patch, (B, C, H, W),
                                            pred_dtype, target_dtype, grad_target)
     return gp, gt if gt is not None else signs.new_empty(0, dtype=target_dtype)
 

@@ -8,7 +8,7 @@ weight cells) of one image:
   non-maxima, dilates the keypoints by the drawKeypoints ring, and in the same pass reads pred and
   target once and accumulates, per weight cell, the covered pixels and ``S = sum(m * |pred - target|)``.
   Only those (B, H/p, W/p) partials leave the kernel. The per-image min-normalisation of the weights
-  is global over an image's cells, so a small epilogue (``fast_weighted_l1_forward``) finishes it:
+  is global over an image's cells, so a small epilogue (``fast_weighted_mim_loss_forward``) finishes it:
   ``w = exp(clip(d / T)) / min(...)`` and ``loss = sum(w * S) / (sum(m) + eps) / C``.
 - Otherwise the same kernel without the FAST stages: the weight (a tensor, or 1) is looked up per
   pixel and each tile writes one partial.
@@ -423,7 +423,7 @@ def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ri
     return signs
 
 
-def weighted_l1_forward(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, config=None):
+def weighted_mim_loss_forward(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, config=None):
     """-> (per-tile fp32 partials of sum(w * m * |pred - target|), packed sign codes (B, C, H, ceil(W/4))).
 
     mask_grid, weights: contiguous (B, h, w) fp32; weights None means 1. Any weight cell size.
@@ -438,7 +438,7 @@ def weighted_l1_forward(pred, target, mask_grid, weights, mask_patch: int, weigh
     return partials, signs
 
 
-def fast_weighted_l1_forward(pred, target, mask_grid, mask_patch: int, cell: int, ring: bool, threshold: int,
+def fast_weighted_mim_loss_forward(pred, target, mask_grid, mask_patch: int, cell: int, ring: bool, threshold: int,
                              bgr: bool, mean, std, config=None):
     """-> (S, cover, signs): per-cell fp32 sums of m * |pred - target| and of covered pixels (ring) or
     keypoints (count), both (B, H/cell, W/cell), and the packed sign codes. ``cell`` must ``fuses``."""
@@ -464,7 +464,7 @@ def _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, g
                 GRAD_TARGET=grad_tgt is not None, TILE_H=TILE_H, TILE_W=TILE_W)
 
 
-def weighted_l1_backward(scale, signs, mask_grid, weights, mask_patch: int, weight_patch: int, shape,
+def weighted_mim_loss_backward(scale, signs, mask_grid, weights, mask_patch: int, weight_patch: int, shape,
                          pred_dtype, target_dtype, grad_target: bool):
     """-> (grad_pred, grad_target or None), contiguous (B, C, H, W). scale: 0-d fp32 g / (sum(m) + eps) / C."""
     B, C, H, W = shape

@@ -108,9 +108,9 @@ def test_launchers_launch_on_the_tensors_device(monkeypatch, rng):
     pred = torch.randn(2, 3, 16, 16, device=DEVICE)
     target = torch.randn(2, 3, 16, 16, device=DEVICE)
     grid = torch.ones(2, 2, 2, device=DEVICE)
-    _, signs = mim_loss.weighted_l1_forward(pred, target, grid, None, 8, 1)
-    mim_loss.fast_weighted_l1_forward(pred, target, grid, 8, 8, True, 10, False, (0.0,) * 3, (1.0,) * 3)
-    mim_loss.weighted_l1_backward(torch.tensor(1.0, device=DEVICE), signs, grid, None, 8, 1, pred.shape,
+    _, signs = mim_loss.weighted_mim_loss_forward(pred, target, grid, None, 8, 1)
+    mim_loss.fast_weighted_mim_loss_forward(pred, target, grid, 8, 8, True, 10, False, (0.0,) * 3, (1.0,) * 3)
+    mim_loss.weighted_mim_loss_backward(torch.tensor(1.0, device=DEVICE), signs, grid, None, 8, 1, pred.shape,
                                   torch.float32, torch.float32, True)
     expected = torch.device(DEVICE, 0) if DEVICE == "cuda" else torch.device("cpu")
     assert len(seen) >= 5 and all(d == expected for d in seen), seen
@@ -183,7 +183,7 @@ def test_batch_is_folded_into_grid_x(monkeypatch):
     gray.rgb_to_gray_u8(torch.empty(B, 3, 2, 2, dtype=torch.uint8, device="meta"), False)
     signs = torch.empty(B, 3, 2, 1, dtype=torch.uint8, device="meta")
     grid = torch.empty(B, 1, 1, device="meta")
-    mim_loss.weighted_l1_backward(torch.empty((), device="meta"), signs, grid, None, 2, 1, (B, 3, 2, 2),
+    mim_loss.weighted_mim_loss_backward(torch.empty((), device="meta"), signs, grid, None, 2, 1, (B, 3, 2, 2),
                                   torch.float32, torch.float32, False)
     assert grids == [(B,), (B,)], grids
     assert _launch  # the real launcher is untouched
