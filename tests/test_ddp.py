@@ -39,11 +39,13 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def _assert_grads_close(got: dict, want: dict, rtol: float = 1e-4) -> None:
+def _assert_grads_close(got: dict, want: dict, rtol: float = 5e-4) -> None:
+    """Equal up to float32 summation order (2 ranks + an all-reduce against one batch): 1 full run in 5 under
+    load failed at rtol 1e-4 / atol 1e-6 of the largest gradient; local vs global normalisation differ by 30%."""
     assert got.keys() == want.keys()
     for n in want:
         scale = float(want[n].abs().max())
-        torch.testing.assert_close(got[n], want[n], rtol=rtol, atol=1e-6 * max(scale, 1e-12), msg=n)
+        torch.testing.assert_close(got[n], want[n], rtol=rtol, atol=1e-5 * max(scale, 1e-12), msg=n)
 
 
 @pytest.fixture(scope="module")
