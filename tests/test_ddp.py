@@ -41,7 +41,8 @@ def _grads(model) -> dict[str, torch.Tensor]:
 
 def _assert_grads_close(got: dict, want: dict, rtol: float = 5e-4) -> None:
     """Equal up to float32 summation order (2 ranks + an all-reduce against one batch): 1 full run in 5 under
-    load failed at rtol 1e-4 / atol 1e-6 of the largest gradient; local vs global normalisation differ by 30%."""
+    load failed at rtol 1e-4 / atol 1e-6 of the largest gradient; local and global normalisation differ by far more
+    (the ranks hold 4 and 2 masked cells)."""
     assert got.keys() == want.keys()
     for n in want:
         scale = float(want[n].abs().max())
