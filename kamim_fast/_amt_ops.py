@@ -19,11 +19,8 @@ AMT_AUTO = {"cpu": "cpp", "cuda": "cpp"}
 
 
 def _define(op, *, torch_ref, cpp_kernel=None):
-    name = op._name
-    _backend.register(name, torch_ref=torch_ref, cpp=("cpu", "cuda"), auto=AMT_AUTO, cpp_kernel=cpp_kernel)
-    for device in ("cpu", "cuda"):
-        op.register_kernel(device)(lambda *args, _device=device: _backend.run(name, _device, *args))
-    return op
+    """The op's row of the table: the extension on both devices."""
+    return _backend.register(op, torch_ref=torch_ref, cpp=("cpu", "cuda"), auto=AMT_AUTO, cpp_kernel=cpp_kernel)
 
 
 def _check_sort_size(name: str, noise: torch.Tensor) -> None:

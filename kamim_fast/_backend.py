@@ -26,7 +26,7 @@ import functools
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -52,21 +52,19 @@ class OpEntry:
     name: str
     impls: Mapping[str, Impl]
     auto: Mapping[str, str]
-    fallback_warns: bool = field(default=True)  # auto's cpp -> torch fallback on CPU warns once
-
-    def devices(self) -> tuple[str, ...]:
-        return tuple(sorted({d for impl in self.impls.values() for d in impl.devices}))
 
 
 TABLE: dict[str, OpEntry] = {}
 
 
-def register(name: str, *, torch_ref: Callable, triton: Callable | None = None, cpp: tuple[str, ...] = (),
-             auto: Mapping[str, str], cpp_kernel: Callable | None = None) -> OpEntry:
-    """Adds op ``kamim_fast::name`` to the table.
+def register(op, *, torch_ref: Callable, triton: Callable | None = None, cpp: tuple[str, ...] = (),
+             auto: Mapping[str, str], cpp_kernel: Callable | None = None):
+    """Adds the custom op ``kamim_fast::<name>`` to the table and registers its CPU and CUDA kernels, which
+    look the table up at every call (:func:`run`). Returns the op.
 
     Args:
-        name: the op's name (its stem), also the name of its C++ implementation in ``kamim_fast_cpp``.
+        op: the ``torch.library.custom_op``; its name (the stem) is also that of its C++ implementation in
+            ``kamim_fast_cpp``.
         torch_ref: the PyTorch reference (runs on every device).
         triton: the Triton launcher (CUDA, and CPU through the interpreter), if the op has one.
         cpp: the device types the extension implements ``kamim_fast_cpp::name`` for.
@@ -74,6 +72,7 @@ def register(name: str, *, torch_ref: Callable, triton: Callable | None = None, 
             adapting (default: the C++ op called with the op's own arguments).
         auto: device type -> the backend ``auto`` takes there; other devices take ``torch``.
     """
+    name = op._name
     impls = {"torch": Impl("torch", ("cpu", "cuda", "meta"), torch_ref)}
     if triton is not None:
         impls["triton"] = Impl("triton", ("cuda", "cpu"), triton)
@@ -83,7 +82,9 @@ def register(name: str, *, torch_ref: Callable, triton: Callable | None = None, 
         if backend not in impls or device not in impls[backend].devices:
             raise AssertionError(f"{name}: auto takes {backend} on {device}, which the table does not list")
     TABLE[name] = OpEntry(name, impls, dict(auto))
-    return TABLE[name]
+    for device in ("cpu", "cuda"):
+        op.register_kernel(device)(lambda *args, _device=device: run(name, _device, *args))
+    return op
 
 
 def _cpp_kernel(name: str) -> Callable:

@@ -22,14 +22,10 @@ from .weights import density_to_weights, keypoint_density_ref, weights_from_keyp
 KAMIM_AUTO = {"cpu": "cpp", "cuda": "triton"}
 
 
-def _define(op, *, torch_ref, triton=None, cpp=("cpu",), auto=None, cpp_kernel=None):
-    """Registers the op's row of the table and its per-device kernels, which look the table up."""
-    name = op._name
-    _backend.register(name, torch_ref=torch_ref, triton=triton, cpp=cpp, auto=auto or KAMIM_AUTO,
-                      cpp_kernel=cpp_kernel)
-    for device in ("cpu", "cuda"):
-        op.register_kernel(device)(lambda *args, _device=device: _backend.run(name, _device, *args))
-    return op
+def _define(op, *, torch_ref, triton=None, auto=None, cpp_kernel=None):
+    """The op's row of the table: the native kernel on CPU tensors, Triton where given."""
+    return _backend.register(op, torch_ref=torch_ref, triton=triton, cpp=("cpu",), auto=auto or KAMIM_AUTO,
+                             cpp_kernel=cpp_kernel)
 
 
 def _colour_stats(mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
