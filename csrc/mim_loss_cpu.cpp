@@ -45,6 +45,7 @@
 #include <numeric>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -242,6 +243,19 @@ void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int6
                     ") = ", at::IntArrayRef(want), ", got ", grid.sizes());
 }
 
+// The mask grid and the optional weight grid, checked against a (B, C, H, W) batch and made contiguous
+// (an undefined tensor without weights).
+std::pair<Tensor, Tensor> checked_grids(const Tensor& mask_grid, const std::optional<Tensor>& weights, int64_t B,
+                                        int64_t H, int64_t W, int64_t mask_patch, int64_t weight_patch) {
+  check_grid("mask_grid", mask_grid, B, H, W, mask_patch, "mask_patch");
+  Tensor w;
+  if (weights.has_value()) {
+    check_grid("weights", *weights, B, H, W, weight_patch, "weight_patch");
+    w = weights->contiguous();
+  }
+  return {mask_grid.contiguous(), w};
+}
+
 // --- The forward: tiles of one image's rows ---------------------------------------------------------
 
 struct Grids {
@@ -414,13 +428,7 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_cpu(const Tensor& pred, const Tenso
                                                  int64_t weight_patch, double eps) {
   check_pred_target(pred, target);
   const int64_t B = pred.size(0), C = pred.size(1), H = pred.size(2), W = pred.size(3);
-  check_grid("mask_grid", mask_grid, B, H, W, mask_patch, "mask_patch");
-  const Tensor mask = mask_grid.contiguous();
-  Tensor w;
-  if (weights.has_value()) {
-    check_grid("weights", *weights, B, H, W, weight_patch, "weight_patch");
-    w = weights->contiguous();
-  }
+  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, mask_patch, weight_patch);
   Tensor signs = new_signs(pred);
   // Without weights, weight_patch plays no part (the Python side passes 1): mask cells split the columns.
   const Grids g = make_grids(pred, mask, w.defined() ? &w : nullptr, mask_patch, w.defined() ? weight_patch : mask_patch,
@@ -529,13 +537,7 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, co
   TORCH_CHECK_TYPE(is_float_dtype(pred_dtype), "pred_dtype must be a float dtype, got ", pred_dtype);
   TORCH_CHECK_TYPE(is_float_dtype(target_dtype), "target_dtype must be a float dtype, got ", target_dtype);
   const int64_t B = signs.size(0), C = signs.size(1), H = signs.size(2);
-  check_grid("mask_grid", mask_grid, B, H, W, mask_patch, "mask_patch");
-  const Tensor mask = mask_grid.contiguous();
-  Tensor w;
-  if (weights.has_value()) {
-    check_grid("weights", *weights, B, H, W, weight_patch, "weight_patch");
-    w = weights->contiguous();
-  }
+  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, mask_patch, weight_patch);
   const Tensor s = signs.contiguous();
   const float g0 = grad.to(at::kFloat).reshape({}).item<float>();
   const float scale = per_mask_pixel(g0, mask_sum(mask), mask_patch, eps, C);
