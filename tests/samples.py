@@ -81,19 +81,19 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
     x = torch.from_numpy(rng.standard_normal((B, N, D))).float()
     ids = torch.stack([torch.from_numpy(rng.permutation(N)[:6]) for _ in range(B)])
     ids_restore = torch.stack([torch.from_numpy(rng.permutation(N)) for _ in range(B)])
-    if name == "amt_select":
+    if name == "amt_masking":
         return [(*to(noise, weights), 4, 3, False), (*to(noise), None, 6, 0, True)]
-    if name == "select_gather":
+    if name == "random_masking":
         return [(*to(x, noise), None, 5, 0, True), (*to(x, noise, weights), 3, 2, False)]
-    if name == "gather_rows":
+    if name == "gather_patches":
         return [tuple(to(x, ids)), tuple(to(x.bfloat16(), ids[:, :2]))]
-    if name == "scatter_rows":
+    if name == "gather_patches_backward":
         return [(*to(x[:, :6], ids), N)]
-    if name == "unshuffle":
+    if name == "unshuffle_with_mask_token":
         token = torch.from_numpy(rng.standard_normal(D)).float()
         return [(*to(x[:, :5], token, ids_restore), 5, 0, True, False),
                 (*to(x[:, :3], token, ids_restore), 4, 3, False, False),
                 (*to(x[:, :3], token, ids_restore), 4, 3, False, True)]
-    if name == "unshuffle_backward":
+    if name == "unshuffle_with_mask_token_backward":
         return [(*to(x, ids_restore), 5, 5, 0, True, False), (*to(x[:, :7], ids_restore), 3, 4, 3, False, False)]
     raise KeyError(f"no sample inputs for {name}: add them to tests/samples.py")

@@ -525,15 +525,15 @@ def test_extension_checks_direct_calls(monkeypatch):
     ops = torch.ops.kamim_fast
     x = torch.randn(2, 5, 3)
     with pytest.raises(IndexError, match="ids must be in"):
-        ops.gather_rows(x, torch.tensor([[0, 5], [1, 1]]))
+        ops.gather_patches(x, torch.tensor([[0, 5], [1, 1]]))
     with pytest.raises(IndexError, match="ids must be in"):
-        ops.scatter_rows(x, torch.tensor([[0, 1, 2, 3, -1], [0] * 5]), 5)
+        ops.gather_patches_backward(x, torch.tensor([[0, 1, 2, 3, -1], [0] * 5]), 5)
     with pytest.raises(ValueError, match="num_mask"):
-        ops.amt_select(torch.rand(2, 5), None, 4, 2, False)
+        ops.amt_masking(torch.rand(2, 5), None, 4, 2, False)
     with pytest.raises(ValueError, match="permutation"):
-        ops.unshuffle(x[:, :2], torch.zeros(3), torch.tensor([[0, 0, 1, 2, 3]] * 2), 3, 0, True, False)
+        ops.unshuffle_with_mask_token(x[:, :2], torch.zeros(3), torch.tensor([[0, 0, 1, 2, 3]] * 2), 3, 0, True, False)
     with pytest.raises(TypeError, match="noise must be float32 or float64"):
-        ops.amt_select(torch.rand(2, 5).half(), None, 1, 1, False)
+        ops.amt_masking(torch.rand(2, 5).half(), None, 1, 1, False)
 
 
 # --- torch.library, torch.compile, the build --------------------------------------------------------------------
@@ -548,16 +548,16 @@ def test_opcheck(rng):
     ids = torch.stack([torch.randperm(N)[:6] for _ in range(B)])
     restore = torch.stack([torch.randperm(N) for _ in range(B)])
     cases = [
-        (ops.amt_select.default, (q, w, 5, 3, False)),
-        (ops.amt_select.default, (torch.rand(B, N, dtype=torch.float64), None, 5, 0, True)),
-        (ops.select_gather.default, (x, q, w, 5, 3, False)),
-        (ops.select_gather.default, (x, torch.rand(B, N), None, 7, 0, True)),
-        (ops.gather_rows.default, (x, ids)),
-        (ops.scatter_rows.default, (torch.randn(B, 6, D, requires_grad=True), ids, N)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, False)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, True)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 8, 0, True, False)),
-        (ops.unshuffle_backward.default, (torch.randn(B, 10, D, requires_grad=True), restore, 5, 5, 3, False, False)),
+        (ops.amt_masking.default, (q, w, 5, 3, False)),
+        (ops.amt_masking.default, (torch.rand(B, N, dtype=torch.float64), None, 5, 0, True)),
+        (ops.random_masking.default, (x, q, w, 5, 3, False)),
+        (ops.random_masking.default, (x, torch.rand(B, N), None, 7, 0, True)),
+        (ops.gather_patches.default, (x, ids)),
+        (ops.gather_patches_backward.default, (torch.randn(B, 6, D, requires_grad=True), ids, N)),
+        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, False)),
+        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, True)),
+        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 8, 0, True, False)),
+        (ops.unshuffle_with_mask_token_backward.default, (torch.randn(B, 10, D, requires_grad=True), restore, 5, 5, 3, False, False)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -649,7 +649,7 @@ def test_fallback_warns_once_and_forced_extension_raises():
     )
     out = _run(code, KAMIM_FAST_JIT="0", KAMIM_FAST_BACKEND="auto")
     assert "WARNINGS 1 " in out.stdout and "KAMIM_FAST_JIT=0" in out.stdout, out.stdout + out.stderr
-    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows" in out.stdout, out.stdout + out.stderr
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches" in out.stdout, out.stdout + out.stderr
 
 
 def test_jit_build_of_the_cpu_sources(tmp_path):
@@ -663,7 +663,7 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
         "m = kamim_fast.amt_masking(torch.tensor([[1.0, 3.0, 2.0, 0.5]]), mask_ratio=0.5, throw_ratio=0.25, noise=torch.ones(1, 4))\n"
         "print('IDS', m.ids_shuffle.tolist(), m.mask.tolist())\n"
         "try:\n"
-        "    _backend.resolve('gather_rows', 'cuda')\n"
+        "    _backend.resolve('gather_patches', 'cuda')\n"
         "except RuntimeError as e:\n"
         "    print('RAISED', e)\n"
     )
@@ -673,7 +673,7 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
     text = out.stdout + out.stderr
     assert "STATUS (True, '')" in out.stdout, text
     assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
-    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cuda tensors" in out.stdout, text
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches on cuda tensors" in out.stdout, text
     assert "built without CUDA" in out.stdout, text
     assert list(tmp_path.glob("kamim_fast_cpu/*.so")), list(tmp_path.rglob("*"))
 

@@ -17,7 +17,8 @@ from kamim_fast import _backend
 ROOT = Path(__file__).resolve().parents[1]
 KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
              "fast_weighted_mim_loss", "weighted_mim_loss_backward")
-AMT_OPS = ("amt_select", "select_gather", "gather_rows", "scatter_rows", "unshuffle", "unshuffle_backward")
+AMT_OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
+           "unshuffle_with_mask_token_backward")
 
 
 def test_every_op_is_in_the_table_and_registered():
@@ -63,13 +64,13 @@ def test_resolve_auto_per_device(monkeypatch):
     for name in AMT_OPS:
         assert _backend.resolve(name, "cpu").backend == "cpp", name
     assert _backend.TABLE["fast_corners"].auto["cuda"] == "triton"
-    assert _backend.TABLE["gather_rows"].auto["cuda"] == "cpp"
+    assert _backend.TABLE["gather_patches"].auto["cuda"] == "cpp"
 
 
 def test_forced_backend_the_op_lacks_runs_its_default(monkeypatch):
     """triton on an AMT op (no Triton kernel) runs the op's auto choice, the extension."""
     monkeypatch.setenv(_backend.ENV_VAR, "triton")
-    assert _backend.resolve("gather_rows", "cpu").backend == "cpp"
+    assert _backend.resolve("gather_patches", "cpu").backend == "cpp"
     x = torch.randn(2, 5, 3)
     assert torch.equal(kamim_fast.gather_patches(x, torch.tensor([[4, 0], [1, 1]])), x[[[0, 0], [1, 1]], [[4, 0], [1, 1]]])
 
@@ -79,7 +80,7 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
     with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp: kamim_fast::fast_corners's cpp implementation runs on cpu"):
         _backend.resolve("fast_corners", "cuda")
     monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no extension here"))
-    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cpu tensors: "
+    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches on cpu tensors: "
                                            "no extension here; set KAMIM_FAST_BACKEND=torch"):
         kamim_fast.gather_patches(torch.randn(1, 3, 2), torch.tensor([[0]]))
 

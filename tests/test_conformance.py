@@ -31,7 +31,7 @@ OPS = [(name, device) for name in _backend.TABLE for device in DEVICES]
 
 # Outputs compared bit for bit, except float results of a reduction in another order (the loss, the
 # gradient of the mask token), held to a bound relative to the reference's own float32 rounding.
-REDUCTIONS = {("weighted_mim_loss", 0), ("fast_weighted_mim_loss", 0), ("unshuffle_backward", 1)}
+REDUCTIONS = {("weighted_mim_loss", 0), ("fast_weighted_mim_loss", 0), ("unshuffle_with_mask_token_backward", 1)}
 # The Triton backward multiplies scale, weight and mask in another order than the reference: a few ulps.
 ROUNDING = {("weighted_mim_loss_backward", 0), ("weighted_mim_loss_backward", 1)}
 
@@ -76,7 +76,7 @@ def test_opcheck(name, device, rng, monkeypatch):
         monkeypatch.setenv(_backend.ENV_VAR, backend)
         for args in sample_inputs(name, device, rng)[:2]:
             args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() and i == 0
-                         and name in ("weighted_mim_loss", "fast_weighted_mim_loss", "gather_rows", "unshuffle")
+                         and name in ("weighted_mim_loss", "fast_weighted_mim_loss", "gather_patches", "unshuffle_with_mask_token")
                          else a for i, a in enumerate(args))
             torch.library.opcheck(op, args)
 
