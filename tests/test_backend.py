@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import INTERPRETER, NATIVE, forbid_reference
+from conftest import AMT_OPS, INTERPRETER, KAMIM_OPS, NATIVE, forbid_reference
 
 import kamim_fast  # noqa: F401  (registers the ops)
 from kamim_fast import _backend
 
 ROOT = Path(__file__).resolve().parents[1]
-KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
-             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
-AMT_OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
-           "unshuffle_with_mask_token_backward")
 
 
 def test_every_op_is_in_the_table_and_registered():

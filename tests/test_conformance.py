@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CUDA, INTERPRETER, NATIVE
+from conftest import DEVICES, runnable
 from samples import sample_inputs
 
 import kamim_fast  # noqa: F401  (registers the ops)
 from kamim_fast import _backend
 
-DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
-
-
-def _runnable(backend: str, device: str) -> bool:
-    if backend == "triton":
-        return INTERPRETER if device == "cpu" else not INTERPRETER
-    if backend == "cpp":
-        return NATIVE or device == "cuda"
-    return True
-
-
 CASES = [(name, backend, device) for name, entry in _backend.TABLE.items() for backend, impl in entry.impls.items()
-         for device in DEVICES if device in impl.devices and backend != "torch" and _runnable(backend, device)]
+         for device in DEVICES if device in impl.devices and backend != "torch" and runnable(backend, device)]
 OPS = [(name, device) for name in _backend.TABLE for device in DEVICES]
 
 # Outputs compared bit for bit, except float results of a reduction in another order (the loss, the
