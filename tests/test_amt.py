@@ -1,5 +1,6 @@
 """AMT ops (kamim_fast.amt, csrc/): MAE's and AMT's published token selection as oracles, the extension
-against the references, distribution tests, gradients, opcheck, torch.compile, errors and the build."""
+against the references, distribution tests, gradients, torch.compile, errors and the build (opcheck of
+every op: tests/test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -538,30 +539,6 @@ def test_extension_checks_direct_calls(monkeypatch):
 
 
 # --- torch.library, torch.compile, the build --------------------------------------------------------------------
-
-
-@needs_ext
-def test_opcheck(rng):
-    ops = torch.ops.kamim_fast
-    B, N, D = 3, 13, 5
-    x = torch.randn(B, N, D, requires_grad=True)
-    w, q = torch.rand(B, N) + 0.1, torch.empty(B, N).exponential_()
-    ids = torch.stack([torch.randperm(N)[:6] for _ in range(B)])
-    restore = torch.stack([torch.randperm(N) for _ in range(B)])
-    cases = [
-        (ops.amt_masking.default, (q, w, 5, 3, False)),
-        (ops.amt_masking.default, (torch.rand(B, N, dtype=torch.float64), None, 5, 0, True)),
-        (ops.random_masking.default, (x, q, w, 5, 3, False)),
-        (ops.random_masking.default, (x, torch.rand(B, N), None, 7, 0, True)),
-        (ops.gather_patches.default, (x, ids)),
-        (ops.gather_patches_backward.default, (torch.randn(B, 6, D, requires_grad=True), ids, N)),
-        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, False)),
-        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, True)),
-        (ops.unshuffle_with_mask_token.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 8, 0, True, False)),
-        (ops.unshuffle_with_mask_token_backward.default, (torch.randn(B, 10, D, requires_grad=True), restore, 5, 5, 3, False, False)),
-    ]
-    for op, args in cases:
-        torch.library.opcheck(op, args)
 
 
 def test_compile_fullgraph_matches_eager(target, rng):
