@@ -13,7 +13,7 @@
 //   order afterwards: the loss is bitwise the same for any number of threads, with no atomics.
 // - One pass over pred and target: per row and channel, |pred - target| is added into a float row
 //   accumulator and the 2-bit codes of sign(pred - target) are written (1 positive, 2 negative, 0 zero or
-//   NaN, four per byte; loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
+//   NaN, four per byte; kamim_fast/mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
 //   double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
 //   reduced per gcd(mask_patch, weight_patch) segment and multiplied by the mask (and the weight).
 // - The fused path calls kamim_fast::cpu::cell_cover (fast_cpu.h) on the same tile first: gray -> FAST

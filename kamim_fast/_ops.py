@@ -15,7 +15,7 @@ import torch
 from . import _backend
 from .fast import fast_corners_ref
 from .gray import rgb_to_gray_u8_ref
-from .loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
+from .mim_loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
 from .weights import density_to_weights, keypoint_density_ref, weights_from_keypoints
 
 # auto: the Triton kernels on CUDA tensors, the native kernels on CPU tensors.

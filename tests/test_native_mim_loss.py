@@ -19,7 +19,7 @@ from published import normalise, published_weights
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, _ext
 from kamim_fast.fast import fast_corners_ref
 from kamim_fast.gray import rgb_to_gray_u8_ref
-from kamim_fast.loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
+from kamim_fast.mim_loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
 from kamim_fast.weights import weights_from_keypoints
 
 _ext.status()  # loads kamim_fast._C, which registers the kamim_fast_cpp ops

@@ -196,7 +196,7 @@ def test_op_equals_the_reference_with_gradients(dtype, target, rng):
 
 
 def _pixel(mask, shape):
-    from kamim_fast.loss import expand_cells, mask_grid
+    from kamim_fast.mim_loss import expand_cells, mask_grid
 
     grid, p = mask_grid(mask, torch.Size(shape), None)
     return expand_cells(grid, p)
@@ -231,7 +231,7 @@ def test_fused_partials_equal_the_reference_pipeline(cell, H, W, ring, rng):
     the sign codes equal PyTorch's. Sizes give several tile rows and columns, partial tiles, W % 4 != 0."""
     from kamim_fast.fast import fast_corners_ref
     from kamim_fast.kernels import mim_loss
-    from kamim_fast.loss import expand_cells, sign_codes_ref
+    from kamim_fast.mim_loss import expand_cells, sign_codes_ref
     from kamim_fast.weights import keypoint_density_ref
 
     target, gray_ref = _photos(rng, 2, H, W)
