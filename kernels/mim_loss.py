@@ -146,12 +146,12 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
 
 
 @triton.jit
-def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, WEIGHT_PATCH_SIZE: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Sums a (BLOCK_W,) row of column totals per WEIGHT_PATCH_SIZE columns into cell row ``cy`` of a (B, wh, ww) grid."""
-    cells = tl.arange(0, BLOCK_W // WEIGHT_PATCH_SIZE)
-    cx = x0 // WEIGHT_PATCH_SIZE + cells
-    total = tl.sum(tl.reshape(acc, (BLOCK_W // WEIGHT_PATCH_SIZE, WEIGHT_PATCH_SIZE)), axis=1)
-    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total, mask=ok & (cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < ww) & (cy < wh))
+def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, CELL: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Sums a (BLOCK_W,) row of column totals per CELL columns into cell row ``cy`` of a (B, wh, ww) grid."""
+    cells = tl.arange(0, BLOCK_W // CELL)
+    cx = x0 // CELL + cells
+    total = tl.sum(tl.reshape(acc, (BLOCK_W // CELL, CELL)), axis=1)
+    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total, mask=ok & (cells < OUT_W // CELL) & (cx < ww) & (cy < wh))
 
 
 @triton.jit
@@ -248,7 +248,8 @@ def _forward_kernel(
                 m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
                 col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
                 done = (r0 + SH) % WEIGHT_PATCH_SIZE == 0  # a cell row is complete
-                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // WEIGHT_PATCH_SIZE, x0, wh, ww, done & (r0 >= 0) & (r0 < OUT_H),
+                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // WEIGHT_PATCH_SIZE, x0, wh, ww,
+                             done & (r0 >= 0) & (r0 < OUT_H),
                              WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
                 col_acc = tl.where(done, 0.0, col_acc)
             tl.debug_barrier()
@@ -288,7 +289,8 @@ def _forward_kernel(
                     else:
                         cover = tl.load(plane_a + ib, mask=inside, other=0) != 0
                     cover_acc += cover.to(tl.float32)
-                _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww, cell_row >= 0,
+                _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
+                             cell_row >= 0,
                              WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
         else:
             tile_sum = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
@@ -383,8 +385,8 @@ def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossCo
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
-def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr, mean, std,
-                  signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
+def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr,
+                  mean, std, signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
     """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
     B, C, H, W = pred.shape
     g = _geometry(H, W, weight_patch_size, fast, _tuned(config, weight_patch_size, fast, density))
@@ -400,7 +402,8 @@ def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_siz
                 cover_out_ptr=cover_out if cover_out is not None else l1_out,
                 scratch_ptr=scratch, tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density, HAS_WEIGHTS=weights is not None,
+                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
+                HAS_WEIGHTS=weights is not None,
                 BGR=bgr, **g)
 
 
