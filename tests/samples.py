@@ -64,10 +64,10 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
                 (*to(_normalised(_photo(rng, 1, 20, 30), [0.5] * 3, [0.25] * 3)), 10, True, False, [0.5] * 3, [0.25] * 3)]
     if name == "keypoint_density":
         kp = torch.from_numpy(rng.random((2, 16, 24)) < 0.05)
-        return [(*to(kp), 8, True), (*to(kp), 4, False), (*to(kp[:, :8, :8]), 8, True)]
+        return [(*to(kp), 8, "ring"), (*to(kp), 4, "count"), (*to(kp[:, :8, :8]), 8, "ring")]
     if name == "patch_weights":
-        return [(*to(_normalised(_photo(rng, 2, 16, 24))), 8, 0.25, 10, True, True, MEAN, STD),
-                (*to(_photo(rng, 1, 16, 16)), 4, 0.03, 5, False, False, *IDENTITY)]
+        return [(*to(_normalised(_photo(rng, 2, 16, 24))), 8, 0.25, 10, "ring", True, MEAN, STD),
+                (*to(_photo(rng, 1, 16, 16)), 4, 0.03, 5, "count", False, *IDENTITY)]
     if name == "weighted_mim_loss":
         pred, target, grid, weights = _loss_tensors(rng)
         bf16, t2, g2, _ = _loss_tensors(rng, dtype=torch.bfloat16)
@@ -77,12 +77,12 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
     if name == "fast_weighted_mim_loss":
         pred, target, grid, _ = _loss_tensors(rng)
         p48, t48, g48, _ = _loss_tensors(rng, H=48, W=48, p=16)
-        return [(*to(pred, target, grid), 8, 8, 0.25, 10, True, False, MEAN, STD, 1e-5),
-                (*to(pred, target, grid), 8, 4, 0.5, 20, False, True, MEAN, STD, 1e-5),
+        return [(*to(pred, target, grid), 8, 8, 0.25, 10, "ring", False, MEAN, STD, 1e-5),
+                (*to(pred, target, grid), 8, 4, 0.5, 20, "count", True, MEAN, STD, 1e-5),
                 # weight cells of 8 with bgr, 16 by count, 12 (the Triton path that does not fuse FAST)
-                (*to(p48, t48, g48), 16, 8, 0.25, 10, True, True, MEAN, STD, 1e-5),
-                (*to(p48, t48, g48), 16, 16, 0.25, 10, False, False, MEAN, STD, 1e-5),
-                (*to(p48, t48, g48), 16, 12, 0.25, 10, True, False, MEAN, STD, 1e-5)]
+                (*to(p48, t48, g48), 16, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5),
+                (*to(p48, t48, g48), 16, 16, 0.25, 10, "count", False, MEAN, STD, 1e-5),
+                (*to(p48, t48, g48), 16, 12, 0.25, 10, "ring", False, MEAN, STD, 1e-5)]
     if name == "weighted_mim_loss_backward":
         pred, target, grid, weights = _loss_tensors(rng)
         signs, grad = _sign_codes(pred, target), torch.tensor(0.75)

@@ -283,7 +283,7 @@ def test_fast_weights_of_the_op_are_patch_weights(target, weight_patch_size, rng
     grid = torch.from_numpy(rng.random((2, 3, 6)) < 0.6).float()
     opts = dict(weight_patch_size=weight_patch_size, temperature=0.5, threshold=12, density="ring", channel_order="bgr")
     loss, weights, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
-        pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, True, True,
+        pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, "ring", True,
         list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5)
     with reference_backend():  # the CPU reference, also where the target is CUDA
         want = patch_weights(tgt, **opts)
