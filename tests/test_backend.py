@@ -4,6 +4,7 @@ makes kernel tests prove their kernel ran does catch a reference."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -38,6 +39,28 @@ def test_native_ops_share_the_public_schema():
         assert [a.type for a in public.arguments] == [a.type for a in native.arguments], name
         assert [a.name for a in public.arguments] == [a.name for a in native.arguments], name
         assert len(public.returns) == len(native.returns), name
+
+
+def test_an_argument_has_one_name_in_every_layer():
+    """The public function, the op's schema (and so its C++ twin, above) and the Triton launcher call the mask's
+    cells patch_size, the weights' cells weight_patch_size and the density density ("ring" | "count");
+    keypoint_density's public function keeps its argument mode (public API)."""
+    mim_loss = pytest.importorskip("kamim_fast.kernels.mim_loss")  # imported only: no kernel runs
+    public = {"keypoint_density": kamim_fast.keypoint_density, "patch_weights": kamim_fast.patch_weights,
+              "weighted_mim_loss": kamim_fast.weighted_mim_loss, "fast_weighted_mim_loss": kamim_fast.weighted_mim_loss}
+    launchers = {"weighted_mim_loss": mim_loss.weighted_mim_loss_forward,
+                 "fast_weighted_mim_loss": mim_loss.fast_weighted_mim_loss_forward,
+                 "weighted_mim_loss_backward": mim_loss.weighted_mim_loss_backward}
+    for name in KAMIM_OPS:
+        schema = {a.name for a in getattr(torch.ops.kamim_fast, name).default._schema.arguments}
+        assert not schema & {"mask_patch", "weight_patch", "cell", "ring"}, (name, schema)
+        if name in public:
+            shared = schema & ({"patch_size", "weight_patch_size"} if name == "keypoint_density" else
+                               {"patch_size", "weight_patch_size", "density"})
+            assert shared <= set(inspect.signature(public[name]).parameters), name
+        if name in launchers:  # the launcher's own extras: the scale and shape of the backward, the config
+            assert set(inspect.signature(launchers[name]).parameters) - {"scale", "shape", "config"} <= schema, name
+    assert torch.ops.kamim_fast.keypoint_density.default._schema.arguments[2].name == "density"
 
 
 @pytest.mark.parametrize("requested, device, want", [
