@@ -13,6 +13,7 @@ from images import COLOUR_NAMES, crop, real_image, synthetic
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # ImageNet's, per channel
 IDENTITY = ([0.0] * 3, [1.0] * 3)
+HALF_QUARTER = ([0.5] * 3, [0.25] * 3)  # statistics other than ImageNet's
 
 
 def _photo(rng, B, H, W) -> torch.Tensor:
@@ -32,7 +33,8 @@ def _gray(rng, B, H, W) -> torch.Tensor:
 
 
 def _loss_tensors(rng, B=2, H=16, W=24, p=8, weight_p=None, dtype=torch.float32):
-    """pred (dtype), target (float32) (B, 3, H, W); a 0/1 mask grid of p-cells; weights of weight_p-cells (default p)."""
+    """pred (dtype) and target (float32), (B, 3, H, W); a 0/1 mask grid of p-pixel cells; weights of
+    weight_p-pixel cells (default p)."""
     weight_p = weight_p or p
     target = _normalised(_photo(rng, B, H, W))
     pred = (target + torch.from_numpy(rng.standard_normal(target.shape)).float() * 0.5).to(dtype)
@@ -61,7 +63,7 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
                 (*to(_normalised(_photo(rng, 2, 16, 20))), 10, True, True, MEAN, STD),
                 (*to(_photo(rng, 1, 7, 7)), 0, True, False, *IDENTITY),
                 (*to(_photo(rng, 1, 20, 30)), 0, False, True, [], []),  # colour uint8 without statistics
-                (*to(_normalised(_photo(rng, 1, 20, 30), [0.5] * 3, [0.25] * 3)), 10, True, False, [0.5] * 3, [0.25] * 3)]
+                (*to(_normalised(_photo(rng, 1, 20, 30), *HALF_QUARTER)), 10, True, False, *HALF_QUARTER)]
     if name == "keypoint_density":
         kp = torch.from_numpy(rng.random((2, 16, 24)) < 0.05)
         return [(*to(kp), 8, "ring"), (*to(kp), 4, "count"), (*to(kp[:, :8, :8]), 8, "ring")]
