@@ -316,6 +316,12 @@ bool ring_density(const std::string& density) {
   return density == "ring";
 }
 
+bool bgr_order(const std::string& channel_order) {
+  TORCH_CHECK_VALUE(channel_order == "rgb" || channel_order == "bgr",
+                    "channel_order must be one of ('rgb', 'bgr'), got '", channel_order, "'");
+  return channel_order == "bgr";
+}
+
 }  // namespace kamim_fast::cpu
 
 // --- the ops ----------------------------------------------------------------------------------------------
@@ -382,7 +388,9 @@ ColourImage colour_image(const Tensor& t, int64_t b, bool bgr, const float mean[
   return img;
 }
 
-Tensor rgb_to_gray_u8_cpu(const Tensor& images, bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+Tensor rgb_to_gray_u8_cpu(const Tensor& images, c10::string_view channel_order, c10::ArrayRef<double> mean,
+                          c10::ArrayRef<double> std_) {
+  const bool bgr = cpu::bgr_order(std::string(channel_order));
   check_colour(images, "images");
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
@@ -407,8 +415,10 @@ Tensor rgb_to_gray_u8_cpu(const Tensor& images, bool bgr, c10::ArrayRef<double> 
 namespace kamim_fast {
 namespace {
 
-std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t threshold, bool nonmax_suppression, bool bgr,
-                                            c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t threshold, bool nonmax_suppression,
+                                            c10::string_view channel_order, c10::ArrayRef<double> mean,
+                                            c10::ArrayRef<double> std_) {
+  const bool bgr = cpu::bgr_order(std::string(channel_order));
   check_cpu(image, "image");
   TORCH_CHECK_VALUE(image.dim() == 3 || image.dim() == 4,
                     "image must be (B, H, W) uint8 gray or (B, 3, H, W) colour, got shape ", image.sizes());
@@ -513,8 +523,10 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, c10::st
 }
 
 Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double temperature, int64_t threshold,
-                         c10::string_view density, bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+                         c10::string_view density, c10::string_view channel_order, c10::ArrayRef<double> mean,
+                         c10::ArrayRef<double> std_) {
   const bool ring = cpu::ring_density(std::string(density));
+  const bool bgr = cpu::bgr_order(std::string(channel_order));
   check_colour(images, "images");
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
   check_patch(weight_patch_size, H, W, "weight_patch_size", "images");
@@ -541,12 +553,13 @@ std::string fast_cpu_isa() { return cpu::isa_name(); }
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
-  m.def("rgb_to_gray_u8(Tensor images, bool bgr, float[] mean, float[] std) -> Tensor");
-  m.def("fast_corners(Tensor image, int threshold, bool nonmax_suppression, bool bgr, float[] mean, float[] std) -> "
+  m.def("rgb_to_gray_u8(Tensor images, str channel_order, float[] mean, float[] std) -> Tensor");
+  m.def("fast_corners(Tensor image, int threshold, bool nonmax_suppression, str channel_order, float[] mean, "
+        "float[] std) -> "
         "(Tensor, Tensor)");
   m.def("keypoint_density(Tensor keypoints, int patch_size, str density) -> Tensor");
   m.def("patch_weights(Tensor images, int weight_patch_size, float temperature, int threshold, str density, "
-        "bool bgr, float[] mean, float[] std) -> Tensor");
+        "str channel_order, float[] mean, float[] std) -> Tensor");
   m.def("fast_cpu_isa() -> str", &fast_cpu_isa);  // which vector copy runs (benchmarks, tests)
 }
 

@@ -37,6 +37,10 @@ void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int
 // kamim_fast/weights.py's DENSITY_MODES); anything else raises (ValueError in Python).
 bool ring_density(const std::string& density);
 
+// The ops' `channel_order` argument as the gray weights' flag: true for "bgr" (COLOR_BGR2GRAY), false for
+// "rgb" (kamim_fast/gray.py's CHANNEL_ORDERS); anything else raises (ValueError in Python).
+bool bgr_order(const std::string& channel_order);
+
 // The vector copy the kernels run ("sse2", "avx2", "avx512" or "portable"; KAMIM_FAST_CPU_ISA forces one).
 const char* isa_name();
 

@@ -456,9 +456,10 @@ kamim_fast::cpu::ColourDtype colour_dtype(at::ScalarType t) {
 
 std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
     const Tensor& pred, const Tensor& target, const Tensor& mask_grid, int64_t patch_size, int64_t weight_patch_size,
-    double temperature, int64_t threshold, c10::string_view density, bool bgr, at::ArrayRef<double> mean,
-    at::ArrayRef<double> std, double eps) {
+    double temperature, int64_t threshold, c10::string_view density, c10::string_view channel_order,
+    at::ArrayRef<double> mean, at::ArrayRef<double> std, double eps) {
   const bool ring = kamim_fast::cpu::ring_density(std::string(density));
+  const bool bgr = kamim_fast::cpu::bgr_order(std::string(channel_order));
   check_pred_target(pred, target);
   const int64_t B = pred.size(0), C = pred.size(1), H = pred.size(2), W = pred.size(3);
   TORCH_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ", target.sizes());
@@ -599,7 +600,7 @@ TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
   m.def("weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, Tensor? weights, int patch_size, "
         "int weight_patch_size, float eps) -> (Tensor, Tensor)");
   m.def("fast_weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, int patch_size, int weight_patch_size, "
-        "float temperature, int threshold, str density, bool bgr, float[] mean, float[] std, float eps) "
+        "float temperature, int threshold, str density, str channel_order, float[] mean, float[] std, float eps) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("weighted_mim_loss_backward(Tensor grad, Tensor signs, Tensor mask_grid, Tensor? weights, int patch_size, "
         "int weight_patch_size, float eps, int W, ScalarType pred_dtype, ScalarType target_dtype, bool grad_target) "

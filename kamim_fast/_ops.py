@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 
 from . import _backend
+from ._checks import check_choice
 from .fast import fast_corners_ref
-from .gray import rgb_to_gray_u8_ref
+from .gray import CHANNEL_ORDERS, rgb_to_gray_u8_ref
 from .mim_loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
 from .weights import density_to_weights, keypoint_density_ref, weights_from_keypoints
 
@@ -30,6 +31,11 @@ def _define(op, *, torch_ref, triton=None, auto=None, cpp_kernel=None):
                              cpp_kernel=cpp_kernel)
 
 
+def _is_bgr(channel_order: str) -> bool:
+    """The ops' ``channel_order`` ("rgb" | "bgr", as the public functions) as the kernels' BGR flag."""
+    return check_choice("channel_order", channel_order, CHANNEL_ORDERS) == "bgr"
+
+
 def _colour_stats(mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
     """Gray input carries no statistics ([]): the identity, for the kernels that read three."""
     return list(mean) or [0.0] * 3, list(std) or [1.0] * 3
@@ -39,23 +45,28 @@ def _colour_stats(mean: list[float], std: list[float]) -> tuple[list[float], lis
 
 
 @torch.library.custom_op("kamim_fast::rgb_to_gray_u8", mutates_args=())
-def rgb_to_gray_u8_op(images: torch.Tensor, bgr: bool, mean: list[float], std: list[float]) -> torch.Tensor:
+def rgb_to_gray_u8_op(images: torch.Tensor, channel_order: str, mean: list[float], std: list[float]
+                      ) -> torch.Tensor:
     """(B, 3, H, W) uint8 or normalised float -> (B, H, W) uint8 gray."""
-    return _backend.run("rgb_to_gray_u8", images.device, images, bgr, mean, std)
+    return _backend.run("rgb_to_gray_u8", images.device, images, channel_order, mean, std)
 
 
 @rgb_to_gray_u8_op.register_fake
-def _(images, bgr, mean, std):
+def _(images, channel_order, mean, std):
     return images.new_empty((images.shape[0], images.shape[2], images.shape[3]), dtype=torch.uint8)
 
 
-def _rgb_to_gray_u8_triton(images, bgr, mean, std):
+def _rgb_to_gray_u8_triton(images, channel_order, mean, std):
     from .kernels import gray
 
-    return gray.rgb_to_gray_u8(images, bgr, tuple(mean), tuple(std))
+    return gray.rgb_to_gray_u8(images, _is_bgr(channel_order), tuple(mean), tuple(std))
 
 
-_define(rgb_to_gray_u8_op, torch_ref=rgb_to_gray_u8_ref, triton=_rgb_to_gray_u8_triton)
+def _rgb_to_gray_u8_torch(images, channel_order, mean, std):
+    return rgb_to_gray_u8_ref(images, _is_bgr(channel_order), mean, std)
+
+
+_define(rgb_to_gray_u8_op, torch_ref=_rgb_to_gray_u8_torch, triton=_rgb_to_gray_u8_triton)
 
 
 # --- FAST ---------------------------------------------------------------------------------------------
@@ -63,23 +74,24 @@ _define(rgb_to_gray_u8_op, torch_ref=rgb_to_gray_u8_ref, triton=_rgb_to_gray_u8_
 
 @torch.library.custom_op("kamim_fast::fast_corners", mutates_args=())
 def fast_corners_op(
-    image: torch.Tensor, threshold: int, nonmax_suppression: bool, bgr: bool, mean: list[float], std: list[float]
+    image: torch.Tensor, threshold: int, nonmax_suppression: bool, channel_order: str, mean: list[float],
+    std: list[float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FAST on (B, H, W) uint8 gray, or on (B, 3, H, W) colour converted to gray on the fly.
 
-    Returns (keypoints bool, scores uint8), both (B, H, W). ``bgr``/``mean``/``std`` apply to colour.
+    Returns (keypoints bool, scores uint8), both (B, H, W). ``channel_order``/``mean``/``std`` apply to colour.
     """
-    return _backend.run("fast_corners", image.device, image, threshold, nonmax_suppression, bgr, mean, std)
+    return _backend.run("fast_corners", image.device, image, threshold, nonmax_suppression, channel_order, mean, std)
 
 
 @fast_corners_op.register_fake
-def _(image, threshold, nonmax_suppression, bgr, mean, std):
+def _(image, threshold, nonmax_suppression, channel_order, mean, std):
     shape = (image.shape[0], image.shape[-2], image.shape[-1])
     return image.new_empty(shape, dtype=torch.bool), image.new_empty(shape, dtype=torch.uint8)
 
 
-def _fast_corners_torch(image, threshold, nonmax_suppression, bgr, mean, std):
-    gray = image if image.dim() == 3 else rgb_to_gray_u8_ref(image, bgr, *_colour_stats(mean, std))
+def _fast_corners_torch(image, threshold, nonmax_suppression, channel_order, mean, std):
+    gray = image if image.dim() == 3 else rgb_to_gray_u8_ref(image, _is_bgr(channel_order), *_colour_stats(mean, std))
     return fast_corners_ref(gray, threshold, nonmax_suppression)
 
 
@@ -91,15 +103,17 @@ def _fast_source(image: torch.Tensor) -> int:
     return fast_tile.SRC_RGB_FLOAT if image.is_floating_point() else fast_tile.SRC_RGB_U8
 
 
-def _fast_corners_triton(image, threshold, nonmax_suppression, bgr, mean, std):
+def _fast_corners_triton(image, threshold, nonmax_suppression, channel_order, mean, std):
     from .kernels import fast
 
     mean, std = _colour_stats(mean, std)
-    return fast.fast_corners(image, threshold, nonmax_suppression, _fast_source(image), bgr, tuple(mean), tuple(std))
+    return fast.fast_corners(image, threshold, nonmax_suppression, _fast_source(image), _is_bgr(channel_order),
+                            tuple(mean), tuple(std))
 
 
-def _fast_corners_cpp(image, threshold, nonmax_suppression, bgr, mean, std):
-    return torch.ops.kamim_fast_cpp.fast_corners(image, threshold, nonmax_suppression, bgr, *_colour_stats(mean, std))
+def _fast_corners_cpp(image, threshold, nonmax_suppression, channel_order, mean, std):
+    return torch.ops.kamim_fast_cpp.fast_corners(image, threshold, nonmax_suppression, channel_order,
+                                                 *_colour_stats(mean, std))
 
 
 _define(fast_corners_op, torch_ref=_fast_corners_torch, triton=_fast_corners_triton, cpp_kernel=_fast_corners_cpp)
@@ -132,29 +146,30 @@ _define(keypoint_density_op, torch_ref=_keypoint_density_torch, auto={"cpu": "cp
 
 @torch.library.custom_op("kamim_fast::patch_weights", mutates_args=())
 def patch_weights_op(
-    images: torch.Tensor, weight_patch_size: int, temperature: float, threshold: int, density: str, bgr: bool,
+    images: torch.Tensor, weight_patch_size: int, temperature: float, threshold: int, density: str,
+    channel_order: str,
     mean: list[float], std: list[float],
 ) -> torch.Tensor:
     """KAMIM's weights of (B, 3, H, W) uint8 or normalised float images -> (B, H/p, W/p) float32, p =
     ``weight_patch_size``: gray -> FAST with NMS -> ``density`` ("ring" or "count") per cell ->
     ``exp(clip(d/T, -20, 20))`` / per-image min."""
     return _backend.run("patch_weights", images.device, images, weight_patch_size, temperature, threshold, density,
-                        bgr, mean, std)
+                        channel_order, mean, std)
 
 
 @patch_weights_op.register_fake
-def _(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
+def _(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std):
     B, _, H, W = images.shape
     return images.new_empty((B, H // weight_patch_size, W // weight_patch_size), dtype=torch.float32)
 
 
-def _patch_weights_torch(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
-    keypoints, _ = _fast_corners_torch(images, threshold, True, bgr, mean, std)
+def _patch_weights_torch(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std):
+    keypoints, _ = _fast_corners_torch(images, threshold, True, channel_order, mean, std)
     return weights_from_keypoints(keypoints, weight_patch_size, density, temperature)
 
 
-def _patch_weights_triton(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
-    keypoints, _ = _fast_corners_triton(images, threshold, True, bgr, mean, std)
+def _patch_weights_triton(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std):
+    keypoints, _ = _fast_corners_triton(images, threshold, True, channel_order, mean, std)
     return weights_from_keypoints(keypoints, weight_patch_size, density, temperature)
 
 
@@ -215,43 +230,47 @@ _define(weighted_mim_loss_op, torch_ref=_weighted_mim_loss_torch, triton=_weight
 @torch.library.custom_op("kamim_fast::fast_weighted_mim_loss", mutates_args=())
 def fast_weighted_mim_loss_op(
     pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, patch_size: int, weight_patch_size: int,
-    temperature: float, threshold: int, density: str, bgr: bool, mean: list[float], std: list[float], eps: float,
+    temperature: float, threshold: int, density: str, channel_order: str, mean: list[float], std: list[float],
+    eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KAMIM's loss with weights from FAST on ``target``: (loss, weights (B, H/p, W/p) float32, sign codes).
 
     ``target`` is (B, 3, H, W) normalised with ``mean``/``std``; ``density`` is "ring" (the drawKeypoints
-    cover) or "count" (keypoints per cell); ``bgr`` swaps the gray weights of R and B.
+    cover) or "count" (keypoints per cell); ``channel_order`` "bgr" swaps the gray weights of R and B.
     """
     return _backend.run("fast_weighted_mim_loss", pred.device, pred, target, mask_grid, patch_size, weight_patch_size,
-                        temperature, threshold, density, bgr, mean, std, eps)
+                        temperature, threshold, density, channel_order, mean, std, eps)
 
 
 @fast_weighted_mim_loss_op.register_fake
-def _(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold, density, bgr, mean, std, eps):
+def _(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold, density, channel_order, mean, std,
+      eps):
     B, _, H, W = pred.shape
     weights = pred.new_empty((B, H // weight_patch_size, W // weight_patch_size), dtype=torch.float32)
     return pred.new_empty((), dtype=torch.float32), weights, _signs_like(pred)
 
 
 def _fast_weighted_mim_loss_torch(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold,
-                                  density, bgr, mean, std, eps):
-    weights = _patch_weights_torch(target, weight_patch_size, temperature, threshold, density, bgr, mean, std)
+                                  density, channel_order, mean, std, eps):
+    weights = _patch_weights_torch(target, weight_patch_size, temperature, threshold, density, channel_order, mean,
+                                   std)
     loss, signs = _weighted_mim_loss_torch(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 
 
 def _fast_weighted_mim_loss_triton(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold,
-                                   density, bgr, mean, std, eps):
+                                   density, channel_order, mean, std, eps):
     from .kernels import mim_loss
 
     if mim_loss.fuses(weight_patch_size):  # FAST + NMS + rings + L1 in one pass
         l1, cover, signs = mim_loss.fast_weighted_mim_loss_forward(
             pred, target, mask_grid, patch_size=patch_size, weight_patch_size=weight_patch_size, density=density,
-            threshold=threshold, bgr=bgr, mean=tuple(mean), std=tuple(std))
+            threshold=threshold, channel_order=channel_order, mean=tuple(mean), std=tuple(std))
         weights = density_to_weights(cover / weight_patch_size**2, temperature)
         return _per_mask_pixel((weights * l1).sum(), mask_grid, patch_size, eps, pred.shape[1]), weights, signs
     # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
-    weights = _patch_weights_triton(target, weight_patch_size, temperature, threshold, density, bgr, mean, std)
+    weights = _patch_weights_triton(target, weight_patch_size, temperature, threshold, density, channel_order, mean,
+                                    std)
     loss, signs = _weighted_mim_loss_triton(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 

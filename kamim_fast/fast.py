@@ -89,7 +89,7 @@ def fast_corners(
     """
     gray, threshold, nonmax_suppression = _gray_args(gray, threshold, nonmax_suppression)
     batched = gray.unsqueeze(0) if gray.dim() == 2 else gray
-    keypoints, scores = torch.ops.kamim_fast.fast_corners(batched, threshold, nonmax_suppression, False, [], [])
+    keypoints, scores = torch.ops.kamim_fast.fast_corners(batched, threshold, nonmax_suppression, "rgb", [], [])
     if gray.dim() == 2:
         return keypoints[0], scores[0]
     return keypoints, scores

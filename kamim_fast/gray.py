@@ -23,8 +23,8 @@ def colour_args(
     mean: ChannelStats | None,
     std: ChannelStats | None,
     channel_order: str,
-) -> tuple[torch.Tensor, bool, list[float], list[float]]:
-    """Check a colour batch and its normalisation; returns (images as (B,3,H,W), bgr, mean, std).
+) -> tuple[torch.Tensor, str, list[float], list[float]]:
+    """Check a colour batch and its normalisation; returns (images, channel_order, mean, std).
 
     uint8 images take no mean/std. Float images are un-normalised as ``round((x*std + mean)*255)``;
     without mean/std they are taken to lie in [0, 1].
@@ -32,14 +32,14 @@ def colour_args(
     check_tensor(name, images, dtypes=COLOUR_DTYPES, ndims=(3, 4), shape_doc="(B, 3, H, W) or (3, H, W)")
     if images.shape[-3] != 3:
         raise ValueError(f"{name} must have 3 channels in dimension -3 (B, 3, H, W), got shape {tuple(images.shape)}")
-    bgr = check_choice("channel_order", channel_order, CHANNEL_ORDERS) == "bgr"
+    channel_order = check_choice("channel_order", channel_order, CHANNEL_ORDERS)
     if images.dtype == torch.uint8:
         if mean is not None or std is not None:
             raise ValueError(f"mean and std apply to float {name}; got uint8 {name} with mean={mean!r}, std={std!r}")
-        return images, bgr, [0.0] * 3, [1.0] * 3
+        return images, channel_order, [0.0] * 3, [1.0] * 3
     mean_t = check_channel_stats("mean", 0.0 if mean is None else mean, 3, positive=False)
     std_t = check_channel_stats("std", 1.0 if std is None else std, 3, positive=True)
-    return images, bgr, list(mean_t), list(std_t)
+    return images, channel_order, list(mean_t), list(std_t)
 
 
 def channels_to_u8_ref(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -106,7 +106,7 @@ def rgb_to_gray_u8(
         >>> rgb_to_gray_u8(img, channel_order="bgr")
         tensor([[29]], dtype=torch.uint8)
     """
-    images, bgr, mean_l, std_l = colour_args("images", images, mean, std, channel_order)
+    images, channel_order, mean_l, std_l = colour_args("images", images, mean, std, channel_order)
     batched = images.unsqueeze(0) if images.dim() == 3 else images
-    gray = torch.ops.kamim_fast.rgb_to_gray_u8(batched, bgr, mean_l, std_l)
+    gray = torch.ops.kamim_fast.rgb_to_gray_u8(batched, channel_order, mean_l, std_l)
     return gray[0] if images.dim() == 3 else gray

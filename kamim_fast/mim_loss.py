@@ -238,7 +238,7 @@ def weighted_mim_loss(
         if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
                 pred, target, grid, patch_size, opts.weight_patch_size, opts.temperature, opts.threshold, opts.density,
-                opts.bgr, opts.mean, opts.std, float(eps))
+                opts.channel_order, opts.mean, opts.std, float(eps))
             return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
         with torch.no_grad():
             weights = patch_weights(target.detach(), weight_patch_size=opts.weight_patch_size,

@@ -212,7 +212,8 @@ def patch_weights(
         check_normalization("images", images, opts.mean, opts.std)
     if detector == "fast":
         return torch.ops.kamim_fast.patch_weights(images, opts.weight_patch_size, opts.temperature, opts.threshold,
-                                                  opts.density, opts.bgr, opts.mean, opts.std)
+                                                  opts.density, opts.channel_order, opts.mean,
+                                                  opts.std)
     from .detectors import keypoint_maps
 
     stats = {} if images.dtype == torch.uint8 else {"mean": opts.mean, "std": opts.std}
@@ -229,7 +230,7 @@ class WeightOptions(NamedTuple):
     temperature: float
     threshold: int
     density: str
-    bgr: bool
+    channel_order: str
     mean: list[float]
     std: list[float]
 
@@ -237,7 +238,7 @@ class WeightOptions(NamedTuple):
 def check_weight_options(name, images, weight_patch_size, temperature, threshold, density, mean, std,
                          channel_order) -> tuple[torch.Tensor, WeightOptions]:
     """Validate the weight options for a (B, 3, H, W) batch called ``name``; raises naming the argument."""
-    images, bgr, mean_l, std_l = colour_args(name, images, mean, std, channel_order)
+    images, channel_order, mean_l, std_l = colour_args(name, images, mean, std, channel_order)
     check_tensor(name, images, ndims=(4,), shape_doc="(B, 3, H, W)")
     p = check_int("weight_patch_size", weight_patch_size, 1, 1 << 16)
     check_divisible(name, images.shape[-2], "height", p, "weight_patch_size")
@@ -245,7 +246,7 @@ def check_weight_options(name, images, weight_patch_size, temperature, threshold
     temperature = check_temperature(temperature)
     threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
     check_choice("density", density, DENSITY_MODES)
-    return images, WeightOptions(p, temperature, threshold, density, bgr, mean_l, std_l)
+    return images, WeightOptions(p, temperature, threshold, density, channel_order, mean_l, std_l)
 
 
 class NormalizationWarning(UserWarning):

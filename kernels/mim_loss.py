@@ -385,8 +385,8 @@ def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossCo
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
-def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr,
-                  mean, std, signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
+def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
+                  channel_order, mean, std, signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
     """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
     B, C, H, W = pred.shape
     g = _geometry(H, W, weight_patch_size, fast, _tuned(config, weight_patch_size, fast, density))
@@ -404,19 +404,17 @@ def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_siz
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
                 HAS_WEIGHTS=weights is not None,
-                BGR=bgr, **g)
+                BGR=channel_order == "bgr", **g)
 
 
-def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr,
-                    mean, std,
-                    l1_out, cover_out, config: LossConfig):
+def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
+                    channel_order, mean, std, l1_out, cover_out, config: LossConfig):
     B, C, H, W = pred.shape
     config = _tuned(config, weight_patch_size, fast, density)
     signs = torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
     placeholder = torch.empty(0 if fast else 1, dtype=torch.uint8, device=pred.device)
     args = _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
-                         bgr, mean, std,
-                         signs, l1_out, cover_out, placeholder, config)
+                         channel_order, mean, std, signs, l1_out, cover_out, placeholder, config)
     n_tiles = args["n_tiles"]
     if n_tiles == 0 or C == 0:
         return signs
@@ -441,24 +439,24 @@ def weighted_mim_loss_forward(pred, target, mask_grid, weights, patch_size: int,
     g = _geometry(H, W, weight_patch_size, False, _tuned(config, weight_patch_size, False, "ring"))
     partials = torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, device=pred.device)
     # DENSITY only matters with FAST weights: one fixed value, so no second compile
-    signs = _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, False, "ring", 0, False,
+    signs = _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, False, "ring", 0, "rgb",
                             (0.0,) * 3, (1.0,) * 3, partials, None, config)
     return partials, signs
 
 
 def fast_weighted_mim_loss_forward(pred, target, mask_grid, patch_size: int, weight_patch_size: int, density: str,
-                                   threshold: int,
-                             bgr: bool, mean, std, config=None):
+                                   threshold: int, channel_order: str, mean, std, config=None):
     """-> (S, cover, signs): per-cell fp32 sums of m * |pred - target| and of covered pixels (density "ring")
     or keypoints ("count"), both (B, H/p, W/p) for p = ``weight_patch_size``, and the packed sign codes.
     ``weight_patch_size`` must ``fuses``."""
-    assert fuses(weight_patch_size) and density in ("ring", "count"), (weight_patch_size, density)
+    assert fuses(weight_patch_size) and density in ("ring", "count") and channel_order in ("rgb", "bgr"), \
+        (weight_patch_size, density, channel_order)
     cell = weight_patch_size
     B, _, H, W = pred.shape
     l1 = torch.empty((B, H // cell, W // cell), dtype=torch.float32, device=pred.device)
     cover = torch.empty_like(l1)
-    signs = _launch_forward(pred, target, mask_grid, patch_size, None, cell, True, density, threshold, bgr, mean, std,
-                            l1, cover, pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG))
+    signs = _launch_forward(pred, target, mask_grid, patch_size, None, cell, True, density, threshold, channel_order,
+                            mean, std, l1, cover, pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG))
     return l1, cover, signs
 
 
@@ -517,7 +515,7 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             weights = None if fast or cell is None else grid
             g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, density))
             l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
-            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, False, (0.0,) * 3,
+            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, "rgb", (0.0,) * 3,
                                  (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,

@@ -55,21 +55,21 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
     to = lambda *ts: [t.to(device) if isinstance(t, torch.Tensor) else t for t in ts]  # noqa: E731
     if name == "rgb_to_gray_u8":
         u8 = _photo(rng, 2, 9, 13)
-        return [(*to(u8), False, *IDENTITY), (*to(_normalised(u8)), True, MEAN, STD),
-                (*to(u8.contiguous(memory_format=torch.channels_last)), True, *IDENTITY)]
+        return [(*to(u8), "rgb", *IDENTITY), (*to(_normalised(u8)), "bgr", MEAN, STD),
+                (*to(u8.contiguous(memory_format=torch.channels_last)), "bgr", *IDENTITY)]
     if name == "fast_corners":
-        return [(*to(_gray(rng, 3, 17, 21)), 10, True, False, [], []),
-                (*to(_gray(rng, 2, 12, 9)), int(rng.integers(0, 40)), False, False, [], []),
-                (*to(_normalised(_photo(rng, 2, 16, 20))), 10, True, True, MEAN, STD),
-                (*to(_photo(rng, 1, 7, 7)), 0, True, False, *IDENTITY),
-                (*to(_photo(rng, 1, 20, 30)), 0, False, True, [], []),  # colour uint8 without statistics
-                (*to(_normalised(_photo(rng, 1, 20, 30), *HALF_QUARTER)), 10, True, False, *HALF_QUARTER)]
+        return [(*to(_gray(rng, 3, 17, 21)), 10, True, "rgb", [], []),
+                (*to(_gray(rng, 2, 12, 9)), int(rng.integers(0, 40)), False, "rgb", [], []),
+                (*to(_normalised(_photo(rng, 2, 16, 20))), 10, True, "bgr", MEAN, STD),
+                (*to(_photo(rng, 1, 7, 7)), 0, True, "rgb", *IDENTITY),
+                (*to(_photo(rng, 1, 20, 30)), 0, False, "bgr", [], []),  # colour uint8 without statistics
+                (*to(_normalised(_photo(rng, 1, 20, 30), *HALF_QUARTER)), 10, True, "rgb", *HALF_QUARTER)]
     if name == "keypoint_density":
         kp = torch.from_numpy(rng.random((2, 16, 24)) < 0.05)
         return [(*to(kp), 8, "ring"), (*to(kp), 4, "count"), (*to(kp[:, :8, :8]), 8, "ring")]
     if name == "patch_weights":
-        return [(*to(_normalised(_photo(rng, 2, 16, 24))), 8, 0.25, 10, "ring", True, MEAN, STD),
-                (*to(_photo(rng, 1, 16, 16)), 4, 0.03, 5, "count", False, *IDENTITY)]
+        return [(*to(_normalised(_photo(rng, 2, 16, 24))), 8, 0.25, 10, "ring", "bgr", MEAN, STD),
+                (*to(_photo(rng, 1, 16, 16)), 4, 0.03, 5, "count", "rgb", *IDENTITY)]
     if name == "weighted_mim_loss":
         pred, target, grid, weights = _loss_tensors(rng)
         bf16, t2, g2, _ = _loss_tensors(rng, dtype=torch.bfloat16)
@@ -79,12 +79,12 @@ def sample_inputs(name: str, device: str, rng: np.random.Generator) -> list[tupl
     if name == "fast_weighted_mim_loss":
         pred, target, grid, _ = _loss_tensors(rng)
         p48, t48, g48, _ = _loss_tensors(rng, H=48, W=48, p=16)
-        return [(*to(pred, target, grid), 8, 8, 0.25, 10, "ring", False, MEAN, STD, 1e-5),
-                (*to(pred, target, grid), 8, 4, 0.5, 20, "count", True, MEAN, STD, 1e-5),
+        return [(*to(pred, target, grid), 8, 8, 0.25, 10, "ring", "rgb", MEAN, STD, 1e-5),
+                (*to(pred, target, grid), 8, 4, 0.5, 20, "count", "bgr", MEAN, STD, 1e-5),
                 # weight cells of 8 with bgr, 16 by count, 12 (the Triton path that does not fuse FAST)
-                (*to(p48, t48, g48), 16, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5),
-                (*to(p48, t48, g48), 16, 16, 0.25, 10, "count", False, MEAN, STD, 1e-5),
-                (*to(p48, t48, g48), 16, 12, 0.25, 10, "ring", False, MEAN, STD, 1e-5)]
+                (*to(p48, t48, g48), 16, 8, 0.25, 10, "ring", "bgr", MEAN, STD, 1e-5),
+                (*to(p48, t48, g48), 16, 16, 0.25, 10, "count", "rgb", MEAN, STD, 1e-5),
+                (*to(p48, t48, g48), 16, 12, 0.25, 10, "ring", "rgb", MEAN, STD, 1e-5)]
     if name == "weighted_mim_loss_backward":
         pred, target, grid, weights = _loss_tensors(rng)
         signs, grad = _sign_codes(pred, target), torch.tensor(0.75)

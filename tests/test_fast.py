@@ -124,10 +124,10 @@ def test_colour_input_is_converted_in_the_kernel(target, rng):
             for image, m, s in ((nchw, [], []), (normalised, list(mean), list(std)), (normalised.bfloat16(), list(mean), list(std))):
                 if image.dtype == torch.bfloat16:  # bf16 cannot hold a normalised uint8 exactly: compare to the reference
                     want = fast_corners_ref(kamim_fast.rgb_to_gray_u8_ref(image, bgr, m, s), 10, nms)
-                    got = torch.ops.kamim_fast.fast_corners(image.to(device), 10, nms, bgr, m, s)
+                    got = torch.ops.kamim_fast.fast_corners(image.to(device), 10, nms, order, m, s)
                     assert all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
                     continue
-                kp, sc = torch.ops.kamim_fast.fast_corners(image.to(device), 10, nms, bgr, m, s)
+                kp, sc = torch.ops.kamim_fast.fast_corners(image.to(device), 10, nms, order, m, s)
                 for i in range(len(rgb)):
                     _check_against_cv(cv_gray(rgb[i], order), kp[i], sc[i], 10, nms)
 
@@ -177,10 +177,10 @@ def test_deterministic(target, rng):
     # the colour path: gray staged in the kernel's scratch, then scores, then NMS from the scratch
     rgb = torch.from_numpy(np.stack([synthetic("plateaus", 50, 90, rng) for _ in range(3)])).unsqueeze(0).to(device)
     x = (rgb.float() / 255 - 0.5) / 0.25
-    first = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+    first = torch.ops.kamim_fast.fast_corners(x, 0, True, "bgr", [0.5] * 3, [0.25] * 3)
     assert first[0].any()
     for _ in range(2):
-        again = torch.ops.kamim_fast.fast_corners(x, 0, True, True, [0.5] * 3, [0.25] * 3)
+        again = torch.ops.kamim_fast.fast_corners(x, 0, True, "bgr", [0.5] * 3, [0.25] * 3)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 

@@ -246,7 +246,8 @@ def test_fused_partials_equal_the_reference_pipeline(cell, H, W, ring, rng):
     threshold = int(rng.integers(0, 40))
     device = "cuda" if CUDA else "cpu"  # the kernel: on the GPU, or through the interpreter
     outputs = mim_loss.fast_weighted_mim_loss_forward(pred.to(device), target.to(device), grid.to(device), 2, cell,
-                                                      "ring" if ring else "count", threshold, bgr, IMAGENET_MEAN, IMAGENET_STD)
+                                                      "ring" if ring else "count", threshold, "bgr" if bgr else "rgb",
+                                                      IMAGENET_MEAN, IMAGENET_STD)
     l1, cover, signs = (x.cpu() for x in outputs)
     keypoints, _ = fast_corners_ref(gray_ref(target, bgr, IMAGENET_MEAN, IMAGENET_STD), threshold, True)
     assert keypoints.any()
@@ -266,7 +267,7 @@ def test_fused_gpu_configuration_through_the_interpreter(rng):
     target, _ = _photos(rng, 1, 56, 120)
     pred = target + 0.5
     grid = torch.ones(1, 7, 15)
-    args = (pred, target, grid, 8, 8, "ring", 10, False, IMAGENET_MEAN, IMAGENET_STD)
+    args = (pred, target, grid, 8, 8, "ring", 10, "rgb", IMAGENET_MEAN, IMAGENET_STD)
     for got, want in zip(mim_loss.fast_weighted_mim_loss_forward(*args, config=mim_loss.GPU_CONFIG),
                          mim_loss.fast_weighted_mim_loss_forward(*args)):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
@@ -283,7 +284,7 @@ def test_fast_weights_of_the_op_are_patch_weights(target, weight_patch_size, rng
     grid = torch.from_numpy(rng.random((2, 3, 6)) < 0.6).float()
     opts = dict(weight_patch_size=weight_patch_size, temperature=0.5, threshold=12, density="ring", channel_order="bgr")
     loss, weights, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
-        pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, "ring", True,
+        pred.to(device), tgt.to(device), grid.to(device), 16, weight_patch_size, 0.5, 12, "ring", "bgr",
         list(IMAGENET_MEAN), list(IMAGENET_STD), 1e-5)
     with reference_backend():  # the CPU reference, also where the target is CUDA
         want = patch_weights(tgt, **opts)

@@ -25,9 +25,11 @@ from published import normalise, published_weights
 
 import kamim_fast._ext
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, _opencv, fast_corners_ref, rgb_to_gray_u8_ref
+from kamim_fast.gray import CHANNEL_ORDERS
 from kamim_fast.weights import DENSITY_MODES, keypoint_density_ref, weights_from_keypoints
 
 ROOT = Path(__file__).resolve().parent.parent
+ORDER = {False: "rgb", True: "bgr"}  # the ops' channel_order
 kamim_fast._ext.status()  # loads kamim_fast._C (or JIT-builds csrc/), which registers kamim_fast_cpp::*
 
 
@@ -69,7 +71,7 @@ def _assert_cv_fast(gray: np.ndarray, keypoints: torch.Tensor, scores: torch.Ten
 
 
 def _native_fast(gray: torch.Tensor, threshold: int, nms: bool):
-    return ops.fast_corners(gray, threshold, nms, False, [], [])
+    return ops.fast_corners(gray, threshold, nms, "rgb", [], [])
 
 
 # --- constants shared with Python -----------------------------------------------------------------------
@@ -116,10 +118,10 @@ def test_gray_uint8_equals_opencv(rng, order):
         t = torch.from_numpy(img).permute(2, 0, 1)[None]  # channels-last strides, as numpy holds it
         want = torch.from_numpy(cv_gray(img, order))[None]
         for x in (t, t.contiguous(), t[..., ::2, ::3], t.contiguous()[..., 1:, ::2]):
-            got = ops.rgb_to_gray_u8(x, order == "bgr", [], [])
+            got = ops.rgb_to_gray_u8(x, order, [], [])
             assert got.is_contiguous() and got.dtype == torch.uint8
             assert torch.equal(got, rgb_to_gray_u8_ref(x, order == "bgr"))
-        assert torch.equal(ops.rgb_to_gray_u8(t, order == "bgr", [], []), want)
+        assert torch.equal(ops.rgb_to_gray_u8(t, order, [], []), want)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
@@ -134,12 +136,12 @@ def test_gray_float_equals_reference(rng, dtype):
     special.view(-1)[2:: 13] = float("-inf")
     for bgr in (False, True):
         for v in (x, x.contiguous(memory_format=torch.channels_last), x[..., ::2, 1::2], noise, special):
-            got = ops.rgb_to_gray_u8(v, bgr, mean, std)
+            got = ops.rgb_to_gray_u8(v, ORDER[bgr], mean, std)
             assert torch.equal(got, rgb_to_gray_u8_ref(v, bgr, mean, std)), (dtype, bgr)
     if dtype in (torch.float32, torch.float64):  # the normalised batch recovers OpenCV's gray of the uint8 images
         imgn = _normalised(u8, IMAGENET_MEAN, IMAGENET_STD, dtype)
         want = torch.stack([torch.from_numpy(cv_gray(im.permute(1, 2, 0).numpy())) for im in u8])
-        assert torch.equal(ops.rgb_to_gray_u8(imgn, False, list(IMAGENET_MEAN), list(IMAGENET_STD)), want)
+        assert torch.equal(ops.rgb_to_gray_u8(imgn, "rgb", list(IMAGENET_MEAN), list(IMAGENET_STD)), want)
 
 
 # --- FAST ----------------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def test_fast_colour_input(rng, dtype):
         for v in (x.contiguous(), x.contiguous(memory_format=torch.channels_last), x[..., 1::2, ::2]):
             for threshold, nms in ((10, True), (0, False), (40, True)):
                 gray = rgb_to_gray_u8_ref(v, bgr, m or (0.0,) * 3, s or (1.0,) * 3)
-                got = ops.fast_corners(v, threshold, nms, bgr, m, s)
+                got = ops.fast_corners(v, threshold, nms, ORDER[bgr], m, s)
                 _assert_fast_equal(got, fast_corners_ref(gray, threshold, nms), f"{dtype} bgr={bgr} t={threshold}")
 
 
@@ -245,7 +247,7 @@ def test_patch_weights_equal_reference_on_photos(rng, p):
                 for density in DENSITY_MODES:
                     for T in (0.01, 0.02, 0.05, 0.25, 2.5):  # the clip at 20 binds for small T
                         want = weights_from_keypoints(kp, p, density, T)
-                        got = ops.patch_weights(x, p, T, threshold, density, bgr, m, s)
+                        got = ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s)
                         assert torch.equal(got, want), (dtype, bgr, threshold, density, T)
 
 
@@ -255,24 +257,24 @@ def test_patch_weights_equal_published_pipeline(rng):
     u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     for density in DENSITY_MODES:
         want = published_weights(imgs, 8, 0.25, channel_order="bgr", density=density)
-        got = ops.patch_weights(u8, 8, 0.25, 10, density, True, [], [])
+        got = ops.patch_weights(u8, 8, 0.25, 10, density, "bgr", [], [])
         assert torch.equal(got, want), density
     x = normalise(u8, IMAGENET_MEAN, IMAGENET_STD)
-    got = ops.patch_weights(x, 8, 0.25, 10, "ring", True, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    got = ops.patch_weights(x, 8, 0.25, 10, "ring", "bgr", list(IMAGENET_MEAN), list(IMAGENET_STD))
     assert torch.equal(got, published_weights(imgs, 8, 0.25))
 
 
 def test_patch_weights_edge_cases(rng):
     flat = torch.full((2, 3, 16, 24), int(rng.integers(0, 256)), dtype=torch.uint8)
-    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, "ring", False, [], []), torch.ones(2, 2, 3))
+    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, "ring", "rgb", [], []), torch.ones(2, 2, 3))
     tiny = torch.from_numpy(rng.integers(0, 256, (1, 3, 6, 6), dtype=np.uint8))  # no keypoints below 7x7
-    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, "ring", False, [], []), torch.ones(1, 2, 2))
+    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, "ring", "rgb", [], []), torch.ones(1, 2, 2))
     dots = torch.from_numpy(np.stack([synthetic("dots", 40, 56, rng)] * 3))[None]
     for p in (1, 4, 8):
         kp = fast_corners_ref(rgb_to_gray_u8_ref(dots), 0, True)[0]
         for density in DENSITY_MODES:
             want = weights_from_keypoints(kp, p, density, 0.05)
-            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, density, False, [], []), want)
+            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, density, "rgb", [], []), want)
 
 
 # --- determinism, the other vector copies, random shapes ---------------------------------------------------
@@ -283,10 +285,10 @@ def test_thread_count_invariance(rng):
     u8 = torch.cat([big, big.flip(-1)])
     gray = rgb_to_gray_u8_ref(u8)
     kp = torch.from_numpy(rng.random((2, 1024, 1100)) < 0.05)
-    calls = [lambda: ops.fast_corners(gray, 10, True, False, [], []),
-             lambda: ops.fast_corners(u8, 10, False, True, [], []),
-             lambda: ops.rgb_to_gray_u8(u8, True, [], []), lambda: ops.keypoint_density(kp, 4, "ring"),
-             lambda: ops.patch_weights(u8, 8, 0.25, 10, "ring", True, [], [])]
+    calls = [lambda: ops.fast_corners(gray, 10, True, "rgb", [], []),
+             lambda: ops.fast_corners(u8, 10, False, "bgr", [], []),
+             lambda: ops.rgb_to_gray_u8(u8, "bgr", [], []), lambda: ops.keypoint_density(kp, 4, "ring"),
+             lambda: ops.patch_weights(u8, 8, 0.25, 10, "ring", "bgr", [], [])]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -316,19 +318,19 @@ for h, w in ((7, 7), (9, 40), (64, 150), (101, 300)):
     x = ((u8.float() / 255 - 0.4) / 0.2)
     for img, m, s in ((u8, [], []), (x, [0.4] * 3, [0.2] * 3)):
         gray = rgb_to_gray_u8_ref(img, True, m or [0.0] * 3, s or [1.0] * 3)
-        assert torch.equal(ops.rgb_to_gray_u8(img, True, m, s), gray)
+        assert torch.equal(ops.rgb_to_gray_u8(img, "bgr", m, s), gray)
         for t in (0, 10, 255):
             for nms in (True, False):
-                a, b = ops.fast_corners(img, t, nms, True, m, s), fast_corners_ref(gray, t, nms)
+                a, b = ops.fast_corners(img, t, nms, "bgr", m, s), fast_corners_ref(gray, t, nms)
                 assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), (h, w, t, nms)
     g = torch.from_numpy(synthetic("noise", h, w, rng))[None]
-    a, b = ops.fast_corners(g, 1, True, False, [], []), fast_corners_ref(g, 1, True)
+    a, b = ops.fast_corners(g, 1, True, "rgb", [], []), fast_corners_ref(g, 1, True)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     p = 1 if h % 2 else 2
     kp = fast_corners_ref(gray[:, : h // p * p, : w // p * p], 10, True)[0]
     for density in DENSITY_MODES:
         assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
-        assert torch.equal(ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, density, True, [], []),
+        assert torch.equal(ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, density, "bgr", [], []),
                            weights_from_keypoints(kp, p, density, 0.05))
 print("ok")
 """
@@ -377,13 +379,13 @@ def test_random_shapes_match_reference(h, w, p, threshold, bgr, dtype, density, 
     x = u8 if dtype == torch.uint8 else _normalised(u8, mean, std, dtype)
     m, s = ([0.0] * 3, [1.0] * 3) if dtype == torch.uint8 else (mean, std)
     gray = rgb_to_gray_u8_ref(x, bgr, m, s)
-    assert torch.equal(ops.rgb_to_gray_u8(x, bgr, m, s), gray)
-    _assert_fast_equal(ops.fast_corners(x, threshold, nms, bgr, m, s), fast_corners_ref(gray, threshold, nms), "colour")
+    assert torch.equal(ops.rgb_to_gray_u8(x, ORDER[bgr], m, s), gray)
+    _assert_fast_equal(ops.fast_corners(x, threshold, nms, ORDER[bgr], m, s), fast_corners_ref(gray, threshold, nms), "colour")
     kp = fast_corners_ref(gray, threshold, True)[0]
     assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
     T = float(rng.choice([0.01, 0.05, 0.25, 1.0]))
     want = weights_from_keypoints(kp, p, density, T)
-    assert torch.equal(ops.patch_weights(x, p, T, threshold, density, bgr, m, s), want)
+    assert torch.equal(ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s), want)
 
 
 # --- argument checks -----------------------------------------------------------------------------------
@@ -396,35 +398,39 @@ _KP = torch.zeros(1, 16, 16, dtype=torch.bool)
 @pytest.mark.parametrize(
     "call, exc, words",
     [
-        (lambda: ops.rgb_to_gray_u8(_U8[:, :2], False, [], []), ValueError, ["images", "(B, 3, H, W)"]),
-        (lambda: ops.rgb_to_gray_u8(_U8[0], False, [], []), ValueError, ["images", "(B, 3, H, W)"]),
-        (lambda: ops.rgb_to_gray_u8(_U8.int(), False, [], []), TypeError, ["images", "uint8", "Int"]),
-        (lambda: ops.rgb_to_gray_u8(_U8.float(), False, [0.5, 0.5], []), ValueError, ["mean", "3 values", "2"]),
-        (lambda: ops.rgb_to_gray_u8(_U8.float(), False, [], [1.0] * 4), ValueError, ["std", "3 values", "4"]),
-        (lambda: ops.fast_corners(_GRAY, -1, True, False, [], []), ValueError, ["threshold", "0..255", "-1"]),
-        (lambda: ops.fast_corners(_GRAY, 256, True, False, [], []), ValueError, ["threshold", "0..255", "256"]),
-        (lambda: ops.fast_corners(_GRAY.float(), 10, True, False, [], []), TypeError, ["image", "uint8", "Float"]),
-        (lambda: ops.fast_corners(_GRAY[0], 10, True, False, [], []), ValueError, ["image", "(B, H, W)"]),
-        (lambda: ops.fast_corners(_U8[:, :1], 10, True, False, [], []), ValueError, ["image", "(B, 3, H, W)"]),
-        (lambda: ops.fast_corners(_U8.short(), 10, True, False, [], []), TypeError, ["image", "Short"]),
-        (lambda: ops.fast_corners(_U8.float(), 10, True, False, [1.0], []), ValueError, ["mean", "3 values"]),
+        (lambda: ops.rgb_to_gray_u8(_U8[:, :2], "rgb", [], []), ValueError, ["images", "(B, 3, H, W)"]),
+        (lambda: ops.rgb_to_gray_u8(_U8[0], "rgb", [], []), ValueError, ["images", "(B, 3, H, W)"]),
+        (lambda: ops.rgb_to_gray_u8(_U8.int(), "rgb", [], []), TypeError, ["images", "uint8", "Int"]),
+        (lambda: ops.rgb_to_gray_u8(_U8.float(), "rgb", [0.5, 0.5], []), ValueError, ["mean", "3 values", "2"]),
+        (lambda: ops.rgb_to_gray_u8(_U8.float(), "rgb", [], [1.0] * 4), ValueError, ["std", "3 values", "4"]),
+        (lambda: ops.fast_corners(_GRAY, -1, True, "rgb", [], []), ValueError, ["threshold", "0..255", "-1"]),
+        (lambda: ops.fast_corners(_GRAY, 256, True, "rgb", [], []), ValueError, ["threshold", "0..255", "256"]),
+        (lambda: ops.fast_corners(_GRAY.float(), 10, True, "rgb", [], []), TypeError, ["image", "uint8", "Float"]),
+        (lambda: ops.fast_corners(_GRAY[0], 10, True, "rgb", [], []), ValueError, ["image", "(B, H, W)"]),
+        (lambda: ops.fast_corners(_U8[:, :1], 10, True, "rgb", [], []), ValueError, ["image", "(B, 3, H, W)"]),
+        (lambda: ops.fast_corners(_U8.short(), 10, True, "rgb", [], []), TypeError, ["image", "Short"]),
+        (lambda: ops.fast_corners(_U8.float(), 10, True, "rgb", [1.0], []), ValueError, ["mean", "3 values"]),
         (lambda: ops.keypoint_density(_KP, 0, "ring"), ValueError, ["patch_size", ">= 1", "0"]),
         (lambda: ops.keypoint_density(_KP[..., :12], 8, "ring"), ValueError, ["keypoints", "width 12", "patch_size=8"]),
         (lambda: ops.keypoint_density(_KP.float(), 8, "ring"), TypeError, ["keypoints", "bool", "Float"]),
         (lambda: ops.keypoint_density(_KP[0], 8, "ring"), ValueError, ["keypoints", "(B, H, W)"]),
         # the values of weights.py's DENSITY_MODES, and no other
         (lambda: ops.keypoint_density(_KP, 8, "rings"), ValueError, ["density", str(DENSITY_MODES), "'rings'"]),
-        (lambda: ops.patch_weights(_U8, 8, 0.25, 10, "", False, [], []), ValueError, ["density", str(DENSITY_MODES)]),
-        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, "ring", False, [], []), ValueError,
+        (lambda: ops.patch_weights(_U8, 8, 0.25, 10, "", "rgb", [], []), ValueError, ["density", str(DENSITY_MODES)]),
+        (lambda: ops.patch_weights(_U8, 8, 0.25, 10, "ring", "RGB", [], []), ValueError,
+         ["channel_order", str(CHANNEL_ORDERS), "RGB"]),
+        (lambda: ops.rgb_to_gray_u8(_U8, "bgra", [], []), ValueError, ["channel_order", str(CHANNEL_ORDERS), "bgra"]),
+        (lambda: ops.fast_corners(_U8, 10, True, "", [], []), ValueError, ["channel_order", str(CHANNEL_ORDERS)]),
+        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, "ring", "rgb", [], []), ValueError,
          ["images", "height 16", "weight_patch_size=3"]),
-        (lambda: ops.patch_weights(_U8, 0, 0.25, 10, "ring", False, [], []), ValueError, ["weight_patch_size", ">= 1"]),
-        (lambda: ops.patch_weights(_U8, 8, 0.0, 10, "ring", False, [], []), ValueError, ["temperature", "positive"]),
-        (lambda: ops.patch_weights(_U8, 8, float("nan"), 10, "ring", False, [], []), ValueError, ["temperature"]),
-        (lambda: ops.patch_weights(_U8, 8, 0.25, 300, "ring", False, [], []), ValueError, ["threshold", "300"]),
-        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, "ring", False, [], []), ValueError,
+        (lambda: ops.patch_weights(_U8, 0, 0.25, 10, "ring", "rgb", [], []), ValueError, ["weight_patch_size", ">= 1"]),
+        (lambda: ops.patch_weights(_U8, 8, 0.0, 10, "ring", "rgb", [], []), ValueError, ["temperature", "positive"]),
+        (lambda: ops.patch_weights(_U8, 8, float("nan"), 10, "ring", "rgb", [], []), ValueError, ["temperature"]),
+        (lambda: ops.patch_weights(_U8, 8, 0.25, 300, "ring", "rgb", [], []), ValueError, ["threshold", "300"]),
+        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, "ring", "rgb", [], []), ValueError,
          ["images", "positive"]),
-        (lambda: ops.patch_weights(_U8.bool(), 8, 0.25, 10, "ring", False, [], []), TypeError, ["images", "Bool"]),
-        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, "ring", False, [1.0] * 3, [2.0]), ValueError,
+        (lambda: ops.patch_weights(_U8.bool(), 8, 0.25, 10, "ring", "rgb", [], []), TypeError, ["images", "Bool"]),
+        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, "ring", "rgb", [1.0] * 3, [2.0]), ValueError,
          ["std", "3 values"]),
     ],
 )
@@ -437,4 +443,4 @@ def test_argument_checks_raise(call, exc, words):
 
 def test_meta_tensors_raise():
     with pytest.raises((ValueError, NotImplementedError, RuntimeError)):
-        ops.fast_corners(_GRAY.to("meta"), 10, True, False, [], [])
+        ops.fast_corners(_GRAY.to("meta"), 10, True, "rgb", [], [])

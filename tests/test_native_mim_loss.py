@@ -28,6 +28,7 @@ if not all(torch._C._dispatch_has_kernel_for_dispatch_key(f"kamim_fast_cpp::{op}
     pytest.skip("the extension kamim_fast._C with the native CPU loss ops is not built", allow_module_level=True)
 
 NATIVE = torch.ops.kamim_fast_cpp
+ORDER = {False: "rgb", True: "bgr"}  # the ops' channel_order
 MEAN, STD = list(IMAGENET_MEAN), list(IMAGENET_STD)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float64: torch.int64}
@@ -218,7 +219,7 @@ def test_thread_count_and_simd_path_do_not_change_a_bit(rng, monkeypatch):
     def run():
         out = [*NATIVE.weighted_mim_loss(pred, target, grid, weights, 32, 8, 1e-5),
                *NATIVE.weighted_mim_loss(pred, target, grid, None, 32, 1, 1e-5),
-               *NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5)]
+               *NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", "bgr", MEAN, STD, 1e-5)]
         out += NATIVE.weighted_mim_loss_backward(torch.tensor(0.7), out[1], grid, weights, 32, 8, 1e-5, 64,
                                                  torch.bfloat16, torch.float32, True)
         return out
@@ -258,7 +259,7 @@ def test_fused_forward_equals_the_reference(weight_patch_size, patch_size, H, W,
     grid = grid_values(rng, (B, H // patch_size, W // patch_size), "binary")
     bgr, threshold, temperature = bool(rng.integers(2)), int(rng.integers(0, 40)), float(rng.choice([0.1, 0.25, 1.0]))
     loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, patch_size, weight_patch_size, temperature,
-                                                         threshold, density, bgr, MEAN, STD, 1e-5)
+                                                         threshold, density, ORDER[bgr], MEAN, STD, 1e-5)
     want_w = ref_fast_weights(target, weight_patch_size, temperature, threshold, density, bgr)
     assert (want_w > 1).any()
     assert_bits(weights, want_w)
@@ -277,7 +278,7 @@ def test_fused_target_dtypes_and_layouts(target_dtype, kind, rng):
     target = layout(target.to(target_dtype), kind)
     pred = target.float() + 0.25
     grid = grid_values(rng, (2, 3, 4), "binary")
-    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, 16, 8, 0.25, 10, "ring", False, MEAN, STD,
+    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, 16, 8, 0.25, 10, "ring", "rgb", MEAN, STD,
                                                          1e-5)
     want_w = ref_fast_weights(target, 8, 0.25, 10, "ring", False)
     assert_bits(weights, want_w)
@@ -291,7 +292,7 @@ def test_fused_weights_equal_the_published_pipeline_on_photos(rng):
     target, imgs = photos(rng, 4, 192, 192)
     pred = target + torch.from_numpy(rng.normal(0, 0.3, target.shape)).float()
     grid = grid_values(rng, (4, 6, 6), "binary")
-    _, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5)
+    _, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", "bgr", MEAN, STD, 1e-5)
     assert_bits(weights, ref_fast_weights(target, 8, 0.25, 10, "ring", True))
     torch.testing.assert_close(weights, published_weights(imgs, 8, 0.25, channel_order="bgr"), rtol=1e-6, atol=0)
 
@@ -301,12 +302,12 @@ def test_fused_flat_and_empty(rng):
     target = torch.zeros(2, 3, 32, 32)
     pred = target + 1
     grid = torch.ones(2, 4, 4)
-    loss, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 8, 8, 0.25, 10, "ring", False, MEAN, STD, 1e-5)
+    loss, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 8, 8, 0.25, 10, "ring", "rgb", MEAN, STD, 1e-5)
     assert torch.equal(weights, torch.ones(2, 4, 4))
     assert_loss(loss, torch.tensor(1.0))
     empty = torch.zeros(0, 3, 32, 32)
     loss, weights, signs = NATIVE.fast_weighted_mim_loss(empty, empty, torch.zeros(0, 4, 4), 8, 8, 0.25, 10, "ring",
-                                                         False, MEAN, STD, 1e-5)
+                                                         "rgb", MEAN, STD, 1e-5)
     assert loss == 0 and weights.shape == (0, 4, 4) and signs.shape == (0, 3, 32, 8)
     loss, signs = NATIVE.weighted_mim_loss(empty, empty, torch.zeros(0, 4, 4), None, 8, 1, 1e-5)
     assert loss == 0
@@ -334,7 +335,7 @@ def test_hypothesis_native_equals_the_reference(patch_size, weight_patch_size, h
     p = layout(pred, view)
     if weights_form == "fast":
         loss, weights, signs = NATIVE.fast_weighted_mim_loss(p, target, grid, patch_size, weight_patch_size, 0.25, 10,
-                                                             "ring", True, MEAN, STD, 1e-5)
+                                                             "ring", "bgr", MEAN, STD, 1e-5)
         assert_bits(weights, ref_fast_weights(target, weight_patch_size, 0.25, 10, "ring", True))
         wp = weight_patch_size
     else:
@@ -371,20 +372,22 @@ BAD_FORWARD = [
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["patch_size=5", "divide"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w, 8, 8, 1e-5), ValueError, ["weights", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w.half(), 8, 4, 1e-5), TypeError, ["weights", "float32"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, "ring", False, MEAN, STD,
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, "ring", "rgb", MEAN, STD,
                                                       1e-5),
      ValueError, ["RGB", "3"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "rings", False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "rings", "rgb", MEAN, STD, 1e-5),
      ValueError, ["density", str(DENSITY_MODES), "'rings'"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 7, 0.25, 10, "ring", False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", "brg", MEAN, STD, 1e-5),
+     ValueError, ["channel_order", "('rgb', 'bgr')", "'brg'"]),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 7, 0.25, 10, "ring", "rgb", MEAN, STD, 1e-5),
      ValueError, ["weight_patch_size=7"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.0, 10, "ring", False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.0, 10, "ring", "rgb", MEAN, STD, 1e-5),
      ValueError, ["temperature", "0"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 256, "ring", False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 256, "ring", "rgb", MEAN, STD, 1e-5),
      ValueError, ["threshold", "256"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", False, MEAN[:2], STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", "rgb", MEAN[:2], STD, 1e-5),
      ValueError, ["mean", "3"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", False, MEAN, [], 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", "rgb", MEAN, [], 1e-5),
      ValueError, ["std", "3"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss_backward(torch.ones(2), torch.zeros(2, 3, 16, 4, dtype=torch.uint8), g,
                                                           None, 8, 1, 1e-5, 16, torch.float32, torch.float32, False),

@@ -165,7 +165,7 @@ def test_fast_on_colour_equals_fast_on_its_gray(b, h, w, threshold, layout, seed
     rng = np.random.default_rng(seed)
     u8 = torch.from_numpy((rng.integers(0, 4, (b, 3, h, w)) * 85).astype(np.uint8))  # plateaus: ties
     x = _layout((u8.float() / 255 - 0.5) / 0.25, layout)
-    colour = torch.ops.kamim_fast.fast_corners(x, threshold, True, False, [0.5] * 3, [0.25] * 3)
+    colour = torch.ops.kamim_fast.fast_corners(x, threshold, True, "rgb", [0.5] * 3, [0.25] * 3)
     for got, want in zip(colour, fast_corners(rgb_to_gray_u8(x, mean=0.5, std=0.25), threshold)):
         assert torch.equal(got, want)
 
