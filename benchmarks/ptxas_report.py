@@ -141,13 +141,16 @@ _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 
 
-def disassemble(cubin: bytes, nvdisasm: str) -> list[dict]:
+def disassemble(cubin: bytes, nvdisasm: str, sass_dir: Path | None = None, name: str = "kernel") -> list[dict]:
     """SASS instructions in address order: opcode, address, branch target, and the kernel-file line
-    (the outermost call site for inlined helpers)."""
+    (the outermost call site for inlined helpers). With ``sass_dir`` the listing is kept there as NAME.sass."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
         text = subprocess.run([nvdisasm, "-c", "-gi", str(path)], capture_output=True, text=True, check=True).stdout
+    if sass_dir is not None:
+        sass_dir.mkdir(parents=True, exist_ok=True)
+        (sass_dir / (re.sub(r"[^\w.=,-]+", "_", name) + ".sass")).write_text(text)
     instrs, labels, where = [], {}, None
     pending = []
     for line in text.splitlines():
@@ -384,7 +387,8 @@ def specs() -> list[dict]:
     return out
 
 
-def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) -> list[dict]:
+def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None, only: str | None = None,
+           sass_dir: Path | None = None) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
     if find_ptxas() is None:
@@ -396,6 +400,8 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) ->
     nvdisasm = find_nvdisasm()
     rows = []
     for spec in specs():
+        if only and not re.search(only, spec["name"]):
+            continue
         for arch in ARCHES:
             variants = ((True,) if arch in arches else ()) + ((False,) if arch in generic_arches else ())
             for specialise in variants:
@@ -409,7 +415,7 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) ->
                     if nvdisasm:
                         if "n_tiles" not in spec["args"]:
                             spec.setdefault("programs", _grid_programs(spec))
-                        row.update(model_counts(spec, disassemble(cubin, nvdisasm)))
+                        row.update(model_counts(spec, disassemble(cubin, nvdisasm, sass_dir, spec["name"])))
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -445,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write {kernels, modelled, assumptions} as JSON here")
     parser.add_argument("--arch", action="append", choices=tuple(ARCHES),
                         help="compile the run-time specialisation for these (default: all)")
+    parser.add_argument("--only", metavar="REGEX", help="only the kernels whose name matches (e.g. 'fast\\[gray')")
+    parser.add_argument("--sass-dir", type=Path, help="keep the sm_90a run-time SASS listings here, to read")
     parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
                         help="compile the generic kernels for these (default: sm_90a)")
     args = parser.parse_args(argv)
@@ -458,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('sass_instructions_per_item', ''):>9} {r.get('bytes_per_item', ''):>6}", flush=True)
 
     generic = tuple(a for a in (args.generic_arch or [MODEL_ARCH]) if a != "none")
-    rows = report(tuple(args.arch or ARCHES), generic, progress=show)
+    rows = report(tuple(args.arch or ARCHES), generic, progress=show, only=args.only, sass_dir=args.sass_dir)
     import resource
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
