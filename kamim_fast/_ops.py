@@ -241,7 +241,8 @@ def _fast_weighted_mim_loss_triton(pred, target, mask_grid, mask_patch, weight_p
 
     if mim_loss.fuses(weight_patch):  # FAST + NMS + rings + L1 in one pass
         l1, cover, signs = mim_loss.fast_weighted_mim_loss_forward(
-            pred, target, mask_grid, mask_patch, weight_patch, ring, threshold, bgr, tuple(mean), tuple(std))
+            pred, target, mask_grid, mask_patch, weight_patch, "ring" if ring else "count", threshold, bgr, tuple(mean),
+            tuple(std))
         weights = density_to_weights(cover / weight_patch**2, temperature)
         return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
     # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights

@@ -7,7 +7,8 @@
   source checkout (the ``benchmarks/`` folder beside the package, as with ``pip install -e``); results go
   to that checkout's ``benchmarks/results/`` unless ``--out`` says otherwise. Installed from a wheel, it
   says so and exits with status 2, writing nothing.
-- ``show IMAGE [-o OUT.png]``: image, FAST keypoints, ring coverage, weight map and mask side by side.
+- ``show IMAGE [-o OUT.png] [--detector fast|orb|sift] [--density ring|count]``: image, keypoints, ring
+  coverage, weight map and mask side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .weights import KAMIM_DEFAULTS
+from .detectors import DETECTORS
+from .weights import DENSITY_MODES, DETECTOR, KAMIM_DEFAULTS
 
 DEFAULT_OUT = Path("demo_out")
 
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--temperature", type=float, default=KAMIM_DEFAULTS["temperature"])
     s.add_argument("--channel-order", choices=("rgb", "bgr"), default=KAMIM_DEFAULTS["channel_order"],
                    help="gray as COLOR_RGB2GRAY (rgb, default) or as the published code, KAMIM_PAPER (bgr)")
+    s.add_argument("--detector", choices=DETECTORS, default=DETECTOR,
+                   help="fast (default), or OpenCV's orb or sift (needs kamim-fast[opencv])")
+    s.add_argument("--density", choices=DENSITY_MODES, default=KAMIM_DEFAULTS["density"])
     s.add_argument("--mask-seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
     args = parser.parse_args(argv)
@@ -102,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-o/--out must name a .png file, got {str(out)!r}")
     try:
         path = show(args.image, out, threshold=args.threshold, weight_patch_size=args.weight_patch_size,
-                    temperature=args.temperature, channel_order=args.channel_order, mask_seed=args.mask_seed,
+                    temperature=args.temperature, channel_order=args.channel_order, detector=args.detector,
+                    density=args.density, mask_seed=args.mask_seed,
                     max_side=args.max_side)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
         parser.error(str(exc))
     print(f"wrote {path}")
     return 0

@@ -1,6 +1,7 @@
 """``kamim-fast show IMAGE``: what KAMIM sees in one image, drawn side by side into a PNG.
 
-Five panels: the image; its FAST keypoints; the drawKeypoints ring coverage; KAMIM's per-cell weight
+Five panels: the image; its keypoints (FAST, or OpenCV's ORB or SIFT); the drawKeypoints ring coverage
+(or the keypoint pixels with ``density="count"``); KAMIM's per-cell weight
 map; a SimMIM mask with the weights of the masked patches (what the loss multiplies). One colour bar
 serves the last two panels. Needs matplotlib (``pip install kamim-fast[demo]``).
 """
@@ -14,7 +15,8 @@ import torch
 
 from ._checks import check_choice, check_int
 from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
-from .weights import CHANNEL_ORDER, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
+from .detectors import DETECTORS
+from .weights import CHANNEL_ORDER, DENSITY, DENSITY_MODES, DETECTOR, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
 
 SHOW_MULTIPLE = 32  # SimMIM's mask cell: the image is cropped to a multiple of it
 
@@ -98,6 +100,8 @@ def show(
     weight_patch_size: int = WEIGHT_PATCH_SIZE,
     temperature: float = TEMPERATURE,
     channel_order: str = CHANNEL_ORDER,
+    detector: str = DETECTOR,
+    density: str = DENSITY,
     mask_seed: int = 0,
     max_side: int = 1024,
     device: torch.device | str | None = None,
@@ -113,10 +117,13 @@ def show(
     Args:
         image: a path to an image file, or an (H, W[, C]) array.
         out: the PNG to write (its folder is created).
-        threshold: FAST threshold, 0..255.
+        threshold: FAST threshold, 0..255 (``detector="fast"`` only).
         weight_patch_size: KAMIM's weight cell (published: 8).
         temperature: KAMIM's temperature (published: 0.25).
         channel_order: ``"rgb"`` (default) or ``"bgr"`` (the published code's gray, as ``KAMIM_PAPER``).
+        detector: ``"fast"`` (default), ``"orb"`` or ``"sift"`` (OpenCV's, as in :func:`kamim_fast.patch_weights`;
+            these two need ``pip install kamim-fast[opencv]``).
+        density: ``"ring"`` (published) or ``"count"``: what the third panel shows and the weights count.
         mask_seed: seed of the drawn mask.
         max_side: the long side above which the image is shrunk.
         device: where to compute (default: CUDA when available).
@@ -124,6 +131,10 @@ def show(
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: an option out of range, an image that cannot be read or is under 32x32 pixels.
+        ImportError: ``detector="orb"`` or ``"sift"`` without OpenCV; the message names the extra.
 
     Example:
         >>> import tempfile, skimage.data
@@ -148,6 +159,8 @@ def show(
         raise ValueError(f"weight_patch_size must divide {SHOW_MULTIPLE}, got {weight_patch_size}")
     temperature = check_temperature(temperature)
     check_choice("channel_order", channel_order, ("rgb", "bgr"))
+    check_choice("detector", detector, DETECTORS)
+    check_choice("density", density, DENSITY_MODES)
     mask_seed = check_int("mask_seed", mask_seed, 0, (1 << 63) - 1)
     max_side = check_int("max_side", max_side, SHOW_MULTIPLE, 1 << 15)
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
@@ -158,15 +171,22 @@ def show(
     rgb = torch.from_numpy(img).permute(2, 0, 1)[None].to(device)
     H, W = img.shape[:2]
     gray = rgb_to_gray_u8(rgb, channel_order=channel_order)
-    keypoints, scores = fast_corners(gray, threshold)
-    rings = keypoint_density(keypoints, patch_size=1, mode="ring")[0]
+    if detector == "fast":
+        keypoints, scores = fast_corners(gray, threshold)
+        rings = keypoint_density(keypoints, patch_size=1, mode=density)[0].cpu().numpy()
+        ys, xs = keypoints[0].nonzero(as_tuple=True)
+        kp_scores = scores[0, ys, xs].cpu().numpy()
+        ys, xs = ys.cpu().numpy(), xs.cpu().numpy()
+    else:  # OpenCV's detector on the same gray, and its own drawKeypoints rings (the weights' input)
+        from .detectors import detect, keypoint_maps
+
+        kps = detect(gray[0].cpu().numpy(), detector)
+        xs, ys = (np.array([k.pt[i] for k in kps], np.float64) for i in (0, 1))
+        kp_scores = np.array([k.response for k in kps], np.float64)
+        rings = keypoint_maps(gray.cpu(), detector, density)[0].numpy()
     weights = patch_weights(rgb, weight_patch_size=weight_patch_size, temperature=temperature, threshold=threshold,
-                            channel_order=channel_order)[0]
+                            density=density, channel_order=channel_order, detector=detector)[0]
     mask = simmim_mask(1, (H, W), generator=torch.Generator(device).manual_seed(mask_seed), device=device)[0]
-    ys, xs = keypoints[0].nonzero(as_tuple=True)
-    kp_scores = scores[0, ys, xs].cpu().numpy()
-    ys, xs = ys.cpu().numpy(), xs.cpu().numpy()
-    rings = rings.cpu().numpy()
     w_px = weights.repeat_interleave(weight_patch_size, 0).repeat_interleave(weight_patch_size, 1).cpu().numpy()
     m_px = mask.repeat_interleave(H // mask.shape[0], 0).repeat_interleave(W // mask.shape[1], 1).cpu().numpy()
 
@@ -176,9 +196,9 @@ def show(
     axes[0].set_title(f"image {W}x{H}")
     axes[1].imshow(img, alpha=0.6)
     axes[1].scatter(xs, ys, s=4, c=kp_scores, cmap="autumn", linewidths=0)
-    axes[1].set_title(f"FAST keypoints: {len(xs)} (t={threshold})")
+    axes[1].set_title(f"{detector.upper()} keypoints: {len(xs)}" + (f" (t={threshold})" if detector == "fast" else ""))
     axes[2].imshow(rings, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[2].set_title(f"ring coverage: {rings.mean():.1%} of pixels")
+    axes[2].set_title(f"{'ring coverage' if density == 'ring' else 'keypoint pixels'}: {rings.mean():.1%} of pixels")
     im = axes[3].imshow(w_px, cmap="viridis", vmin=1.0, vmax=vmax, interpolation="nearest")
     axes[3].set_title(f"weights, {weight_patch_size} px cells, T={temperature:g}")
     axes[4].imshow(img, alpha=0.35)
@@ -187,7 +207,8 @@ def show(
     for ax in axes:
         ax.axis("off")
     fig.colorbar(im, ax=list(axes[3:]), fraction=0.03, label="KAMIM weight exp((d - d_min)/T)")
-    fig.suptitle(title or f"{name}: {len(xs)} keypoints, channel_order={channel_order}")
+    fig.suptitle(title or f"{name}: {len(xs)} {detector.upper()} keypoints, density={density}, "
+                 f"channel_order={channel_order}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

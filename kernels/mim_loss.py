@@ -157,11 +157,11 @@ def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, CELL: tl.constexpr, OUT_W: tl.
 @triton.jit
 def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C, H, W, W4,
                     p_c, p_h, p_w, t_c, t_h, t_w, mh, mw,
-                    MASK_PATCH: tl.constexpr, OUT_W: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
+                    PATCH_SIZE: tl.constexpr, OUT_W: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr):
     """(inside, m * sum_c |pred - target|) on output rows ``yo`` (ROWS x 1) and columns ``xo`` (1 x BLOCK_W,
     from x0); stores the rows' sign codes."""
     inside = (xo - x0 < OUT_W) & (yo < H) & (xo < W)
-    m = _cell_lookup(mask_ptr, b, yo, xo, mh, mw, MASK_PATCH, inside)
+    m = _cell_lookup(mask_ptr, b, yo, xo, mh, mw, PATCH_SIZE, inside)
     m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
     signs = signs_ptr + (b.to(tl.int64) * C * H + yo) * W4 + x0 // 4 + kq
     sign_mask = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yo < H)
@@ -185,7 +185,7 @@ def _forward_kernel(
     # FAST threshold; target's un-normalisation round((x * sd + m) * 255) per channel
     threshold, m0, m1, m2, sd0, sd1, sd2,
     # cell sizes, which weights, the density (ring or count), channel order
-    MASK_PATCH: tl.constexpr, CELL: tl.constexpr, FAST_WEIGHTS: tl.constexpr, RING: tl.constexpr,
+    PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, FAST_WEIGHTS: tl.constexpr, DENSITY: tl.constexpr,
     HAS_WEIGHTS: tl.constexpr, BGR: tl.constexpr,
     # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
     HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
@@ -244,12 +244,13 @@ def _forward_kernel(
                 tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
                 tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
                 tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
-                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, MASK_PATCH, out)
+                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
                 m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
                 col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
-                done = (r0 + SH) % CELL == 0  # a cell row is complete
-                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // CELL, x0, wh, ww, done & (r0 >= 0) & (r0 < OUT_H),
-                             CELL, OUT_W, BLOCK_W)
+                done = (r0 + SH) % WEIGHT_PATCH_SIZE == 0  # a cell row is complete
+                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // WEIGHT_PATCH_SIZE, x0, wh, ww,
+                             done & (r0 >= 0) & (r0 < OUT_H),
+                             WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
                 col_acc = tl.where(done, 0.0, col_acc)
             tl.debug_barrier()
             for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
@@ -266,7 +267,7 @@ def _forward_kernel(
                 region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
                 keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W, region)
                 tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
-            if RING:
+            if DENSITY == "ring":
                 tl.debug_barrier()
                 for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
                     ii = r0 + rows
@@ -274,31 +275,32 @@ def _forward_kernel(
                     bits = _ring_bits(plane_a + ii * BLOCK_W + jj, region)
                     tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)
             tl.debug_barrier()
-        # The final pass: output pixels only, indexed from the tile's corner (a multiple of CELL and 4).
+        # The final pass: output pixels only, indexed from the tile's corner (a multiple of WEIGHT_PATCH_SIZE and 4).
         xo = x0 + jj
         if FAST_WEIGHTS:  # the last pass: covered pixels (or keypoints) per cell, from the scratch only
-            for cell_row in range(0, OUT_H // CELL):
+            for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
-                for r0 in range(0, CELL, FINAL_H):
-                    io = cell_row * CELL + r0 + frows  # output row within the tile
+                for r0 in range(0, WEIGHT_PATCH_SIZE, FINAL_H):
+                    io = cell_row * WEIGHT_PATCH_SIZE + r0 + frows  # output row within the tile
                     inside = (jj < OUT_W) & (y0 + io < H) & (xo < W)
                     ib = (HALO + io) * BLOCK_W + HALO + jj  # the same pixels in the scratch
-                    if RING:
+                    if DENSITY == "ring":
                         cover = _ring_rows(plane_b + ib, BLOCK_W, inside)
                     else:
                         cover = tl.load(plane_a + ib, mask=inside, other=0) != 0
                     cover_acc += cover.to(tl.float32)
-                _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // CELL + cell_row, x0, wh, ww, cell_row >= 0,
-                             CELL, OUT_W, BLOCK_W)
+                _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
+                             cell_row >= 0,
+                             WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
         else:
             tile_sum = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
             for r0 in range(0, OUT_H, FINAL_H):
                 yo = y0 + r0 + frows
                 inside, l1 = _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq,
                                              C, H, W, W4, p_c, p_h, p_w, t_c, t_h, t_w, mh, mw,
-                                             MASK_PATCH, OUT_W, FINAL_H, BLOCK_W)
+                                             PATCH_SIZE, OUT_W, FINAL_H, BLOCK_W)
                 if HAS_WEIGHTS:
-                    l1 = l1 * _cell_lookup(weight_ptr, b, yo, xo, wh, ww, CELL, inside)
+                    l1 = l1 * _cell_lookup(weight_ptr, b, yo, xo, wh, ww, WEIGHT_PATCH_SIZE, inside)
                 tile_sum += l1
             tl.store(l1_out_ptr + tile, tl.sum(tl.sum(tile_sum, axis=1), axis=0))
 
@@ -313,7 +315,7 @@ def _backward_kernel(
     grad_pred_ptr, grad_target_ptr, C, H, W,
     # TILE_H x TILE_W tiles per image row and per image: the grid is (tiles_per_image * B,)
     tiles_w, tiles_per_image,
-    MASK_PATCH: tl.constexpr, WEIGHT_PATCH: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
+    PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
     """grad = g / (sum(m) + eps) / C * w * m * sign(pred - target), from the forward's sign codes."""
@@ -324,10 +326,10 @@ def _backward_kernel(
     yy = ty * TILE_H + tl.arange(0, TILE_H)[:, None]
     xx = (tile - ty * tiles_w) * TILE_W + tl.arange(0, TILE_W)[None, :]
     inside = (yy < H) & (xx < W)
-    m = _cell_lookup(mask_ptr, b, yy, xx, mh, mw, MASK_PATCH, inside)
+    m = _cell_lookup(mask_ptr, b, yy, xx, mh, mw, PATCH_SIZE, inside)
     coef = tl.where(m > 0.0, m, 0.0) * tl.load(scale_ptr)
     if HAS_WEIGHTS:
-        coef = coef * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH, inside)
+        coef = coef * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH_SIZE, inside)
     signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + xx // 4  # four lanes share a byte
     shift = xx % 4 * 2
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
@@ -350,9 +352,10 @@ def _backward_kernel(
 # ---------------------------------------------------------------------------------------------------
 # Host launchers. Arguments are checked by the callers (kamim_fast/loss.py, kamim_fast/_ops.py).
 
-def fuses(cell: int) -> bool:
-    """Whether FAST weights of ``cell`` px cells are computed inside the loss kernel (powers of two <= 64)."""
-    return 1 <= cell <= MAX_FUSED_CELL and cell & (cell - 1) == 0
+def fuses(weight_patch_size: int) -> bool:
+    """Whether FAST weights of ``weight_patch_size`` px cells are computed inside the loss kernel (powers of
+    two <= 64)."""
+    return 1 <= weight_patch_size <= MAX_FUSED_CELL and weight_patch_size & (weight_patch_size - 1) == 0
 
 
 def packed_width(W: int) -> int:
@@ -360,36 +363,37 @@ def packed_width(W: int) -> int:
     return (W + 3) // 4
 
 
-def _tuned(config: LossConfig, cell: int, fast: bool, ring: bool) -> LossConfig:
+def _tuned(config: LossConfig, weight_patch_size: int, fast: bool, density: str) -> LossConfig:
     """GPU_CONFIG with the per-cell overrides above (other configs as given)."""
-    key = (cell, "ring" if ring else "count") if fast else cell
+    key = (weight_patch_size, density) if fast else weight_patch_size
     overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
     return dataclasses.replace(config, **overrides[key]) if config == GPU_CONFIG and key in overrides else config
 
 
-def _geometry(H: int, W: int, cell: int, fast: bool, config: LossConfig) -> dict:
+def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossConfig) -> dict:
     """Tile sizes: with FAST, whole cells inside BLOCK_W minus the halo; without, whole BLOCK_W x OUT_ROWS tiles."""
     block_w, final_h = config.BLOCK_W, config.FINAL_H
     if fast:
+        cell = weight_patch_size
         halo, out_w, out_h, final_h = FAST_HALO, (block_w - 2 * FAST_HALO) // cell * cell, \
             triton.cdiv(config.OUT_ROWS, cell) * cell, min(final_h, cell)
     else:
         halo, out_w, out_h = 0, block_w, triton.cdiv(config.OUT_ROWS, final_h) * final_h
     # SH: rows per step of the pass that reads pred and target with FAST weights; divides the cell.
     return dict(HALO=halo, OUT_W=out_w, OUT_H=out_h, BLOCK_W=block_w, SUB_H=config.SUB_H, FINAL_H=final_h,
-                SH=min(config.READ_H, cell) if fast else 1,
+                SH=min(config.READ_H, weight_patch_size) if fast else 1,
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
-def _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
-                  signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
+def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr,
+                  mean, std, signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
     """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
     B, C, H, W = pred.shape
-    g = _geometry(H, W, cell, fast, _tuned(config, cell, fast, ring))
+    g = _geometry(H, W, weight_patch_size, fast, _tuned(config, weight_patch_size, fast, density))
     tiles_w, tiles_h = g.pop("tiles_w"), g.pop("tiles_h")
     p_b, p_c, p_h, p_w = pred.stride()
     t_b, t_c, t_h, t_w = target.stride()
-    wh, ww = (weights.shape[1:] if weights is not None else (H // cell, W // cell))
+    wh, ww = weights.shape[1:] if weights is not None else (H // weight_patch_size, W // weight_patch_size)
     return dict(pred_ptr=pred, p_b=p_b, p_c=p_c, p_h=p_h, p_w=p_w, target_ptr=target, t_b=t_b, t_c=t_c, t_h=t_h,
                 t_w=t_w, C=C, H=H, W=W,
                 mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
@@ -398,17 +402,20 @@ def _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring
                 cover_out_ptr=cover_out if cover_out is not None else l1_out,
                 scratch_ptr=scratch, tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                MASK_PATCH=mask_patch, CELL=cell, FAST_WEIGHTS=fast, RING=ring, HAS_WEIGHTS=weights is not None,
+                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
+                HAS_WEIGHTS=weights is not None,
                 BGR=bgr, **g)
 
 
-def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
+def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold, bgr,
+                    mean, std,
                     l1_out, cover_out, config: LossConfig):
     B, C, H, W = pred.shape
-    config = _tuned(config, cell, fast, ring)
+    config = _tuned(config, weight_patch_size, fast, density)
     signs = torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
     placeholder = torch.empty(0 if fast else 1, dtype=torch.uint8, device=pred.device)
-    args = _forward_args(pred, target, mask_grid, mask_patch, weights, cell, fast, ring, threshold, bgr, mean, std,
+    args = _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
+                         bgr, mean, std,
                          signs, l1_out, cover_out, placeholder, config)
     n_tiles = args["n_tiles"]
     if n_tiles == 0 or C == 0:
@@ -423,35 +430,39 @@ def _launch_forward(pred, target, mask_grid, mask_patch, weights, cell, fast, ri
     return signs
 
 
-def weighted_mim_loss_forward(pred, target, mask_grid, weights, mask_patch: int, weight_patch: int, config=None):
+def weighted_mim_loss_forward(pred, target, mask_grid, weights, patch_size: int, weight_patch_size: int, config=None):
     """-> (per-tile fp32 partials of sum(w * m * |pred - target|), packed sign codes (B, C, H, ceil(W/4))).
 
     mask_grid, weights: contiguous (B, h, w) fp32; weights None means 1. Any weight cell size.
     """
     config = pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG)
     B, _, H, W = pred.shape
-    cell = weight_patch if weights is not None else 1
-    g = _geometry(H, W, cell, False, _tuned(config, cell, False, False))
+    weight_patch_size = weight_patch_size if weights is not None else 1
+    g = _geometry(H, W, weight_patch_size, False, _tuned(config, weight_patch_size, False, "ring"))
     partials = torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, device=pred.device)
-    signs = _launch_forward(pred, target, mask_grid, mask_patch, weights, weight_patch if weights is not None else 1,
-                            False, False, 0, False, (0.0,) * 3, (1.0,) * 3, partials, None, config)
+    # DENSITY only matters with FAST weights: one fixed value, so no second compile
+    signs = _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, False, "ring", 0, False,
+                            (0.0,) * 3, (1.0,) * 3, partials, None, config)
     return partials, signs
 
 
-def fast_weighted_mim_loss_forward(pred, target, mask_grid, mask_patch: int, cell: int, ring: bool, threshold: int,
+def fast_weighted_mim_loss_forward(pred, target, mask_grid, patch_size: int, weight_patch_size: int, density: str,
+                                   threshold: int,
                              bgr: bool, mean, std, config=None):
-    """-> (S, cover, signs): per-cell fp32 sums of m * |pred - target| and of covered pixels (ring) or
-    keypoints (count), both (B, H/cell, W/cell), and the packed sign codes. ``cell`` must ``fuses``."""
-    assert fuses(cell), cell
+    """-> (S, cover, signs): per-cell fp32 sums of m * |pred - target| and of covered pixels (density "ring")
+    or keypoints ("count"), both (B, H/p, W/p) for p = ``weight_patch_size``, and the packed sign codes.
+    ``weight_patch_size`` must ``fuses``."""
+    assert fuses(weight_patch_size) and density in ("ring", "count"), (weight_patch_size, density)
+    cell = weight_patch_size
     B, _, H, W = pred.shape
     l1 = torch.empty((B, H // cell, W // cell), dtype=torch.float32, device=pred.device)
     cover = torch.empty_like(l1)
-    signs = _launch_forward(pred, target, mask_grid, mask_patch, None, cell, True, ring, threshold, bgr, mean, std,
+    signs = _launch_forward(pred, target, mask_grid, patch_size, None, cell, True, density, threshold, bgr, mean, std,
                             l1, cover, pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG))
     return l1, cover, signs
 
 
-def _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, grad_pred, grad_tgt) -> dict:
+def _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt) -> dict:
     B, C, H, W = grad_pred.shape
     tiles_w = triton.cdiv(W, TILE_W)
     wh, ww = weights.shape[1:] if weights is not None else (1, 1)
@@ -460,18 +471,18 @@ def _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, g
                 weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
                 grad_pred_ptr=grad_pred, grad_target_ptr=grad_tgt if grad_tgt is not None else grad_pred,
                 C=C, H=H, W=W, tiles_w=tiles_w, tiles_per_image=triton.cdiv(H, TILE_H) * tiles_w,
-                MASK_PATCH=mask_patch, WEIGHT_PATCH=weight_patch, HAS_WEIGHTS=weights is not None,
+                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, HAS_WEIGHTS=weights is not None,
                 GRAD_TARGET=grad_tgt is not None, TILE_H=TILE_H, TILE_W=TILE_W)
 
 
-def weighted_mim_loss_backward(scale, signs, mask_grid, weights, mask_patch: int, weight_patch: int, shape,
+def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int, weight_patch_size: int, shape,
                          pred_dtype, target_dtype, grad_target: bool):
     """-> (grad_pred, grad_target or None), contiguous (B, C, H, W). scale: 0-d fp32 g / (sum(m) + eps) / C."""
     B, C, H, W = shape
     grad_pred = torch.empty(shape, dtype=pred_dtype, device=signs.device)
     grad_tgt = torch.empty(shape, dtype=target_dtype, device=signs.device) if grad_target else None
     if grad_pred.numel():
-        args = _backward_args(scale, signs, mask_grid, weights, mask_patch, weight_patch, grad_pred, grad_tgt)
+        args = _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt)
         launch(_backward_kernel, (args["tiles_per_image"] * B,), signs, BACKWARD_WARPS, args)
     return grad_pred, grad_tgt
 
@@ -484,6 +495,8 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
     """Every configuration a user can reach, with the benchmark's launch arguments (meta tensors), for
     the compile check and the performance model (benchmarks/ptxas_report.py). MASK_PATCH is SimMIM's 16
     (it only scales a division)."""
+    from kamim_fast.weights import DENSITY_MODES
+
     specs = []
     meta = dict(device="meta")
     target = torch.empty((B, 3, H, W), dtype=torch.float32, **meta)
@@ -493,22 +506,22 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
     for pred_dtype in (torch.float32, torch.bfloat16, torch.float16):
         pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
         dt = str(pred_dtype)[6:]
-        cases = [(True, ring, cell) for ring in (True, False) for cell in FUSED_CELLS]
-        cases += [(False, False, 8), (False, False, None)]
+        cases = [(True, density, cell) for density in DENSITY_MODES for cell in FUSED_CELLS]
+        cases += [(False, "ring", 8), (False, "ring", None)]
         if pred_dtype != torch.float32:  # the other dtypes only change pred's loads and grad's stores
-            cases = [(True, True, 8), (True, False, 8), (False, False, 8), (False, False, None)]
+            cases = [(True, "ring", 8), (True, "count", 8), (False, "ring", 8), (False, "ring", None)]
         if pred_dtype == torch.float16:
             cases = cases[:1]
-        for fast, ring, cell in cases:
+        for fast, density, cell in cases:
             grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
             weights = None if fast or cell is None else grid
-            g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, ring))
+            g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, density))
             l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
-            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, ring, 10, False, (0.0,) * 3,
+            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, False, (0.0,) * 3,
                                  (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
-            kind = ("fast-ring" if ring else "fast-count") if fast else ("weights" if cell else "no-weights")
+            kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
-                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, ring).num_warps,
+                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, density).num_warps,
                               items=B * H * W * 3))
         for has_weights, grad_target in ((True, False), (False, False), (True, True)):
             if pred_dtype != torch.float32 and not (has_weights and not grad_target):

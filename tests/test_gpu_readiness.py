@@ -109,7 +109,7 @@ def test_launchers_launch_on_the_tensors_device(monkeypatch, rng):
     target = torch.randn(2, 3, 16, 16, device=DEVICE)
     grid = torch.ones(2, 2, 2, device=DEVICE)
     _, signs = mim_loss.weighted_mim_loss_forward(pred, target, grid, None, 8, 1)
-    mim_loss.fast_weighted_mim_loss_forward(pred, target, grid, 8, 8, True, 10, False, (0.0,) * 3, (1.0,) * 3)
+    mim_loss.fast_weighted_mim_loss_forward(pred, target, grid, 8, 8, "ring", 10, False, (0.0,) * 3, (1.0,) * 3)
     mim_loss.weighted_mim_loss_backward(torch.tensor(1.0, device=DEVICE), signs, grid, None, 8, 1, pred.shape,
                                   torch.float32, torch.float32, True)
     expected = torch.device(DEVICE, 0) if DEVICE == "cuda" else torch.device("cpu")

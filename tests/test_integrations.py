@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import assert_raises_naming
 from images import COLOUR_NAMES, crop, real_image
-from published import normalise, published_weights, simmim_loss
+from published import normalise, published_keypoints, published_weights, simmim_loss
 from torch import nn
 
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss
@@ -481,3 +481,32 @@ def test_show_draws_the_published_values(tmp_path, rng, monkeypatch):
     np.testing.assert_array_equal(np.asarray(axes[2].images[0].get_array()), drawn)
     want = published_weights(img[None], 8, 0.5)[0].repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
     np.testing.assert_allclose(np.asarray(axes[3].images[0].get_array()), want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("detector", ["orb", "sift"])
+def test_show_draws_the_published_orb_and_sift_values(detector, tmp_path, rng, monkeypatch):
+    """With ``--detector orb|sift`` the panels hold OpenCV's keypoints and rings on the published gray, and
+    the published weights of that detector."""
+    import cv2
+    import matplotlib.figure
+    import skimage.io
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
+    img = crop(real_image("astronaut"), 128, 160, rng)
+    path = tmp_path / "img.png"
+    skimage.io.imsave(str(path), img, check_contrast=False)
+    assert main(["show", str(path), "-o", str(tmp_path / "out.png"), "--detector", detector,
+                 "--channel-order", "bgr", "--temperature", "0.5"]) == 0
+    axes = figures[0].axes
+    kps = published_keypoints(img, detector)  # the published call: OpenCV converts the array with BGR2GRAY
+    assert kps
+    drawn = np.sign(cv2.drawKeypoints(np.zeros_like(img), kps, None, color=(255, 0, 0))[..., 0])
+    np.testing.assert_allclose(np.sort(axes[1].collections[0].get_offsets(), axis=0),
+                               np.sort(np.array([k.pt for k in kps]), axis=0), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(axes[2].images[0].get_array()), drawn)
+    want = published_weights(img[None], 8, 0.5, detector=detector)[0]
+    want = want.repeat_interleave(8, 0).repeat_interleave(8, 1).numpy()
+    np.testing.assert_allclose(np.asarray(axes[3].images[0].get_array()), want, rtol=1e-5, atol=0)
+    assert detector.upper() in axes[1].get_title()

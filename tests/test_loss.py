@@ -255,8 +255,8 @@ def test_fused_partials_equal_the_reference_pipeline(cell, H, W, ring, rng):
     bgr = bool(rng.integers(2))
     threshold = int(rng.integers(0, 40))
     device = "cuda" if CUDA else "cpu"  # the kernel: on the GPU, or through the interpreter
-    outputs = mim_loss.fast_weighted_mim_loss_forward(pred.to(device), target.to(device), grid.to(device), 2, cell, ring,
-                                                threshold, bgr, IMAGENET_MEAN, IMAGENET_STD)
+    outputs = mim_loss.fast_weighted_mim_loss_forward(pred.to(device), target.to(device), grid.to(device), 2, cell,
+                                                      "ring" if ring else "count", threshold, bgr, IMAGENET_MEAN, IMAGENET_STD)
     l1, cover, signs = (x.cpu() for x in outputs)
     keypoints, _ = fast_corners_ref(gray_ref(target, bgr, IMAGENET_MEAN, IMAGENET_STD), threshold, True)
     assert keypoints.any()
@@ -276,7 +276,7 @@ def test_fused_gpu_configuration_through_the_interpreter(rng):
     target, _ = _photos(rng, 1, 56, 120)
     pred = target + 0.5
     grid = torch.ones(1, 7, 15)
-    args = (pred, target, grid, 8, 8, True, 10, False, IMAGENET_MEAN, IMAGENET_STD)
+    args = (pred, target, grid, 8, 8, "ring", 10, False, IMAGENET_MEAN, IMAGENET_STD)
     for got, want in zip(mim_loss.fast_weighted_mim_loss_forward(*args, config=mim_loss.GPU_CONFIG),
                          mim_loss.fast_weighted_mim_loss_forward(*args)):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
