@@ -47,17 +47,21 @@ def _fast_kernel(
     threshold, m0, m1, m2, sd0, sd1, sd2,
     # what src holds (fast_tile.SRC_*), channel order, suppression, and the block geometry
     SRC_KIND: tl.constexpr, BGR: tl.constexpr, NMS: tl.constexpr, HALO: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, NMS_H: tl.constexpr,
 ):
     OUT_H: tl.constexpr = ROWS - 2 * HALO
     OUT_W: tl.constexpr = BLOCK_W - 2 * HALO
     # Score the NMS halo too; colour input scores only where the staged gray holds the whole circle.
     S_LO: tl.constexpr = HALO - 1 if NMS else HALO
     pid = tl.program_id(0)
-    gray_scratch = scratch_ptr + pid.to(tl.int64) * (2 * ROWS * BLOCK_W)
+    # [margin][gray][scores] per program, one more margin at the end: the unmasked circle and NMS loads of
+    # lanes outside the block stay inside memory no program writes (scratch_layout).
+    MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
+    gray_scratch = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)
     score_scratch = gray_scratch + ROWS * BLOCK_W
     jj = tl.arange(0, BLOCK_W)[None, :]
     rows = tl.arange(0, SUB_H)[:, None]
+    nms_rows = tl.arange(0, NMS_H)[:, None]
     for tile in range(pid, n_tiles, tl.num_programs(0)):
         b = tile // tiles_per_image
         t = tile - b * tiles_per_image
@@ -84,7 +88,11 @@ def _fast_kernel(
             valid = ((ii < ROWS - S_LO) & (jj >= S_LO) & (jj < BLOCK_W - S_LO)
                      & (yg >= RADIUS_C) & (yg < H - RADIUS_C) & (xg >= RADIUS_C) & (xg < W - RADIUS_C))
             if SRC_KIND == SRC_GRAY_U8_C:
-                score = corner_score(src + yg.to(tl.int64) * s_h + xg * s_w, s_h, s_w, valid)
+                # Lanes off the valid region read the nearest valid pixel's circle (the loads are unmasked;
+                # the launcher keeps images under 7 x 7 away), so every address lies inside the image.
+                yc = tl.minimum(tl.maximum(yg, RADIUS_C), H - 1 - RADIUS_C)
+                xc = tl.minimum(tl.maximum(xg, RADIUS_C), W - 1 - RADIUS_C)
+                score = corner_score(src + yc.to(tl.int64) * s_h + xc * s_w, s_h, s_w, valid)
             else:
                 score = corner_score(gray_scratch + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
             corner = score >= threshold  # masked lanes hold -1 < threshold
@@ -97,14 +105,26 @@ def _fast_kernel(
                 tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)
         if NMS:
             tl.debug_barrier()
-            for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), SUB_H):
-                ii = r0 + rows
+            for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), NMS_H):
+                ii = r0 + nms_rows
                 yg = y_org + ii
                 out = (ii < HALO + OUT_H) & (jj >= HALO) & (jj < HALO + OUT_W) & (yg < H) & (xg < W)
-                keep, centre = nms_keep(score_scratch + ii * BLOCK_W + jj, BLOCK_W, out)
+                keep, centre = nms_keep(score_scratch + ii * BLOCK_W + jj, BLOCK_W)
                 offs = out_b + yg.to(tl.int64) * W + xg
                 tl.store(kp_ptr + offs, keep.to(tl.uint8), mask=out)
                 tl.store(score_out_ptr + offs, tl.where(keep, centre, 0).to(tl.uint8), mask=out)
+
+
+MIN_SIDE = 2 * FAST_RADIUS + 1  # smaller images have no corners; the kernel is not launched for them
+
+
+def scratch_bytes(programs: int, config: FastConfig) -> int:
+    """The per-program scratch of ``programs``: a margin, then gray and scores (ROWS x BLOCK_W bytes each)
+    per program, and a last margin. A margin is ``SUB_H + 4`` rows: the unmasked loads of a row step reach
+    ``SUB_H`` rows past a plane and the circle 3 more (and 3 rows before it), so they never reach another
+    program's planes."""
+    margin = (config.SUB_H + 4) * config.BLOCK_W
+    return programs * (2 * config.ROWS * config.BLOCK_W + margin) + margin
 
 
 def halo(src_kind: int, nms: bool) -> int:
@@ -131,7 +151,7 @@ def _args(image, keypoints, scores, scratch, threshold, nms, src_kind, bgr, mean
                 tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 SRC_KIND=src_kind, BGR=bgr, NMS=nms, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
-                SUB_H=config.SUB_H)
+                SUB_H=config.SUB_H, NMS_H=config.SUB_H // 2)
 
 
 def fast_corners(
@@ -162,9 +182,12 @@ def fast_corners(
     placeholder = torch.empty(0, dtype=torch.uint8, device=image.device)
     args = _args(image, keypoints.view(torch.uint8), scores, placeholder, threshold, nonmax_suppression, src_kind,
                  bgr, mean, std, config)
+    if H < MIN_SIDE or W < MIN_SIDE:  # no pixel has its whole circle: no corners (and the kernel's
+        keypoints.zero_()              # unmasked circle loads need a 7 x 7 image)
+        scores.zero_()
+        return keypoints, scores
     programs = persistent_programs(_fast_kernel, image, args["n_tiles"], config.num_warps, args)
-    args["scratch_ptr"] = torch.empty(programs * 2 * config.ROWS * config.BLOCK_W, dtype=torch.uint8,
-                                      device=image.device)
+    args["scratch_ptr"] = torch.empty(scratch_bytes(programs, config), dtype=torch.uint8, device=image.device)
     launch(_fast_kernel, (programs,), image, config.num_warps, args)
     return keypoints, scores
 

@@ -83,16 +83,22 @@ def corner_score(ptrs, stride_h, stride_w, mask):
     With d_k = v - x_k over the circle, score = max(max_arcs min_k d_k, -min_arcs max_k d_k) - 1 over
     the 16 arcs of 9 contiguous pixels: the largest threshold at which the pixel is still a corner, so
     it is a corner at threshold t iff score >= t (-1 at most for a pixel that is no corner at t=0).
-    The whole circle must be addressable where ``mask`` is True; masked lanes return -1.
+
+    The loads are not masked (a masked load costs two more instructions per circle pixel on the GPU):
+    the whole circle must be addressable for every lane, ``mask``'s False lanes included (callers clamp
+    those lanes' coordinates or pad their scratch); ``mask`` only selects the result, -1 elsewhere.
     """
-    v = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
+    v = tl.load(ptrs).to(tl.int32)
     d = ()
     for k in tl.static_range(16):
         dx = ((_CIRCLE_DX >> (4 * k)) & 15) - _RADIUS
         dy = ((_CIRCLE_DY >> (4 * k)) & 15) - _RADIUS
-        d = d + (v - tl.load(ptrs + (dy * stride_h + dx * stride_w), mask=mask, other=0).to(tl.int32),)
-    # OpenCV's pairing: for even k, the 8 pixels k+1..k+8 are shared by the arcs k..k+8 and k+1..k+9.
-    # lo/hi[i] are min/max over d[2i+1 .. 2i+8], built from pairs and quads (24 ops each, not 56).
+        # the row's pointer, then a constant column offset: one address per circle row, immediates after it
+        d = d + (v - tl.load((ptrs + dy * stride_h) + dx * stride_w).to(tl.int32),)
+    # OpenCV's pairing: for even k, the 8 pixels k+1..k+8 are shared by the arcs k..k+8 and k+1..k+9, so
+    # per side   best = max_i min(min(d[2i+1 .. 2i+8]), max(d[2i], d[2i+9]))   (arcs of the dark side;
+    # the bright side mirrors min and max). min(d[2i+1 .. 2i+8]) is built from pairs and quads; the
+    # two arcs' end pixels go in one max (min(lo, a) and min(lo, b) have the larger min(lo, max(a, b))).
     pair_lo = ()
     pair_hi = ()
     for i in tl.static_range(8):
@@ -103,29 +109,36 @@ def corner_score(ptrs, stride_h, stride_w, mask):
     for i in tl.static_range(8):
         quad_lo = quad_lo + (tl.minimum(pair_lo[i], pair_lo[(i + 1) % 8]),)
         quad_hi = quad_hi + (tl.maximum(pair_hi[i], pair_hi[(i + 1) % 8]),)
-    best_dark = tl.full(v.shape, -256, tl.int32)  # max over arcs of min d: centre brighter than the arc
-    best_bright = tl.full(v.shape, 256, tl.int32)  # min over arcs of max d: centre darker than the arc
+    dark = ()  # per i: the better of the two dark arcs that share d[2i+1 .. 2i+8]
+    bright = ()
     for i in tl.static_range(8):
-        lo = tl.minimum(quad_lo[i], quad_lo[(i + 2) % 8])
-        hi = tl.maximum(quad_hi[i], quad_hi[(i + 2) % 8])
         first = d[2 * i]
         last = d[(2 * i + 9) % 16]
-        best_dark = tl.maximum(best_dark, tl.maximum(tl.minimum(lo, first), tl.minimum(lo, last)))
-        best_bright = tl.minimum(best_bright, tl.minimum(tl.maximum(hi, first), tl.maximum(hi, last)))
+        dark = dark + (tl.minimum(tl.minimum(quad_lo[i], quad_lo[(i + 2) % 8]), tl.maximum(first, last)),)
+        bright = bright + (tl.maximum(tl.maximum(quad_hi[i], quad_hi[(i + 2) % 8]), tl.minimum(first, last)),)
+    # chains, not trees: ptxas fuses min(min(a, b), c) into one 3-input VIMNMX3 (sm_90)
+    best_dark = dark[0]
+    best_bright = bright[0]
+    for i in tl.static_range(1, 8):
+        best_dark = tl.maximum(best_dark, dark[i])
+        best_bright = tl.minimum(best_bright, bright[i])
     return tl.where(mask, tl.maximum(best_dark, -best_bright) - 1, -1)
 
 
 @triton.jit
-def nms_keep(score_ptrs, stride_h, mask):
+def nms_keep(score_ptrs, stride_h):
     """3x3 non-max suppression over a uint8 score map that holds 0 for non-corners.
 
     Returns (keep, centre score): a pixel survives iff its score is strictly greater than all 8
-    neighbours (ties suppress both). A score of 0 never survives, exactly as in OpenCV.
+    neighbours (ties suppress both). A score of 0 never survives, exactly as in OpenCV. The loads are
+    not masked: the 3x3 neighbourhood must be addressable for every lane; store the result masked.
     """
-    centre = tl.load(score_ptrs, mask=mask, other=0).to(tl.int32)
-    keep = mask & (centre > 0)
-    for n in tl.static_range(9):
-        if n != 4:
-            nb = tl.load(score_ptrs + ((n // 3 - 1) * stride_h + (n % 3 - 1)), mask=mask, other=0)
-            keep = keep & (centre > nb.to(tl.int32))
-    return keep, centre
+    centre = tl.load(score_ptrs).to(tl.int32)
+    up = score_ptrs - stride_h
+    down = score_ptrs + stride_h
+    # the largest neighbour (scores are >= 0, so centre > it implies centre > 0)
+    row_up = tl.maximum(tl.maximum(tl.load(up - 1), tl.load(up)), tl.load(up + 1))
+    row_down = tl.maximum(tl.maximum(tl.load(down - 1), tl.load(down)), tl.load(down + 1))
+    sides = tl.maximum(tl.load(score_ptrs - 1), tl.load(score_ptrs + 1))
+    neighbours = tl.maximum(tl.maximum(row_up, row_down), sides)
+    return centre > neighbours.to(tl.int32), centre

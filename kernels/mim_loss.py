@@ -194,7 +194,10 @@ def _forward_kernel(
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
     pid = tl.program_id(0)
-    plane_a = scratch_ptr + pid.to(tl.int64) * (2 * ROWS * BLOCK_W)  # gray, then keypoints
+    # [margin][plane a][plane b] per program and a last margin (scratch_bytes): the unmasked circle and NMS
+    # loads of lanes outside the block stay in memory that no program writes.
+    MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
+    plane_a = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)  # gray, then keypoints
     plane_b = plane_a + ROWS * BLOCK_W  # scores, then ring bits
     jj = tl.arange(0, BLOCK_W)[None, :]
     rows = tl.arange(0, SUB_H)[:, None]
@@ -265,7 +268,7 @@ def _forward_kernel(
             for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # keypoints within the ring's radius of the outputs
                 ii = r0 + rows
                 region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
-                keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W, region)
+                keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W)
                 tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
             if DENSITY == "ring":
                 tl.debug_barrier()
@@ -423,7 +426,9 @@ def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_s
     if fast:
         programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args)
         rows = args["OUT_H"] + 2 * args["HALO"]
-        args["scratch_ptr"] = torch.empty(programs * 2 * rows * args["BLOCK_W"], dtype=torch.uint8, device=pred.device)
+        margin = (args["SUB_H"] + 4) * args["BLOCK_W"]  # the kernel's MARGIN
+        args["scratch_ptr"] = torch.empty(programs * (2 * rows * args["BLOCK_W"] + margin) + margin, dtype=torch.uint8,
+                                          device=pred.device)
     else:
         programs = n_tiles  # one partial per tile: no scratch, an ordinary grid
     launch(_forward_kernel, (programs,), pred, config.num_warps, args)
