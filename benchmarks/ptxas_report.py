@@ -117,7 +117,8 @@ def compile_spec(spec: dict, arch: str, specialise: bool) -> tuple[dict, bytes]:
 
     signature, constexprs, attrs = compile_source(spec["fn"], spec["args"], specialise)
     source = ASTSource(fn=spec["fn"], signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False}
+    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False,
+               **({"maxnreg": spec["maxnreg"]} if spec.get("maxnreg") else {})}
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         compiled = triton.compile(source, target=GPUTarget("cuda", ARCHES[arch], 32), options=options)
