@@ -241,6 +241,20 @@ def _source_loops(fn, namespace: dict, tile_vars: list[dict] | None = None) -> l
     return loops
 
 
+def _call_sites(fn) -> tuple[dict, dict]:
+    """The kernel module's functions: {name: (first line, last line)} and {name: [lines that call it]}.
+    Triton 3.6's line information names only the innermost frame of an inlined helper; a helper called
+    from one place is then attributed to that call site (``model_counts``)."""
+    module = inspect.getmodule(fn.fn if hasattr(fn, "fn") else fn)
+    tree = ast.parse(Path(inspect.getsourcefile(module)).read_text())
+    funcs = {n.name: (n.lineno, n.end_lineno) for n in tree.body if isinstance(n, ast.FunctionDef)}
+    calls: dict[str, list[int]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in funcs:
+            calls.setdefault(node.func.id, []).append(node.lineno)
+    return funcs, calls
+
+
 def _eval(node, scope):
     value = eval(compile(ast.Expression(node), "<loop bound>", "eval"), {"__builtins__": {}}, scope)
     value = getattr(value, "value", value)  # tl.constexpr
@@ -258,19 +272,35 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
     sass_loops = [(ins["target_addr"], ins["addr"]) for ins in instrs
                   if ins["op"] == "BRA" and ins["target_addr"] is not None and ins["target_addr"] < ins["addr"]]
 
-    def source_loops_at(where):
-        line = next((n for f, n in where or () if f == file), None)  # innermost frame in the kernel's file
-        return [lp for lp in loops if lp["first"] <= line <= lp["last"]] if line else []
+    kernel = fn.__name__
+    funcs, calls = _call_sites(fn)
 
-    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
-    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
-    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
     def chain(lp):
         while lp is not None:
             yield lp
             lp = lp["parent"]
 
-    kernel = fn.__name__
+    def source_loops_at(where):
+        """The source loops around an instruction: for each of its frames in the kernel's file (a helper's
+        line, then the call sites it is inlined at), that frame's innermost loop and the loops around it.
+        All frames count: a helper's loop and the kernel loop that calls the helper both hold it."""
+        frames = [n for f, n in where or () if f == file]
+        while frames:  # complete the call chain where the line information stops inside a helper
+            func = next((name for name, (a, b) in funcs.items() if a <= frames[-1] <= b), None)
+            if func is None or func == kernel or len(calls.get(func, ())) != 1 or calls[func][0] in frames:
+                break
+            frames.append(calls[func][0])
+        held = {}
+        for n in frames:  # innermost frame first: a tie between frames goes to the helper's loop
+            found = [lp for lp in loops if lp["first"] <= n <= lp["last"]]
+            if found:
+                for anc in chain(max(found, key=lambda lp: lp["first"])):
+                    held.setdefault(id(anc), (anc, 1.0 if not held else 1.0 - 1e-6))
+        return list(held.values())
+
+    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
+    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
+    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
     sass_loops.sort(key=lambda lh: lh[0] - lh[1])  # outermost (largest) first
     mapped: dict = {}
     for lo, hi in sass_loops:
@@ -282,12 +312,9 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
         votes: dict[int, int] = {}
         for ins in instrs:
             if lo <= ins["addr"] <= hi:
-                found = source_loops_at(ins["where"])
-                if found:
-                    innermost = max(found, key=lambda lp: lp["first"])
-                    for anc in chain(innermost):
-                        if any(anc is c for c in candidates):
-                            votes[id(anc)] = votes.get(id(anc), 0) + 1
+                for anc, vote in source_loops_at(ins["where"]):
+                    if any(anc is c for c in candidates):
+                        votes[id(anc)] = votes.get(id(anc), 0) + vote
         if not votes and len(candidates) == 1:  # a helper's loop whose lines carry only the call site
             votes[id(candidates[0])] = 1
         best = max(votes, key=votes.get) if votes else None
@@ -415,7 +442,7 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None, on
                     row["bytes_per_item"] = round(bytes_per_item(spec), 3)
                     if nvdisasm:
                         if "n_tiles" not in spec["args"]:
-                            spec.setdefault("programs", _grid_programs(spec))
+                            spec["programs"] = spec.get("programs") or _grid_programs(spec)
                         row.update(model_counts(spec, disassemble(cubin, nvdisasm, sass_dir, spec["name"])))
                 rows.append(row)
                 if progress:
@@ -427,7 +454,7 @@ def _grid_programs(spec: dict) -> int:
     args = spec["args"]
     if "blocks_per_image" in args:  # gray
         return args["blocks_per_image"] * args["src_ptr"].shape[0]
-    return args["tiles_per_image"] * args["grad_pred_ptr"].shape[0]  # backward
+    raise KeyError(f"{spec['name']}: a kernel without a persistent loop names its grid's programs in its spec")
 
 
 def _resident(row: dict, sm) -> int:

@@ -23,6 +23,7 @@ All reductions are per-tile or per-cell partials summed in a fixed order: no ato
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import triton
@@ -60,7 +61,7 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 # Shipped configurations. BLOCK_W columns hold OUT_W outputs plus the halo (112 of 128 for p <= 16);
 # SUB_H rows per step keep 4 pixels per thread at 4 warps, as the FAST kernel (which fits the circle's
 # 16 differences in registers without spills). Tiles of 48 output rows: 75% of the staged rows are outputs.
-GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
+GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4, maxnreg=168)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
 # Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
@@ -74,13 +75,18 @@ GPU_CELL_OVERRIDES = {
     **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
     (8, "count"): dict(READ_H=1),
 }
-GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=2, num_warps=8)}
+# Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 8 x 128 at 4 warps puts 8 adjacent
+# pixels in each thread (16-byte loads of bf16 pred, two of fp32 target; the 8 sign codes are two bytes
+# of one thread). The 2 x 128 steps at 8 warps it replaced held 1 pixel per thread, and packing the codes
+# then took warp shuffles and a shared-memory round trip: 71.7 -> 25.3 SASS instructions per element.
+GPU_L1_OVERRIDES = dict(FINAL_H=4, num_warps=4)
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
 TILE_H = 16
 TILE_W = 64
 BACKWARD_WARPS = 4
+BACKWARD_MAXNREG = 168  # see FastConfig.maxnreg (Triton 3.6's generic sm_90a backward spilled at 64 without it)
 
 
 @triton.jit
@@ -134,7 +140,7 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
     channel stride of the packed codes. The tile's first column must be a multiple of 4.
     """
     l1 = tl.zeros((SUB, BLOCK_W), dtype=tl.float32)
-    for c in range(C):  # pointer steps per channel: no c * stride products to overflow int32
+    for c in tl.static_range(C):  # pointer steps per channel: no c * stride products to overflow int32
         p = tl.load(pred, mask=inside, other=0.0).to(tl.float32)
         t = tl.load(target, mask=inside, other=0.0).to(tl.float32)
         l1 += tl.abs(p - t)
@@ -172,8 +178,9 @@ def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C,
 
 @triton.jit
 def _forward_kernel(
-    # pred and target (B, C, H, W), any strides (elements)
-    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C, H, W,
+    # pred and target (B, C, H, W), any strides (elements); C is a constexpr (one compile per channel count:
+    # the channels unroll, so their loads are in flight together, and LLVM cannot unroll a runtime loop 4x)
+    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C: tl.constexpr, H, W,
     # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is
     # read only with HAS_WEIGHTS, and with FAST_WEIGHTS (wh, ww) is the grid the partials go to
     mask_ptr, mh, mw, weight_ptr, wh, ww,
@@ -315,38 +322,48 @@ def _backward_kernel(
     # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids; weights read with HAS_WEIGHTS
     mask_ptr, mh, mw, weight_ptr, wh, ww,
     # outputs, contiguous (B, C, H, W); grad_target written with GRAD_TARGET
-    grad_pred_ptr, grad_target_ptr, C, H, W,
-    # TILE_H x TILE_W tiles per image row and per image: the grid is (tiles_per_image * B,)
-    tiles_w, tiles_per_image,
+    grad_pred_ptr, grad_target_ptr, C: tl.constexpr, H, W,
+    # the grid is (B, tiles down, tiles across) of TILE_H x TILE_W pixels: the batch on grid x (no 65,535
+    # cap), and no integer divisions to find a program's tile
     PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
     """grad = g / (sum(m) + eps) / C * w * m * sign(pred - target), from the forward's sign codes."""
-    pid = tl.program_id(0)  # the batch is folded into grid x (no 65,535 cap on grid y)
-    b = pid // tiles_per_image
-    tile = pid - b * tiles_per_image
-    ty = tile // tiles_w
-    yy = ty * TILE_H + tl.arange(0, TILE_H)[:, None]
-    xx = (tile - ty * tiles_w) * TILE_W + tl.arange(0, TILE_W)[None, :]
+    b = tl.program_id(0)
+    yy = tl.program_id(1) * TILE_H + tl.arange(0, TILE_H)[:, None]
+    x0 = tl.program_id(2) * TILE_W
+    xx = x0 + tl.arange(0, TILE_W)[None, :]
     inside = (yy < H) & (xx < W)
     m = _cell_lookup(mask_ptr, b, yy, xx, mh, mw, PATCH_SIZE, inside)
     coef = tl.where(m > 0.0, m, 0.0) * tl.load(scale_ptr)
     if HAS_WEIGHTS:
         coef = coef * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH_SIZE, inside)
-    signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + xx // 4  # four lanes share a byte
-    shift = xx % 4 * 2
+    # The sign codes of a row's 4 * Q pixels are Q packed bytes, loaded once per byte and unpacked in
+    # registers: code k of byte q is pixel 4q + k (join(join(c0, c2), join(c1, c3)) orders them so).
+    kq = x0 // 4 + tl.arange(0, TILE_W // 4)[None, :]
+    signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + kq
+    packed_in = (yy < H) & (kq < W4)
+    # the gradient's two non-zero values, in the output dtypes once (a cast of the same value as before)
+    pos_p = coef.to(grad_pred_ptr.dtype.element_ty)
+    neg_p = (-coef).to(grad_pred_ptr.dtype.element_ty)
+    pos_t = (-coef).to(grad_target_ptr.dtype.element_ty)
+    neg_t = coef.to(grad_target_ptr.dtype.element_ty)
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
     gp = grad_pred_ptr + grad
     gt = grad_target_ptr + grad
     sign_c = tl.cast(H, tl.int64) * W4  # channel strides, int64: pointer steps, no c * H * W products
     grad_c = tl.cast(H, tl.int64) * W
-    for c in range(C):
-        code = (tl.load(signs, mask=inside, other=0).to(tl.int32) >> shift) & 3
+    for c in tl.static_range(C):
+        packed = tl.load(signs, mask=packed_in, other=0).to(tl.int32)
+        # code 1 (positive) is bit 2k of byte q, code 2 (negative) bit 2k + 1: one bit test each
+        positive = tl.reshape(tl.join(tl.join(packed & 1, packed & 16), tl.join(packed & 4, packed & 64)),
+                              (TILE_H, TILE_W)) != 0
+        negative = tl.reshape(tl.join(tl.join(packed & 2, packed & 32), tl.join(packed & 8, packed & 128)),
+                              (TILE_H, TILE_W)) != 0
         # d|d|/dd = sign(d), 0 at 0 and at NaN as torch.sign
-        g = tl.where(code == 1, coef, tl.where(code == 2, -coef, 0.0))
-        tl.store(gp, g.to(grad_pred_ptr.dtype.element_ty), mask=inside)
+        tl.store(gp, tl.where(positive, pos_p, tl.where(negative, neg_p, 0.0)), mask=inside)
         if GRAD_TARGET:
-            tl.store(gt, (-g).to(grad_target_ptr.dtype.element_ty), mask=inside)
+            tl.store(gt, tl.where(positive, pos_t, tl.where(negative, neg_t, 0.0)), mask=inside)
         signs += sign_c
         gp += grad_c
         gt += grad_c
@@ -368,9 +385,11 @@ def packed_width(W: int) -> int:
 
 def _tuned(config: LossConfig, weight_patch_size: int, fast: bool, density: str) -> LossConfig:
     """GPU_CONFIG with the per-cell overrides above (other configs as given)."""
-    key = (weight_patch_size, density) if fast else weight_patch_size
-    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
-    return dataclasses.replace(config, **overrides[key]) if config == GPU_CONFIG and key in overrides else config
+    if config != GPU_CONFIG:
+        return config
+    if not fast:
+        return dataclasses.replace(config, **GPU_L1_OVERRIDES)
+    return dataclasses.replace(config, **GPU_CELL_OVERRIDES.get((weight_patch_size, density), {}))
 
 
 def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossConfig) -> dict:
@@ -424,14 +443,14 @@ def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_s
     if n_tiles == 0 or C == 0:
         return signs
     if fast:
-        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args)
+        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args, config.maxnreg)
         rows = args["OUT_H"] + 2 * args["HALO"]
         margin = (args["SUB_H"] + 4) * args["BLOCK_W"]  # the kernel's MARGIN
         args["scratch_ptr"] = torch.empty(programs * (2 * rows * args["BLOCK_W"] + margin) + margin, dtype=torch.uint8,
                                           device=pred.device)
     else:
         programs = n_tiles  # one partial per tile: no scratch, an ordinary grid
-    launch(_forward_kernel, (programs,), pred, config.num_warps, args)
+    launch(_forward_kernel, (programs,), pred, config.num_warps, args, config.maxnreg)
     return signs
 
 
@@ -469,15 +488,19 @@ def fast_weighted_mim_loss_forward(pred, target, mask_grid, patch_size: int, wei
 
 def _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt) -> dict:
     B, C, H, W = grad_pred.shape
-    tiles_w = triton.cdiv(W, TILE_W)
     wh, ww = weights.shape[1:] if weights is not None else (1, 1)
     return dict(scale_ptr=scale, signs_ptr=signs, W4=packed_width(W),
                 mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
                 weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
                 grad_pred_ptr=grad_pred, grad_target_ptr=grad_tgt if grad_tgt is not None else grad_pred,
-                C=C, H=H, W=W, tiles_w=tiles_w, tiles_per_image=triton.cdiv(H, TILE_H) * tiles_w,
+                C=C, H=H, W=W,
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, HAS_WEIGHTS=weights is not None,
                 GRAD_TARGET=grad_tgt is not None, TILE_H=TILE_H, TILE_W=TILE_W)
+
+
+def _backward_grid(B: int, H: int, W: int) -> tuple[int, int, int]:
+    """(B, tiles down, tiles across): y and z stay far under their 65,535 cap (a million rows or columns)."""
+    return B, triton.cdiv(H, TILE_H), triton.cdiv(W, TILE_W)
 
 
 def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int, weight_patch_size: int, shape,
@@ -488,7 +511,7 @@ def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int
     grad_tgt = torch.empty(shape, dtype=target_dtype, device=signs.device) if grad_target else None
     if grad_pred.numel():
         args = _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt)
-        launch(_backward_kernel, (args["tiles_per_image"] * B,), signs, BACKWARD_WARPS, args)
+        launch(_backward_kernel, _backward_grid(B, H, W), signs, BACKWARD_WARPS, args, BACKWARD_MAXNREG)
     return grad_pred, grad_tgt
 
 
@@ -525,9 +548,9 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, False, (0.0,) * 3,
                                  (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
+            tuned = _tuned(GPU_CONFIG, cell or 1, fast, density)
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
-                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, density).num_warps,
-                              items=B * H * W * 3))
+                              args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3))
         for has_weights, grad_target in ((True, False), (False, False), (True, True)):
             if pred_dtype != torch.float32 and not (has_weights and not grad_target):
                 continue
@@ -536,5 +559,7 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
                                   torch.empty((B, H // 8, W // 8), dtype=torch.float32, **meta) if has_weights else None,
                                   16, 8, grad, torch.empty_like(target) if grad_target else None)
             specs.append(dict(name=f"mim_loss_bwd[{dt},weights={int(has_weights)},grad_target={int(grad_target)}]",
-                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, items=B * H * W * 3))
+                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAXNREG,
+                              items=B * H * W * 3,
+                              programs=math.prod(_backward_grid(B, H, W))))
     return specs
