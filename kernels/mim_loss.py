@@ -68,17 +68,19 @@ INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OU
 # with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
 # sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
 # the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
-# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a and sm_80 (Triton 3.6)
-# at 4 warps or 4-row steps; 2-row steps at 8 warps do not.
+# 64) do not. (Without FAST weights see GPU_L1_OVERRIDES.) maxnreg: see FastConfig.maxnreg; 168 leaves
+# every loss kernel without spills on sm_80, sm_89 and sm_90a (Triton 3.6 and 3.8).
 GPU_CELL_OVERRIDES = {
     **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
     **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
     (8, "count"): dict(READ_H=1),
 }
-# Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 8 x 128 at 4 warps puts 8 adjacent
-# pixels in each thread (16-byte loads of bf16 pred, two of fp32 target; the 8 sign codes are two bytes
-# of one thread). The 2 x 128 steps at 8 warps it replaced held 1 pixel per thread, and packing the codes
-# then took warp shuffles and a shared-memory round trip: 71.7 -> 25.3 SASS instructions per element.
+# Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 4 x 128 at 4 warps puts 4 adjacent
+# pixels in each thread, the same layout for every tensor of the step (a 16-byte load of fp32 target, an
+# 8-byte one of bf16 pred; the 4 sign codes are the thread's byte), so no layout conversion sits between
+# loads, arithmetic and stores. The 2 x 128 steps at 8 warps it replaced held 1 pixel per thread, and
+# packing the codes then took warp shuffles and a shared-memory round trip (71.7 -> 21.7 SASS per
+# element, bf16); 8 x 128 modelled 2 fewer instructions per element at 64-157 registers (48-86 here).
 GPU_L1_OVERRIDES = dict(FINAL_H=4, num_warps=4)
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
