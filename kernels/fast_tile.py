@@ -30,6 +30,7 @@ _GRAY_SHIFT = tl.constexpr(GRAY_SHIFT)
 # Adding and subtracting 1.5 * 2**23 rounds a float32 in [0, 2**22) to the nearest integer, ties to even,
 # exactly as torch.round does; libdevice.rint would too, but Triton's interpreter cannot run it.
 _RINT_MAGIC = tl.constexpr(12582912.0)
+_RINT_MAGIC_BITS = tl.constexpr(0x4B400000)  # its float32 bit pattern
 
 # What the source tensor holds (a constexpr argument of the kernels).
 SRC_GRAY_U8 = 0  # (B, H, W) uint8 gray
@@ -46,7 +47,9 @@ def _channel_value(x, IS_FLOAT: tl.constexpr, mean, std):
     if IS_FLOAT:
         v = (x.to(tl.float32) * std + mean) * 255.0
         v = tl.minimum(tl.where(v > 0.0, v, 0.0), 255.0)  # NaN -> 0, like the reference
-        out = ((v + _RINT_MAGIC) - _RINT_MAGIC).to(tl.int32)
+        # v + 1.5 * 2**23 holds round(v) in its low mantissa bits: the bits minus the magic's are the
+        # integer (no float subtraction, no float-to-int conversion: F2I issues at a quarter rate)
+        out = (v + _RINT_MAGIC).to(tl.int32, bitcast=True) - _RINT_MAGIC_BITS
     else:
         out = x.to(tl.int32)
     return out

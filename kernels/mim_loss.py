@@ -61,7 +61,7 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 # Shipped configurations. BLOCK_W columns hold OUT_W outputs plus the halo (112 of 128 for p <= 16);
 # SUB_H rows per step keep 4 pixels per thread at 4 warps, as the FAST kernel (which fits the circle's
 # 16 differences in registers without spills). Tiles of 48 output rows: 75% of the staged rows are outputs.
-GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4, maxnreg=168)
+GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=4, FINAL_H=4, OUT_ROWS=48, num_warps=4, maxnreg=168)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
 # Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
@@ -70,11 +70,7 @@ INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OU
 # the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
 # 64) do not. (Without FAST weights see GPU_L1_OVERRIDES.) maxnreg: see FastConfig.maxnreg; 168 leaves
 # every loss kernel without spills on sm_80, sm_89 and sm_90a (Triton 3.6 and 3.8).
-GPU_CELL_OVERRIDES = {
-    **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
-    **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
-    (8, "count"): dict(READ_H=1),
-}
+GPU_CELL_OVERRIDES = {(32, "count"): dict(READ_H=2)}
 # Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 4 x 128 at 4 warps puts 4 adjacent
 # pixels in each thread, the same layout for every tensor of the step (a 16-byte load of fp32 target, an
 # 8-byte one of bf16 pred; the 4 sign codes are the thread's byte), so no layout conversion sits between
@@ -98,23 +94,25 @@ def _cell_lookup(ptr, b, yy, xx, h, w, PATCH: tl.constexpr, mask):
 
 
 @triton.jit
-def _ring_rows(bits_ptrs, stride_h, mask):
+def _ring_rows(bits_ptrs, stride_h):
     """Whether the drawKeypoints ring of any keypoint covers each pixel: OR over the 9 stencil rows of
-    the horizontal-run bits ``_ring_bits`` left in the scratch."""
+    the horizontal-run bits ``_ring_bits`` left in the scratch. Unmasked loads (two instructions fewer per
+    row than masked ones): all 9 rows must be addressable; the caller masks the result."""
     covered = tl.zeros(bits_ptrs.shape, dtype=tl.int32)
     for dy in tl.static_range(2 * _R + 1):
         if ((_RING_ROW_BITS >> (8 * dy)) & 255) != 0:
-            bits = tl.load(bits_ptrs + (dy - _R) * stride_h, mask=mask, other=0).to(tl.int32)
+            bits = tl.load(bits_ptrs + (dy - _R) * stride_h).to(tl.int32)
             covered = covered | (bits & ((_RING_ROW_BITS >> (8 * dy)) & 255))
     return covered != 0
 
 
 @triton.jit
-def _ring_bits(kp_ptrs, mask):
-    """Bit j: a keypoint lies under horizontal pattern j centred on the pixel (uint8 keypoints at kp_ptrs)."""
+def _ring_bits(kp_ptrs):
+    """Bit j: a keypoint lies under horizontal pattern j centred on the pixel (uint8 keypoints at kp_ptrs).
+    Unmasked loads: the 9 columns must be addressable; the caller stores the result masked."""
     kp = ()
     for dx in tl.static_range(2 * _R + 1):
-        kp = kp + (tl.load(kp_ptrs + (dx - _R), mask=mask, other=0).to(tl.int32),)
+        kp = kp + (tl.load(kp_ptrs + (dx - _R)).to(tl.int32),)
     bits = tl.zeros(kp_ptrs.shape, dtype=tl.int32)
     for j in tl.static_range(_RING_PATTERNS):
         run = tl.zeros(kp_ptrs.shape, dtype=tl.int32)
@@ -228,42 +226,57 @@ def _forward_kernel(
             # Pass 1 reads target and pred once: gray of the whole block (halo included) into the scratch,
             # and for the output pixels the masked L1 per cell and the sign codes. Register column j is
             # output column j, except the last HALO, which wrap round to the left halo (-HALO..-1), so
-            # cells line up with the tile while every staged column is covered.
+            # cells line up with the tile while every staged column is covered. The wrap falls on a
+            # multiple of 4, so each aligned group of 4 columns is contiguous (the hints say so): 4 adjacent
+            # pixels per thread, vector loads and stores, and a thread's 4 sign codes are one byte.
             oc = tl.where(jj < BLOCK_W - HALO, jj, jj - BLOCK_W)
-            xs = x0 + oc
-            col_acc = tl.zeros((BLOCK_W,), dtype=tl.float32)
-            for r0 in range(-((HALO + SH - 1) // SH) * SH, OUT_H + HALO, SH):  # chunks never straddle cells
-                orow = r0 + srows
+            xs = tl.max_contiguous(tl.multiple_of(x0 + oc, [1, 4]), [1, 4])
+            gray_cols = tl.max_contiguous(tl.multiple_of(oc + HALO, [1, 4]), [1, 4])  # in the scratch
+            col_in = (xs >= 0) & (xs < W)
+            col_out = col_in & (oc >= 0) & (oc < OUT_W)
+            # the halo rows above and below the outputs: gray only
+            for r0 in range(0, 2 * HALO, SUB_H):
+                hrow = r0 + rows
+                orow = tl.where(hrow < HALO, hrow - HALO, OUT_H - HALO + hrow)
                 yg = y0 + orow
-                staged = (orow >= -HALO) & (orow < OUT_H + HALO)
-                inside = staged & (yg >= 0) & (yg < H) & (xs >= 0) & (xs < W)
-                out = inside & (orow >= 0) & (orow < OUT_H) & (oc >= 0) & (oc < OUT_W)
+                inside = (hrow < 2 * HALO) & (yg >= 0) & (yg < H) & col_in
                 tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
-                pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
                 tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
-                pp1 = pp0 + p_c
-                t0 = tl.load(tp0, mask=inside, other=0.0)
-                t1 = tl.load(tp1, mask=inside, other=0.0)
-                t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
-                gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
-                tl.store(plane_a + (orow + HALO) * BLOCK_W + oc + HALO, gray.to(tl.uint8), mask=staged)
-                signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
-                sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (orow >= 0) & (orow < OUT_H) & (yg < H)
-                d0 = tl.where(out, tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32), 0.0)
-                d1 = tl.where(out, tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32), 0.0)
-                d2 = tl.where(out, tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32), 0.0)
-                signs1 = signs + sign_c
-                tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
-                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
-                m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
-                col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
-                done = (r0 + SH) % WEIGHT_PATCH_SIZE == 0  # a cell row is complete
-                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // WEIGHT_PATCH_SIZE, x0, wh, ww,
-                             done & (r0 >= 0) & (r0 < OUT_H),
-                             WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
-                col_acc = tl.where(done, 0.0, col_acc)
+                gray = gray_of(tl.load(tp0, mask=inside, other=0.0), tl.load(tp1, mask=inside, other=0.0),
+                               tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8), mask=hrow < 2 * HALO)
+            # the output rows, a cell row at a time: L1 summed per thread over the cell row, then per cell
+            for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
+                acc = tl.zeros((SH, BLOCK_W), dtype=tl.float32)
+                for r0 in range(0, WEIGHT_PATCH_SIZE, SH):
+                    orow = cell_row * WEIGHT_PATCH_SIZE + r0 + srows
+                    yg = y0 + orow
+                    inside = (yg < H) & col_in
+                    out = inside & col_out
+                    tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
+                    pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
+                    tp1 = tp0 + t_c
+                    pp1 = pp0 + p_c
+                    t0 = tl.load(tp0, mask=inside, other=0.0)
+                    t1 = tl.load(tp1, mask=inside, other=0.0)
+                    t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
+                    gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                    tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8))
+                    signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
+                    sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yg < H)
+                    d0 = tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32)
+                    d1 = tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32)
+                    d2 = tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32)
+                    signs1 = signs + sign_c
+                    tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
+                    tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
+                    tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
+                    m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
+                    m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
+                    # where(out): the halo columns' differences (pred 0 there) must not reach the sums
+                    acc += tl.where(out, (tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, 0.0)
+                _store_cells(l1_out_ptr, tl.sum(acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
+                             cell_row >= 0, WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
             tl.debug_barrier()
             for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
                 ii = r0 + rows
@@ -284,7 +297,7 @@ def _forward_kernel(
                 for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
                     ii = r0 + rows
                     region = (ii < ROWS - _KP_LO) & (jj >= HALO) & (jj < HALO + OUT_W)
-                    bits = _ring_bits(plane_a + ii * BLOCK_W + jj, region)
+                    bits = _ring_bits(plane_a + ii * BLOCK_W + jj)
                     tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)
             tl.debug_barrier()
         # The final pass: output pixels only, indexed from the tile's corner (a multiple of WEIGHT_PATCH_SIZE and 4).
@@ -297,7 +310,7 @@ def _forward_kernel(
                     inside = (jj < OUT_W) & (y0 + io < H) & (xo < W)
                     ib = (HALO + io) * BLOCK_W + HALO + jj  # the same pixels in the scratch
                     if DENSITY == "ring":
-                        cover = _ring_rows(plane_b + ib, BLOCK_W, inside)
+                        cover = _ring_rows(plane_b + ib, BLOCK_W) & inside
                     else:
                         cover = tl.load(plane_a + ib, mask=inside, other=0) != 0
                     cover_acc += cover.to(tl.float32)
