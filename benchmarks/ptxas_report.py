@@ -63,6 +63,10 @@ ASSUMPTIONS = {
              "copy bandwidth. Both branches of run-time conditionals are counted.",
     "h200": "H200: the same 132 SMs and clocks, 4.8 TB/s HBM3e (datasheet): byte times shrink by about 1.4x "
             "(scaled from the measured 3.0 TB/s: about 4.3 TB/s), issue times are the same",
+    "fast_floor": "the loss with FAST weights computes FAST with NMS on every pixel of its target, so beside its "
+                  "byte floor it has a floor of its own: the byte floor plus the modelled issue time of the FAST "
+                  "kernel (fast[gray-uint8,nms=1]) on the same B x H x W pixels (fast_floor_ms, of_fast_floor); "
+                  "of_byte_floor stays the issue's measure",
 }
 
 SASS_CLASSES = ("int_alu", "min_max", "fp32", "global_load", "global_store", "shared", "barrier", "branch",
@@ -361,7 +365,9 @@ def issue_seconds(per_item: dict, items: int, a: dict = ASSUMPTIONS) -> float:
     return max(pipes) * items / lanes_per_s
 
 
-# The benchmark cases (benchmarks/cases_*.py's headline shapes) and the kernels each runs.
+# The benchmark cases (benchmarks/cases_*.py's headline shapes) and the kernels each runs; the loss cases
+# with FAST weights name the pixels their FAST covers (their second floor, ASSUMPTIONS["fast_floor"]).
+_LOSS_ITEMS = 256 * 3 * 192 * 192
 MODEL_CASES = [
     ("fast gray uint8 B=256 192x192 NMS", ["fast[gray-uint8,nms=1]"], 256 * 192 * 192, "pixel"),
     ("fast gray uint8 1x4096x4096 NMS", ["fast[gray-uint8,nms=1]"], 4096 * 4096, "pixel"),
@@ -369,22 +375,32 @@ MODEL_CASES = [
     ("gray rgb uint8 B=256 192x192", ["gray[uint8]"], 256 * 192 * 192, "pixel"),
     ("loss fwd+bwd B=256 3x192x192 bf16 p=8 ring", ["mim_loss_fwd[bfloat16,fast-ring,p=8]",
                                                     "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+     _LOSS_ITEMS, "element", 256 * 192 * 192),
     ("loss fwd+bwd B=256 3x192x192 fp32 p=8 ring", ["mim_loss_fwd[float32,fast-ring,p=8]",
                                                     "mim_loss_bwd[float32,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+     _LOSS_ITEMS, "element", 256 * 192 * 192),
     ("loss fwd+bwd B=256 3x192x192 bf16 no weights", ["mim_loss_fwd[bfloat16,no-weights]",
-                                                      "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+                                                      "mim_loss_bwd[bfloat16,weights=0,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 fp32 no weights", ["mim_loss_fwd[float32,no-weights]",
+                                                      "mim_loss_bwd[float32,weights=0,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 bf16 p=8 given weights", ["mim_loss_fwd[bfloat16,weights,p=8]",
+                                                             "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 fp32 p=8 given weights", ["mim_loss_fwd[float32,weights,p=8]",
+                                                             "mim_loss_bwd[float32,weights=1,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
 ]
 # The loss's byte floor (issue 3): read pred (bf16 2 B / fp32 4 B) and target (4 B) once, write grad once.
 LOSS_FLOOR_BYTES = {"bf16": 2 + 4 + 2, "fp32": 4 + 4 + 4}
+FAST_KERNEL = "fast[gray-uint8,nms=1]"  # the FAST of the fast-floor (ASSUMPTIONS["fast_floor"])
 
 
 def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
     rows = {r["name"]: r for r in kernel_rows if r["arch"] == MODEL_ARCH and r["variant"] == "runtime"}
     out = []
-    for case, kernels, items, unit in MODEL_CASES:
+    for case, kernels, items, unit, *fast_pixels in MODEL_CASES:
         if not all(k in rows and "sass_per_item" in rows[k] for k in kernels):
             continue
         issue = sum(issue_seconds(rows[k]["sass_per_item"], items, a) for k in kernels)
@@ -402,6 +418,10 @@ def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
             floor = LOSS_FLOOR_BYTES[dt] * items / (a["copy_bandwidth_tb_s"] * 1e12)
             row["byte_floor_ms"] = round(floor * 1e3, 4)
             row["of_byte_floor"] = round(seconds / floor, 2)
+            if fast_pixels and FAST_KERNEL in rows and "sass_per_item" in rows[FAST_KERNEL]:
+                fast_floor = floor + issue_seconds(rows[FAST_KERNEL]["sass_per_item"], fast_pixels[0], a)
+                row["fast_floor_ms"] = round(fast_floor * 1e3, 4)
+                row["of_fast_floor"] = round(seconds / fast_floor, 2)
         out.append(row)
     return out
 
@@ -502,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     model = modelled(rows)
     for m in model:
         extra = (f"{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
-                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)")
+                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)"
+                 + (f", {m['of_fast_floor']}x byte floor + FAST ({m['fast_floor_ms']} ms)" if "of_fast_floor" in m else ""))
         print(f"model: {m['case']:48s} {m['modelled_ms']:8.4f} ms ({m['bound']}-bound)  {extra}")
     print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
           f"(Triton {rows[0]['triton'] if rows else '?'})")

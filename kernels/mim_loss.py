@@ -567,7 +567,7 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
                               args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3))
         for has_weights, grad_target in ((True, False), (False, False), (True, True)):
-            if pred_dtype != torch.float32 and not (has_weights and not grad_target):
+            if pred_dtype != torch.float32 and grad_target or pred_dtype == torch.float16 and not has_weights:
                 continue
             grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
             args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask,
