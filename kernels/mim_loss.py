@@ -66,12 +66,11 @@ GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=4, FINAL_H=4, OUT_ROWS=48, 
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
 # Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
-# with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
-# sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
-# the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
-# 64) do not. (Without FAST weights see GPU_L1_OVERRIDES.) maxnreg: see FastConfig.maxnreg; 168 leaves
-# every loss kernel without spills on sm_80, sm_89 and sm_90a (Triton 3.6 and 3.8).
-GPU_CELL_OVERRIDES = {(32, "count"): dict(READ_H=2)}
+# 32 px cells spilled 12-32 bytes at 168 registers with 4-row steps of the pass that reads pred and target
+# (sm_80 and the generic sm_90a kernel, Triton 3.8); 2-row steps do not. (Without FAST weights see
+# GPU_L1_OVERRIDES.) maxnreg: see FastConfig.maxnreg; 168 leaves every loss kernel without spills on
+# sm_80, sm_89 and sm_90a (Triton 3.6 and 3.8).
+GPU_CELL_OVERRIDES = {(32, d): dict(READ_H=2) for d in ("ring", "count")}
 # Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 4 x 128 at 4 warps puts 4 adjacent
 # pixels in each thread, the same layout for every tensor of the step (a 16-byte load of fp32 target, an
 # 8-byte one of bf16 pred; the 4 sign codes are the thread's byte), so no layout conversion sits between
