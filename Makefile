@@ -39,7 +39,7 @@ compile-report: $(VENV)/.installed
 # package (build/sanitize, tests/sanitize_build.py), then the native-kernel tests against it. Python leaks: no
 # leak check. Fails on any ASan or UBSan report.
 SANITIZE_DIR := build/sanitize
-SANITIZE_TESTS := $(wildcard tests/test_native_loss.py tests/test_native_fast.py)
+SANITIZE_TESTS := $(wildcard tests/test_native_mim_loss.py tests/test_native_fast.py)
 # libstdc++ preloaded beside libasan: ASan's __cxa_throw interceptor needs it (python itself is C).
 # PYTHONSAFEPATH: the current folder's kamim_fast must not shadow the sanitized copy.
 SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \

@@ -1,6 +1,6 @@
 """Run the benchmark matrix on this machine's device and write the results.
 
-    python -m benchmarks [--quick] [--only fast,loss,amt] [--out benchmarks/results] [--compile-all]
+    python -m benchmarks [--quick] [--only fast,mim_loss,amt] [--out benchmarks/results] [--compile-all]
 
 On a machine with CUDA every case runs at full size on the GPU (OpenCV on the CPU beside it); without one,
 CPU-sized cases run. Writes ``<out>/<device>-<date>.json`` (versions, git commit, device, per case and
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from . import cases_amt, cases_fast, cases_loss
+from . import cases_amt, cases_fast, cases_mim_loss
 from .harness import markdown, run_cases, write_results
 
-GROUPS = ("fast", "loss", "amt")
+GROUPS = ("fast", "mim_loss", "amt")  # the cases_<group>.py modules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     if "fast" in groups:
         cases += cases_fast.cases(device, args.quick)
-    if "loss" in groups:
-        cases += cases_loss.cases(device, args.quick, compile_all=args.compile_all,
-                                  compile_any=not args.no_compile)
+    if "mim_loss" in groups:
+        cases += cases_mim_loss.cases(device, args.quick, compile_all=args.compile_all,
+                                      compile_any=not args.no_compile)
     if "amt" in groups:
         cases += cases_amt.cases(device, args.quick)
     result = run_cases(cases, device, args.quick, progress=not args.no_progress)

@@ -141,9 +141,9 @@ def at_threads(n: int, fn):
 
 
 def published_weights_one(img: np.ndarray, p: int = 8, temperature: float = 0.25) -> np.ndarray:
-    """The published per-image pipeline: OpenCV FAST + drawKeypoints rings (cases_loss.published_ring_map),
+    """The published per-image pipeline: OpenCV FAST + drawKeypoints rings (cases_mim_loss.published_ring_map),
     pooling per p x p cell, exp(clip(d/T)) / min."""
-    from .cases_loss import published_ring_map
+    from .cases_mim_loss import published_ring_map
 
     ring = published_ring_map(img)
     h, w = ring.shape[0] // p, ring.shape[1] // p

@@ -2,7 +2,7 @@
 # One device-tool call that does a GPU session's work: install, the whole suite on CUDA, the benchmarks.
 #   run(command="bash benchmarks/gpu_session.sh [all|test|bench] [benchmark args...]", carry=[".whl"])
 # A device call may run 10 minutes: `test` (install, suite on CUDA, ptxas report) and `bench` (install,
-# the matrix; extra args go to `python -m benchmarks`, e.g. `--only loss`) fit one call each; `all` does both.
+# the matrix; extra args go to `python -m benchmarks`, e.g. `--only mim_loss`) fit one call each; `all` does both.
 # The GPU machines have torch, Triton, timm, OpenCV and pytest but no kornia and no network: kornia's
 # wheels travel in .whl/ (copied from ../shared/device-wheels). Results land in $OUT (6 files; the tool returns 8 at most):
 # gpu.txt, pytest-cuda.log, <gpu>-<date>.{json,md,png}, ptxas.json.

@@ -39,7 +39,7 @@ class Impl:
 
 @dataclass
 class Case:
-    group: str  # "fast", "loss", "amt", "gather"
+    group: str  # "fast", "mim_loss", "amt select+gather", "gather", "weights"
     name: str  # the shape, e.g. "B=256 3x192x192 p=8 bf16"
     size: float  # x axis of the plot (pixels or tokens x dim)
     ours: str  # the library implementation's name among impls

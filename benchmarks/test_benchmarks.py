@@ -10,9 +10,9 @@ import functools
 
 import pytest
 
-from . import cases_amt, cases_fast, cases_loss
+from . import cases_amt, cases_fast, cases_mim_loss
 
-MODULES = {"fast": cases_fast, "loss": cases_loss, "amt": cases_amt}
+MODULES = {"fast": cases_fast, "mim_loss": cases_mim_loss, "amt": cases_amt}
 
 
 @functools.cache

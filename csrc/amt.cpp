@@ -34,8 +34,8 @@ namespace kamim_fast {
 
 using at::Tensor;
 
-void check_select_args(const Tensor& noise, const std::optional<Tensor>& weights, int64_t num_mask,
-                       int64_t num_throw) {
+void check_masking_args(const Tensor& noise, const std::optional<Tensor>& weights, int64_t num_mask,
+                        int64_t num_throw) {
   TORCH_CHECK_VALUE(noise.dim() == 2, "noise must be (B, N), got shape ", noise.sizes());
   TORCH_CHECK_TYPE(noise.scalar_type() == at::kFloat || noise.scalar_type() == at::kDouble,
                    "noise must be float32 or float64, got ", noise.scalar_type());
@@ -75,9 +75,9 @@ void check_weights_cpu(const T* w, int64_t B, int64_t N) {
 
 // One image: sort, write ids_shuffle, ids_restore (scatter of positions) and the mask, copy kept rows.
 template <typename T>
-void select_cpu(const Tensor& noise, const std::optional<Tensor>& weights, int64_t num_mask, int64_t num_throw,
-                bool keep_first, const Tensor& x, Tensor& ids_shuffle, Tensor& ids_restore, Tensor& mask,
-                Tensor& x_kept) {
+void masking_cpu(const Tensor& noise, const std::optional<Tensor>& weights, int64_t num_mask, int64_t num_throw,
+                 bool keep_first, const Tensor& x, Tensor& ids_shuffle, Tensor& ids_restore, Tensor& mask,
+                 Tensor& x_kept) {
   const int64_t B = noise.size(0), N = noise.size(1);
   const int64_t K = N - num_mask - num_throw;
   const T* q = noise.const_data_ptr<T>();
@@ -111,10 +111,10 @@ void select_cpu(const Tensor& noise, const std::optional<Tensor>& weights, int64
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> select_impl(const Tensor& noise_in, const std::optional<Tensor>& weights_in,
-                                                       int64_t num_mask, int64_t num_throw, bool keep_first,
-                                                       const Tensor& x_in) {
-  check_select_args(noise_in, weights_in, num_mask, num_throw);
+std::tuple<Tensor, Tensor, Tensor, Tensor> masking_impl(const Tensor& noise_in,
+                                                        const std::optional<Tensor>& weights_in, int64_t num_mask,
+                                                        int64_t num_throw, bool keep_first, const Tensor& x_in) {
+  check_masking_args(noise_in, weights_in, num_mask, num_throw);
   const Tensor noise = noise_in.contiguous();
   std::optional<Tensor> weights;
   if (weights_in.has_value()) weights = weights_in->contiguous();
@@ -127,8 +127,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> select_impl(const Tensor& noise_in, c
     x = x_in.contiguous();
     x_kept = at::empty({B, N - num_mask - num_throw, x.size(2)}, x.options());
   }
-  AT_DISPATCH_FLOATING_TYPES(noise.scalar_type(), "amt_select_cpu", [&] {
-    select_cpu<scalar_t>(noise, weights, num_mask, num_throw, keep_first, x, ids_shuffle, ids_restore, mask, x_kept);
+  AT_DISPATCH_FLOATING_TYPES(noise.scalar_type(), "amt_masking_cpu", [&] {
+    masking_cpu<scalar_t>(noise, weights, num_mask, num_throw, keep_first, x, ids_shuffle, ids_restore, mask, x_kept);
   });
   return {x_kept, ids_shuffle, ids_restore, mask};
 }
@@ -153,21 +153,21 @@ void check_ids(const Tensor& ids, const Tensor& x, const char* name) {
   TORCH_CHECK_VALUE(ids.device() == x.device(), name, " must be on ", x.device(), ", got ", ids.device());
 }
 
-std::tuple<Tensor, Tensor, Tensor> amt_select_cpu(const Tensor& noise, const std::optional<Tensor>& weights,
-                                                  int64_t num_mask, int64_t num_throw, bool keep_first) {
-  auto [x_kept, s, r, m] = select_impl(noise, weights, num_mask, num_throw, keep_first, Tensor());
+std::tuple<Tensor, Tensor, Tensor> amt_masking_cpu(const Tensor& noise, const std::optional<Tensor>& weights,
+                                                   int64_t num_mask, int64_t num_throw, bool keep_first) {
+  auto [x_kept, s, r, m] = masking_impl(noise, weights, num_mask, num_throw, keep_first, Tensor());
   return {s, r, m};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> select_gather_cpu(const Tensor& x, const Tensor& noise,
-                                                             const std::optional<Tensor>& weights, int64_t num_mask,
-                                                             int64_t num_throw, bool keep_first) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> random_masking_cpu(const Tensor& x, const Tensor& noise,
+                                                              const std::optional<Tensor>& weights, int64_t num_mask,
+                                                              int64_t num_throw, bool keep_first) {
   check_x_matches_noise(x, noise);
-  return select_impl(noise, weights, num_mask, num_throw, keep_first, x);
+  return masking_impl(noise, weights, num_mask, num_throw, keep_first, x);
 }
 
 // out[b, k] = x[b, ids[b, k]]: a row copy, whatever the dtype.
-Tensor gather_rows_cpu(const Tensor& x_in, const Tensor& ids_in) {
+Tensor gather_patches_cpu(const Tensor& x_in, const Tensor& ids_in) {
   check_x(x_in, "x");
   check_ids(ids_in, x_in, "ids");
   const Tensor x = x_in.contiguous(), ids = ids_in.contiguous();
@@ -186,10 +186,10 @@ Tensor gather_rows_cpu(const Tensor& x_in, const Tensor& ids_in) {
   return out;
 }
 
-// out (B, n, D) = 0, then out[b, ids[b, k]] += src[b, k]: the adjoint of gather_rows. Rows hit once are
+// out (B, n, D) = 0, then out[b, ids[b, k]] += src[b, k]: the adjoint of gather_patches. Rows hit once are
 // copied; rows hit several times (repeated ids) are summed in ascending k in float (double for float64),
 // as the CUDA kernel does. No atomics anywhere.
-Tensor scatter_rows_cpu(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
+Tensor gather_patches_backward_cpu(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   check_x(src_in, "src");
   check_ids(ids_in, src_in, "ids");
   TORCH_CHECK_VALUE(ids_in.size(1) == src_in.size(1), "ids must be (B, K) with K = ", src_in.size(1), ", got shape ",
@@ -201,7 +201,7 @@ Tensor scatter_rows_cpu(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   const int64_t* id = ids.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < B * K; ++i)
     TORCH_CHECK_INDEX(id[i] >= 0 && id[i] < n, "ids must be in [0, ", n, "), got ", id[i]);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "scatter_rows_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "gather_patches_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const scalar_t* s = src.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
@@ -229,7 +229,8 @@ Tensor scatter_rows_cpu(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   return out;
 }
 
-void check_unshuffle_layout(const Tensor& ids_restore, int64_t num_visible, int64_t num_mask, int64_t num_throw) {
+void check_unshuffle_with_mask_token_layout(const Tensor& ids_restore, int64_t num_visible, int64_t num_mask,
+                                            int64_t num_throw) {
   TORCH_CHECK_VALUE(ids_restore.dim() == 2, "ids_restore must be (B, N), got shape ", ids_restore.sizes());
   TORCH_CHECK_TYPE(ids_restore.scalar_type() == at::kLong, "ids_restore must be int64, got ",
                    ids_restore.scalar_type());
@@ -242,8 +243,9 @@ namespace {
 
 // For each image: output row of every original position (-1 when dropped) and its source (visible row,
 // or -1 for the mask token). Shared by forward and backward.
-void unshuffle_plan(const int64_t* restore, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw,
-                    bool keep_first, bool keep_thrown, int64_t* out_row, int64_t* src_row) {
+void unshuffle_with_mask_token_plan(const int64_t* restore, int64_t N, int64_t K, int64_t num_mask,
+                                    int64_t num_throw, bool keep_first, bool keep_thrown, int64_t* out_row,
+                                    int64_t* src_row) {
   int64_t j = 0;
   std::fill(src_row, src_row + N, int64_t(-2));  // -2: position not seen yet (as a sorted position r)
   for (int64_t n = 0; n < N; ++n) {
@@ -270,10 +272,11 @@ void unshuffle_plan(const int64_t* restore, int64_t N, int64_t K, int64_t num_ma
 
 // The decoder's re-assembly: position n of the output (thrown positions dropped unless keep_thrown)
 // holds visible[b, row] when n is visible and mask_token otherwise.
-Tensor unshuffle_cpu(const Tensor& visible_in, const Tensor& mask_token_in, const Tensor& ids_restore_in,
-                     int64_t num_mask, int64_t num_throw, bool keep_first, bool keep_thrown) {
+Tensor unshuffle_with_mask_token_cpu(const Tensor& visible_in, const Tensor& mask_token_in,
+                                     const Tensor& ids_restore_in, int64_t num_mask, int64_t num_throw,
+                                     bool keep_first, bool keep_thrown) {
   check_x(visible_in, "visible");
-  check_unshuffle_layout(ids_restore_in, visible_in.size(1), num_mask, num_throw);
+  check_unshuffle_with_mask_token_layout(ids_restore_in, visible_in.size(1), num_mask, num_throw);
   const Tensor visible = visible_in.contiguous(), ids_restore = ids_restore_in.contiguous();
   const Tensor token = mask_token_in.contiguous();
   const int64_t B = visible.size(0), K = visible.size(1), D = visible.size(2), N = ids_restore.size(1);
@@ -291,8 +294,8 @@ Tensor unshuffle_cpu(const Tensor& visible_in, const Tensor& mask_token_in, cons
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     std::vector<int64_t> out_row(N), src_row(N);
     for (int64_t b = b0; b < b1; ++b) {
-      unshuffle_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown, out_row.data(),
-                     src_row.data());
+      unshuffle_with_mask_token_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown,
+                                     out_row.data(), src_row.data());
       for (int64_t n = 0; n < N; ++n) {
         if (out_row[n] < 0 || row_bytes == 0) continue;
         const char* from = src_row[n] >= 0 ? vis + (b * K + src_row[n]) * row_bytes : tok;
@@ -303,14 +306,15 @@ Tensor unshuffle_cpu(const Tensor& visible_in, const Tensor& mask_token_in, cons
   return out;
 }
 
-// The adjoint of unshuffle: grad_visible rows are copied from their output rows; grad_token sums the
+// The adjoint of unshuffle_with_mask_token: grad_visible rows are copied from their output rows; grad_token sums the
 // mask-token rows in a fixed order (positions ascending within an image, then images ascending), in float
 // (double for float64).
-std::tuple<Tensor, Tensor> unshuffle_backward_cpu(const Tensor& grad_in, const Tensor& ids_restore_in,
-                                                  int64_t num_visible, int64_t num_mask, int64_t num_throw,
-                                                  bool keep_first, bool keep_thrown) {
+std::tuple<Tensor, Tensor> unshuffle_with_mask_token_backward_cpu(const Tensor& grad_in,
+                                                                   const Tensor& ids_restore_in, int64_t num_visible,
+                                                                   int64_t num_mask, int64_t num_throw,
+                                                                   bool keep_first, bool keep_thrown) {
   check_x(grad_in, "grad");
-  check_unshuffle_layout(ids_restore_in, num_visible, num_mask, num_throw);
+  check_unshuffle_with_mask_token_layout(ids_restore_in, num_visible, num_mask, num_throw);
   const Tensor grad = grad_in.contiguous(), ids_restore = ids_restore_in.contiguous();
   const int64_t B = grad.size(0), D = grad.size(2), N = ids_restore.size(1), K = num_visible;
   const int64_t n_out = keep_thrown ? N : N - num_throw;
@@ -319,7 +323,8 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cpu(const Tensor& grad_in, const T
   Tensor grad_visible = at::zeros({B, K, D}, grad.options());
   Tensor grad_token = at::empty({D}, grad.options());
   const int64_t* restore = ids_restore.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "unshuffle_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+                                  "unshuffle_with_mask_token_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* gv = grad_visible.mutable_data_ptr<scalar_t>();
@@ -327,8 +332,8 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cpu(const Tensor& grad_in, const T
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<int64_t> out_row(N), src_row(N);
       for (int64_t b = b0; b < b1; ++b) {
-        unshuffle_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown, out_row.data(),
-                       src_row.data());
+        unshuffle_with_mask_token_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown,
+                                       out_row.data(), src_row.data());
         acc_t* p = partial.data() + b * D;
         for (int64_t n = 0; n < N; ++n) {
           if (out_row[n] < 0) continue;
@@ -351,25 +356,25 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cpu(const Tensor& grad_in, const T
 }
 
 TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
-  m.def("amt_select(Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
+  m.def("amt_masking(Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
         "(Tensor ids_shuffle, Tensor ids_restore, Tensor mask)");
-  m.def("select_gather(Tensor x, Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
+  m.def("random_masking(Tensor x, Tensor noise, Tensor? weights, int num_mask, int num_throw, bool keep_first) -> "
         "(Tensor x_kept, Tensor ids_shuffle, Tensor ids_restore, Tensor mask)");
-  m.def("gather_rows(Tensor x, Tensor ids) -> Tensor");
-  m.def("scatter_rows(Tensor src, Tensor ids, int n) -> Tensor");
-  m.def("unshuffle(Tensor visible, Tensor mask_token, Tensor ids_restore, int num_mask, int num_throw, "
-        "bool keep_first, bool keep_thrown) -> Tensor");
-  m.def("unshuffle_backward(Tensor grad, Tensor ids_restore, int num_visible, int num_mask, int num_throw, "
-        "bool keep_first, bool keep_thrown) -> (Tensor grad_visible, Tensor grad_token)");
+  m.def("gather_patches(Tensor x, Tensor ids) -> Tensor");
+  m.def("gather_patches_backward(Tensor src, Tensor ids, int n) -> Tensor");
+  m.def("unshuffle_with_mask_token(Tensor visible, Tensor mask_token, Tensor ids_restore, int num_mask, "
+        "int num_throw, bool keep_first, bool keep_thrown) -> Tensor");
+  m.def("unshuffle_with_mask_token_backward(Tensor grad, Tensor ids_restore, int num_visible, int num_mask, "
+        "int num_throw, bool keep_first, bool keep_thrown) -> (Tensor grad_visible, Tensor grad_token)");
 }
 
 TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
-  m.impl("amt_select", &amt_select_cpu);
-  m.impl("select_gather", &select_gather_cpu);
-  m.impl("gather_rows", &gather_rows_cpu);
-  m.impl("scatter_rows", &scatter_rows_cpu);
-  m.impl("unshuffle", &unshuffle_cpu);
-  m.impl("unshuffle_backward", &unshuffle_backward_cpu);
+  m.impl("amt_masking", &amt_masking_cpu);
+  m.impl("random_masking", &random_masking_cpu);
+  m.impl("gather_patches", &gather_patches_cpu);
+  m.impl("gather_patches_backward", &gather_patches_backward_cpu);
+  m.impl("unshuffle_with_mask_token", &unshuffle_with_mask_token_cpu);
+  m.impl("unshuffle_with_mask_token_backward", &unshuffle_with_mask_token_backward_cpu);
 }
 
 }  // namespace kamim_fast

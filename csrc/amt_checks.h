@@ -8,12 +8,13 @@
 
 namespace kamim_fast {
 
-void check_select_args(const at::Tensor& noise, const std::optional<at::Tensor>& weights, int64_t num_mask,
-                       int64_t num_throw);
+void check_masking_args(const at::Tensor& noise, const std::optional<at::Tensor>& weights, int64_t num_mask,
+                        int64_t num_throw);
 void check_x(const at::Tensor& x, const char* name);
-// x (B, N, D) of select_gather: its (B, N) must be the noise's.
+// x (B, N, D) of random_masking: its (B, N) must be the noise's.
 void check_x_matches_noise(const at::Tensor& x, const at::Tensor& noise);
 void check_ids(const at::Tensor& ids, const at::Tensor& x, const char* name);
-void check_unshuffle_layout(const at::Tensor& ids_restore, int64_t num_visible, int64_t num_mask, int64_t num_throw);
+void check_unshuffle_with_mask_token_layout(const at::Tensor& ids_restore, int64_t num_visible, int64_t num_mask,
+                                            int64_t num_throw);
 
 }  // namespace kamim_fast

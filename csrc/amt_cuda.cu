@@ -1,14 +1,15 @@
 // CUDA kernels of the AMT ops (schemas and CPU kernels: amt.cpp).
 //
-// - select: one block per image sorts (key, index) pairs in shared memory (bitonic sort, padded to a
-//   power of two, N <= kMaxSortN), writes ids_shuffle, ids_restore (a scatter of positions, no second
-//   sort) and the int8 mask, and (select_gather) copies the kept rows. One launch.
-// - gather_rows / scatter_rows / unshuffle / unshuffle_backward: a block owns up to 32 output rows; the
-//   first warp plans them (source and destination row), then the whole block copies the bytes with the
-//   widest load the row size and pointers allow (16, 8, 4, 2 or 1 bytes: chosen at launch, branched on
-//   inside the kernel). Every output element is written by exactly one thread: no atomics on data, so
-//   results are deterministic. Repeated ids in scatter_rows (the backward of a gather with repeats) take
-//   a slower path that sums in ascending k.
+// - amt_masking / random_masking (masking_kernel): one block per image sorts (key, index) pairs in shared
+//   memory (bitonic sort, padded to a power of two, N <= kMaxSortN), writes ids_shuffle, ids_restore (a
+//   scatter of positions, no second sort) and the int8 mask, and (random_masking) copies the kept rows.
+//   One launch.
+// - gather_patches / gather_patches_backward / unshuffle_with_mask_token / unshuffle_with_mask_token_backward:
+//   a block owns up to 32 output rows; the first warp plans them (source and destination row), then the
+//   whole block copies the bytes with the widest load the row size and pointers allow (16, 8, 4, 2 or 1
+//   bytes: chosen at launch, branched on inside the kernel). Every output element is written by exactly
+//   one thread: no atomics on data, so results are deterministic. Repeated ids in gather_patches_backward
+//   (the backward of a gather with repeats) take a slower path that sums in ascending k.
 // - No host synchronisation anywhere; an out-of-range id trips a device-side assertion, as torch's own
 //   index kernels do.
 
@@ -82,10 +83,10 @@ __device__ __forceinline__ void copy_rows(int width, int rows, int64_t row_bytes
 }
 
 // ---------------------------------------------------------------------------------------------------
-// select (+ gather): one block per image.
+// amt_masking and random_masking (the same sort, plus the gather of kept rows): one block per image.
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) select_kernel(
+__global__ void __launch_bounds__(kThreads) masking_kernel(
     const T* __restrict__ noise, const T* __restrict__ weights, int64_t N, int P, int64_t num_mask,
     int64_t num_throw, bool keep_first, int64_t* __restrict__ ids_shuffle, int64_t* __restrict__ ids_restore,
     int8_t* __restrict__ mask, const char* __restrict__ x, char* __restrict__ x_kept, int64_t row_bytes, int width) {
@@ -135,11 +136,11 @@ __global__ void __launch_bounds__(kThreads) select_kernel(
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> select_cuda_impl(const Tensor& noise_in,
-                                                            const std::optional<Tensor>& weights_in,
-                                                            int64_t num_mask, int64_t num_throw, bool keep_first,
-                                                            const Tensor& x_in) {
-  check_select_args(noise_in, weights_in, num_mask, num_throw);
+std::tuple<Tensor, Tensor, Tensor, Tensor> masking_cuda_impl(const Tensor& noise_in,
+                                                             const std::optional<Tensor>& weights_in,
+                                                             int64_t num_mask, int64_t num_throw, bool keep_first,
+                                                             const Tensor& x_in) {
+  check_masking_args(noise_in, weights_in, num_mask, num_throw);
   const c10::cuda::CUDAGuard guard(noise_in.device());
   const Tensor noise = noise_in.contiguous();
   Tensor weights;
@@ -160,15 +161,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> select_cuda_impl(const Tensor& noise_
     x_kept = at::empty({B, K, x.size(2)}, x.options());
     row_bytes = x.size(2) * x.element_size();
     width = vector_width(row_bytes, {x.const_data_ptr(), x_kept.const_data_ptr()});
-    TORCH_CHECK_VALUE(K * (row_bytes / width) < (int64_t(1) << 31), "select_gather: K * D too large for one block");
+    TORCH_CHECK_VALUE(K * (row_bytes / width) < (int64_t(1) << 31), "random_masking: K * D too large for one block");
   }
   if (B == 0 || N == 0) return {x_kept, ids_shuffle, ids_restore, mask};
   int P = 1;
   while (P < N) P <<= 1;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(noise.scalar_type(), "amt_select_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(noise.scalar_type(), "amt_masking_cuda", [&] {
     const size_t shared = static_cast<size_t>(P) * (sizeof(scalar_t) + sizeof(int));
-    select_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, shared, stream>>>(
+    masking_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, shared, stream>>>(
         noise.const_data_ptr<scalar_t>(), weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr, N, P,
         num_mask, num_throw, keep_first, ids_shuffle.mutable_data_ptr<int64_t>(),
         ids_restore.mutable_data_ptr<int64_t>(), mask.mutable_data_ptr<int8_t>(),
@@ -180,18 +181,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> select_cuda_impl(const Tensor& noise_
 }
 
 // ---------------------------------------------------------------------------------------------------
-// gather_rows: out[b, k] = x[b, ids[b, k]]. grid (ceil(K / 32), min(B, 65535)).
+// gather_patches: out[b, k] = x[b, ids[b, k]]. grid (ceil(K / 32), min(B, 65535)).
 
-__global__ void __launch_bounds__(kThreads) gather_kernel(const char* __restrict__ x, const int64_t* __restrict__ ids,
-                                                          char* __restrict__ out, int64_t B, int64_t N, int64_t K,
-                                                          int64_t row_bytes, int width) {
+__global__ void __launch_bounds__(kThreads) gather_patches_kernel(const char* __restrict__ x,
+                                                                  const int64_t* __restrict__ ids,
+                                                                  char* __restrict__ out, int64_t B, int64_t N,
+                                                                  int64_t K, int64_t row_bytes, int width) {
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
   __shared__ int64_t src_row[kTileRows];
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     __syncthreads();  // the previous image's copies are done with src_row
     if (threadIdx.x < kTileRows && k0 + threadIdx.x < K) {
       const int64_t n = ids[b * K + k0 + threadIdx.x];
-      CUDA_KERNEL_ASSERT(n >= 0 && n < N && "gather_rows: id out of range");
+      CUDA_KERNEL_ASSERT(n >= 0 && n < N && "gather_patches: id out of range");
       src_row[threadIdx.x] = n;
     }
     __syncthreads();
@@ -204,7 +206,7 @@ __global__ void __launch_bounds__(kThreads) gather_kernel(const char* __restrict
   }
 }
 
-Tensor gather_rows_cuda(const Tensor& x_in, const Tensor& ids_in) {
+Tensor gather_patches_cuda(const Tensor& x_in, const Tensor& ids_in) {
   check_x(x_in, "x");
   check_ids(ids_in, x_in, "ids");
   const c10::cuda::CUDAGuard guard(x_in.device());
@@ -214,7 +216,7 @@ Tensor gather_rows_cuda(const Tensor& x_in, const Tensor& ids_in) {
   if (B == 0 || K == 0 || row_bytes == 0) return out;
   const int width = vector_width(row_bytes, {x.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((K + kTileRows - 1) / kTileRows), grid_y(B));
-  gather_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  gather_patches_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const char*>(x.const_data_ptr()), ids.const_data_ptr<int64_t>(),
       static_cast<char*>(out.mutable_data_ptr()), B, N, K, row_bytes, width);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -222,21 +224,22 @@ Tensor gather_rows_cuda(const Tensor& x_in, const Tensor& ids_in) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// scatter_rows: out (B, n, D) = 0; out[b, ids[b, k]] += src[b, k]. grid (ceil(n / 32), min(B, 65535)). Each block
-// finds, for its 32 output rows, the k that names each (plain stores; a second pass detects repeats).
-// Without repeats every row is one copy or zeros; with repeats the block sums in ascending k.
+// gather_patches_backward: out (B, n, D) = 0; out[b, ids[b, k]] += src[b, k]. grid (ceil(n / 32), min(B, 65535)).
+// Each block finds, for its 32 output rows, the k that names each (plain stores; a second pass detects
+// repeats). Without repeats every row is one copy or zeros; with repeats the block sums in ascending k.
 
 template <typename T>
-__device__ __forceinline__ void scatter_image(const T* __restrict__ src, const int64_t* __restrict__ ids,
-                                              T* __restrict__ out, int64_t b, int64_t r0, int64_t n, int64_t K,
-                                              int64_t D, int width, int64_t* slot, int& repeated) {
+__device__ __forceinline__ void gather_patches_backward_image(const T* __restrict__ src,
+                                                              const int64_t* __restrict__ ids, T* __restrict__ out,
+                                                              int64_t b, int64_t r0, int64_t n, int64_t K, int64_t D,
+                                                              int width, int64_t* slot, int& repeated) {
   if (threadIdx.x < kTileRows) slot[threadIdx.x] = -1;
   if (threadIdx.x == 0) repeated = 0;
   __syncthreads();
   const int64_t* id = ids + b * K;
   for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
     const int64_t r = id[k];
-    CUDA_KERNEL_ASSERT(r >= 0 && r < n && "scatter_rows: id out of range");
+    CUDA_KERNEL_ASSERT(r >= 0 && r < n && "gather_patches_backward: id out of range");
     if (r >= r0 && r < r0 + kTileRows) slot[r - r0] = k;
   }
   __syncthreads();
@@ -266,19 +269,19 @@ __device__ __forceinline__ void scatter_image(const T* __restrict__ src, const i
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) scatter_kernel(const T* __restrict__ src, const int64_t* __restrict__ ids,
-                                                           T* __restrict__ out, int64_t B, int64_t n, int64_t K,
-                                                           int64_t D, int width) {
+__global__ void __launch_bounds__(kThreads) gather_patches_backward_kernel(
+    const T* __restrict__ src, const int64_t* __restrict__ ids, T* __restrict__ out, int64_t B, int64_t n, int64_t K,
+    int64_t D, int width) {
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
   __shared__ int64_t slot[kTileRows];
   __shared__ int repeated;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     __syncthreads();  // the previous image is done with slot and repeated
-    scatter_image(src, ids, out, b, r0, n, K, D, width, slot, repeated);
+    gather_patches_backward_image(src, ids, out, b, r0, n, K, D, width, slot, repeated);
   }
 }
 
-Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
+Tensor gather_patches_backward_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   check_x(src_in, "src");
   check_ids(ids_in, src_in, "ids");
   TORCH_CHECK_VALUE(ids_in.size(1) == src_in.size(1), "ids must be (B, K) with K = ", src_in.size(1), ", got shape ",
@@ -291,8 +294,8 @@ Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) 
   if (B == 0 || n == 0 || D == 0) return out;
   const int width = vector_width(D * src.element_size(), {src.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((n + kTileRows - 1) / kTileRows), grid_y(B));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "scatter_rows_cuda", [&] {
-    scatter_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "gather_patches_backward_cuda", [&] {
+    gather_patches_backward_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         src.const_data_ptr<scalar_t>(), ids.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), B, n, K, D,
         width);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -301,8 +304,9 @@ Tensor scatter_rows_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// unshuffle and its adjoint. grid (ceil(N / 32), min(B, 65535)); a block owns 32 original positions. Output row of
-// position n: n minus the thrown positions before it (when they are dropped), counted by the block.
+// unshuffle_with_mask_token and its adjoint. grid (ceil(N / 32), min(B, 65535)); a block owns 32 original
+// positions. Output row of position n: n minus the thrown positions before it (when they are dropped),
+// counted by the block.
 
 struct Plan {
   int64_t out_row[kTileRows];  // -1: no output row (dropped, or past N)
@@ -327,7 +331,7 @@ __device__ void plan_tile(Plan& plan, const int64_t* __restrict__ restore, int64
     int8_t code = kThrown;
     if (n < N) {
       const int64_t r = restore[n];
-      CUDA_KERNEL_ASSERT(r >= 0 && r < N && "unshuffle: ids_restore out of range");
+      CUDA_KERNEL_ASSERT(r >= 0 && r < N && "unshuffle_with_mask_token: ids_restore out of range");
       code = segment(r, K, num_mask, num_throw, keep_first, &row);
     }
     const bool emit = n < N && (keep_thrown || code != kThrown);
@@ -338,7 +342,7 @@ __device__ void plan_tile(Plan& plan, const int64_t* __restrict__ restore, int64
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(kThreads) unshuffle_kernel(
+__global__ void __launch_bounds__(kThreads) unshuffle_with_mask_token_kernel(
     const char* __restrict__ visible, const char* __restrict__ token, const int64_t* __restrict__ ids_restore,
     char* __restrict__ out, int64_t B, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw, bool keep_first,
     bool keep_thrown, int64_t n_out, int64_t row_bytes, int width) {
@@ -356,7 +360,7 @@ __global__ void __launch_bounds__(kThreads) unshuffle_kernel(
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) unshuffle_backward_kernel(
+__global__ void __launch_bounds__(kThreads) unshuffle_with_mask_token_backward_kernel(
     const T* __restrict__ grad, const int64_t* __restrict__ ids_restore, T* __restrict__ grad_visible,
     acc_type_t<T>* __restrict__ partial, int64_t B, int64_t N, int64_t K, int64_t num_mask, int64_t num_throw,
     bool keep_first, bool keep_thrown, int64_t n_out, int64_t D, int width) {
@@ -383,10 +387,11 @@ __global__ void __launch_bounds__(kThreads) unshuffle_backward_kernel(
   }
 }
 
-Tensor unshuffle_cuda(const Tensor& visible_in, const Tensor& mask_token_in, const Tensor& ids_restore_in,
-                      int64_t num_mask, int64_t num_throw, bool keep_first, bool keep_thrown) {
+Tensor unshuffle_with_mask_token_cuda(const Tensor& visible_in, const Tensor& mask_token_in,
+                                      const Tensor& ids_restore_in, int64_t num_mask, int64_t num_throw,
+                                      bool keep_first, bool keep_thrown) {
   check_x(visible_in, "visible");
-  check_unshuffle_layout(ids_restore_in, visible_in.size(1), num_mask, num_throw);
+  check_unshuffle_with_mask_token_layout(ids_restore_in, visible_in.size(1), num_mask, num_throw);
   const c10::cuda::CUDAGuard guard(visible_in.device());
   const Tensor visible = visible_in.contiguous(), ids_restore = ids_restore_in.contiguous();
   const Tensor token = mask_token_in.contiguous();
@@ -403,7 +408,7 @@ Tensor unshuffle_cuda(const Tensor& visible_in, const Tensor& mask_token_in, con
   if (B == 0 || N == 0 || D == 0) return out;
   const int width = vector_width(row_bytes, {visible.const_data_ptr(), token.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((N + kTileRows - 1) / kTileRows), grid_y(B));
-  unshuffle_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  unshuffle_with_mask_token_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       static_cast<const char*>(visible.const_data_ptr()), static_cast<const char*>(token.const_data_ptr()),
       ids_restore.const_data_ptr<int64_t>(), static_cast<char*>(out.mutable_data_ptr()), B, N, K, num_mask, num_throw,
       keep_first, keep_thrown, n_out, row_bytes, width);
@@ -411,11 +416,12 @@ Tensor unshuffle_cuda(const Tensor& visible_in, const Tensor& mask_token_in, con
   return out;
 }
 
-std::tuple<Tensor, Tensor> unshuffle_backward_cuda(const Tensor& grad_in, const Tensor& ids_restore_in,
-                                                   int64_t num_visible, int64_t num_mask, int64_t num_throw,
-                                                   bool keep_first, bool keep_thrown) {
+std::tuple<Tensor, Tensor> unshuffle_with_mask_token_backward_cuda(const Tensor& grad_in,
+                                                                    const Tensor& ids_restore_in, int64_t num_visible,
+                                                                    int64_t num_mask, int64_t num_throw,
+                                                                    bool keep_first, bool keep_thrown) {
   check_x(grad_in, "grad");
-  check_unshuffle_layout(ids_restore_in, num_visible, num_mask, num_throw);
+  check_unshuffle_with_mask_token_layout(ids_restore_in, num_visible, num_mask, num_throw);
   const c10::cuda::CUDAGuard guard(grad_in.device());
   const Tensor grad = grad_in.contiguous(), ids_restore = ids_restore_in.contiguous();
   const int64_t B = grad.size(0), D = grad.size(2), N = ids_restore.size(1), K = num_visible;
@@ -431,8 +437,10 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cuda(const Tensor& grad_in, const 
   if (B > 0 && N > 0 && D > 0) {
     const int width = vector_width(D * grad.element_size(), {grad.const_data_ptr(), grad_visible.const_data_ptr()});
     const dim3 grid(static_cast<unsigned>(tiles), grid_y(B));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "unshuffle_backward_cuda", [&] {
-      unshuffle_backward_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+                                    "unshuffle_with_mask_token_backward_cuda", [&] {
+      const auto stream = c10::cuda::getCurrentCUDAStream();
+      unshuffle_with_mask_token_backward_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
           grad.const_data_ptr<scalar_t>(), ids_restore.const_data_ptr<int64_t>(),
           grad_visible.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_type_t<scalar_t>>(), B, N, K, num_mask,
           num_throw, keep_first, keep_thrown, n_out, D, width);
@@ -443,28 +451,28 @@ std::tuple<Tensor, Tensor> unshuffle_backward_cuda(const Tensor& grad_in, const 
   return {grad_visible, partial.sum(0).to(grad.scalar_type())};
 }
 
-std::tuple<Tensor, Tensor, Tensor> amt_select_cuda(const Tensor& noise, const std::optional<Tensor>& weights,
-                                                   int64_t num_mask, int64_t num_throw, bool keep_first) {
-  auto [x_kept, s, r, m] = select_cuda_impl(noise, weights, num_mask, num_throw, keep_first, Tensor());
+std::tuple<Tensor, Tensor, Tensor> amt_masking_cuda(const Tensor& noise, const std::optional<Tensor>& weights,
+                                                    int64_t num_mask, int64_t num_throw, bool keep_first) {
+  auto [x_kept, s, r, m] = masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, Tensor());
   return {s, r, m};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> select_gather_cuda(const Tensor& x, const Tensor& noise,
-                                                              const std::optional<Tensor>& weights, int64_t num_mask,
-                                                              int64_t num_throw, bool keep_first) {
+std::tuple<Tensor, Tensor, Tensor, Tensor> random_masking_cuda(const Tensor& x, const Tensor& noise,
+                                                               const std::optional<Tensor>& weights, int64_t num_mask,
+                                                               int64_t num_throw, bool keep_first) {
   check_x_matches_noise(x, noise);
-  return select_cuda_impl(noise, weights, num_mask, num_throw, keep_first, x);
+  return masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, x);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(kamim_fast_cpp, CUDA, m) {
-  m.impl("amt_select", &amt_select_cuda);
-  m.impl("select_gather", &select_gather_cuda);
-  m.impl("gather_rows", &gather_rows_cuda);
-  m.impl("scatter_rows", &scatter_rows_cuda);
-  m.impl("unshuffle", &unshuffle_cuda);
-  m.impl("unshuffle_backward", &unshuffle_backward_cuda);
+  m.impl("amt_masking", &amt_masking_cuda);
+  m.impl("random_masking", &random_masking_cuda);
+  m.impl("gather_patches", &gather_patches_cuda);
+  m.impl("gather_patches_backward", &gather_patches_backward_cuda);
+  m.impl("unshuffle_with_mask_token", &unshuffle_with_mask_token_cuda);
+  m.impl("unshuffle_with_mask_token_backward", &unshuffle_with_mask_token_backward_cuda);
 }
 
 }  // namespace kamim_fast

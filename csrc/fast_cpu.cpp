@@ -310,6 +310,12 @@ void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int
 
 const char* isa_name() { return kernels().name; }
 
+bool ring_density(const std::string& density) {
+  TORCH_CHECK_VALUE(density == "ring" || density == "count", "density must be one of ('ring', 'count'), got '",
+                    density, "'");
+  return density == "ring";
+}
+
 }  // namespace kamim_fast::cpu
 
 // --- the ops ----------------------------------------------------------------------------------------------
@@ -478,7 +484,8 @@ Tensor density_from_cover(int64_t B, int64_t H, int64_t W, int64_t p, const at::
   return density;
 }
 
-Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, bool ring) {
+Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, c10::string_view density) {
+  const bool ring = cpu::ring_density(std::string(density));
   check_cpu(keypoints, "keypoints");
   TORCH_CHECK_VALUE(keypoints.dim() == 3, "keypoints must be (B, H, W), got shape ", keypoints.sizes());
   TORCH_CHECK_TYPE(keypoints.scalar_type() == at::kBool, "keypoints must be bool, got ", keypoints.scalar_type());
@@ -505,11 +512,12 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, bool ri
   });
 }
 
-Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch, double temperature, int64_t threshold, bool ring,
-                         bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double temperature, int64_t threshold,
+                         c10::string_view density, bool bgr, c10::ArrayRef<double> mean, c10::ArrayRef<double> std_) {
+  const bool ring = cpu::ring_density(std::string(density));
   check_colour(images, "images");
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
-  check_patch(weight_patch, H, W, "weight_patch", "images");
+  check_patch(weight_patch_size, H, W, "weight_patch_size", "images");
   TORCH_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", images.sizes());
   TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
                     temperature);
@@ -517,13 +525,13 @@ Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch, double temp
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
-  const int64_t p = weight_patch;
+  const int64_t p = weight_patch_size;
   auto band = [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
     cpu::cell_cover(colour_image(images, b, bgr, m, s), p, cy0, cy1, static_cast<int>(threshold), ring, cover);
   };
-  Tensor density = density_from_cover(B, H, W, p, images.options(), band);
+  Tensor density_map = density_from_cover(B, H, W, p, images.options(), band);
   // density_to_weights (kamim_fast/weights.py), the same ATen ops in the same order: the same bits.
-  Tensor w = at::exp(at::clamp(at::div(density, temperature), std::optional<c10::Scalar>(-20.0),
+  Tensor w = at::exp(at::clamp(at::div(density_map, temperature), std::optional<c10::Scalar>(-20.0),
                                std::optional<c10::Scalar>(20.0)));
   return at::div(w, at::amin(w, {-2, -1}, true));
 }
@@ -536,9 +544,9 @@ TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
   m.def("rgb_to_gray_u8(Tensor images, bool bgr, float[] mean, float[] std) -> Tensor");
   m.def("fast_corners(Tensor image, int threshold, bool nonmax_suppression, bool bgr, float[] mean, float[] std) -> "
         "(Tensor, Tensor)");
-  m.def("keypoint_density(Tensor keypoints, int patch_size, bool ring) -> Tensor");
-  m.def("patch_weights(Tensor images, int weight_patch, float temperature, int threshold, bool ring, bool bgr, "
-        "float[] mean, float[] std) -> Tensor");
+  m.def("keypoint_density(Tensor keypoints, int patch_size, str density) -> Tensor");
+  m.def("patch_weights(Tensor images, int weight_patch_size, float temperature, int threshold, str density, "
+        "bool bgr, float[] mean, float[] std) -> Tensor");
   m.def("fast_cpu_isa() -> str", &fast_cpu_isa);  // which vector copy runs (benchmarks, tests)
 }
 

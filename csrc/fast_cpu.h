@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace kamim_fast::cpu {
 
@@ -31,6 +32,10 @@ void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int
 // whole image (the band reads its own halo of gray rows). Thread-safe; allocates its own scratch.
 void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
                 int32_t* cover);
+
+// The ops' `density` argument as cell_cover's flag: true for "ring", false for "count" (the values of
+// kamim_fast/weights.py's DENSITY_MODES); anything else raises (ValueError in Python).
+bool ring_density(const std::string& density);
 
 // The vector copy the kernels run ("sse2", "avx2", "avx512" or "portable"; KAMIM_FAST_CPU_ISA forces one).
 const char* isa_name();

@@ -13,9 +13,9 @@
 //   order afterwards: the loss is bitwise the same for any number of threads, with no atomics.
 // - One pass over pred and target: per row and channel, |pred - target| is added into a float row
 //   accumulator and the 2-bit codes of sign(pred - target) are written (1 positive, 2 negative, 0 zero or
-//   NaN, four per byte; loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
+//   NaN, four per byte; kamim_fast/mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
 //   double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
-//   reduced per gcd(mask_patch, weight_patch) segment and multiplied by the mask (and the weight).
+//   reduced per gcd(patch_size, weight_patch_size) segment and multiplied by the mask (and the weight).
 // - The fused path calls kamim_fast::cpu::cell_cover (fast_cpu.h) on the same tile first: gray -> FAST
 //   -> NMS -> rings -> covered pixels per weight cell, while the tile's target rows are in cache. The
 //   epilogue is density_to_weights written with the same ATen ops (bit-exact with torch's exp).
@@ -44,6 +44,7 @@
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -246,11 +247,11 @@ void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int6
 // The mask grid and the optional weight grid, checked against a (B, C, H, W) batch and made contiguous
 // (an undefined tensor without weights).
 std::pair<Tensor, Tensor> checked_grids(const Tensor& mask_grid, const std::optional<Tensor>& weights, int64_t B,
-                                        int64_t H, int64_t W, int64_t mask_patch, int64_t weight_patch) {
-  check_grid("mask_grid", mask_grid, B, H, W, mask_patch, "mask_patch");
+                                        int64_t H, int64_t W, int64_t patch_size, int64_t weight_patch_size) {
+  check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
   Tensor w;
   if (weights.has_value()) {
-    check_grid("weights", *weights, B, H, W, weight_patch, "weight_patch");
+    check_grid("weights", *weights, B, H, W, weight_patch_size, "weight_patch_size");
     w = weights->contiguous();
   }
   return {mask_grid.contiguous(), w};
@@ -260,10 +261,11 @@ std::pair<Tensor, Tensor> checked_grids(const Tensor& mask_grid, const std::opti
 
 struct Grids {
   int64_t B = 0, C = 0, H = 0, W = 0, W4 = 0;
-  int64_t mask_patch = 1, weight_patch = 1, seg = 1;  // seg = gcd of the cells that split the columns
-  const float* mask = nullptr;                        // contiguous (B, H/mp, W/mp)
-  const float* weights = nullptr;                     // contiguous (B, H/wp, W/wp), or null
-  uint8_t* signs = nullptr;                           // (B, C, H, W4)
+  int64_t patch_size = 1, weight_patch_size = 1;  // the mask's and the weights' cells
+  int64_t seg = 1;                                 // gcd of the cells that split the columns
+  const float* mask = nullptr;                     // contiguous (B, H/patch_size, W/patch_size)
+  const float* weights = nullptr;                  // contiguous (B, H/weight_patch_size, W/weight_patch_size), or null
+  uint8_t* signs = nullptr;                        // (B, C, H, W4)
 };
 
 constexpr int64_t kFlushRows = 8;  // float accumulation over at most this many rows (x C channels)
@@ -287,7 +289,7 @@ void l1_tile(const Grids& g, const P* pred, const T* target, const int64_t* ps, 
   const bool p_rows = ps[3] == 1, t_rows = ts[3] == 1;
   if (!p_rows) s.pbuf.resize(W * sizeof(P));
   if (!t_rows) s.tbuf.resize(W * sizeof(T));
-  const int64_t mw = W / g.mask_patch, ww = W / g.weight_patch;
+  const int64_t mw = W / g.patch_size, ww = W / g.weight_patch_size;
   double total = 0.0;
   for (int64_t ys = y0; ys < y1; ys += seg) {
     std::fill(s.dacc.begin(), s.dacc.end(), 0.0);
@@ -311,17 +313,18 @@ void l1_tile(const Grids& g, const P* pred, const T* target, const int64_t* ps, 
         }
       for (int64_t x = 0; x < W; ++x) s.dacc[x] += static_cast<double>(s.acc[x]);
     }
-    const float* mrow = g.mask + (b * (g.H / g.mask_patch) + ys / g.mask_patch) * mw;
-    const float* wrow = g.weights ? g.weights + (b * (g.H / g.weight_patch) + ys / g.weight_patch) * ww : nullptr;
-    double* crow = cells ? cells + (b * (g.H / g.weight_patch) + ys / g.weight_patch) * ww : nullptr;
+    const float* mrow = g.mask + (b * (g.H / g.patch_size) + ys / g.patch_size) * mw;
+    const float* wrow =
+        g.weights ? g.weights + (b * (g.H / g.weight_patch_size) + ys / g.weight_patch_size) * ww : nullptr;
+    double* crow = cells ? cells + (b * (g.H / g.weight_patch_size) + ys / g.weight_patch_size) * ww : nullptr;
     for (int64_t x0 = 0; x0 < W; x0 += seg) {
       double sum = 0.0;
       for (int64_t x = x0; x < x0 + seg; ++x) sum += s.dacc[x];
-      const double v = static_cast<double>(mrow[x0 / g.mask_patch]) * sum;
+      const double v = static_cast<double>(mrow[x0 / g.patch_size]) * sum;
       if (crow)
-        crow[x0 / g.weight_patch] += v;
+        crow[x0 / g.weight_patch_size] += v;
       else
-        total += wrow ? v * static_cast<double>(wrow[x0 / g.weight_patch]) : v;
+        total += wrow ? v * static_cast<double>(wrow[x0 / g.weight_patch_size]) : v;
     }
   }
   if (partial) *partial = total;
@@ -355,9 +358,9 @@ float mask_sum(const Tensor& mask) {
   return static_cast<float>(s);
 }
 
-// _per_mask_pixel: total / (sum(m) * mask_patch^2 + eps) / C in float32, the reference's operations.
-float per_mask_pixel(float total, float msum, int64_t mask_patch, double eps, int64_t C) {
-  const float den = msum * static_cast<float>(mask_patch * mask_patch) + static_cast<float>(eps);
+// _per_mask_pixel: total / (sum(m) * patch_size^2 + eps) / C in float32, the reference's operations.
+float per_mask_pixel(float total, float msum, int64_t patch_size, double eps, int64_t C) {
+  const float den = msum * static_cast<float>(patch_size * patch_size) + static_cast<float>(eps);
   return total / den / static_cast<float>(C);
 }
 
@@ -407,13 +410,13 @@ void run_tiles(const Tensor& pred, const Tensor& target, const Grids& g, int64_t
   });
 }
 
-Grids make_grids(const Tensor& pred, const Tensor& mask, const Tensor* weights, int64_t mask_patch,
-                 int64_t weight_patch, Tensor& signs) {
+Grids make_grids(const Tensor& pred, const Tensor& mask, const Tensor* weights, int64_t patch_size,
+                 int64_t weight_patch_size, Tensor& signs) {
   Grids g;
   g.B = pred.size(0), g.C = pred.size(1), g.H = pred.size(2), g.W = pred.size(3), g.W4 = (g.W + 3) / 4;
-  g.mask_patch = mask_patch;
-  g.weight_patch = weight_patch;
-  g.seg = std::gcd(mask_patch, weight_patch);
+  g.patch_size = patch_size;
+  g.weight_patch_size = weight_patch_size;
+  g.seg = std::gcd(patch_size, weight_patch_size);
   g.mask = mask.const_data_ptr<float>();
   g.weights = weights ? weights->const_data_ptr<float>() : nullptr;
   g.signs = signs.mutable_data_ptr<uint8_t>();
@@ -424,21 +427,21 @@ constexpr int64_t kBandRows = 32;       // rows per tile of the plain loss
 constexpr int64_t kFusedBandRows = 128;  // rows per tile of the fused loss: FAST's 8-row halos cost 6-12%
 
 std::tuple<Tensor, Tensor> weighted_mim_loss_cpu(const Tensor& pred, const Tensor& target, const Tensor& mask_grid,
-                                                 const std::optional<Tensor>& weights, int64_t mask_patch,
-                                                 int64_t weight_patch, double eps) {
+                                                 const std::optional<Tensor>& weights, int64_t patch_size,
+                                                 int64_t weight_patch_size, double eps) {
   check_pred_target(pred, target);
   const int64_t B = pred.size(0), C = pred.size(1), H = pred.size(2), W = pred.size(3);
-  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, mask_patch, weight_patch);
+  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, patch_size, weight_patch_size);
   Tensor signs = new_signs(pred);
-  // Without weights, weight_patch plays no part (the Python side passes 1): mask cells split the columns.
-  const Grids g = make_grids(pred, mask, w.defined() ? &w : nullptr, mask_patch, w.defined() ? weight_patch : mask_patch,
-                             signs);
+  // Without weights, weight_patch_size plays no part (the Python side passes 1): mask cells split the columns.
+  const Grids g = make_grids(pred, mask, w.defined() ? &w : nullptr, patch_size,
+                             w.defined() ? weight_patch_size : patch_size, signs);
   std::vector<double> partials;
   if (B * C * H * W > 0)
     run_tiles(pred, target, g, band_rows(g.seg, kBandRows, H), &partials, nullptr, [](int64_t, int64_t, int64_t) {});
   double total = 0.0;
   for (double v : partials) total += v;  // tile order: independent of the thread count
-  const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), mask_patch, eps, C);
+  const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), patch_size, eps, C);
   return {at::scalar_tensor(loss, pred.options().dtype(at::kFloat)), signs};
 }
 
@@ -452,14 +455,15 @@ kamim_fast::cpu::ColourDtype colour_dtype(at::ScalarType t) {
 }
 
 std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
-    const Tensor& pred, const Tensor& target, const Tensor& mask_grid, int64_t mask_patch, int64_t weight_patch,
-    double temperature, int64_t threshold, bool ring, bool bgr, at::ArrayRef<double> mean, at::ArrayRef<double> std,
-    double eps) {
+    const Tensor& pred, const Tensor& target, const Tensor& mask_grid, int64_t patch_size, int64_t weight_patch_size,
+    double temperature, int64_t threshold, c10::string_view density, bool bgr, at::ArrayRef<double> mean,
+    at::ArrayRef<double> std, double eps) {
+  const bool ring = kamim_fast::cpu::ring_density(std::string(density));
   check_pred_target(pred, target);
   const int64_t B = pred.size(0), C = pred.size(1), H = pred.size(2), W = pred.size(3);
   TORCH_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ", target.sizes());
-  check_grid("mask_grid", mask_grid, B, H, W, mask_patch, "mask_patch");
-  check_patch("weight_patch", weight_patch, H, W);
+  check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
+  check_patch("weight_patch_size", weight_patch_size, H, W);
   TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
                     temperature);
   TORCH_CHECK_VALUE(threshold >= 0 && threshold <= 255, "threshold must be in 0..255, got ", threshold);
@@ -467,10 +471,10 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
   TORCH_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
   const Tensor mask = mask_grid.contiguous();
   Tensor signs = new_signs(pred);
-  const int64_t hw = H / weight_patch, ww = W / weight_patch;
+  const int64_t hw = H / weight_patch_size, ww = W / weight_patch_size;
   Tensor cover = at::empty({B, hw, ww}, pred.options().dtype(at::kInt));
   std::vector<double> cells(B * hw * ww, 0.0);
-  const Grids g = make_grids(pred, mask, nullptr, mask_patch, weight_patch, signs);
+  const Grids g = make_grids(pred, mask, nullptr, patch_size, weight_patch_size, signs);
 
   kamim_fast::cpu::ColourImage base{};
   base.dtype = colour_dtype(target.scalar_type());
@@ -482,19 +486,20 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
   int32_t* cov = cover.mutable_data_ptr<int32_t>();
 
   if (B * H * W > 0)
-    run_tiles(pred, target, g, band_rows(weight_patch, kFusedBandRows, H), nullptr, cells.data(),
+    run_tiles(pred, target, g, band_rows(weight_patch_size, kFusedBandRows, H), nullptr, cells.data(),
               [&](int64_t b, int64_t y0, int64_t y1) {
                 kamim_fast::cpu::ColourImage img = base;
                 img.data = tbytes + b * tb;
-                kamim_fast::cpu::cell_cover(img, weight_patch, y0 / weight_patch, y1 / weight_patch,
-                                            static_cast<int>(threshold), ring, cov + (b * hw + y0 / weight_patch) * ww);
+                const int64_t cy0 = y0 / weight_patch_size, cy1 = y1 / weight_patch_size;
+                kamim_fast::cpu::cell_cover(img, weight_patch_size, cy0, cy1, static_cast<int>(threshold), ring,
+                                            cov + (b * hw + cy0) * ww);
               });
 
   // density_to_weights with the same ATen ops, so exp and the per-image min are torch's to the bit.
   Tensor weights;
   if (cover.numel() > 0) {
-    const Tensor density = cover.to(at::kFloat).div_(static_cast<double>(weight_patch * weight_patch));
-    const Tensor e = at::exp(at::clamp(density.div(temperature), -20.0, 20.0));
+    const Tensor density_map = cover.to(at::kFloat).div_(static_cast<double>(weight_patch_size * weight_patch_size));
+    const Tensor e = at::exp(at::clamp(density_map.div(temperature), -20.0, 20.0));
     weights = e.div(e.amin({-2, -1}, /*keepdim=*/true));
   } else {
     weights = at::empty({B, hw, ww}, pred.options().dtype(at::kFloat));
@@ -502,7 +507,7 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
   const float* wp = weights.const_data_ptr<float>();
   double total = 0.0;
   for (int64_t i = 0; i < B * hw * ww; ++i) total += static_cast<double>(wp[i]) * cells[i];  // fixed order
-  const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), mask_patch, eps, C);
+  const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), patch_size, eps, C);
   return {at::scalar_tensor(loss, pred.options().dtype(at::kFloat)), weights, signs};
 }
 
@@ -523,7 +528,7 @@ void dispatch_out(at::ScalarType t, F&& f) {
 
 std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, const Tensor& signs,
                                                           const Tensor& mask_grid, const std::optional<Tensor>& weights,
-                                                          int64_t mask_patch, int64_t weight_patch, double eps,
+                                                          int64_t patch_size, int64_t weight_patch_size, double eps,
                                                           int64_t W, at::ScalarType pred_dtype,
                                                           at::ScalarType target_dtype, bool grad_target) {
   TORCH_CHECK_VALUE(grad.numel() == 1, "grad must hold one value (the loss's gradient), got shape ", grad.sizes());
@@ -537,19 +542,19 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, co
   TORCH_CHECK_TYPE(is_float_dtype(pred_dtype), "pred_dtype must be a float dtype, got ", pred_dtype);
   TORCH_CHECK_TYPE(is_float_dtype(target_dtype), "target_dtype must be a float dtype, got ", target_dtype);
   const int64_t B = signs.size(0), C = signs.size(1), H = signs.size(2);
-  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, mask_patch, weight_patch);
+  const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, patch_size, weight_patch_size);
   const Tensor s = signs.contiguous();
   const float g0 = grad.to(at::kFloat).reshape({}).item<float>();
-  const float scale = per_mask_pixel(g0, mask_sum(mask), mask_patch, eps, C);
+  const float scale = per_mask_pixel(g0, mask_sum(mask), patch_size, eps, C);
 
   const auto opts = signs.options();
   Tensor gp = at::empty({B, C, H, W}, opts.dtype(pred_dtype));
   Tensor gt = grad_target ? at::empty({B, C, H, W}, opts.dtype(target_dtype)) : at::empty({0}, opts.dtype(target_dtype));
   if (B * C * H * W == 0) return {gp, gt};
 
-  const int64_t wpatch = w.defined() ? weight_patch : mask_patch, seg = std::gcd(mask_patch, wpatch);
+  const int64_t wpatch = w.defined() ? weight_patch_size : patch_size, seg = std::gcd(patch_size, wpatch);
   const int64_t band = band_rows(seg, kBandRows, H), tiles_per_image = (H + band - 1) / band;
-  const int64_t mw = W / mask_patch, ww = W / wpatch, W4 = s.size(3);
+  const int64_t mw = W / patch_size, ww = W / wpatch, W4 = s.size(3);
   const float* m = mask.const_data_ptr<float>();
   const float* wt = w.defined() ? w.const_data_ptr<float>() : nullptr;
   const uint8_t* sp = s.const_data_ptr<uint8_t>();
@@ -565,10 +570,10 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, co
           const int64_t b = i / tiles_per_image, y0 = (i % tiles_per_image) * band, y1 = std::min(y0 + band, H);
           for (int64_t ys = y0; ys < y1; ys += seg) {
             // coef = (m * scale) * w per column: weighted_masked_l1_backward_ref's float operations
-            const float* mrow = m + (b * (H / mask_patch) + ys / mask_patch) * mw;
+            const float* mrow = m + (b * (H / patch_size) + ys / patch_size) * mw;
             const float* wrow = wt ? wt + (b * (H / wpatch) + ys / wpatch) * ww : nullptr;
             for (int64_t x = 0; x < W; ++x) {
-              const float c = mrow[x / mask_patch] * scale;
+              const float c = mrow[x / patch_size] * scale;
               coef[x] = wrow ? c * wrow[x / wpatch] : c;
             }
             for (int64_t y = ys; y < ys + seg; ++y)
@@ -588,16 +593,16 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, co
 }  // namespace
 }  // namespace kamim_fast_cpp
 
-// Schemas as the Python ops of kamim_fast/_ops.py (weighted_masked_l1, fast_weighted_masked_l1,
-// weighted_masked_l1_backward), under the op stem weighted_mim_loss.
+// Schemas as the Python ops of the same names in kamim_fast/_ops.py; arguments named as the public
+// weighted_mim_loss names them (patch_size, weight_patch_size, density).
 TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
-  m.def("weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, Tensor? weights, int mask_patch, "
-        "int weight_patch, float eps) -> (Tensor, Tensor)");
-  m.def("fast_weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, int mask_patch, int weight_patch, "
-        "float temperature, int threshold, bool ring, bool bgr, float[] mean, float[] std, float eps) "
+  m.def("weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, Tensor? weights, int patch_size, "
+        "int weight_patch_size, float eps) -> (Tensor, Tensor)");
+  m.def("fast_weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, int patch_size, int weight_patch_size, "
+        "float temperature, int threshold, str density, bool bgr, float[] mean, float[] std, float eps) "
         "-> (Tensor, Tensor, Tensor)");
-  m.def("weighted_mim_loss_backward(Tensor grad, Tensor signs, Tensor mask_grid, Tensor? weights, int mask_patch, "
-        "int weight_patch, float eps, int W, ScalarType pred_dtype, ScalarType target_dtype, bool grad_target) "
+  m.def("weighted_mim_loss_backward(Tensor grad, Tensor signs, Tensor mask_grid, Tensor? weights, int patch_size, "
+        "int weight_patch_size, float eps, int W, ScalarType pred_dtype, ScalarType target_dtype, bool grad_target) "
         "-> (Tensor, Tensor)");
 }
 

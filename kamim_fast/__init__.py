@@ -23,7 +23,7 @@ from .amt import (
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
 from .detectors import DETECTORS
-from .loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+from .mim_loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
 from .weights import (
     KAMIM_DEFAULTS,
     KAMIM_PAPER,

@@ -36,7 +36,8 @@ from . import _build
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 JIT_ENV_VAR = "KAMIM_FAST_JIT"
-OPS = ("amt_select", "select_gather", "gather_rows", "scatter_rows", "unshuffle", "unshuffle_backward")
+OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
+       "unshuffle_with_mask_token_backward")
 HOW_TO_PREBUILD = ("for the prebuilt extension, build kamim-fast against this torch: `pip install "
                    "--no-build-isolation --no-binary kamim-fast --force-reinstall --no-deps kamim-fast` "
                    "(in a checkout: `pip install --no-build-isolation -e .`)")
@@ -133,4 +134,4 @@ def loaded() -> tuple[str, str]:
 
 def has_cuda() -> bool:
     """Whether the loaded extension holds CUDA kernels (it was built with nvcc)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast_cpp::amt_select", "CUDA")
+    return torch._C._dispatch_has_kernel_for_dispatch_key("kamim_fast_cpp::amt_masking", "CUDA")

@@ -5,7 +5,9 @@ Public functions check arguments and call these ops. Each op is a ``torch.librar
 per-device kernels (``register_kernel("cpu")``/``("cuda")``) run what :func:`_backend.resolve` picks:
 the Triton launcher below, the extension's ``kamim_fast_cpp::<op>`` (same schema, ``csrc/``), or the
 PyTorch reference below. Registering them as custom ops keeps ``torch.compile(fullgraph=True)`` free of
-graph breaks: the compiler sees one opaque node with a fake kernel for shapes.
+graph breaks: the compiler sees one opaque node with a fake kernel for shapes. An argument has one name in
+the public function, the op's schema, the C++ op and the Triton launcher (``patch_size``,
+``weight_patch_size``, ``density``: "ring" | "count").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from . import _backend
 from .fast import fast_corners_ref
 from .gray import rgb_to_gray_u8_ref
-from .loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
+from .mim_loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
 from .weights import density_to_weights, keypoint_density_ref, weights_from_keypoints
 
 # auto: the Triton kernels on CUDA tensors, the native kernels on CPU tensors.
@@ -107,20 +109,21 @@ _define(fast_corners_op, torch_ref=_fast_corners_torch, triton=_fast_corners_tri
 
 
 @torch.library.custom_op("kamim_fast::keypoint_density", mutates_args=())
-def keypoint_density_op(keypoints: torch.Tensor, patch_size: int, ring: bool) -> torch.Tensor:
-    """(B, H, W) bool keypoints -> (B, H/p, W/p) float32: the drawKeypoints ring cover (``ring``) or the
-    keypoint count per cell, over p*p."""
-    return _backend.run("keypoint_density", keypoints.device, keypoints, patch_size, ring)
+def keypoint_density_op(keypoints: torch.Tensor, patch_size: int, density: str) -> torch.Tensor:
+    """(B, H, W) bool keypoints -> (B, H/p, W/p) float32, p = ``patch_size``: the drawKeypoints ring cover
+    (``density="ring"``) or the keypoint count per cell (``"count"``), over p*p. The public function calls this
+    argument ``mode``."""
+    return _backend.run("keypoint_density", keypoints.device, keypoints, patch_size, density)
 
 
 @keypoint_density_op.register_fake
-def _(keypoints, patch_size, ring):
+def _(keypoints, patch_size, density):
     B, H, W = keypoints.shape
     return keypoints.new_empty((B, H // patch_size, W // patch_size), dtype=torch.float32)
 
 
-def _keypoint_density_torch(keypoints, patch_size, ring):
-    return keypoint_density_ref(keypoints, patch_size, "ring" if ring else "count")
+def _keypoint_density_torch(keypoints, patch_size, density):
+    return keypoint_density_ref(keypoints, patch_size, density)
 
 
 # On CUDA the density is a convolution and a pooling in PyTorch: the table lists no Triton kernel.
@@ -129,29 +132,30 @@ _define(keypoint_density_op, torch_ref=_keypoint_density_torch, auto={"cpu": "cp
 
 @torch.library.custom_op("kamim_fast::patch_weights", mutates_args=())
 def patch_weights_op(
-    images: torch.Tensor, weight_patch: int, temperature: float, threshold: int, ring: bool, bgr: bool,
+    images: torch.Tensor, weight_patch_size: int, temperature: float, threshold: int, density: str, bgr: bool,
     mean: list[float], std: list[float],
 ) -> torch.Tensor:
-    """KAMIM's weights of (B, 3, H, W) uint8 or normalised float images -> (B, H/p, W/p) float32:
-    gray -> FAST with NMS -> ring or count density per cell -> ``exp(clip(d/T, -20, 20))`` / per-image min."""
-    return _backend.run("patch_weights", images.device, images, weight_patch, temperature, threshold, ring, bgr,
-                        mean, std)
+    """KAMIM's weights of (B, 3, H, W) uint8 or normalised float images -> (B, H/p, W/p) float32, p =
+    ``weight_patch_size``: gray -> FAST with NMS -> ``density`` ("ring" or "count") per cell ->
+    ``exp(clip(d/T, -20, 20))`` / per-image min."""
+    return _backend.run("patch_weights", images.device, images, weight_patch_size, temperature, threshold, density,
+                        bgr, mean, std)
 
 
 @patch_weights_op.register_fake
-def _(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+def _(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
     B, _, H, W = images.shape
-    return images.new_empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32)
+    return images.new_empty((B, H // weight_patch_size, W // weight_patch_size), dtype=torch.float32)
 
 
-def _patch_weights_torch(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+def _patch_weights_torch(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
     keypoints, _ = _fast_corners_torch(images, threshold, True, bgr, mean, std)
-    return weights_from_keypoints(keypoints, weight_patch, "ring" if ring else "count", temperature)
+    return weights_from_keypoints(keypoints, weight_patch_size, density, temperature)
 
 
-def _patch_weights_triton(images, weight_patch, temperature, threshold, ring, bgr, mean, std):
+def _patch_weights_triton(images, weight_patch_size, temperature, threshold, density, bgr, mean, std):
     keypoints, _ = _fast_corners_triton(images, threshold, True, bgr, mean, std)
-    return weights_from_keypoints(keypoints, weight_patch, "ring" if ring else "count", temperature)
+    return weights_from_keypoints(keypoints, weight_patch_size, density, temperature)
 
 
 _define(patch_weights_op, torch_ref=_patch_weights_torch, triton=_patch_weights_triton)
@@ -160,25 +164,25 @@ _define(patch_weights_op, torch_ref=_patch_weights_torch, triton=_patch_weights_
 # --- the weighted masked L1 loss ----------------------------------------------------------------------
 
 
-def _per_mask_pixel(total: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int, eps: float, C: int) -> torch.Tensor:
+def _per_mask_pixel(total: torch.Tensor, mask_grid: torch.Tensor, patch_size: int, eps: float, C: int) -> torch.Tensor:
     """``total / (sum(m) + eps) / C``, sum(m) over pixels taken from the cell grid: the loss's normalisation,
     written once for the forward (total = the weighted L1 sum) and the backward (total = the incoming grad)."""
-    return total / (mask_grid.sum() * mask_patch**2 + eps) / C
+    return total / (mask_grid.sum() * patch_size**2 + eps) / C
 
 
 @torch.library.custom_op("kamim_fast::weighted_mim_loss", mutates_args=())
 def weighted_mim_loss_op(
     pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, weights: torch.Tensor | None,
-    mask_patch: int, weight_patch: int, eps: float,
+    patch_size: int, weight_patch_size: int, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, sign codes): sum(w * |pred - target| * m) / (sum(m) + eps) / C as a float32 scalar, and the
     2-bit codes of sign(pred - target) that the backward reads, (B, C, H, ceil(W/4)) uint8.
 
-    pred, target (B, C, H, W); mask_grid (B, H/mask_patch, W/mask_patch) float32 >= 0; weights None or
-    (B, H/weight_patch, W/weight_patch) float32.
+    pred, target (B, C, H, W); mask_grid (B, H/patch_size, W/patch_size) float32 >= 0; weights None or
+    (B, H/weight_patch_size, W/weight_patch_size) float32.
     """
-    return _backend.run("weighted_mim_loss", pred.device, pred, target, mask_grid, weights, mask_patch, weight_patch,
-                        eps)
+    return _backend.run("weighted_mim_loss", pred.device, pred, target, mask_grid, weights, patch_size,
+                        weight_patch_size, eps)
 
 
 def _signs_like(pred: torch.Tensor) -> torch.Tensor:
@@ -187,21 +191,22 @@ def _signs_like(pred: torch.Tensor) -> torch.Tensor:
 
 
 @weighted_mim_loss_op.register_fake
-def _(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
+def _(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps):
     return pred.new_empty((), dtype=torch.float32), _signs_like(pred)
 
 
-def _weighted_mim_loss_torch(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
-    loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, mask_patch), weights, eps)
+def _weighted_mim_loss_torch(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps):
+    loss = weighted_mim_loss_ref(pred, target, expand_cells(mask_grid, patch_size), weights, eps)
     return loss, sign_codes_ref(pred, target)
 
 
-def _weighted_mim_loss_triton(pred, target, mask_grid, weights, mask_patch, weight_patch, eps):
+def _weighted_mim_loss_triton(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps):
     """The Triton kernel without the FAST stages; its per-tile partials summed in a fixed order."""
     from .kernels import mim_loss
 
-    partials, signs = mim_loss.weighted_mim_loss_forward(pred, target, mask_grid, weights, mask_patch, weight_patch)
-    return _per_mask_pixel(partials.sum(), mask_grid, mask_patch, eps, pred.shape[1]), signs
+    partials, signs = mim_loss.weighted_mim_loss_forward(pred, target, mask_grid, weights, patch_size=patch_size,
+                                                         weight_patch_size=weight_patch_size)
+    return _per_mask_pixel(partials.sum(), mask_grid, patch_size, eps, pred.shape[1]), signs
 
 
 _define(weighted_mim_loss_op, torch_ref=_weighted_mim_loss_torch, triton=_weighted_mim_loss_triton)
@@ -209,45 +214,45 @@ _define(weighted_mim_loss_op, torch_ref=_weighted_mim_loss_torch, triton=_weight
 
 @torch.library.custom_op("kamim_fast::fast_weighted_mim_loss", mutates_args=())
 def fast_weighted_mim_loss_op(
-    pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int, weight_patch: int,
-    temperature: float, threshold: int, ring: bool, bgr: bool, mean: list[float], std: list[float], eps: float,
+    pred: torch.Tensor, target: torch.Tensor, mask_grid: torch.Tensor, patch_size: int, weight_patch_size: int,
+    temperature: float, threshold: int, density: str, bgr: bool, mean: list[float], std: list[float], eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """KAMIM's loss with weights from FAST on ``target``: (loss, weights (B, H/p, W/p) float32, sign codes).
 
-    ``target`` is (B, 3, H, W) normalised with ``mean``/``std``; ``ring`` selects the drawKeypoints
-    density (else keypoint count); ``bgr`` swaps the gray weights of R and B.
+    ``target`` is (B, 3, H, W) normalised with ``mean``/``std``; ``density`` is "ring" (the drawKeypoints
+    cover) or "count" (keypoints per cell); ``bgr`` swaps the gray weights of R and B.
     """
-    return _backend.run("fast_weighted_mim_loss", pred.device, pred, target, mask_grid, mask_patch, weight_patch,
-                        temperature, threshold, ring, bgr, mean, std, eps)
+    return _backend.run("fast_weighted_mim_loss", pred.device, pred, target, mask_grid, patch_size, weight_patch_size,
+                        temperature, threshold, density, bgr, mean, std, eps)
 
 
 @fast_weighted_mim_loss_op.register_fake
-def _(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring, bgr, mean, std, eps):
+def _(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold, density, bgr, mean, std, eps):
     B, _, H, W = pred.shape
-    weights = pred.new_empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32)
+    weights = pred.new_empty((B, H // weight_patch_size, W // weight_patch_size), dtype=torch.float32)
     return pred.new_empty((), dtype=torch.float32), weights, _signs_like(pred)
 
 
-def _fast_weighted_mim_loss_torch(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring,
-                                  bgr, mean, std, eps):
-    weights = _patch_weights_torch(target, weight_patch, temperature, threshold, ring, bgr, mean, std)
-    loss, signs = _weighted_mim_loss_torch(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
+def _fast_weighted_mim_loss_torch(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold,
+                                  density, bgr, mean, std, eps):
+    weights = _patch_weights_torch(target, weight_patch_size, temperature, threshold, density, bgr, mean, std)
+    loss, signs = _weighted_mim_loss_torch(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 
 
-def _fast_weighted_mim_loss_triton(pred, target, mask_grid, mask_patch, weight_patch, temperature, threshold, ring,
-                                   bgr, mean, std, eps):
+def _fast_weighted_mim_loss_triton(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold,
+                                   density, bgr, mean, std, eps):
     from .kernels import mim_loss
 
-    if mim_loss.fuses(weight_patch):  # FAST + NMS + rings + L1 in one pass
+    if mim_loss.fuses(weight_patch_size):  # FAST + NMS + rings + L1 in one pass
         l1, cover, signs = mim_loss.fast_weighted_mim_loss_forward(
-            pred, target, mask_grid, mask_patch, weight_patch, "ring" if ring else "count", threshold, bgr, tuple(mean),
-            tuple(std))
-        weights = density_to_weights(cover / weight_patch**2, temperature)
-        return _per_mask_pixel((weights * l1).sum(), mask_grid, mask_patch, eps, pred.shape[1]), weights, signs
+            pred, target, mask_grid, patch_size=patch_size, weight_patch_size=weight_patch_size, density=density,
+            threshold=threshold, bgr=bgr, mean=tuple(mean), std=tuple(std))
+        weights = density_to_weights(cover / weight_patch_size**2, temperature)
+        return _per_mask_pixel((weights * l1).sum(), mask_grid, patch_size, eps, pred.shape[1]), weights, signs
     # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
-    weights = _patch_weights_triton(target, weight_patch, temperature, threshold, ring, bgr, mean, std)
-    loss, signs = _weighted_mim_loss_triton(pred, target, mask_grid, weights, mask_patch, weight_patch, eps)
+    weights = _patch_weights_triton(target, weight_patch_size, temperature, threshold, density, bgr, mean, std)
+    loss, signs = _weighted_mim_loss_triton(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 
 
@@ -257,41 +262,43 @@ _define(fast_weighted_mim_loss_op, torch_ref=_fast_weighted_mim_loss_torch, trit
 @torch.library.custom_op("kamim_fast::weighted_mim_loss_backward", mutates_args=())
 def weighted_mim_loss_backward_op(
     grad: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, weights: torch.Tensor | None,
-    mask_patch: int, weight_patch: int, eps: float, W: int, pred_dtype: torch.dtype, target_dtype: torch.dtype,
+    patch_size: int, weight_patch_size: int, eps: float, W: int, pred_dtype: torch.dtype, target_dtype: torch.dtype,
     grad_target: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_pred, grad_target), contiguous (B, C, H, W): grad / (sum(m) + eps) / C * w * m * sign(pred - target)
     from the forward's sign codes, and its negation (an empty tensor when ``grad_target`` is False)."""
-    return _backend.run("weighted_mim_loss_backward", signs.device, grad, signs, mask_grid, weights, mask_patch,
-                        weight_patch, eps, W, pred_dtype, target_dtype, grad_target)
+    return _backend.run("weighted_mim_loss_backward", signs.device, grad, signs, mask_grid, weights, patch_size,
+                        weight_patch_size, eps, W, pred_dtype, target_dtype, grad_target)
 
 
 @weighted_mim_loss_backward_op.register_fake
-def _(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype, target_dtype, grad_target):
+def _(grad, signs, mask_grid, weights, patch_size, weight_patch_size, eps, W, pred_dtype, target_dtype, grad_target):
     B, C, H, _ = signs.shape
     return (signs.new_empty((B, C, H, W), dtype=pred_dtype),
             signs.new_empty((B, C, H, W) if grad_target else (0,), dtype=target_dtype))
 
 
-def _backward_scale(grad, signs, mask_grid, mask_patch, eps):
-    return _per_mask_pixel(grad.to(torch.float32), mask_grid, mask_patch, eps, signs.shape[1]).reshape(())
+def _backward_scale(grad, signs, mask_grid, patch_size, eps):
+    return _per_mask_pixel(grad.to(torch.float32), mask_grid, patch_size, eps, signs.shape[1]).reshape(())
 
 
-def _weighted_mim_loss_backward_torch(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype,
-                                      target_dtype, grad_target):
-    scale = _backward_scale(grad, signs, mask_grid, mask_patch, eps)
-    g = weighted_masked_l1_backward_ref(scale, signs, mask_grid, mask_patch, weights, weight_patch, W)
+def _weighted_mim_loss_backward_torch(grad, signs, mask_grid, weights, patch_size, weight_patch_size, eps, W,
+                                      pred_dtype, target_dtype, grad_target):
+    scale = _backward_scale(grad, signs, mask_grid, patch_size, eps)
+    g = weighted_masked_l1_backward_ref(scale, signs, mask_grid, patch_size, weights, weight_patch_size, W)
     return g.to(pred_dtype), (-g).to(target_dtype) if grad_target else signs.new_empty(0, dtype=target_dtype)
 
 
-def _weighted_mim_loss_backward_triton(grad, signs, mask_grid, weights, mask_patch, weight_patch, eps, W, pred_dtype,
-                                       target_dtype, grad_target):
+def _weighted_mim_loss_backward_triton(grad, signs, mask_grid, weights, patch_size, weight_patch_size, eps, W,
+                                       pred_dtype, target_dtype, grad_target):
     from .kernels import mim_loss
 
     B, C, H, _ = signs.shape
-    scale = _backward_scale(grad, signs, mask_grid, mask_patch, eps)
-    gp, gt = mim_loss.weighted_mim_loss_backward(scale, signs, mask_grid, weights, mask_patch, weight_patch, (B, C, H, W),
-                                           pred_dtype, target_dtype, grad_target)
+    scale = _backward_scale(grad, signs, mask_grid, patch_size, eps)
+    gp, gt = mim_loss.weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size=patch_size,
+                                                 weight_patch_size=weight_patch_size, shape=(B, C, H, W),
+                                                 pred_dtype=pred_dtype, target_dtype=target_dtype,
+                                                 grad_target=grad_target)
     return gp, gt if gt is not None else signs.new_empty(0, dtype=target_dtype)
 
 
@@ -302,9 +309,9 @@ _define(weighted_mim_loss_backward_op, torch_ref=_weighted_mim_loss_backward_tor
 # --- autograd: the loss ops save the sign codes, the mask grid and the weights ------------------------
 
 
-def _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps):
+def _save_for_backward(ctx, pred, target, signs, mask_grid, weights, patch_size, weight_patch_size, eps):
     ctx.save_for_backward(signs, mask_grid, weights)
-    ctx.mask_patch, ctx.weight_patch, ctx.eps = mask_patch, weight_patch, eps
+    ctx.patch_size, ctx.weight_patch_size, ctx.eps = patch_size, weight_patch_size, eps
     ctx.width, ctx.pred_dtype, ctx.target_dtype = pred.shape[-1], pred.dtype, target.dtype
     ctx.num_inputs = None  # set by the caller: how many Nones the backward returns after the two gradients
 
@@ -317,23 +324,23 @@ def _loss_input_grads(ctx, grad) -> tuple:
     if not (want_pred or want_target):
         return (None, None, *rest)
     gp, gt = torch.ops.kamim_fast.weighted_mim_loss_backward(
-        grad, signs, mask_grid, weights, ctx.mask_patch, ctx.weight_patch, ctx.eps, ctx.width, ctx.pred_dtype,
+        grad, signs, mask_grid, weights, ctx.patch_size, ctx.weight_patch_size, ctx.eps, ctx.width, ctx.pred_dtype,
         ctx.target_dtype, want_target)
     return (gp if want_pred else None, gt if want_target else None, *rest)
 
 
 def _weighted_mim_loss_setup(ctx, inputs, output):
-    pred, target, mask_grid, weights, mask_patch, weight_patch, eps = inputs
+    pred, target, mask_grid, weights, patch_size, weight_patch_size, eps = inputs
     _, signs = output
-    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps)
+    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, patch_size, weight_patch_size, eps)
     ctx.num_inputs = len(inputs)
     ctx.mark_non_differentiable(signs)
 
 
 def _fast_weighted_mim_loss_setup(ctx, inputs, output):
-    pred, target, mask_grid, mask_patch, weight_patch, *_, eps = inputs
+    pred, target, mask_grid, patch_size, weight_patch_size, *_, eps = inputs
     _, weights, signs = output
-    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, mask_patch, weight_patch, eps)
+    _save_for_backward(ctx, pred, target, signs, mask_grid, weights, patch_size, weight_patch_size, eps)
     ctx.num_inputs = len(inputs)
     ctx.mark_non_differentiable(weights, signs)  # the weights are piecewise constant in target
 

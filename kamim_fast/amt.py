@@ -128,10 +128,12 @@ def sort_keys_ref(noise: torch.Tensor, weights: torch.Tensor | None) -> torch.Te
     return torch.where(key == 0, torch.zeros_like(key), key)
 
 
-def amt_select_ref(
+def amt_masking_op_ref(
     noise: torch.Tensor, weights: torch.Tensor | None, num_mask: int, num_throw: int, keep_first: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``torch.ops.kamim_fast.amt_select`` in PyTorch: (ids_shuffle, ids_restore, int8 mask codes).
+    """The op ``torch.ops.kamim_fast.amt_masking`` in PyTorch: (ids_shuffle, ids_restore, int8 mask codes). The
+    public :func:`amt_masking_ref` (weights and ratios, like :func:`amt_masking`) and :func:`random_masking_ref`
+    call it.
 
     Stable ascending sort of the keys; ids_restore by scatter of positions; the sorted positions are
     ``[visible | masked | thrown]`` when ``keep_first`` (MAE), ``[masked | thrown | visible]`` otherwise.
@@ -154,7 +156,7 @@ def amt_masking_ref(weights: torch.Tensor, noise: torch.Tensor, mask_ratio: floa
     """:func:`amt_masking` in PyTorch for given noise q (B, N) > 0 (float32 or float64, like weights)."""
     N = weights.shape[1]
     nm, nt = int(N * mask_ratio), int(N * throw_ratio)
-    ids_shuffle, ids_restore, mask = amt_select_ref(noise, weights, nm, nt, False)
+    ids_shuffle, ids_restore, mask = amt_masking_op_ref(noise, weights, nm, nt, False)
     return AMTMask(ids_shuffle, ids_restore, ids_shuffle[:, nm + nt:], mask, nm, nt)
 
 
@@ -167,7 +169,7 @@ def random_masking_ref(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor) 
     """MAE's random_masking on the references: (x_kept, mask (B, N) float, 1 = removed, ids_restore)."""
     N = x.shape[1]
     K = int(N * (1 - mask_ratio))
-    ids_shuffle, ids_restore, codes = amt_select_ref(noise, None, N - K, 0, True)
+    ids_shuffle, ids_restore, codes = amt_masking_op_ref(noise, None, N - K, 0, True)
     return gather_patches_ref(x, ids_shuffle[:, :K]), codes.to(torch.get_default_dtype()), ids_restore
 
 
@@ -261,7 +263,7 @@ def amt_masking(
     weights = weights.detach().to(dtype)
     if noise is None:
         noise = torch.empty((B, N), dtype=dtype, device=weights.device).exponential_(generator=generator)
-    ids_shuffle, ids_restore, mask = torch.ops.kamim_fast.amt_select(noise, weights, num_mask, num_throw, False)
+    ids_shuffle, ids_restore, mask = torch.ops.kamim_fast.amt_masking(noise, weights, num_mask, num_throw, False)
     return AMTMask(ids_shuffle, ids_restore, ids_shuffle[:, num_mask + num_throw:], mask, num_mask, num_throw)
 
 
@@ -293,7 +295,7 @@ def gather_patches(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     if ids.shape[0] != x.shape[0]:
         raise ValueError(f"ids must have x's batch size {x.shape[0]}, got shape {tuple(ids.shape)}")
     _check_same_device("ids", ids, x, "x")
-    return torch.ops.kamim_fast.gather_rows(x, ids.long())
+    return torch.ops.kamim_fast.gather_patches(x, ids.long())
 
 
 def random_masking(
@@ -331,7 +333,7 @@ def random_masking(
     else:
         noise = _check_noise(noise, x)
         noise = noise if noise.dtype in (torch.float32, torch.float64) else noise.float()
-    x_kept, _, ids_restore, codes = torch.ops.kamim_fast.select_gather(x, noise.detach(), None, N - K, 0, True)
+    x_kept, _, ids_restore, codes = torch.ops.kamim_fast.random_masking(x, noise.detach(), None, N - K, 0, True)
     return x_kept, codes.to(torch.get_default_dtype()), ids_restore
 
 
@@ -398,7 +400,8 @@ def unshuffle_with_mask_token(
         raise ValueError(f"ids_restore must have visible's batch size {B}, got shape {tuple(ids_restore.shape)}")
     _check_same_device("ids_restore", ids_restore, visible, "visible")
     token = mask_token.reshape(D).to(visible.dtype)
-    return torch.ops.kamim_fast.unshuffle(visible, token, ids_restore, num_mask, num_throw, keep_first, keep_thrown)
+    return torch.ops.kamim_fast.unshuffle_with_mask_token(visible, token, ids_restore, num_mask, num_throw, keep_first,
+                                                          keep_thrown)
 
 
 def amt_cell_weights(attn: torch.Tensor, cell: int) -> torch.Tensor:

@@ -244,7 +244,7 @@ def compare_first_step(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
 
 
 def _compare(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict:
-    from .loss import KAMIM_PAPER, weighted_mim_loss
+    from .mim_loss import KAMIM_PAPER, weighted_mim_loss
 
     out = {}
     for name in ("triton", "torch"):

@@ -116,7 +116,7 @@ def keypoint_density(keypoints: torch.Tensor, patch_size: int = 8, mode: str = "
     check_divisible("keypoints", keypoints.shape[-2], "height", p, "patch_size")
     check_divisible("keypoints", keypoints.shape[-1], "width", p, "patch_size")
     batched = keypoints.unsqueeze(0) if keypoints.dim() == 2 else keypoints
-    density = torch.ops.kamim_fast.keypoint_density(batched, p, mode == "ring")
+    density = torch.ops.kamim_fast.keypoint_density(batched, p, mode)
     return density[0] if keypoints.dim() == 2 else density
 
 
@@ -130,10 +130,11 @@ def density_to_weights(density: torch.Tensor, temperature: float) -> torch.Tenso
     return w / w.amin(dim=(-2, -1), keepdim=True)
 
 
-def weights_from_keypoints(keypoints: torch.Tensor, cell: int, density: str, temperature: float) -> torch.Tensor:
-    """(B, H, W) bool keypoints -> (B, H/cell, W/cell) weights: :func:`keypoint_density_ref`, then
-    :func:`density_to_weights`. Every path that has keypoints (not per-cell counts) ends here."""
-    return density_to_weights(keypoint_density_ref(keypoints, cell, density), temperature)
+def weights_from_keypoints(keypoints: torch.Tensor, weight_patch_size: int, density: str,
+                           temperature: float) -> torch.Tensor:
+    """(B, H, W) bool keypoints -> (B, H/p, W/p) weights, p = ``weight_patch_size``: :func:`keypoint_density_ref`,
+    then :func:`density_to_weights`. Every path that has keypoints (not per-cell counts) ends here."""
+    return density_to_weights(keypoint_density_ref(keypoints, weight_patch_size, density), temperature)
 
 
 def check_temperature(temperature: object) -> float:
@@ -210,21 +211,21 @@ def patch_weights(
     if images.is_floating_point():
         check_normalization("images", images, opts.mean, opts.std)
     if detector == "fast":
-        return torch.ops.kamim_fast.patch_weights(images, opts.cell, opts.temperature, opts.threshold,
-                                                  opts.density == "ring", opts.bgr, opts.mean, opts.std)
+        return torch.ops.kamim_fast.patch_weights(images, opts.weight_patch_size, opts.temperature, opts.threshold,
+                                                  opts.density, opts.bgr, opts.mean, opts.std)
     from .detectors import keypoint_maps
 
     stats = {} if images.dtype == torch.uint8 else {"mean": opts.mean, "std": opts.std}
     gray = rgb_to_gray_u8(images, channel_order=channel_order, **stats)
     maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
-    density_map = F.avg_pool2d(maps.unsqueeze(1), opts.cell).squeeze(1)
+    density_map = F.avg_pool2d(maps.unsqueeze(1), opts.weight_patch_size).squeeze(1)
     return density_to_weights(density_map, opts.temperature).to(images.device)
 
 
 class WeightOptions(NamedTuple):
     """Checked options of KAMIM's weights, shared by :func:`patch_weights` and the fused loss."""
 
-    cell: int
+    weight_patch_size: int
     temperature: float
     threshold: int
     density: str
@@ -407,7 +408,7 @@ class KamimWeights:
                 raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with "
                                  f"OpenCV's default settings, as published")
         self.detector = detector
-        self.weight_patch_size = opts.cell
+        self.weight_patch_size = opts.weight_patch_size
         self.temperature = opts.temperature
         self.threshold = opts.threshold
         self.density = opts.density

@@ -436,7 +436,7 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Host launchers. Arguments are checked by the callers (kamim_fast/loss.py, kamim_fast/_ops.py).
+# Host launchers. Arguments are checked by the callers (kamim_fast/mim_loss.py, kamim_fast/_ops.py).
 
 def fuses(weight_patch_size: int) -> bool:
     """Whether FAST weights of ``weight_patch_size`` px cells are computed inside the loss kernel (powers of

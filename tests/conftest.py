@@ -27,21 +27,51 @@ from kamim_fast import _backend  # noqa: E402
 
 # The native CPU kernels are part of the build: CI must have them (tests/test_native_*.py say why not).
 NATIVE = _backend.cpp_status("fast_corners", "cpu")[0]
+DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 
-# (device, backend) pairs this machine can run: the reference always, the native kernels on the CPU, the
-# Triton kernels on CUDA or through the interpreter.
-TARGETS = [("cpu", "torch")]
-if NATIVE:
-    TARGETS.append(("cpu", "cpp"))
-if INTERPRETER:
-    TARGETS.append(("cpu", "triton"))
-if CUDA:
-    TARGETS += [("cuda", "torch"), ("cuda", "triton")]
+# The ops of the implementation table, by side (tests/test_backend.py checks that they are all of it).
+KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
+             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
+AMT_OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
+           "unshuffle_with_mask_token_backward")
 
 
-@pytest.fixture(params=TARGETS, ids=[f"{d}-{b}" for d, b in TARGETS])
+def runnable(backend: str, device: str) -> bool:
+    """Whether this machine runs ``backend``'s kernels on ``device`` tensors: Triton on CUDA, or on the CPU
+    through the interpreter; the extension on the CPU when built, and on CUDA always (CI's extension must
+    hold the CUDA kernels: tests/test_amt.py::test_installed_extension_holds_the_cuda_kernels)."""
+    if backend == "triton":
+        return INTERPRETER if device == "cpu" else not INTERPRETER
+    if backend == "cpp":
+        return NATIVE or device == "cuda"
+    return True
+
+
+def targets(ops: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (device, backend) pairs a test of ``ops`` runs on: per device the reference, and each kernel backend
+    that one of the ops implements there (read from the implementation table) and this machine runs."""
+    pairs = []
+    for device in DEVICES:
+        pairs.append((device, "torch"))
+        for backend in ("cpp", "triton"):
+            impls = [_backend.TABLE[op].impls.get(backend) for op in ops]
+            if runnable(backend, device) and any(impl and device in impl.devices for impl in impls):
+                pairs.append((device, backend))
+    return pairs
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Parametrizes the ``target`` fixture with :func:`targets` of the module's ``TARGET_OPS`` (default: the
+    KAMIM ops), so that every module runs on the one list, cut to the backends its ops have."""
+    if "target" in metafunc.fixturenames:
+        pairs = targets(getattr(metafunc.module, "TARGET_OPS", KAMIM_OPS))
+        metafunc.parametrize("target", pairs, indirect=True, ids=[f"{d}-{b}" for d, b in pairs])
+
+
+@pytest.fixture
 def target(request, monkeypatch) -> tuple[str, str]:
-    """Runs the test once per (device, backend); the backend is selected through KAMIM_FAST_BACKEND.
+    """Runs the test once per (device, backend) of :func:`targets`; the backend is selected through
+    KAMIM_FAST_BACKEND.
 
     Under a kernel backend the ops that have that backend cannot reach their PyTorch reference: a test
     labelled triton or cpp proves the kernel ran (see :func:`forbid_reference`).

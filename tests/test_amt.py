@@ -1,5 +1,6 @@
 """AMT ops (kamim_fast.amt, csrc/): MAE's and AMT's published token selection as oracles, the extension
-against the references, distribution tests, gradients, opcheck, torch.compile, errors and the build."""
+against the references, distribution tests, gradients, torch.compile, errors and the build (opcheck of
+every op: tests/test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CUDA, assert_raises_naming
+from conftest import AMT_OPS, assert_raises_naming
 
 import kamim_fast
 from kamim_fast import (
@@ -36,21 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXT_OK, EXT_REASON = _ext.status()
 needs_ext = pytest.mark.skipif(not EXT_OK, reason=f"AMT extension not loaded: {EXT_REASON}")
 
-# (device, backend): "cpp" demands the compiled extension for the AMT ops, "torch" the reference.
-AMT_TARGETS = [("cpu", "cpp"), ("cpu", "torch")]
-if CUDA:
-    AMT_TARGETS += [("cuda", "cpp"), ("cuda", "torch")]
+# conftest's `target` runs each test on the extension ("cpp") and the reference ("torch") per device: the
+# AMT ops have no Triton kernels.
+TARGET_OPS = AMT_OPS
 ALL_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-@pytest.fixture(params=AMT_TARGETS, ids=[f"{d}-{'ext' if b == 'cpp' else 'ref'}" for d, b in AMT_TARGETS])
-def amt_target(request, monkeypatch) -> str:
-    """Runs the test on the extension and on the reference; returns the device."""
-    device, backend = request.param
-    if backend == "cpp" and not EXT_OK:
-        pytest.fail(f"the AMT extension must load in CI: {EXT_REASON}")
-    monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
-    return device
+def test_the_extension_loads():
+    """The cpp targets exist where the extension loads: CI must have it."""
+    assert EXT_OK, f"the AMT extension must load in CI: {EXT_REASON}"
 
 
 def _gen(rng, device="cpu") -> torch.Generator:
@@ -98,8 +93,8 @@ def amt_published(weights, q, mask_ratio, throw_ratio):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_random_masking_equals_mae(amt_target, rng, dtype):
-    device = amt_target
+def test_random_masking_equals_mae(target, rng, dtype):
+    device, _ = target
     for _ in range(4):
         B, N, D = (int(v) * 2 + 1 for v in rng.integers(1, 40, 3))
         mask_ratio = float(rng.choice([0.0, 0.75, rng.uniform(), 1.0]))
@@ -131,12 +126,13 @@ def test_random_masking_equals_mae(amt_target, rng, dtype):
         torch.testing.assert_close(token.grad, token_mae.grad, **tol)  # summation order differs
 
 
-def test_random_masking_draws_noise_like_mae(amt_target):
-    x = torch.randn(5, 49, 8, device=amt_target)
+def test_random_masking_draws_noise_like_mae(target):
+    device, _ = target
+    x = torch.randn(5, 49, 8, device=device)
     torch.manual_seed(3)
     got = random_masking(x, 0.75)
     torch.manual_seed(3)
-    want = mae_random_masking(x, 0.75, torch.rand(5, 49, device=amt_target))
+    want = mae_random_masking(x, 0.75, torch.rand(5, 49, device=device))
     for g, w in zip(got, want):
         assert torch.equal(g, w)
 
@@ -145,8 +141,8 @@ def test_random_masking_draws_noise_like_mae(amt_target):
 
 
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.float64])
-def test_amt_masking_equals_published_partition(amt_target, rng, wdtype):
-    device = amt_target
+def test_amt_masking_equals_published_partition(target, rng, wdtype):
+    device, _ = target
     for mask_ratio, throw_ratio in [(0.45, 0.4), (0.44, 0.26), (0.75, 0.0), (0.0, 1.0), (rng.uniform(0, 0.5), rng.uniform(0, 0.5))]:
         B, N = int(rng.integers(1, 9)), int(rng.choice([1, 2, 49, 144, 196, int(rng.integers(3, 300))]))
         w = torch.from_numpy(rng.uniform(0.01, 1, (B, N))).to(device, wdtype)
@@ -161,25 +157,27 @@ def test_amt_masking_equals_published_partition(amt_target, rng, wdtype):
         assert torch.equal(got.visible, mask == 0)
 
 
-def test_amt_masking_half_weights_are_sorted_in_float32(amt_target, rng):
-    w = torch.from_numpy(rng.uniform(0.01, 1, (3, 50))).to(amt_target, torch.float16)
-    q = torch.empty(3, 50).exponential_(generator=_gen(rng)).to(amt_target)
+def test_amt_masking_half_weights_are_sorted_in_float32(target, rng):
+    device, _ = target
+    w = torch.from_numpy(rng.uniform(0.01, 1, (3, 50))).to(device, torch.float16)
+    q = torch.empty(3, 50).exponential_(generator=_gen(rng)).to(device)
     got = amt_masking(w, noise=q)
     want = amt_published(w.float(), q, 0.45, 0.4)
     assert torch.equal(got.ids_shuffle, want[0]) and torch.equal(got.mask.float(), want[3])
 
 
-def test_exact_counts_and_permutations(amt_target, rng):
+def test_exact_counts_and_permutations(target, rng):
+    device, _ = target
     for N in (1, 2, 3, 17, 196, 1024, 1500):
         B = 3
-        w = torch.from_numpy(rng.uniform(0, 1, (B, N))).float().to(amt_target)
+        w = torch.from_numpy(rng.uniform(0, 1, (B, N))).float().to(device)
         w[:, 0] = 1.0  # at least one positive entry per row
         mr, tr = float(rng.uniform(0, 0.6)), float(rng.uniform(0, 0.4))
-        m = amt_masking(w, mask_ratio=mr, throw_ratio=tr, generator=_gen(rng, amt_target))
+        m = amt_masking(w, mask_ratio=mr, throw_ratio=tr, generator=_gen(rng, device))
         nm, nt = int(N * mr), int(N * tr)
         assert (m.mask == 1).sum(1).tolist() == [nm] * B and (m.mask == -1).sum(1).tolist() == [nt] * B
         assert m.ids_keep.shape == (B, N - nm - nt)
-        arange = torch.arange(N, device=amt_target).expand(B, N)
+        arange = torch.arange(N, device=device).expand(B, N)
         assert torch.equal(m.ids_shuffle.sort(1).values, arange)
         assert torch.equal(torch.gather(m.ids_restore, 1, m.ids_shuffle), arange)
         assert bool((torch.gather(m.mask, 1, m.ids_keep) == 0).all())
@@ -197,12 +195,12 @@ def _successive_sampling_probabilities(w):
     return probs
 
 
-def test_amt_masking_is_multinomial_in_distribution(amt_target):
+def test_amt_masking_is_multinomial_in_distribution(target):
     """Seeded chi-square tests: the whole permutation against the exact probabilities of sampling without
     replacement, and each patch's chance of being masked against torch.multinomial's."""
     from scipy.stats import chi2_contingency, chisquare
 
-    device = amt_target
+    device, _ = target
     w = [0.1, 0.5, 1.0, 2.0, 4.0]
     T = 60000
     gen = torch.Generator(device=device).manual_seed(1234)
@@ -231,11 +229,12 @@ def test_amt_masking_is_multinomial_in_distribution(amt_target):
     assert chi2_contingency(torch.stack([thrown, theirs_thrown]).numpy()).pvalue > 1e-4
 
 
-def test_zero_weights_come_last_in_random_order(amt_target, rng):
+def test_zero_weights_come_last_in_random_order(target, rng):
+    device, _ = target
     N, T = 10, 4000
-    w = torch.zeros(T, N, device=amt_target)
-    w[:, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0], device=amt_target)  # patches 4..9 have weight 0
-    m = amt_masking(w, mask_ratio=0.3, throw_ratio=0.3, generator=_gen(rng, amt_target))
+    w = torch.zeros(T, N, device=device)
+    w[:, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0], device=device)  # patches 4..9 have weight 0
+    m = amt_masking(w, mask_ratio=0.3, throw_ratio=0.3, generator=_gen(rng, device))
     assert bool((m.ids_shuffle[:, :4] < 4).all()) and bool((m.ids_shuffle[:, 4:] >= 4).all())
     assert not bool(m.masked[:, 4:].any())  # only positive weights are masked
     # among the zero weights the order is uniform: each leads about 1/6 of the time
@@ -245,13 +244,14 @@ def test_zero_weights_come_last_in_random_order(amt_target, rng):
     assert chisquare(lead.numpy()).pvalue > 1e-4
 
 
-def test_ties_break_by_index(amt_target):
-    w = torch.ones(2, 7, device=amt_target)
-    m = amt_masking(w, mask_ratio=3 / 7, throw_ratio=2 / 7, noise=torch.ones(2, 7, device=amt_target))
+def test_ties_break_by_index(target):
+    device, _ = target
+    w = torch.ones(2, 7, device=device)
+    m = amt_masking(w, mask_ratio=3 / 7, throw_ratio=2 / 7, noise=torch.ones(2, 7, device=device))
     assert m.ids_shuffle.tolist() == [list(range(7))] * 2
     assert m.mask.tolist() == [[1, 1, 1, -1, -1, 0, 0]] * 2
-    x = torch.arange(14.0, device=amt_target).reshape(1, 7, 2)
-    _, mask, ids_restore = random_masking(x, 0.5, noise=torch.zeros(1, 7, device=amt_target))
+    x = torch.arange(14.0, device=device).reshape(1, 7, 2)
+    _, mask, ids_restore = random_masking(x, 0.5, noise=torch.zeros(1, 7, device=device))
     assert ids_restore.tolist() == [list(range(7))] and mask.tolist() == [[0, 0, 0, 1, 1, 1, 1]]
 
 
@@ -282,8 +282,9 @@ def test_extension_equals_reference_with_heavy_ties(monkeypatch, rng):
         ("zero", ["weights", "positive", "row 1", "all zero"]),
     ],
 )
-def test_bad_weight_rows_raise(amt_target, bad, words):
-    if amt_target == "cuda":
+def test_bad_weight_rows_raise(target, bad, words):
+    device, _ = target
+    if device == "cuda":
         pytest.skip("CUDA weights are not checked (no host synchronisation); documented")
     w = torch.rand(3, 9) + 0.1
     w[1, 4] = {"nan": math.nan, "inf": math.inf, "negative": -0.5, "zero": 0.0}[bad]
@@ -316,8 +317,8 @@ def test_extension_and_reference_raise_the_same_message(value, monkeypatch, rng)
 
 
 @pytest.mark.parametrize("dtype", ALL_FLOATS)
-def test_gather_patches_any_dtype_and_width(amt_target, rng, dtype):
-    device = amt_target
+def test_gather_patches_any_dtype_and_width(target, rng, dtype):
+    device, _ = target
     for D in (1, 2, 3, 5, 7, 8, 13, 16, 768, 771):
         B, N = int(rng.integers(1, 5)), int(rng.integers(1, 70))
         K = int(rng.integers(0, N + 1))
@@ -334,8 +335,8 @@ def test_gather_patches_any_dtype_and_width(amt_target, rng, dtype):
                 assert torch.equal(gather_patches(xv, ids_v.int()), gather_patches_ref(xv, ids_v))
 
 
-def test_gather_backward_writes_rows_and_sums_repeats(amt_target, rng):
-    device = amt_target
+def test_gather_backward_writes_rows_and_sums_repeats(target, rng):
+    device, _ = target
     for dtype in ALL_FLOATS:
         B, N, D, K = 3, 11, 6, 8
         x = torch.from_numpy(rng.standard_normal((B, N, D))).to(device, dtype).requires_grad_()
@@ -350,8 +351,8 @@ def test_gather_backward_writes_rows_and_sums_repeats(amt_target, rng):
         assert torch.equal(x.grad[0], x_ref.grad[0])  # distinct ids: exact copies and zeros
 
 
-def test_unshuffle_amt_layout(amt_target, rng):
-    device = amt_target
+def test_unshuffle_amt_layout(target, rng):
+    device, _ = target
     for dtype in ALL_FLOATS:
         B, N, D = 4, 37, 5
         w = torch.from_numpy(rng.uniform(0.1, 1, (B, N))).float().to(device)
@@ -377,18 +378,19 @@ def test_unshuffle_amt_layout(amt_target, rng):
         assert visible.shape[1] == K
 
 
-def test_unshuffle_token_gradient_is_deterministic(amt_target):
-    w = torch.rand(8, 196, device=amt_target) + 0.01
-    m = amt_masking(w, generator=torch.Generator(device=amt_target).manual_seed(0))
-    visible = torch.randn(8, m.ids_keep.shape[1], 64, device=amt_target, requires_grad=True)
-    token = torch.zeros(64, device=amt_target, requires_grad=True)
-    up = torch.randn(8, 196 - m.num_thrown, 64, device=amt_target)
+def test_unshuffle_token_gradient_is_deterministic(target):
+    device, _ = target
+    w = torch.rand(8, 196, device=device) + 0.01
+    m = amt_masking(w, generator=torch.Generator(device=device).manual_seed(0))
+    visible = torch.randn(8, m.ids_keep.shape[1], 64, device=device, requires_grad=True)
+    token = torch.zeros(64, device=device, requires_grad=True)
+    up = torch.randn(8, 196 - m.num_thrown, 64, device=device)
     grads = [torch.autograd.grad((unshuffle_with_mask_token(visible, token, m) * up).sum(), token)[0] for _ in range(3)]
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
-def test_gradcheck(amt_target, rng):
-    device = amt_target
+def test_gradcheck(target, rng):
+    device, _ = target
     x = torch.randn(2, 7, 3, device=device, dtype=torch.float64, requires_grad=True)
     ids = torch.tensor([[6, 0, 3], [2, 2, 5]], device=device)
     torch.autograd.gradcheck(lambda t: gather_patches(t, ids), (x,))
@@ -525,46 +527,22 @@ def test_extension_checks_direct_calls(monkeypatch):
     ops = torch.ops.kamim_fast
     x = torch.randn(2, 5, 3)
     with pytest.raises(IndexError, match="ids must be in"):
-        ops.gather_rows(x, torch.tensor([[0, 5], [1, 1]]))
+        ops.gather_patches(x, torch.tensor([[0, 5], [1, 1]]))
     with pytest.raises(IndexError, match="ids must be in"):
-        ops.scatter_rows(x, torch.tensor([[0, 1, 2, 3, -1], [0] * 5]), 5)
+        ops.gather_patches_backward(x, torch.tensor([[0, 1, 2, 3, -1], [0] * 5]), 5)
     with pytest.raises(ValueError, match="num_mask"):
-        ops.amt_select(torch.rand(2, 5), None, 4, 2, False)
+        ops.amt_masking(torch.rand(2, 5), None, 4, 2, False)
     with pytest.raises(ValueError, match="permutation"):
-        ops.unshuffle(x[:, :2], torch.zeros(3), torch.tensor([[0, 0, 1, 2, 3]] * 2), 3, 0, True, False)
+        ops.unshuffle_with_mask_token(x[:, :2], torch.zeros(3), torch.tensor([[0, 0, 1, 2, 3]] * 2), 3, 0, True, False)
     with pytest.raises(TypeError, match="noise must be float32 or float64"):
-        ops.amt_select(torch.rand(2, 5).half(), None, 1, 1, False)
+        ops.amt_masking(torch.rand(2, 5).half(), None, 1, 1, False)
 
 
 # --- torch.library, torch.compile, the build --------------------------------------------------------------------
 
 
-@needs_ext
-def test_opcheck(rng):
-    ops = torch.ops.kamim_fast
-    B, N, D = 3, 13, 5
-    x = torch.randn(B, N, D, requires_grad=True)
-    w, q = torch.rand(B, N) + 0.1, torch.empty(B, N).exponential_()
-    ids = torch.stack([torch.randperm(N)[:6] for _ in range(B)])
-    restore = torch.stack([torch.randperm(N) for _ in range(B)])
-    cases = [
-        (ops.amt_select.default, (q, w, 5, 3, False)),
-        (ops.amt_select.default, (torch.rand(B, N, dtype=torch.float64), None, 5, 0, True)),
-        (ops.select_gather.default, (x, q, w, 5, 3, False)),
-        (ops.select_gather.default, (x, torch.rand(B, N), None, 7, 0, True)),
-        (ops.gather_rows.default, (x, ids)),
-        (ops.scatter_rows.default, (torch.randn(B, 6, D, requires_grad=True), ids, N)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, False)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 5, 3, False, True)),
-        (ops.unshuffle.default, (torch.randn(B, 5, D, requires_grad=True), torch.randn(D, requires_grad=True), restore, 8, 0, True, False)),
-        (ops.unshuffle_backward.default, (torch.randn(B, 10, D, requires_grad=True), restore, 5, 5, 3, False, False)),
-    ]
-    for op, args in cases:
-        torch.library.opcheck(op, args)
-
-
-def test_compile_fullgraph_matches_eager(amt_target, rng):
-    device = amt_target
+def test_compile_fullgraph_matches_eager(target, rng):
+    device, _ = target
     B, N, D = 3, 49, 8
     w = torch.rand(B, N, device=device) + 0.05
     q = torch.empty(B, N, device=device).exponential_()
@@ -649,7 +627,7 @@ def test_fallback_warns_once_and_forced_extension_raises():
     )
     out = _run(code, KAMIM_FAST_JIT="0", KAMIM_FAST_BACKEND="auto")
     assert "WARNINGS 1 " in out.stdout and "KAMIM_FAST_JIT=0" in out.stdout, out.stdout + out.stderr
-    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows" in out.stdout, out.stdout + out.stderr
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches" in out.stdout, out.stdout + out.stderr
 
 
 def test_jit_build_of_the_cpu_sources(tmp_path):
@@ -663,7 +641,7 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
         "m = kamim_fast.amt_masking(torch.tensor([[1.0, 3.0, 2.0, 0.5]]), mask_ratio=0.5, throw_ratio=0.25, noise=torch.ones(1, 4))\n"
         "print('IDS', m.ids_shuffle.tolist(), m.mask.tolist())\n"
         "try:\n"
-        "    _backend.resolve('gather_rows', 'cuda')\n"
+        "    _backend.resolve('gather_patches', 'cuda')\n"
         "except RuntimeError as e:\n"
         "    print('RAISED', e)\n"
     )
@@ -673,7 +651,7 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
     text = out.stdout + out.stderr
     assert "STATUS (True, '')" in out.stdout, text
     assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
-    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cuda tensors" in out.stdout, text
+    assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches on cuda tensors" in out.stdout, text
     assert "built without CUDA" in out.stdout, text
     assert list(tmp_path.glob("kamim_fast_cpu/*.so")), list(tmp_path.rglob("*"))
 

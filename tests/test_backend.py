@@ -4,20 +4,18 @@ makes kernel tests prove their kernel ran does catch a reference."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import INTERPRETER, NATIVE, forbid_reference
+from conftest import AMT_OPS, INTERPRETER, KAMIM_OPS, NATIVE, forbid_reference
 
 import kamim_fast  # noqa: F401  (registers the ops)
 from kamim_fast import _backend
 
 ROOT = Path(__file__).resolve().parents[1]
-KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
-             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
-AMT_OPS = ("amt_select", "select_gather", "gather_rows", "scatter_rows", "unshuffle", "unshuffle_backward")
 
 
 def test_every_op_is_in_the_table_and_registered():
@@ -43,6 +41,28 @@ def test_native_ops_share_the_public_schema():
         assert len(public.returns) == len(native.returns), name
 
 
+def test_an_argument_has_one_name_in_every_layer():
+    """The public function, the op's schema (and so its C++ twin, above) and the Triton launcher call the mask's
+    cells patch_size, the weights' cells weight_patch_size and the density density ("ring" | "count");
+    keypoint_density's public function keeps its argument mode (public API)."""
+    mim_loss = pytest.importorskip("kamim_fast.kernels.mim_loss")  # imported only: no kernel runs
+    public = {"keypoint_density": kamim_fast.keypoint_density, "patch_weights": kamim_fast.patch_weights,
+              "weighted_mim_loss": kamim_fast.weighted_mim_loss, "fast_weighted_mim_loss": kamim_fast.weighted_mim_loss}
+    launchers = {"weighted_mim_loss": mim_loss.weighted_mim_loss_forward,
+                 "fast_weighted_mim_loss": mim_loss.fast_weighted_mim_loss_forward,
+                 "weighted_mim_loss_backward": mim_loss.weighted_mim_loss_backward}
+    for name in KAMIM_OPS:
+        schema = {a.name for a in getattr(torch.ops.kamim_fast, name).default._schema.arguments}
+        assert not schema & {"mask_patch", "weight_patch", "cell", "ring"}, (name, schema)
+        if name in public:
+            shared = schema & ({"patch_size", "weight_patch_size"} if name == "keypoint_density" else
+                               {"patch_size", "weight_patch_size", "density"})
+            assert shared <= set(inspect.signature(public[name]).parameters), name
+        if name in launchers:  # the launcher's own extras: the scale and shape of the backward, the config
+            assert set(inspect.signature(launchers[name]).parameters) - {"scale", "shape", "config"} <= schema, name
+    assert torch.ops.kamim_fast.keypoint_density.default._schema.arguments[2].name == "density"
+
+
 @pytest.mark.parametrize("requested, device, want", [
     ("torch", "cpu", "torch"), ("torch", "cuda", "torch"), ("auto", "meta", "torch"),
     ("triton", "cpu", "triton"),  # through the interpreter (tests)
@@ -63,13 +83,13 @@ def test_resolve_auto_per_device(monkeypatch):
     for name in AMT_OPS:
         assert _backend.resolve(name, "cpu").backend == "cpp", name
     assert _backend.TABLE["fast_corners"].auto["cuda"] == "triton"
-    assert _backend.TABLE["gather_rows"].auto["cuda"] == "cpp"
+    assert _backend.TABLE["gather_patches"].auto["cuda"] == "cpp"
 
 
 def test_forced_backend_the_op_lacks_runs_its_default(monkeypatch):
     """triton on an AMT op (no Triton kernel) runs the op's auto choice, the extension."""
     monkeypatch.setenv(_backend.ENV_VAR, "triton")
-    assert _backend.resolve("gather_rows", "cpu").backend == "cpp"
+    assert _backend.resolve("gather_patches", "cpu").backend == "cpp"
     x = torch.randn(2, 5, 3)
     assert torch.equal(kamim_fast.gather_patches(x, torch.tensor([[4, 0], [1, 1]])), x[[[0, 0], [1, 1]], [[4, 0], [1, 1]]])
 
@@ -79,7 +99,7 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
     with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp: kamim_fast::fast_corners's cpp implementation runs on cpu"):
         _backend.resolve("fast_corners", "cuda")
     monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no extension here"))
-    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_rows on cpu tensors: "
+    with pytest.raises(RuntimeError, match="KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches on cpu tensors: "
                                            "no extension here; set KAMIM_FAST_BACKEND=torch"):
         kamim_fast.gather_patches(torch.randn(1, 3, 2), torch.tensor([[0]]))
 

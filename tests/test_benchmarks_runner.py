@@ -23,7 +23,7 @@ def test_quick_run_writes_complete_results(tmp_path):
     result = json.loads(result_file.read_text())
     assert result["commit"] and result["versions"]["torch"] and result["device"]
     groups = {r["group"] for r in result["rows"]}
-    assert groups - {"weights"} == {"fast", "loss", "amt select+gather", "gather"}
+    assert groups - {"weights"} == {"fast", "mim_loss", "amt select+gather", "gather"}
     native = any(r["case"].startswith("native CPU") for r in result["rows"])  # when the extension is built
     assert ("weights" in groups) == native
     for row in result["rows"]:

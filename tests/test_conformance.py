@@ -8,32 +8,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CUDA, INTERPRETER, NATIVE
+from conftest import DEVICES, runnable
 from samples import sample_inputs
 
 import kamim_fast  # noqa: F401  (registers the ops)
 from kamim_fast import _backend
 
-DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
-
-
-def _runnable(backend: str, device: str) -> bool:
-    if backend == "triton":
-        return INTERPRETER if device == "cpu" else not INTERPRETER
-    if backend == "cpp":
-        return NATIVE or device == "cuda"
-    return True
-
-
 CASES = [(name, backend, device) for name, entry in _backend.TABLE.items() for backend, impl in entry.impls.items()
-         for device in DEVICES if device in impl.devices and backend != "torch" and _runnable(backend, device)]
+         for device in DEVICES if device in impl.devices and backend != "torch" and runnable(backend, device)]
 OPS = [(name, device) for name in _backend.TABLE for device in DEVICES]
 
 # Outputs compared bit for bit, except float results of a reduction in another order (the loss, the
 # gradient of the mask token), held to a bound relative to the reference's own float32 rounding.
-REDUCTIONS = {("weighted_mim_loss", 0), ("fast_weighted_mim_loss", 0), ("unshuffle_backward", 1)}
+REDUCTIONS = {("weighted_mim_loss", 0), ("fast_weighted_mim_loss", 0), ("unshuffle_with_mask_token_backward", 1)}
 # The Triton backward multiplies scale, weight and mask in another order than the reference: a few ulps.
 ROUNDING = {("weighted_mim_loss_backward", 0), ("weighted_mim_loss_backward", 1)}
+# The inputs each op is differentiable in: opcheck checks the autograd registration with them requiring grad.
+DIFFERENTIABLE = {"weighted_mim_loss": (0, 1), "fast_weighted_mim_loss": (0, 1), "random_masking": (0,),
+                  "gather_patches": (0,), "gather_patches_backward": (0,), "unshuffle_with_mask_token": (0, 1),
+                  "unshuffle_with_mask_token_backward": (0,)}
 
 
 def _flat(out) -> list[torch.Tensor]:
@@ -69,15 +62,14 @@ def test_implementation_equals_reference(name, backend, device, rng, monkeypatch
 
 @pytest.mark.parametrize("name, device", OPS, ids=[f"{n}-{d}" for n, d in OPS])
 def test_opcheck(name, device, rng, monkeypatch):
-    """Schema, fake kernel, autograd registration and dispatch, on every backend the device runs."""
+    """Schema, fake kernel, autograd registration and dispatch, on every sample and every backend the device runs."""
     op = getattr(torch.ops.kamim_fast, name).default
     backends = ["torch"] + [b for n, b, d in CASES if n == name and d == device]
     for backend in backends:
         monkeypatch.setenv(_backend.ENV_VAR, backend)
-        for args in sample_inputs(name, device, rng)[:2]:
-            args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() and i == 0
-                         and name in ("weighted_mim_loss", "fast_weighted_mim_loss", "gather_rows", "unshuffle")
-                         else a for i, a in enumerate(args))
+        for args in sample_inputs(name, device, rng):
+            args = tuple(a.detach().requires_grad_() if i in DIFFERENTIABLE.get(name, ()) else a
+                         for i, a in enumerate(args))
             torch.library.opcheck(op, args)
 
 

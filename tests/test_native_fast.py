@@ -25,7 +25,7 @@ from published import normalise, published_weights
 
 import kamim_fast._ext
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, _opencv, fast_corners_ref, rgb_to_gray_u8_ref
-from kamim_fast.weights import keypoint_density_ref, weights_from_keypoints
+from kamim_fast.weights import DENSITY_MODES, keypoint_density_ref, weights_from_keypoints
 
 ROOT = Path(__file__).resolve().parent.parent
 kamim_fast._ext.status()  # loads kamim_fast._C (or JIT-builds csrc/), which registers kamim_fast_cpp::*
@@ -226,10 +226,10 @@ def test_keypoint_density_equals_reference(rng):
         for frac in (0.0, 0.01, 0.1, 0.6, 1.0):
             kp = torch.from_numpy(rng.random((3, h, w)) < frac)
             for v in (kp, kp.transpose(1, 2).contiguous().transpose(1, 2)):
-                for ring in (True, False):
-                    want = keypoint_density_ref(v, p, "ring" if ring else "count")
-                    got = ops.keypoint_density(v, p, ring)
-                    assert got.dtype == torch.float32 and torch.equal(got, want), (h, w, p, frac, ring)
+                for density in DENSITY_MODES:
+                    want = keypoint_density_ref(v, p, density)
+                    got = ops.keypoint_density(v, p, density)
+                    assert got.dtype == torch.float32 and torch.equal(got, want), (h, w, p, frac, density)
 
 
 @pytest.mark.parametrize("p", [8, 16, 32])
@@ -242,37 +242,37 @@ def test_patch_weights_equal_reference_on_photos(rng, p):
         for bgr in (False, True):
             for threshold in (10, 40):
                 kp = fast_corners_ref(rgb_to_gray_u8_ref(x, bgr, m, s), threshold, True)[0]
-                for ring in (True, False):
+                for density in DENSITY_MODES:
                     for T in (0.01, 0.02, 0.05, 0.25, 2.5):  # the clip at 20 binds for small T
-                        want = weights_from_keypoints(kp, p, "ring" if ring else "count", T)
-                        got = ops.patch_weights(x, p, T, threshold, ring, bgr, m, s)
-                        assert torch.equal(got, want), (dtype, bgr, threshold, ring, T)
+                        want = weights_from_keypoints(kp, p, density, T)
+                        got = ops.patch_weights(x, p, T, threshold, density, bgr, m, s)
+                        assert torch.equal(got, want), (dtype, bgr, threshold, density, T)
 
 
 def test_patch_weights_equal_published_pipeline(rng):
     """KAMIM_PAPER's settings against the published per-image OpenCV pipeline (tests/published.py)."""
     imgs = np.stack([crop(real_image(n), 192, 192, rng) for n in COLOUR_NAMES])
     u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2)
-    for density in ("ring", "count"):
+    for density in DENSITY_MODES:
         want = published_weights(imgs, 8, 0.25, channel_order="bgr", density=density)
-        got = ops.patch_weights(u8, 8, 0.25, 10, density == "ring", True, [], [])
+        got = ops.patch_weights(u8, 8, 0.25, 10, density, True, [], [])
         assert torch.equal(got, want), density
     x = normalise(u8, IMAGENET_MEAN, IMAGENET_STD)
-    got = ops.patch_weights(x, 8, 0.25, 10, True, True, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    got = ops.patch_weights(x, 8, 0.25, 10, "ring", True, list(IMAGENET_MEAN), list(IMAGENET_STD))
     assert torch.equal(got, published_weights(imgs, 8, 0.25))
 
 
 def test_patch_weights_edge_cases(rng):
     flat = torch.full((2, 3, 16, 24), int(rng.integers(0, 256)), dtype=torch.uint8)
-    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, True, False, [], []), torch.ones(2, 2, 3))
+    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, "ring", False, [], []), torch.ones(2, 2, 3))
     tiny = torch.from_numpy(rng.integers(0, 256, (1, 3, 6, 6), dtype=np.uint8))  # no keypoints below 7x7
-    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, True, False, [], []), torch.ones(1, 2, 2))
+    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, "ring", False, [], []), torch.ones(1, 2, 2))
     dots = torch.from_numpy(np.stack([synthetic("dots", 40, 56, rng)] * 3))[None]
     for p in (1, 4, 8):
         kp = fast_corners_ref(rgb_to_gray_u8_ref(dots), 0, True)[0]
-        for ring in (True, False):
-            want = weights_from_keypoints(kp, p, "ring" if ring else "count", 0.05)
-            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, ring, False, [], []), want)
+        for density in DENSITY_MODES:
+            want = weights_from_keypoints(kp, p, density, 0.05)
+            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, density, False, [], []), want)
 
 
 # --- determinism, the other vector copies, random shapes ---------------------------------------------------
@@ -285,8 +285,8 @@ def test_thread_count_invariance(rng):
     kp = torch.from_numpy(rng.random((2, 1024, 1100)) < 0.05)
     calls = [lambda: ops.fast_corners(gray, 10, True, False, [], []),
              lambda: ops.fast_corners(u8, 10, False, True, [], []),
-             lambda: ops.rgb_to_gray_u8(u8, True, [], []), lambda: ops.keypoint_density(kp, 4, True),
-             lambda: ops.patch_weights(u8, 8, 0.25, 10, True, True, [], [])]
+             lambda: ops.rgb_to_gray_u8(u8, True, [], []), lambda: ops.keypoint_density(kp, 4, "ring"),
+             lambda: ops.patch_weights(u8, 8, 0.25, 10, "ring", True, [], [])]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -307,7 +307,7 @@ sys.path.insert(0, {tests!r})
 import kamim_fast._ext; kamim_fast._ext.status()
 from images import real_image, synthetic, crop
 from kamim_fast import fast_corners_ref, rgb_to_gray_u8_ref
-from kamim_fast.weights import weights_from_keypoints, keypoint_density_ref
+from kamim_fast.weights import DENSITY_MODES, weights_from_keypoints, keypoint_density_ref
 ops = torch.ops.kamim_fast_cpp
 assert ops.fast_cpu_isa() == {isa!r}, ops.fast_cpu_isa()
 rng = np.random.default_rng({seed})
@@ -326,10 +326,10 @@ for h, w in ((7, 7), (9, 40), (64, 150), (101, 300)):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     p = 1 if h % 2 else 2
     kp = fast_corners_ref(gray[:, : h // p * p, : w // p * p], 10, True)[0]
-    for ring in (True, False):
-        assert torch.equal(ops.keypoint_density(kp, p, ring), keypoint_density_ref(kp, p, "ring" if ring else "count"))
-        assert torch.equal(ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, ring, True, [], []),
-                           weights_from_keypoints(kp, p, "ring" if ring else "count", 0.05))
+    for density in DENSITY_MODES:
+        assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
+        assert torch.equal(ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, density, True, [], []),
+                           weights_from_keypoints(kp, p, density, 0.05))
 print("ok")
 """
 
@@ -362,9 +362,9 @@ DTYPES = st.sampled_from([torch.uint8, torch.float32, torch.float16, torch.bfloa
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(h=st.integers(1, 12), w=st.integers(1, 12), p=st.sampled_from([1, 2, 3, 4, 8]), threshold=st.integers(0, 255),
-       bgr=st.booleans(), dtype=DTYPES, ring=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       bgr=st.booleans(), dtype=DTYPES, density=st.sampled_from(DENSITY_MODES), seed=st.integers(0, 2**32 - 1),
        source=st.sampled_from(["photo", *SYNTHETIC_KINDS]), nms=st.booleans())
-def test_random_shapes_match_reference(h, w, p, threshold, bgr, dtype, ring, seed, source, nms):
+def test_random_shapes_match_reference(h, w, p, threshold, bgr, dtype, density, seed, source, nms):
     rng = np.random.default_rng(seed)
     H, W = h * p, w * p
     if source == "photo":
@@ -380,10 +380,10 @@ def test_random_shapes_match_reference(h, w, p, threshold, bgr, dtype, ring, see
     assert torch.equal(ops.rgb_to_gray_u8(x, bgr, m, s), gray)
     _assert_fast_equal(ops.fast_corners(x, threshold, nms, bgr, m, s), fast_corners_ref(gray, threshold, nms), "colour")
     kp = fast_corners_ref(gray, threshold, True)[0]
-    mode = "ring" if ring else "count"
-    assert torch.equal(ops.keypoint_density(kp, p, ring), keypoint_density_ref(kp, p, mode))
+    assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
     T = float(rng.choice([0.01, 0.05, 0.25, 1.0]))
-    assert torch.equal(ops.patch_weights(x, p, T, threshold, ring, bgr, m, s), weights_from_keypoints(kp, p, mode, T))
+    want = weights_from_keypoints(kp, p, density, T)
+    assert torch.equal(ops.patch_weights(x, p, T, threshold, density, bgr, m, s), want)
 
 
 # --- argument checks -----------------------------------------------------------------------------------
@@ -408,20 +408,23 @@ _KP = torch.zeros(1, 16, 16, dtype=torch.bool)
         (lambda: ops.fast_corners(_U8[:, :1], 10, True, False, [], []), ValueError, ["image", "(B, 3, H, W)"]),
         (lambda: ops.fast_corners(_U8.short(), 10, True, False, [], []), TypeError, ["image", "Short"]),
         (lambda: ops.fast_corners(_U8.float(), 10, True, False, [1.0], []), ValueError, ["mean", "3 values"]),
-        (lambda: ops.keypoint_density(_KP, 0, True), ValueError, ["patch_size", ">= 1", "0"]),
-        (lambda: ops.keypoint_density(_KP[..., :12], 8, True), ValueError, ["keypoints", "width 12", "patch_size=8"]),
-        (lambda: ops.keypoint_density(_KP.float(), 8, True), TypeError, ["keypoints", "bool", "Float"]),
-        (lambda: ops.keypoint_density(_KP[0], 8, True), ValueError, ["keypoints", "(B, H, W)"]),
-        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, True, False, [], []), ValueError,
-         ["images", "height 16", "weight_patch=3"]),
-        (lambda: ops.patch_weights(_U8, 0, 0.25, 10, True, False, [], []), ValueError, ["weight_patch", ">= 1"]),
-        (lambda: ops.patch_weights(_U8, 8, 0.0, 10, True, False, [], []), ValueError, ["temperature", "positive"]),
-        (lambda: ops.patch_weights(_U8, 8, float("nan"), 10, True, False, [], []), ValueError, ["temperature"]),
-        (lambda: ops.patch_weights(_U8, 8, 0.25, 300, True, False, [], []), ValueError, ["threshold", "300"]),
-        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, True, False, [], []), ValueError,
+        (lambda: ops.keypoint_density(_KP, 0, "ring"), ValueError, ["patch_size", ">= 1", "0"]),
+        (lambda: ops.keypoint_density(_KP[..., :12], 8, "ring"), ValueError, ["keypoints", "width 12", "patch_size=8"]),
+        (lambda: ops.keypoint_density(_KP.float(), 8, "ring"), TypeError, ["keypoints", "bool", "Float"]),
+        (lambda: ops.keypoint_density(_KP[0], 8, "ring"), ValueError, ["keypoints", "(B, H, W)"]),
+        # the values of weights.py's DENSITY_MODES, and no other
+        (lambda: ops.keypoint_density(_KP, 8, "rings"), ValueError, ["density", str(DENSITY_MODES), "'rings'"]),
+        (lambda: ops.patch_weights(_U8, 8, 0.25, 10, "", False, [], []), ValueError, ["density", str(DENSITY_MODES)]),
+        (lambda: ops.patch_weights(_U8, 3, 0.25, 10, "ring", False, [], []), ValueError,
+         ["images", "height 16", "weight_patch_size=3"]),
+        (lambda: ops.patch_weights(_U8, 0, 0.25, 10, "ring", False, [], []), ValueError, ["weight_patch_size", ">= 1"]),
+        (lambda: ops.patch_weights(_U8, 8, 0.0, 10, "ring", False, [], []), ValueError, ["temperature", "positive"]),
+        (lambda: ops.patch_weights(_U8, 8, float("nan"), 10, "ring", False, [], []), ValueError, ["temperature"]),
+        (lambda: ops.patch_weights(_U8, 8, 0.25, 300, "ring", False, [], []), ValueError, ["threshold", "300"]),
+        (lambda: ops.patch_weights(_U8[..., :0, :0], 8, 0.25, 10, "ring", False, [], []), ValueError,
          ["images", "positive"]),
-        (lambda: ops.patch_weights(_U8.bool(), 8, 0.25, 10, True, False, [], []), TypeError, ["images", "Bool"]),
-        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, True, False, [1.0] * 3, [2.0]), ValueError,
+        (lambda: ops.patch_weights(_U8.bool(), 8, 0.25, 10, "ring", False, [], []), TypeError, ["images", "Bool"]),
+        (lambda: ops.patch_weights(_U8.float(), 8, 0.25, 10, "ring", False, [1.0] * 3, [2.0]), ValueError,
          ["std", "3 values"]),
     ],
 )

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kamim_fast import fast_corners, fast_corners_ref, weighted_mim_loss, weighted_mim_loss_ref
-from kamim_fast.loss import expand_cells, mask_grid
+from kamim_fast.mim_loss import expand_cells, mask_grid
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 BACKENDS = ["torch"] + (["triton"] if INTERPRETER else [])

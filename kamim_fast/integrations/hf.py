@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int
-from ..loss import WeightedMIMLoss, weighted_mim_loss
+from ..mim_loss import WeightedMIMLoss, weighted_mim_loss
 from .simmim import _criterion
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int, check_tensor
-from ..loss import WeightedMIMLoss
+from ..mim_loss import WeightedMIMLoss
 from ..weights import KAMIM_PAPER  # noqa: F401  (the docstrings' examples use it)
 
 

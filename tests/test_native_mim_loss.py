@@ -19,8 +19,8 @@ from published import normalise, published_weights
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, _ext
 from kamim_fast.fast import fast_corners_ref
 from kamim_fast.gray import rgb_to_gray_u8_ref
-from kamim_fast.loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
-from kamim_fast.weights import weights_from_keypoints
+from kamim_fast.mim_loss import expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref
+from kamim_fast.weights import DENSITY_MODES, weights_from_keypoints
 
 _ext.status()  # loads kamim_fast._C, which registers the kamim_fast_cpp ops
 OPS = ("weighted_mim_loss", "fast_weighted_mim_loss", "weighted_mim_loss_backward")
@@ -35,20 +35,21 @@ INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat
 
 # --- references: the torch branches of kamim_fast/_ops.py ------------------------------------------------
 
-def ref_forward(pred, target, grid, weights, mask_patch, eps=1e-5):
-    return weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, eps), sign_codes_ref(pred, target)
+def ref_forward(pred, target, grid, weights, patch_size, eps=1e-5):
+    return weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, eps), sign_codes_ref(pred, target)
 
 
-def ref_fast_weights(target, weight_patch, temperature, threshold, ring, bgr, mean=MEAN, std=STD):
+def ref_fast_weights(target, weight_patch_size, temperature, threshold, density, bgr, mean=MEAN, std=STD):
     keypoints, _ = fast_corners_ref(rgb_to_gray_u8_ref(target, bgr, mean, std), threshold, True)
-    return weights_from_keypoints(keypoints, weight_patch, "ring" if ring else "count", temperature)
+    return weights_from_keypoints(keypoints, weight_patch_size, density, temperature)
 
 
-def ref_backward(grad, signs, grid, weights, mask_patch, weight_patch, eps, W, pred_dtype, target_dtype, grad_target):
+def ref_backward(grad, signs, grid, weights, patch_size, weight_patch_size, eps, W, pred_dtype, target_dtype,
+                 grad_target):
     from kamim_fast._ops import _per_mask_pixel
 
-    scale = _per_mask_pixel(grad.to(torch.float32), grid, mask_patch, eps, signs.shape[1]).reshape(())
-    g = weighted_masked_l1_backward_ref(scale, signs, grid, mask_patch, weights, weight_patch, W)
+    scale = _per_mask_pixel(grad.to(torch.float32), grid, patch_size, eps, signs.shape[1]).reshape(())
+    g = weighted_masked_l1_backward_ref(scale, signs, grid, patch_size, weights, weight_patch_size, W)
     return g.to(pred_dtype), ((-g).to(target_dtype) if grad_target else None)
 
 
@@ -108,28 +109,30 @@ def grid_values(rng, shape, kind):
 
 @pytest.mark.parametrize("pred_dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("target_dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("mask_patch, weight_patch, weighted", [(8, 8, True), (32, 8, True), (4, 12, True),
-                                                                (1, 2, True), (16, 1, False), (3, 3, False)])
-def test_forward_and_backward_equal_the_reference(pred_dtype, target_dtype, mask_patch, weight_patch, weighted, rng):
-    cell = math.lcm(mask_patch, weight_patch)
+@pytest.mark.parametrize("patch_size, weight_patch_size, weighted", [(8, 8, True), (32, 8, True), (4, 12, True),
+                                                                     (1, 2, True), (16, 1, False), (3, 3, False)])
+def test_forward_and_backward_equal_the_reference(pred_dtype, target_dtype, patch_size, weight_patch_size, weighted,
+                                                  rng):
+    cell = math.lcm(patch_size, weight_patch_size)
     B, C = int(rng.integers(1, 4)), int(rng.integers(1, 5))
     H, W = cell * int(rng.integers(1, 4)), cell * int(rng.integers(1, 5))
     target = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
     pred = (target + torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()).to(pred_dtype)
     pred.view(-1)[:: 7] = target.view(-1)[:: 7].to(pred_dtype)  # ties: sign code 0 (exact in fp32)
     target = target.to(target_dtype)
-    grid = grid_values(rng, (B, H // mask_patch, W // mask_patch), "binary")
-    weights = torch.from_numpy(rng.uniform(1, 4, (B, H // weight_patch, W // weight_patch))).float() if weighted else None
-    wp = weight_patch if weighted else 1
-    loss, signs = NATIVE.weighted_mim_loss(pred, target, grid, weights, mask_patch, wp, 1e-5)
-    want_loss, want_signs = ref_forward(pred, target, grid, weights, mask_patch)
+    grid = grid_values(rng, (B, H // patch_size, W // patch_size), "binary")
+    weight_shape = (B, H // weight_patch_size, W // weight_patch_size)
+    weights = torch.from_numpy(rng.uniform(1, 4, weight_shape)).float() if weighted else None
+    wp = weight_patch_size if weighted else 1
+    loss, signs = NATIVE.weighted_mim_loss(pred, target, grid, weights, patch_size, wp, 1e-5)
+    want_loss, want_signs = ref_forward(pred, target, grid, weights, patch_size)
     assert_loss(loss, want_loss)
     assert torch.equal(signs, want_signs)
     grad = torch.tensor(float(rng.uniform(-3, 3)))
     for grad_target in (True, False):
-        got = NATIVE.weighted_mim_loss_backward(grad, signs, grid, weights, mask_patch, wp, 1e-5, W, pred_dtype,
+        got = NATIVE.weighted_mim_loss_backward(grad, signs, grid, weights, patch_size, wp, 1e-5, W, pred_dtype,
                                                 target_dtype, grad_target)
-        want = ref_backward(grad, want_signs, grid, weights, mask_patch, wp, 1e-5, W, pred_dtype, target_dtype,
+        want = ref_backward(grad, want_signs, grid, weights, patch_size, wp, 1e-5, W, pred_dtype, target_dtype,
                             grad_target)
         assert_bits(got[0], want[0])
         if grad_target:
@@ -215,7 +218,7 @@ def test_thread_count_and_simd_path_do_not_change_a_bit(rng, monkeypatch):
     def run():
         out = [*NATIVE.weighted_mim_loss(pred, target, grid, weights, 32, 8, 1e-5),
                *NATIVE.weighted_mim_loss(pred, target, grid, None, 32, 1, 1e-5),
-               *NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, True, True, MEAN, STD, 1e-5)]
+               *NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5)]
         out += NATIVE.weighted_mim_loss_backward(torch.tensor(0.7), out[1], grid, weights, 32, 8, 1e-5, 64,
                                                  torch.bfloat16, torch.float32, True)
         return out
@@ -238,10 +241,10 @@ def test_thread_count_and_simd_path_do_not_change_a_bit(rng, monkeypatch):
 
 # --- the fused forward: FAST weights from target ------------------------------------------------------------
 
-@pytest.mark.parametrize("weight_patch, mask_patch, H, W", [(8, 32, 96, 160), (8, 8, 64, 64), (16, 16, 80, 48),
+@pytest.mark.parametrize("weight_patch_size, patch_size, H, W", [(8, 32, 96, 160), (8, 8, 64, 64), (16, 16, 80, 48),
                                                             (4, 2, 36, 44), (12, 4, 48, 72), (32, 32, 64, 96)])
-@pytest.mark.parametrize("ring", [True, False], ids=["ring", "count"])
-def test_fused_forward_equals_the_reference(weight_patch, mask_patch, H, W, ring, rng):
+@pytest.mark.parametrize("density", DENSITY_MODES)
+def test_fused_forward_equals_the_reference(weight_patch_size, patch_size, H, W, density, rng):
     """Weights bitwise patch_weights' reference (gray -> FAST -> NMS -> density -> exp/min) on photo crops with
     dots (corners even where a crop is smooth); loss within 1e-6; sign codes equal."""
     B = 2
@@ -252,18 +255,18 @@ def test_fused_forward_equals_the_reference(weight_patch, mask_patch, H, W, ring
             target[b, :, y, x] = (white - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     pred_dtype = DTYPES[int(rng.integers(3))]
     pred = (target + torch.from_numpy(rng.normal(0, 0.5, target.shape)).float()).to(pred_dtype)
-    grid = grid_values(rng, (B, H // mask_patch, W // mask_patch), "binary")
+    grid = grid_values(rng, (B, H // patch_size, W // patch_size), "binary")
     bgr, threshold, temperature = bool(rng.integers(2)), int(rng.integers(0, 40)), float(rng.choice([0.1, 0.25, 1.0]))
-    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, mask_patch, weight_patch, temperature,
-                                                         threshold, ring, bgr, MEAN, STD, 1e-5)
-    want_w = ref_fast_weights(target, weight_patch, temperature, threshold, ring, bgr)
+    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, patch_size, weight_patch_size, temperature,
+                                                         threshold, density, bgr, MEAN, STD, 1e-5)
+    want_w = ref_fast_weights(target, weight_patch_size, temperature, threshold, density, bgr)
     assert (want_w > 1).any()
     assert_bits(weights, want_w)
-    want_loss, want_signs = ref_forward(pred, target, grid, want_w, mask_patch)
+    want_loss, want_signs = ref_forward(pred, target, grid, want_w, patch_size)
     assert_loss(loss, want_loss)
     assert torch.equal(signs, want_signs)
     # the same loss as the plain kernel with those weights
-    plain, _ = NATIVE.weighted_mim_loss(pred, target, grid, weights, mask_patch, weight_patch, 1e-5)
+    plain, _ = NATIVE.weighted_mim_loss(pred, target, grid, weights, patch_size, weight_patch_size, 1e-5)
     assert_loss(loss, plain)
 
 
@@ -274,9 +277,9 @@ def test_fused_target_dtypes_and_layouts(target_dtype, kind, rng):
     target = layout(target.to(target_dtype), kind)
     pred = target.float() + 0.25
     grid = grid_values(rng, (2, 3, 4), "binary")
-    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, 16, 8, 0.25, 10, True, False, MEAN, STD,
+    loss, weights, signs = NATIVE.fast_weighted_mim_loss(pred, target, grid, 16, 8, 0.25, 10, "ring", False, MEAN, STD,
                                                          1e-5)
-    want_w = ref_fast_weights(target, 8, 0.25, 10, True, False)
+    want_w = ref_fast_weights(target, 8, 0.25, 10, "ring", False)
     assert_bits(weights, want_w)
     assert_loss(loss, ref_forward(pred, target, grid, want_w, 16)[0])
     assert torch.equal(signs, sign_codes_ref(pred, target))
@@ -288,8 +291,8 @@ def test_fused_weights_equal_the_published_pipeline_on_photos(rng):
     target, imgs = photos(rng, 4, 192, 192)
     pred = target + torch.from_numpy(rng.normal(0, 0.3, target.shape)).float()
     grid = grid_values(rng, (4, 6, 6), "binary")
-    _, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, True, True, MEAN, STD, 1e-5)
-    assert_bits(weights, ref_fast_weights(target, 8, 0.25, 10, True, True))
+    _, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 32, 8, 0.25, 10, "ring", True, MEAN, STD, 1e-5)
+    assert_bits(weights, ref_fast_weights(target, 8, 0.25, 10, "ring", True))
     torch.testing.assert_close(weights, published_weights(imgs, 8, 0.25, channel_order="bgr"), rtol=1e-6, atol=0)
 
 
@@ -298,12 +301,12 @@ def test_fused_flat_and_empty(rng):
     target = torch.zeros(2, 3, 32, 32)
     pred = target + 1
     grid = torch.ones(2, 4, 4)
-    loss, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 8, 8, 0.25, 10, True, False, MEAN, STD, 1e-5)
+    loss, weights, _ = NATIVE.fast_weighted_mim_loss(pred, target, grid, 8, 8, 0.25, 10, "ring", False, MEAN, STD, 1e-5)
     assert torch.equal(weights, torch.ones(2, 4, 4))
     assert_loss(loss, torch.tensor(1.0))
     empty = torch.zeros(0, 3, 32, 32)
-    loss, weights, signs = NATIVE.fast_weighted_mim_loss(empty, empty, torch.zeros(0, 4, 4), 8, 8, 0.25, 10, True, False,
-                                                         MEAN, STD, 1e-5)
+    loss, weights, signs = NATIVE.fast_weighted_mim_loss(empty, empty, torch.zeros(0, 4, 4), 8, 8, 0.25, 10, "ring",
+                                                         False, MEAN, STD, 1e-5)
     assert loss == 0 and weights.shape == (0, 4, 4) and signs.shape == (0, 3, 32, 8)
     loss, signs = NATIVE.weighted_mim_loss(empty, empty, torch.zeros(0, 4, 4), None, 8, 1, 1e-5)
     assert loss == 0
@@ -312,14 +315,14 @@ def test_fused_flat_and_empty(rng):
 # --- hypothesis: sizes, cells, dtypes, weights forms --------------------------------------------------------
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mask_patch=st.sampled_from([1, 2, 4, 8, 16]), weight_patch=st.sampled_from([1, 2, 3, 4, 8]),
+@given(patch_size=st.sampled_from([1, 2, 4, 8, 16]), weight_patch_size=st.sampled_from([1, 2, 3, 4, 8]),
        h=st.integers(1, 3), w=st.integers(1, 4), B=st.integers(1, 3), weights_form=st.sampled_from(["none", "tensor", "fast"]),
        pred_dtype=st.sampled_from(DTYPES), mask_kind=st.sampled_from(["binary", "all", "none"]),
        view=st.sampled_from(["contiguous", "channels_last", "transposed"]), seed=st.integers(0, 2**32 - 1))
-def test_hypothesis_native_equals_the_reference(mask_patch, weight_patch, h, w, B, weights_form, pred_dtype, mask_kind,
-                                                view, seed):
+def test_hypothesis_native_equals_the_reference(patch_size, weight_patch_size, h, w, B, weights_form, pred_dtype,
+                                                mask_kind, view, seed):
     rng = np.random.default_rng(seed)
-    cell = math.lcm(mask_patch, weight_patch)
+    cell = math.lcm(patch_size, weight_patch_size)
     H, W = h * cell, w * cell
     if weights_form == "fast":
         target, _ = photos(rng, B, max(H, 8), max(W, 8))
@@ -327,25 +330,25 @@ def test_hypothesis_native_equals_the_reference(mask_patch, weight_patch, h, w, 
     else:
         target = torch.from_numpy(rng.normal(0, 1, (B, 3, H, W))).float()
     pred = (target + torch.from_numpy(rng.normal(0, 0.5, target.shape)).float()).to(pred_dtype)
-    grid = grid_values(rng, (B, H // mask_patch, W // mask_patch), mask_kind)
+    grid = grid_values(rng, (B, H // patch_size, W // patch_size), mask_kind)
     p = layout(pred, view)
     if weights_form == "fast":
-        loss, weights, signs = NATIVE.fast_weighted_mim_loss(p, target, grid, mask_patch, weight_patch, 0.25, 10, True,
-                                                             True, MEAN, STD, 1e-5)
-        assert_bits(weights, ref_fast_weights(target, weight_patch, 0.25, 10, True, True))
-        wp = weight_patch
+        loss, weights, signs = NATIVE.fast_weighted_mim_loss(p, target, grid, patch_size, weight_patch_size, 0.25, 10,
+                                                             "ring", True, MEAN, STD, 1e-5)
+        assert_bits(weights, ref_fast_weights(target, weight_patch_size, 0.25, 10, "ring", True))
+        wp = weight_patch_size
     else:
-        weights = (torch.from_numpy(rng.uniform(1, 4, (B, H // weight_patch, W // weight_patch))).float()
+        weights = (torch.from_numpy(rng.uniform(1, 4, (B, H // weight_patch_size, W // weight_patch_size))).float()
                    if weights_form == "tensor" else None)
-        wp = weight_patch if weights is not None else 1
-        loss, signs = NATIVE.weighted_mim_loss(p, target, grid, weights, mask_patch, wp, 1e-5)
-    want_loss, want_signs = ref_forward(pred, target, grid, weights, mask_patch)
+        wp = weight_patch_size if weights is not None else 1
+        loss, signs = NATIVE.weighted_mim_loss(p, target, grid, weights, patch_size, wp, 1e-5)
+    want_loss, want_signs = ref_forward(pred, target, grid, weights, patch_size)
     assert_loss(loss, want_loss)
     assert torch.equal(signs, want_signs)
     grad = torch.tensor(1.25)
-    got = NATIVE.weighted_mim_loss_backward(grad, signs, grid, weights, mask_patch, wp, 1e-5, W, pred_dtype,
+    got = NATIVE.weighted_mim_loss_backward(grad, signs, grid, weights, patch_size, wp, 1e-5, W, pred_dtype,
                                             torch.float32, True)
-    want = ref_backward(grad, want_signs, grid, weights, mask_patch, wp, 1e-5, W, pred_dtype, torch.float32, True)
+    want = ref_backward(grad, want_signs, grid, weights, patch_size, wp, 1e-5, W, pred_dtype, torch.float32, True)
     assert_bits(got[0], want[0])
     assert_bits(got[1], want[1])
 
@@ -364,21 +367,24 @@ BAD_FORWARD = [
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t[:, :2], g, None, 8, 1, 1e-5), ValueError, ["target", "shape"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g[:, :1], None, 8, 1, 1e-5), ValueError, ["mask_grid", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g.bool(), None, 8, 1, 1e-5), TypeError, ["mask_grid", "float32"]),
-    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 0, 1, 1e-5), ValueError, ["mask_patch", ">= 1"]),
-    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["mask_patch=5", "divide"]),
+    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 0, 1, 1e-5), ValueError, ["patch_size", ">= 1"]),
+    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["patch_size=5", "divide"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w, 8, 8, 1e-5), ValueError, ["weights", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w.half(), 8, 4, 1e-5), TypeError, ["weights", "float32"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, True, False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, "ring", False, MEAN, STD,
+                                                      1e-5),
      ValueError, ["RGB", "3"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 7, 0.25, 10, True, False, MEAN, STD, 1e-5),
-     ValueError, ["weight_patch=7"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.0, 10, True, False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "rings", False, MEAN, STD, 1e-5),
+     ValueError, ["density", str(DENSITY_MODES), "'rings'"]),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 7, 0.25, 10, "ring", False, MEAN, STD, 1e-5),
+     ValueError, ["weight_patch_size=7"]),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.0, 10, "ring", False, MEAN, STD, 1e-5),
      ValueError, ["temperature", "0"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 256, True, False, MEAN, STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 256, "ring", False, MEAN, STD, 1e-5),
      ValueError, ["threshold", "256"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, True, False, MEAN[:2], STD, 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", False, MEAN[:2], STD, 1e-5),
      ValueError, ["mean", "3"]),
-    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, True, False, MEAN, [], 1e-5),
+    (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p, t, g, 8, 8, 0.25, 10, "ring", False, MEAN, [], 1e-5),
      ValueError, ["std", "3"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss_backward(torch.ones(2), torch.zeros(2, 3, 16, 4, dtype=torch.uint8), g,
                                                           None, 8, 1, 1e-5, 16, torch.float32, torch.float32, False),
@@ -394,7 +400,7 @@ BAD_FORWARD = [
      TypeError, ["pred_dtype"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss_backward(torch.ones(()), torch.zeros(2, 3, 16, 4, dtype=torch.uint8), g,
                                                           w[:, :3], 8, 4, 1e-5, 16, torch.float32, torch.float32, False),
-     ValueError, ["weights", "weight_patch"]),
+     ValueError, ["weights", "weight_patch_size"]),
 ]
 
 

@@ -106,17 +106,17 @@ def sign_codes_ref(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_masked_l1_backward_ref(
-    scale: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, mask_patch: int,
-    weights: torch.Tensor | None, weight_patch: int, W: int,
+    scale: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, patch_size: int,
+    weights: torch.Tensor | None, weight_patch_size: int, W: int,
 ) -> torch.Tensor:
     """Reference of the backward from the sign codes: ``scale * w * m * sign(pred - target)`` as float32
     (B, C, H, W)."""
     codes = (signs.unsqueeze(-1) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=signs.device)) & 3
     codes = codes.flatten(-2)[..., :W]
     sign = (codes == 1).to(torch.float32) - (codes == 2).to(torch.float32)
-    coef = expand_cells(mask_grid, mask_patch) * scale
+    coef = expand_cells(mask_grid, patch_size) * scale
     if weights is not None:
-        coef = coef * expand_cells(weights, weight_patch)
+        coef = coef * expand_cells(weights, weight_patch_size)
     return coef * sign
 
 
@@ -221,7 +221,7 @@ def weighted_mim_loss(
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps must be a float >= 0, got {eps!r}")
     check_choice("normalize", normalize, NORMALIZE_MODES)
-    grid, mask_patch = mask_grid(mask, pred.shape, patch_size)
+    grid, patch_size = mask_grid(mask, pred.shape, patch_size)  # None: read off the mask's shape
     if mask.device != pred.device:
         raise ValueError(f"mask must be on pred's device {pred.device}, got {mask.device}")
     float64 = torch.float64 in (pred.dtype, target.dtype)
@@ -237,32 +237,33 @@ def weighted_mim_loss(
         check_normalization("target", target, opts.mean, opts.std)
         if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
-                pred, target, grid, mask_patch, opts.cell, opts.temperature, opts.threshold, opts.density == "ring",
+                pred, target, grid, patch_size, opts.weight_patch_size, opts.temperature, opts.threshold, opts.density,
                 opts.bgr, opts.mean, opts.std, float(eps))
-            return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
+            return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
         with torch.no_grad():
-            weights = patch_weights(target.detach(), weight_patch_size=opts.cell, temperature=opts.temperature,
-                                    threshold=opts.threshold, density=opts.density, mean=opts.mean, std=opts.std,
-                                    channel_order=channel_order)
-    weight_patch = 1
+            weights = patch_weights(target.detach(), weight_patch_size=opts.weight_patch_size,
+                                    temperature=opts.temperature, threshold=opts.threshold, density=opts.density,
+                                    mean=opts.mean, std=opts.std, channel_order=channel_order)
+    weight_patch_size = 1  # a weights tensor's cells, read off its shape below (no weights: 1)
     if weights is not None:
         check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, H/p, W/p)")
         if weights.shape[0] != pred.shape[0]:
             raise ValueError(f"weights must have batch size {pred.shape[0]} like pred, got shape {tuple(weights.shape)}")
-        weight_patch = cell_size("weights", weights, *pred.shape[-2:])
+        weight_patch_size = cell_size("weights", weights, *pred.shape[-2:])
         if weights.device != pred.device:
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
     if float64 or (weights is not None and weights.requires_grad):
         # gradcheck precision, or a gradient for the weights: the differentiable reference composition
-        loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, mask_patch), weights, float(eps))
-        return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
+        loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, float(eps))
+        return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, mask_patch, weight_patch, float(eps))
-    return _normalize(loss, grid, mask_patch, float(eps), normalize, process_group)
+    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, patch_size, weight_patch_size,
+                                                     float(eps))
+    return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
 
 
-def _normalize(loss: torch.Tensor, grid: torch.Tensor, mask_patch: int, eps: float, normalize: str,
+def _normalize(loss: torch.Tensor, grid: torch.Tensor, patch_size: int, eps: float, normalize: str,
                process_group: object | None) -> torch.Tensor:
     """``normalize="global"``: rescale the local loss from this rank's mask count to all ranks' count.
 
@@ -275,7 +276,7 @@ def _normalize(loss: torch.Tensor, grid: torch.Tensor, mask_patch: int, eps: flo
 
     group = torch.distributed.group.WORLD if process_group is None else process_group
     world = torch.distributed.get_world_size(group)
-    local = grid.sum(dtype=torch.float32) * float(mask_patch * mask_patch)
+    local = grid.sum(dtype=torch.float32) * float(patch_size * patch_size)
     total = funcol.all_reduce(local, "sum", group)
     return loss * ((local + eps) * world / (total + eps)).to(loss.dtype)
 

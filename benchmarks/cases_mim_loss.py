@@ -136,7 +136,7 @@ def _case(B: int, S: int, p: int, dtype: torch.dtype, device: str, with_compile:
         impls.append(Impl("torch.compile(reference)", lambda: eager(compiled), device))
     size = 2 if dtype == torch.bfloat16 else 4
     name = f"B={B} 3x{S}x{S} p={p} {str(dtype).removeprefix('torch.')}"
-    return Case("loss", name, B * 3 * S * S, "kamim_fast", impls, min_bytes=B * 3 * S * S * (size + 4 + size))
+    return Case("mim_loss", name, B * 3 * S * S, "kamim_fast", impls, min_bytes=B * 3 * S * S * (size + 4 + size))
 
 
 # --- CPU: the native kernels (csrc/mim_loss_cpu.cpp) ------------------------------------------------------
@@ -271,5 +271,5 @@ def _native_case(B, S, p, dtype, fast, threads, bandwidth, with_compile) -> Case
     min_bytes = int(n * (2 * size + 4 + 0.5))
     name = (f"CPU {threads} thread{'s' if threads > 1 else ''} B={B} 3x{S}x{S} p={p} "
             f"{str(dtype).removeprefix('torch.')} weights={'fast' if fast else 'None'}")
-    return Case("loss", name, n, "kamim_fast cpp", impls, min_bytes=min_bytes, bandwidth=bandwidth,
+    return Case("mim_loss", name, n, "kamim_fast cpp", impls, min_bytes=min_bytes, bandwidth=bandwidth,
                 notes={"threads": threads, "bytes_per_element": min_bytes / n})
