@@ -275,10 +275,10 @@ def test_fused_gpu_configuration_through_the_interpreter(rng):
 @pytest.mark.skipif(not INTERPRETER, reason="runs the GPU tile sizes through Triton's interpreter")
 @pytest.mark.parametrize("weighted", [False, True])
 def test_plain_gpu_configuration_through_the_interpreter(rng, weighted):
-    """The shipped GPU steps of the loss without FAST weights (8 x 128, ragged tiles) give the interpreter's
+    """The shipped GPU steps of the loss without FAST weights (4 x 128, ragged tiles) give the interpreter's
     sum and sign codes; the backward's gradient matches the codes."""
     from kamim_fast.kernels import mim_loss
-    from kamim_fast.loss import expand_cells, sign_codes_ref
+    from kamim_fast.mim_loss import expand_cells, sign_codes_ref
 
     B, C, H, W = 2, 3, 37, 150
     pred = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
