@@ -63,6 +63,10 @@ ASSUMPTIONS = {
              "copy bandwidth. Both branches of run-time conditionals are counted.",
     "h200": "H200: the same 132 SMs and clocks, 4.8 TB/s HBM3e (datasheet): byte times shrink by about 1.4x "
             "(scaled from the measured 3.0 TB/s: about 4.3 TB/s), issue times are the same",
+    "fast_floor": "the loss with FAST weights computes FAST with NMS on every pixel of its target, so beside its "
+                  "byte floor it has a floor of its own: the byte floor plus the modelled issue time of the FAST "
+                  "kernel (fast[gray-uint8,nms=1]) on the same B x H x W pixels (fast_floor_ms, of_fast_floor); "
+                  "of_byte_floor stays the issue's measure",
 }
 
 SASS_CLASSES = ("int_alu", "min_max", "fp32", "global_load", "global_store", "shared", "barrier", "branch",
@@ -117,7 +121,8 @@ def compile_spec(spec: dict, arch: str, specialise: bool) -> tuple[dict, bytes]:
 
     signature, constexprs, attrs = compile_source(spec["fn"], spec["args"], specialise)
     source = ASTSource(fn=spec["fn"], signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False}
+    options = {"num_warps": spec["num_warps"], "enable_fp_fusion": False,
+               **({"maxnreg": spec["maxnreg"]} if spec.get("maxnreg") else {})}
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         compiled = triton.compile(source, target=GPUTarget("cuda", ARCHES[arch], 32), options=options)
@@ -141,13 +146,16 @@ _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 
 
-def disassemble(cubin: bytes, nvdisasm: str) -> list[dict]:
+def disassemble(cubin: bytes, nvdisasm: str, sass_dir: Path | None = None, name: str = "kernel") -> list[dict]:
     """SASS instructions in address order: opcode, address, branch target, and the kernel-file line
-    (the outermost call site for inlined helpers)."""
+    (the outermost call site for inlined helpers). With ``sass_dir`` the listing is kept there as NAME.sass."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
         text = subprocess.run([nvdisasm, "-c", "-gi", str(path)], capture_output=True, text=True, check=True).stdout
+    if sass_dir is not None:
+        sass_dir.mkdir(parents=True, exist_ok=True)
+        (sass_dir / (re.sub(r"[^\w.=,-]+", "_", name) + ".sass")).write_text(text)
     instrs, labels, where = [], {}, None
     pending = []
     for line in text.splitlines():
@@ -237,6 +245,20 @@ def _source_loops(fn, namespace: dict, tile_vars: list[dict] | None = None) -> l
     return loops
 
 
+def _call_sites(fn) -> tuple[dict, dict]:
+    """The kernel module's functions: {name: (first line, last line)} and {name: [lines that call it]}.
+    Triton 3.6's line information names only the innermost frame of an inlined helper; a helper called
+    from one place is then attributed to that call site (``model_counts``)."""
+    module = inspect.getmodule(fn.fn if hasattr(fn, "fn") else fn)
+    tree = ast.parse(Path(inspect.getsourcefile(module)).read_text())
+    funcs = {n.name: (n.lineno, n.end_lineno) for n in tree.body if isinstance(n, ast.FunctionDef)}
+    calls: dict[str, list[int]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in funcs:
+            calls.setdefault(node.func.id, []).append(node.lineno)
+    return funcs, calls
+
+
 def _eval(node, scope):
     value = eval(compile(ast.Expression(node), "<loop bound>", "eval"), {"__builtins__": {}}, scope)
     value = getattr(value, "value", value)  # tl.constexpr
@@ -254,19 +276,35 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
     sass_loops = [(ins["target_addr"], ins["addr"]) for ins in instrs
                   if ins["op"] == "BRA" and ins["target_addr"] is not None and ins["target_addr"] < ins["addr"]]
 
-    def source_loops_at(where):
-        line = next((n for f, n in where or () if f == file), None)  # innermost frame in the kernel's file
-        return [lp for lp in loops if lp["first"] <= line <= lp["last"]] if line else []
+    kernel = fn.__name__
+    funcs, calls = _call_sites(fn)
 
-    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
-    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
-    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
     def chain(lp):
         while lp is not None:
             yield lp
             lp = lp["parent"]
 
-    kernel = fn.__name__
+    def source_loops_at(where):
+        """The source loops around an instruction: for each of its frames in the kernel's file (a helper's
+        line, then the call sites it is inlined at), that frame's innermost loop and the loops around it.
+        All frames count: a helper's loop and the kernel loop that calls the helper both hold it."""
+        frames = [n for f, n in where or () if f == file]
+        while frames:  # complete the call chain where the line information stops inside a helper
+            func = next((name for name, (a, b) in funcs.items() if a <= frames[-1] <= b), None)
+            if func is None or func == kernel or len(calls.get(func, ())) != 1 or calls[func][0] in frames:
+                break
+            frames.append(calls[func][0])
+        held = {}
+        for n in frames:  # innermost frame first: a tie between frames goes to the helper's loop
+            found = [lp for lp in loops if lp["first"] <= n <= lp["last"]]
+            if found:
+                for anc in chain(max(found, key=lambda lp: lp["first"])):
+                    held.setdefault(id(anc), (anc, 1.0 if not held else 1.0 - 1e-6))
+        return list(held.values())
+
+    # Match the SASS loop nest to the source loop nest, outermost first: a SASS loop is the source loop,
+    # among those directly inside its parent's (or a helper's outermost loops), that holds most of its
+    # instructions' lines. Source loops with no SASS loop were unrolled: their copies count once each.
     sass_loops.sort(key=lambda lh: lh[0] - lh[1])  # outermost (largest) first
     mapped: dict = {}
     for lo, hi in sass_loops:
@@ -278,12 +316,9 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
         votes: dict[int, int] = {}
         for ins in instrs:
             if lo <= ins["addr"] <= hi:
-                found = source_loops_at(ins["where"])
-                if found:
-                    innermost = max(found, key=lambda lp: lp["first"])
-                    for anc in chain(innermost):
-                        if any(anc is c for c in candidates):
-                            votes[id(anc)] = votes.get(id(anc), 0) + 1
+                for anc, vote in source_loops_at(ins["where"]):
+                    if any(anc is c for c in candidates):
+                        votes[id(anc)] = votes.get(id(anc), 0) + vote
         if not votes and len(candidates) == 1:  # a helper's loop whose lines carry only the call site
             votes[id(candidates[0])] = 1
         best = max(votes, key=votes.get) if votes else None
@@ -330,7 +365,9 @@ def issue_seconds(per_item: dict, items: int, a: dict = ASSUMPTIONS) -> float:
     return max(pipes) * items / lanes_per_s
 
 
-# The benchmark cases (benchmarks/cases_*.py's headline shapes) and the kernels each runs.
+# The benchmark cases (benchmarks/cases_*.py's headline shapes) and the kernels each runs; the loss cases
+# with FAST weights name the pixels their FAST covers (their second floor, ASSUMPTIONS["fast_floor"]).
+_LOSS_ITEMS = 256 * 3 * 192 * 192
 MODEL_CASES = [
     ("fast gray uint8 B=256 192x192 NMS", ["fast[gray-uint8,nms=1]"], 256 * 192 * 192, "pixel"),
     ("fast gray uint8 1x4096x4096 NMS", ["fast[gray-uint8,nms=1]"], 4096 * 4096, "pixel"),
@@ -338,22 +375,32 @@ MODEL_CASES = [
     ("gray rgb uint8 B=256 192x192", ["gray[uint8]"], 256 * 192 * 192, "pixel"),
     ("loss fwd+bwd B=256 3x192x192 bf16 p=8 ring", ["mim_loss_fwd[bfloat16,fast-ring,p=8]",
                                                     "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+     _LOSS_ITEMS, "element", 256 * 192 * 192),
     ("loss fwd+bwd B=256 3x192x192 fp32 p=8 ring", ["mim_loss_fwd[float32,fast-ring,p=8]",
                                                     "mim_loss_bwd[float32,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+     _LOSS_ITEMS, "element", 256 * 192 * 192),
     ("loss fwd+bwd B=256 3x192x192 bf16 no weights", ["mim_loss_fwd[bfloat16,no-weights]",
-                                                      "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
-     256 * 3 * 192 * 192, "element"),
+                                                      "mim_loss_bwd[bfloat16,weights=0,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 fp32 no weights", ["mim_loss_fwd[float32,no-weights]",
+                                                      "mim_loss_bwd[float32,weights=0,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 bf16 p=8 given weights", ["mim_loss_fwd[bfloat16,weights,p=8]",
+                                                             "mim_loss_bwd[bfloat16,weights=1,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
+    ("loss fwd+bwd B=256 3x192x192 fp32 p=8 given weights", ["mim_loss_fwd[float32,weights,p=8]",
+                                                             "mim_loss_bwd[float32,weights=1,grad_target=0]"],
+     _LOSS_ITEMS, "element"),
 ]
 # The loss's byte floor (issue 3): read pred (bf16 2 B / fp32 4 B) and target (4 B) once, write grad once.
 LOSS_FLOOR_BYTES = {"bf16": 2 + 4 + 2, "fp32": 4 + 4 + 4}
+FAST_KERNEL = "fast[gray-uint8,nms=1]"  # the FAST of the fast-floor (ASSUMPTIONS["fast_floor"])
 
 
 def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
     rows = {r["name"]: r for r in kernel_rows if r["arch"] == MODEL_ARCH and r["variant"] == "runtime"}
     out = []
-    for case, kernels, items, unit in MODEL_CASES:
+    for case, kernels, items, unit, *fast_pixels in MODEL_CASES:
         if not all(k in rows and "sass_per_item" in rows[k] for k in kernels):
             continue
         issue = sum(issue_seconds(rows[k]["sass_per_item"], items, a) for k in kernels)
@@ -371,6 +418,10 @@ def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
             floor = LOSS_FLOOR_BYTES[dt] * items / (a["copy_bandwidth_tb_s"] * 1e12)
             row["byte_floor_ms"] = round(floor * 1e3, 4)
             row["of_byte_floor"] = round(seconds / floor, 2)
+            if fast_pixels and FAST_KERNEL in rows and "sass_per_item" in rows[FAST_KERNEL]:
+                fast_floor = floor + issue_seconds(rows[FAST_KERNEL]["sass_per_item"], fast_pixels[0], a)
+                row["fast_floor_ms"] = round(fast_floor * 1e3, 4)
+                row["of_fast_floor"] = round(seconds / fast_floor, 2)
         out.append(row)
     return out
 
@@ -384,7 +435,8 @@ def specs() -> list[dict]:
     return out
 
 
-def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) -> list[dict]:
+def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None, only: str | None = None,
+           sass_dir: Path | None = None) -> list[dict]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
     if find_ptxas() is None:
@@ -396,6 +448,8 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) ->
     nvdisasm = find_nvdisasm()
     rows = []
     for spec in specs():
+        if only and not re.search(only, spec["name"]):
+            continue
         for arch in ARCHES:
             variants = ((True,) if arch in arches else ()) + ((False,) if arch in generic_arches else ())
             for specialise in variants:
@@ -408,8 +462,8 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None) ->
                     row["bytes_per_item"] = round(bytes_per_item(spec), 3)
                     if nvdisasm:
                         if "n_tiles" not in spec["args"]:
-                            spec.setdefault("programs", _grid_programs(spec))
-                        row.update(model_counts(spec, disassemble(cubin, nvdisasm)))
+                            spec["programs"] = spec.get("programs") or _grid_programs(spec)
+                        row.update(model_counts(spec, disassemble(cubin, nvdisasm, sass_dir, spec["name"])))
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -420,7 +474,7 @@ def _grid_programs(spec: dict) -> int:
     args = spec["args"]
     if "blocks_per_image" in args:  # gray
         return args["blocks_per_image"] * args["src_ptr"].shape[0]
-    return args["tiles_per_image"] * args["grad_pred_ptr"].shape[0]  # backward
+    raise KeyError(f"{spec['name']}: a kernel without a persistent loop names its grid's programs in its spec")
 
 
 def _resident(row: dict, sm) -> int:
@@ -445,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write {kernels, modelled, assumptions} as JSON here")
     parser.add_argument("--arch", action="append", choices=tuple(ARCHES),
                         help="compile the run-time specialisation for these (default: all)")
+    parser.add_argument("--only", metavar="REGEX", help="only the kernels whose name matches (e.g. 'fast\\[gray')")
+    parser.add_argument("--sass-dir", type=Path, help="keep the sm_90a run-time SASS listings here, to read")
     parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
                         help="compile the generic kernels for these (default: sm_90a)")
     args = parser.parse_args(argv)
@@ -458,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('sass_instructions_per_item', ''):>9} {r.get('bytes_per_item', ''):>6}", flush=True)
 
     generic = tuple(a for a in (args.generic_arch or [MODEL_ARCH]) if a != "none")
-    rows = report(tuple(args.arch or ARCHES), generic, progress=show)
+    rows = report(tuple(args.arch or ARCHES), generic, progress=show, only=args.only, sass_dir=args.sass_dir)
     import resource
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -466,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     model = modelled(rows)
     for m in model:
         extra = (f"{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
-                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)")
+                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)"
+                 + (f", {m['of_fast_floor']}x byte floor + FAST ({m['fast_floor_ms']} ms)" if "of_fast_floor" in m else ""))
         print(f"model: {m['case']:48s} {m['modelled_ms']:8.4f} ms ({m['bound']}-bound)  {extra}")
     print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
           f"(Triton {rows[0]['triton'] if rows else '?'})")

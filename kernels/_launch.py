@@ -39,10 +39,17 @@ def on_device(tensor: torch.Tensor) -> Iterator[None]:
         yield
 
 
-def launch(kernel, grid: tuple[int, ...], like: torch.Tensor, num_warps: int, args: Mapping[str, object]):
-    """``kernel[grid](**args)`` on ``like``'s device, FMA contraction off (bit-exact un-normalisation)."""
+def _options(num_warps: int, maxnreg: int | None) -> dict:
+    """Compile options of every launch: FMA contraction off (bit-exact un-normalisation), and ``.maxnreg``
+    where a config sets it (see ``FastConfig.maxnreg``)."""
+    return dict(num_warps=num_warps, enable_fp_fusion=False, **({"maxnreg": maxnreg} if maxnreg else {}))
+
+
+def launch(kernel, grid: tuple[int, ...], like: torch.Tensor, num_warps: int, args: Mapping[str, object],
+           maxnreg: int | None = None):
+    """``kernel[grid](**args)`` on ``like``'s device with ``_options``."""
     with on_device(like):
-        return kernel[grid](**args, num_warps=num_warps, enable_fp_fusion=False)
+        return kernel[grid](**args, **_options(num_warps, maxnreg))
 
 
 # --- occupancy --------------------------------------------------------------------------------------
@@ -104,13 +111,14 @@ def _programs_on(compiled, device: torch.device, num_warps: int) -> int:
     return _PROGRAMS[key]
 
 
-def persistent_programs(kernel, like: torch.Tensor, n_tiles: int, num_warps: int, args: Mapping[str, object]) -> int:
+def persistent_programs(kernel, like: torch.Tensor, n_tiles: int, num_warps: int, args: Mapping[str, object],
+                        maxnreg: int | None = None) -> int:
     """Programs of a persistent grid over ``n_tiles``: as many as are resident at once on the GPU
     (from the compiled kernel, compiled here if need be), ``INTERPRETER_PROGRAMS`` on the CPU."""
     if like.device.type != "cuda":
         return max(1, min(n_tiles, INTERPRETER_PROGRAMS))
     with on_device(like):
-        compiled = kernel.warmup(**args, grid=(1,), num_warps=num_warps, enable_fp_fusion=False)
+        compiled = kernel.warmup(**args, grid=(1,), **_options(num_warps, maxnreg))
         return max(1, min(n_tiles, _programs_on(compiled, like.device, num_warps)))
 
 
@@ -118,12 +126,18 @@ def persistent_programs(kernel, like: torch.Tensor, n_tiles: int, num_warps: int
 
 @dataclasses.dataclass(frozen=True)
 class FastConfig:
-    """FAST kernel blocks: ROWS x BLOCK_W pixels a tile stages (halo included), scored SUB_H rows at a time."""
+    """FAST kernel blocks: ROWS x BLOCK_W pixels a tile stages (halo included), scored SUB_H rows at a time
+    and suppressed NMS_H rows at a time."""
 
     ROWS: int
     BLOCK_W: int
     SUB_H: int
     num_warps: int = 4
+    NMS_H: int | None = None  # rows per step of the NMS pass (default SUB_H)
+    # PTX .maxnreg. Without it ptxas 12.8+ for sm_90a picks a register target from the block size alone
+    # (.reqntid): 40-64 registers with spills in the persistent kernels, where it needs 60-90; any
+    # .maxnreg turns that off, and then it allocates what the code needs (no spills; ptxas report).
+    maxnreg: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +151,7 @@ class LossConfig:
     FINAL_H: int
     OUT_ROWS: int
     num_warps: int = 4
+    maxnreg: int | None = None  # as FastConfig.maxnreg
 
 
 def pick(x: torch.Tensor, config, gpu, interpreter):

@@ -22,14 +22,15 @@ from .fast_tile import (
     rgb_to_gray,
 )
 
-# Shipped configurations; 4 warps. Colour: 512-pixel steps (4 pixels per thread) hold the 16 circle
-# differences and the arc minima in registers without spills (ptxas report). Gray input: 64 x 32 blocks
-# (62 x 30 outputs): on B x 192 x 192 the 32-wide blocks waste 17% of the columns where 64-wide ones
-# wasted 33% (the SASS model: 42.9 -> 47-49 Gpixel/s on an H100); 8 rows per step, as 16 spilled 20
-# bytes on sm_89.
-GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=8, num_warps=4)
-# Colour input stages gray with the circle's 3 px halo on each side: wider blocks waste fewer columns.
-GPU_COLOUR_CONFIG = FastConfig(ROWS=32, BLOCK_W=64, SUB_H=8, num_warps=4)
+# Shipped configurations; 4 warps. Gray input: 64 x 32 blocks (62 x 30 outputs): on B x 192 x 192 the
+# 32-wide blocks waste 17% of the columns where 64-wide ones wasted 33%; 8-row score steps (2 pixels per
+# thread), 4-row NMS steps (1 pixel per thread: the 2-pixel steps loaded scores as pairs but stored the
+# outputs one byte per thread, a layout conversion through shared memory: 36 -> 15 integer instructions
+# per pixel). maxnreg: see FastConfig (without it sm_90a spilled 12-88 bytes at 64 registers).
+GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=8, NMS_H=4, num_warps=4, maxnreg=96)
+# Colour input stages gray with the circle's 3 px halo on each side: wider blocks waste fewer columns;
+# 4-row score steps (2 pixels per thread: 8 rows held 4 per thread and needed 110-128 registers).
+GPU_COLOUR_CONFIG = FastConfig(ROWS=32, BLOCK_W=64, SUB_H=4, NMS_H=2, num_warps=4, maxnreg=128)
 # Triton's interpreter pays ~100 us of Python per op whatever the block size, so CPU tensors take
 # bigger blocks (4x fewer ops per pixel). The tests also run GPU_CONFIG through the interpreter.
 INTERPRETER_CONFIG = FastConfig(ROWS=64, BLOCK_W=128, SUB_H=32, num_warps=4)
@@ -47,17 +48,21 @@ def _fast_kernel(
     threshold, m0, m1, m2, sd0, sd1, sd2,
     # what src holds (fast_tile.SRC_*), channel order, suppression, and the block geometry
     SRC_KIND: tl.constexpr, BGR: tl.constexpr, NMS: tl.constexpr, HALO: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, NMS_H: tl.constexpr,
 ):
     OUT_H: tl.constexpr = ROWS - 2 * HALO
     OUT_W: tl.constexpr = BLOCK_W - 2 * HALO
     # Score the NMS halo too; colour input scores only where the staged gray holds the whole circle.
     S_LO: tl.constexpr = HALO - 1 if NMS else HALO
     pid = tl.program_id(0)
-    gray_scratch = scratch_ptr + pid.to(tl.int64) * (2 * ROWS * BLOCK_W)
+    # [margin][gray][scores] per program, one more margin at the end: the unmasked circle and NMS loads of
+    # lanes outside the block stay inside memory no program writes (scratch_layout).
+    MARGIN: tl.constexpr = ((SUB_H if SUB_H > NMS_H else NMS_H) + 4) * BLOCK_W
+    gray_scratch = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)
     score_scratch = gray_scratch + ROWS * BLOCK_W
     jj = tl.arange(0, BLOCK_W)[None, :]
     rows = tl.arange(0, SUB_H)[:, None]
+    nms_rows = tl.arange(0, NMS_H)[:, None]
     for tile in range(pid, n_tiles, tl.num_programs(0)):
         b = tile // tiles_per_image
         t = tile - b * tiles_per_image
@@ -84,7 +89,11 @@ def _fast_kernel(
             valid = ((ii < ROWS - S_LO) & (jj >= S_LO) & (jj < BLOCK_W - S_LO)
                      & (yg >= RADIUS_C) & (yg < H - RADIUS_C) & (xg >= RADIUS_C) & (xg < W - RADIUS_C))
             if SRC_KIND == SRC_GRAY_U8_C:
-                score = corner_score(src + yg.to(tl.int64) * s_h + xg * s_w, s_h, s_w, valid)
+                # Lanes off the valid region read the nearest valid pixel's circle (the loads are unmasked;
+                # the launcher keeps images under 7 x 7 away), so every address lies inside the image.
+                yc = tl.minimum(tl.maximum(yg, RADIUS_C), H - 1 - RADIUS_C)
+                xc = tl.minimum(tl.maximum(xg, RADIUS_C), W - 1 - RADIUS_C)
+                score = corner_score(src + yc.to(tl.int64) * s_h + xc * s_w, s_h, s_w, valid)
             else:
                 score = corner_score(gray_scratch + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
             corner = score >= threshold  # masked lanes hold -1 < threshold
@@ -97,14 +106,26 @@ def _fast_kernel(
                 tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)
         if NMS:
             tl.debug_barrier()
-            for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), SUB_H):
-                ii = r0 + rows
+            for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), NMS_H):
+                ii = r0 + nms_rows
                 yg = y_org + ii
                 out = (ii < HALO + OUT_H) & (jj >= HALO) & (jj < HALO + OUT_W) & (yg < H) & (xg < W)
-                keep, centre = nms_keep(score_scratch + ii * BLOCK_W + jj, BLOCK_W, out)
+                keep, centre = nms_keep(score_scratch + ii * BLOCK_W + jj, BLOCK_W)
                 offs = out_b + yg.to(tl.int64) * W + xg
                 tl.store(kp_ptr + offs, keep.to(tl.uint8), mask=out)
                 tl.store(score_out_ptr + offs, tl.where(keep, centre, 0).to(tl.uint8), mask=out)
+
+
+MIN_SIDE = 2 * FAST_RADIUS + 1  # smaller images have no corners; the kernel is not launched for them
+
+
+def scratch_bytes(programs: int, config: FastConfig) -> int:
+    """The per-program scratch of ``programs``: a margin, then gray and scores (ROWS x BLOCK_W bytes each)
+    per program, and a last margin. A margin is ``max(SUB_H, NMS_H) + 4`` rows: the unmasked loads of a row step reach
+    ``SUB_H`` rows past a plane and the circle 3 more (and 3 rows before it), so they never reach another
+    program's planes."""
+    margin = (max(config.SUB_H, config.NMS_H or 0) + 4) * config.BLOCK_W
+    return programs * (2 * config.ROWS * config.BLOCK_W + margin) + margin
 
 
 def halo(src_kind: int, nms: bool) -> int:
@@ -131,7 +152,7 @@ def _args(image, keypoints, scores, scratch, threshold, nms, src_kind, bgr, mean
                 tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 SRC_KIND=src_kind, BGR=bgr, NMS=nms, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
-                SUB_H=config.SUB_H)
+                SUB_H=config.SUB_H, NMS_H=config.NMS_H or config.SUB_H)
 
 
 def fast_corners(
@@ -162,10 +183,13 @@ def fast_corners(
     placeholder = torch.empty(0, dtype=torch.uint8, device=image.device)
     args = _args(image, keypoints.view(torch.uint8), scores, placeholder, threshold, nonmax_suppression, src_kind,
                  bgr, mean, std, config)
-    programs = persistent_programs(_fast_kernel, image, args["n_tiles"], config.num_warps, args)
-    args["scratch_ptr"] = torch.empty(programs * 2 * config.ROWS * config.BLOCK_W, dtype=torch.uint8,
-                                      device=image.device)
-    launch(_fast_kernel, (programs,), image, config.num_warps, args)
+    if H < MIN_SIDE or W < MIN_SIDE:  # no pixel has its whole circle: no corners (and the kernel's
+        keypoints.zero_()              # unmasked circle loads need a 7 x 7 image)
+        scores.zero_()
+        return keypoints, scores
+    programs = persistent_programs(_fast_kernel, image, args["n_tiles"], config.num_warps, args, config.maxnreg)
+    args["scratch_ptr"] = torch.empty(scratch_bytes(programs, config), dtype=torch.uint8, device=image.device)
+    launch(_fast_kernel, (programs,), image, config.num_warps, args, config.maxnreg)
     return keypoints, scores
 
 
@@ -186,6 +210,7 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             h, out_h = args["HALO"], config.ROWS - 2 * args["HALO"]
             tile_vars = [dict(y_org=ty * out_h - h) for ty in range(args["tiles_per_image"] // args["tiles_w"])]
             specs.append(dict(name=f"fast[{'gray' if src_kind == SRC_GRAY_U8 else 'rgb'}-{str(dtype)[6:]},nms={int(nms)}]",
-                              fn=_fast_kernel, args=args, num_warps=config.num_warps, items=B * H * W,
+                              fn=_fast_kernel, args=args, num_warps=config.num_warps, maxnreg=config.maxnreg,
+                              items=B * H * W,
                               tile_vars=tile_vars))
     return specs

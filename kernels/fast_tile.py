@@ -30,6 +30,7 @@ _GRAY_SHIFT = tl.constexpr(GRAY_SHIFT)
 # Adding and subtracting 1.5 * 2**23 rounds a float32 in [0, 2**22) to the nearest integer, ties to even,
 # exactly as torch.round does; libdevice.rint would too, but Triton's interpreter cannot run it.
 _RINT_MAGIC = tl.constexpr(12582912.0)
+_RINT_MAGIC_BITS = tl.constexpr(0x4B400000)  # its float32 bit pattern
 
 # What the source tensor holds (a constexpr argument of the kernels).
 SRC_GRAY_U8 = 0  # (B, H, W) uint8 gray
@@ -46,7 +47,9 @@ def _channel_value(x, IS_FLOAT: tl.constexpr, mean, std):
     if IS_FLOAT:
         v = (x.to(tl.float32) * std + mean) * 255.0
         v = tl.minimum(tl.where(v > 0.0, v, 0.0), 255.0)  # NaN -> 0, like the reference
-        out = ((v + _RINT_MAGIC) - _RINT_MAGIC).to(tl.int32)
+        # v + 1.5 * 2**23 holds round(v) in its low mantissa bits: the bits minus the magic's are the
+        # integer (no float subtraction, no float-to-int conversion: F2I issues at a quarter rate)
+        out = (v + _RINT_MAGIC).to(tl.int32, bitcast=True) - _RINT_MAGIC_BITS
     else:
         out = x.to(tl.int32)
     return out
@@ -83,49 +86,64 @@ def corner_score(ptrs, stride_h, stride_w, mask):
     With d_k = v - x_k over the circle, score = max(max_arcs min_k d_k, -min_arcs max_k d_k) - 1 over
     the 16 arcs of 9 contiguous pixels: the largest threshold at which the pixel is still a corner, so
     it is a corner at threshold t iff score >= t (-1 at most for a pixel that is no corner at t=0).
-    The whole circle must be addressable where ``mask`` is True; masked lanes return -1.
+    Since min_k (v - x_k) = v - max_k x_k, the arcs are taken over the circle's values x_k themselves:
+    score = max(v - min_arcs max_k x_k, max_arcs min_k x_k - v) - 1, two subtractions instead of 16.
+
+    The loads are not masked (a masked load costs two more instructions per circle pixel on the GPU):
+    the whole circle must be addressable for every lane, ``mask``'s False lanes included (callers clamp
+    those lanes' coordinates or pad their scratch); ``mask`` only selects the result, -1 elsewhere.
     """
-    v = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
-    d = ()
+    v = tl.load(ptrs).to(tl.int32)
+    x = ()
     for k in tl.static_range(16):
         dx = ((_CIRCLE_DX >> (4 * k)) & 15) - _RADIUS
         dy = ((_CIRCLE_DY >> (4 * k)) & 15) - _RADIUS
-        d = d + (v - tl.load(ptrs + (dy * stride_h + dx * stride_w), mask=mask, other=0).to(tl.int32),)
-    # OpenCV's pairing: for even k, the 8 pixels k+1..k+8 are shared by the arcs k..k+8 and k+1..k+9.
-    # lo/hi[i] are min/max over d[2i+1 .. 2i+8], built from pairs and quads (24 ops each, not 56).
+        # the row's pointer, then a constant column offset: one address per circle row, immediates after it
+        x = x + (tl.load((ptrs + dy * stride_h) + dx * stride_w).to(tl.int16),)
+    # OpenCV's pairing: for even k, the 8 pixels k+1..k+8 are shared by the arcs k..k+8 and k+1..k+9, so
+    #   min_arcs max_k x_k = min_i max(max(x[2i+1 .. 2i+8]), min(x[2i], x[2i+9]))
+    # (the centre's darker side; the brighter side mirrors min and max). max(x[2i+1 .. 2i+8]) is built
+    # from pairs and quads; the two arcs' end pixels go in one min (max(hi, a) and max(hi, b) have the
+    # smaller max(hi, min(a, b))).
     pair_lo = ()
     pair_hi = ()
     for i in tl.static_range(8):
-        pair_lo = pair_lo + (tl.minimum(d[2 * i + 1], d[(2 * i + 2) % 16]),)
-        pair_hi = pair_hi + (tl.maximum(d[2 * i + 1], d[(2 * i + 2) % 16]),)
+        pair_lo = pair_lo + (tl.minimum(x[2 * i + 1], x[(2 * i + 2) % 16]),)
+        pair_hi = pair_hi + (tl.maximum(x[2 * i + 1], x[(2 * i + 2) % 16]),)
     quad_lo = ()
     quad_hi = ()
     for i in tl.static_range(8):
         quad_lo = quad_lo + (tl.minimum(pair_lo[i], pair_lo[(i + 1) % 8]),)
         quad_hi = quad_hi + (tl.maximum(pair_hi[i], pair_hi[(i + 1) % 8]),)
-    best_dark = tl.full(v.shape, -256, tl.int32)  # max over arcs of min d: centre brighter than the arc
-    best_bright = tl.full(v.shape, 256, tl.int32)  # min over arcs of max d: centre darker than the arc
+    darker = ()  # per i: the darker of the two arcs that share x[2i+1 .. 2i+8] (its brightest pixel)
+    brighter = ()
     for i in tl.static_range(8):
-        lo = tl.minimum(quad_lo[i], quad_lo[(i + 2) % 8])
-        hi = tl.maximum(quad_hi[i], quad_hi[(i + 2) % 8])
-        first = d[2 * i]
-        last = d[(2 * i + 9) % 16]
-        best_dark = tl.maximum(best_dark, tl.maximum(tl.minimum(lo, first), tl.minimum(lo, last)))
-        best_bright = tl.minimum(best_bright, tl.minimum(tl.maximum(hi, first), tl.maximum(hi, last)))
-    return tl.where(mask, tl.maximum(best_dark, -best_bright) - 1, -1)
+        first = x[2 * i]
+        last = x[(2 * i + 9) % 16]
+        darker = darker + (tl.maximum(tl.maximum(quad_hi[i], quad_hi[(i + 2) % 8]), tl.minimum(first, last)),)
+        brighter = brighter + (tl.minimum(tl.minimum(quad_lo[i], quad_lo[(i + 2) % 8]), tl.maximum(first, last)),)
+    darkest = darker[0]  # min over arcs of the arc's max: v - darkest is the dark side's score + 1
+    brightest = brighter[0]  # max over arcs of the arc's min: brightest - v is the bright side's
+    for i in tl.static_range(1, 8):
+        darkest = tl.minimum(darkest, darker[i])
+        brightest = tl.maximum(brightest, brighter[i])
+    return tl.where(mask, tl.maximum(v - darkest.to(tl.int32), brightest.to(tl.int32) - v) - 1, -1)
 
 
 @triton.jit
-def nms_keep(score_ptrs, stride_h, mask):
+def nms_keep(score_ptrs, stride_h):
     """3x3 non-max suppression over a uint8 score map that holds 0 for non-corners.
 
     Returns (keep, centre score): a pixel survives iff its score is strictly greater than all 8
-    neighbours (ties suppress both). A score of 0 never survives, exactly as in OpenCV.
+    neighbours (ties suppress both). A score of 0 never survives, exactly as in OpenCV. The loads are
+    not masked: the 3x3 neighbourhood must be addressable for every lane; store the result masked.
     """
-    centre = tl.load(score_ptrs, mask=mask, other=0).to(tl.int32)
-    keep = mask & (centre > 0)
-    for n in tl.static_range(9):
-        if n != 4:
-            nb = tl.load(score_ptrs + ((n // 3 - 1) * stride_h + (n % 3 - 1)), mask=mask, other=0)
-            keep = keep & (centre > nb.to(tl.int32))
-    return keep, centre
+    centre = tl.load(score_ptrs).to(tl.int32)
+    up = score_ptrs - stride_h
+    down = score_ptrs + stride_h
+    # the largest neighbour (scores are >= 0, so centre > it implies centre > 0)
+    row_up = tl.maximum(tl.maximum(tl.load(up - 1), tl.load(up)), tl.load(up + 1))
+    row_down = tl.maximum(tl.maximum(tl.load(down - 1), tl.load(down)), tl.load(down + 1))
+    sides = tl.maximum(tl.load(score_ptrs - 1), tl.load(score_ptrs + 1))
+    neighbours = tl.maximum(tl.maximum(row_up, row_down), sides)
+    return centre > neighbours.to(tl.int32), centre

@@ -23,6 +23,7 @@ All reductions are per-tile or per-cell partials summed in a fixed order: no ato
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import triton
@@ -40,6 +41,7 @@ from .fast_tile import corner_score, gray_of, nms_keep
 _RING_RADIUS = len(DRAW_KEYPOINT_RING) // 2
 _PATTERNS = sorted({row for row in DRAW_KEYPOINT_RING if "#" in row})
 assert len(_PATTERNS) <= 8, "the pattern bits must fit a uint8 scratch byte"
+assert len(DRAW_KEYPOINT_RING) // 2 == 4, "_ring_bits shifts words by up to 4 bytes: radius 4"
 # Bit dx of pattern j (packed 9 bits per pattern): column offset dx - radius is in the run.
 _RING_PATTERN_COLS = tl.constexpr(sum(
     sum(1 << dx for dx, ch in enumerate(row) if ch == "#") << (9 * j) for j, row in enumerate(_PATTERNS)))
@@ -60,27 +62,29 @@ assert FAST_HALO - _RING_RADIUS == FAST_RADIUS + FAST_NMS_RADIUS
 # Shipped configurations. BLOCK_W columns hold OUT_W outputs plus the halo (112 of 128 for p <= 16);
 # SUB_H rows per step keep 4 pixels per thread at 4 warps, as the FAST kernel (which fits the circle's
 # 16 differences in registers without spills). Tiles of 48 output rows: 75% of the staged rows are outputs.
-GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=2, FINAL_H=4, OUT_ROWS=48, num_warps=4)
+GPU_CONFIG = LossConfig(BLOCK_W=128, SUB_H=4, READ_H=4, FINAL_H=4, OUT_ROWS=48, num_warps=4, maxnreg=168)
 # The interpreter pays ~100 us per op whatever the tile, so CPU tensors take tall steps.
 INTERPRETER_CONFIG = LossConfig(BLOCK_W=128, SUB_H=32, READ_H=32, FINAL_H=32, OUT_ROWS=32, num_warps=4)
 # Per (weight cell, density), what differs from GPU_CONFIG with FAST weights (ptxas report, issue 12):
-# with 2-row steps of the pass that reads pred and target, 2, 32 and 64 px cells spilled 28-40 bytes on
-# sm_80 (Triton 3.6), 64 px cells 4-12 in the generic sm_90a kernel and with 4-row final steps, and
-# the count at 8 px 12 in the generic sm_90a kernel (Triton 3.8); 1-row steps (and 2-row final steps for
-# 64) do not. Without FAST weights, cell 1 (no weights) spilled 4 bytes on sm_90a and sm_80 (Triton 3.6)
-# at 4 warps or 4-row steps; 2-row steps at 8 warps do not.
-GPU_CELL_OVERRIDES = {
-    **{(c, d): dict(READ_H=1) for c in (2, 32) for d in ("ring", "count")},
-    **{(64, d): dict(READ_H=1, FINAL_H=2) for d in ("ring", "count")},
-    (8, "count"): dict(READ_H=1),
-}
-GPU_L1_CELL_OVERRIDES = {1: dict(FINAL_H=2, num_warps=8)}
+# 32 px cells spilled 12-32 bytes at 168 registers with 4-row steps of the pass that reads pred and target
+# (sm_80 and the generic sm_90a kernel, Triton 3.8); 2-row steps do not. (Without FAST weights see
+# GPU_L1_OVERRIDES.) maxnreg: see FastConfig.maxnreg; 168 leaves every loss kernel without spills on
+# sm_80, sm_89 and sm_90a (Triton 3.6 and 3.8).
+GPU_CELL_OVERRIDES = {(32, d): dict(READ_H=2) for d in ("ring", "count")}
+# Without FAST weights the kernel is one pass of FINAL_H x BLOCK_W steps: 4 x 128 at 4 warps puts 4 adjacent
+# pixels in each thread, the same layout for every tensor of the step (a 16-byte load of fp32 target, an
+# 8-byte one of bf16 pred; the 4 sign codes are the thread's byte), so no layout conversion sits between
+# loads, arithmetic and stores. The 2 x 128 steps at 8 warps it replaced held 1 pixel per thread, and
+# packing the codes then took warp shuffles and a shared-memory round trip (71.7 -> 21.7 SASS per
+# element, bf16); 8 x 128 modelled 2 fewer instructions per element at 64-157 registers (48-86 here).
+GPU_L1_OVERRIDES = dict(FINAL_H=4, num_warps=4)
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
 # Backward: one program per TILE_H x TILE_W pixels of one image, all channels.
 TILE_H = 16
 TILE_W = 64
 BACKWARD_WARPS = 4
+BACKWARD_MAXNREG = 168  # see FastConfig.maxnreg (Triton 3.6's generic sm_90a backward spilled at 64 without it)
 
 
 @triton.jit
@@ -90,31 +94,56 @@ def _cell_lookup(ptr, b, yy, xx, h, w, PATCH: tl.constexpr, mask):
 
 
 @triton.jit
-def _ring_rows(bits_ptrs, stride_h, mask):
+def _ring_rows(bits_ptrs, stride_h, REP: tl.constexpr):
     """Whether the drawKeypoints ring of any keypoint covers each pixel: OR over the 9 stencil rows of
-    the horizontal-run bits ``_ring_bits`` left in the scratch."""
-    covered = tl.zeros(bits_ptrs.shape, dtype=tl.int32)
+    the horizontal-run bits ``_ring_bits`` left in the scratch (non-zero: covered). With ``REP`` 0x01010101
+    the pointers are uint32 words of 4 pixels (a byte each) and the row masks are repeated in every byte.
+    Unmasked loads (two instructions fewer per row than masked ones): all 9 rows must be addressable."""
+    covered = tl.zeros(bits_ptrs.shape, dtype=bits_ptrs.dtype.element_ty)
     for dy in tl.static_range(2 * _R + 1):
         if ((_RING_ROW_BITS >> (8 * dy)) & 255) != 0:
-            bits = tl.load(bits_ptrs + (dy - _R) * stride_h, mask=mask, other=0).to(tl.int32)
-            covered = covered | (bits & ((_RING_ROW_BITS >> (8 * dy)) & 255))
-    return covered != 0
+            covered = covered | (tl.load(bits_ptrs + (dy - _R) * stride_h) & (((_RING_ROW_BITS >> (8 * dy)) & 255) * REP))
+    return covered
 
 
 @triton.jit
-def _ring_bits(kp_ptrs, mask):
-    """Bit j: a keypoint lies under horizontal pattern j centred on the pixel (uint8 keypoints at kp_ptrs)."""
+def _ring_bits(kp_words):
+    """Bit j of each byte: a keypoint lies under horizontal pattern j centred on that byte's pixel. SWAR on
+    4 pixels at once: ``kp_words`` are uint32 words of 4 adjacent keypoints (0/1 bytes, byte k pixel
+    4q + k); the words either side must be addressable. The keypoint o columns away (|o| <= 4) is the
+    word shifted by o bytes, filled from the neighbour word: 9 loads and ~20 shifts and ORs per 4 pixels,
+    where a byte a pixel took 9 loads and ~20 ORs per pixel."""
+    cur = tl.load(kp_words)
+    prev = tl.load(kp_words - 1)
+    nxt = tl.load(kp_words + 1)
     kp = ()
     for dx in tl.static_range(2 * _R + 1):
-        kp = kp + (tl.load(kp_ptrs + (dx - _R), mask=mask, other=0).to(tl.int32),)
-    bits = tl.zeros(kp_ptrs.shape, dtype=tl.int32)
+        if dx == 0:
+            kp = kp + (prev,)
+        elif dx < _R:  # o = dx - R < 0: byte k takes byte k + o of cur, or byte k + o + 4 of prev
+            kp = kp + ((cur << (8 * (_R - dx))) | (prev >> (32 - 8 * (_R - dx))),)
+        elif dx == _R:
+            kp = kp + (cur,)
+        elif dx < 2 * _R:  # o > 0: byte k + o of cur, or byte k + o - 4 of nxt
+            kp = kp + ((cur >> (8 * (dx - _R))) | (nxt << (32 - 8 * (dx - _R))),)
+        else:
+            kp = kp + (nxt,)
+    bits = tl.zeros(cur.shape, dtype=cur.dtype)
     for j in tl.static_range(_RING_PATTERNS):
-        run = tl.zeros(kp_ptrs.shape, dtype=tl.int32)
+        run = tl.zeros(cur.shape, dtype=cur.dtype)
         for dx in tl.static_range(2 * _R + 1):
             if ((_RING_PATTERN_COLS >> (9 * j + dx)) & 1) != 0:
                 run = run | kp[dx]
         bits = bits | (run << j)
     return bits
+
+
+@triton.jit
+def _nonzero_bytes(x):
+    """How many of a uint32 word's 4 bytes are non-zero (SWAR: a byte's top bit after adding 0x7F to its
+    low 7 bits, or its own top bit)."""
+    t = ((x & 0x7F7F7F7F) + 0x7F7F7F7F) | x
+    return (((t >> 7) & 0x01010101) * 0x01010101) >> 24
 
 
 @triton.jit
@@ -134,7 +163,7 @@ def _l1_signs(pred, target, p_c, t_c, C, inside, signs, sign_c, SUB: tl.constexp
     channel stride of the packed codes. The tile's first column must be a multiple of 4.
     """
     l1 = tl.zeros((SUB, BLOCK_W), dtype=tl.float32)
-    for c in range(C):  # pointer steps per channel: no c * stride products to overflow int32
+    for c in tl.static_range(C):  # pointer steps per channel: no c * stride products to overflow int32
         p = tl.load(pred, mask=inside, other=0.0).to(tl.float32)
         t = tl.load(target, mask=inside, other=0.0).to(tl.float32)
         l1 += tl.abs(p - t)
@@ -172,8 +201,9 @@ def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C,
 
 @triton.jit
 def _forward_kernel(
-    # pred and target (B, C, H, W), any strides (elements)
-    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C, H, W,
+    # pred and target (B, C, H, W), any strides (elements); C is a constexpr (one compile per channel count:
+    # the channels unroll, so their loads are in flight together, and LLVM cannot unroll a runtime loop 4x)
+    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C: tl.constexpr, H, W,
     # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is
     # read only with HAS_WEIGHTS, and with FAST_WEIGHTS (wh, ww) is the grid the partials go to
     mask_ptr, mh, mw, weight_ptr, wh, ww,
@@ -194,8 +224,14 @@ def _forward_kernel(
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
     pid = tl.program_id(0)
-    plane_a = scratch_ptr + pid.to(tl.int64) * (2 * ROWS * BLOCK_W)  # gray, then keypoints
+    # [margin][plane a][plane b] per program and a last margin (scratch_bytes): the unmasked circle and NMS
+    # loads of lanes outside the block stay in memory that no program writes.
+    MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
+    plane_a = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)  # gray, then keypoints
     plane_b = plane_a + ROWS * BLOCK_W  # scores, then ring bits
+    words_a = plane_a.to(tl.pointer_type(tl.uint32))  # the planes as uint32 words of 4 pixels
+    words_b = plane_b.to(tl.pointer_type(tl.uint32))
+    wq = tl.arange(0, BLOCK_W // 4)[None, :]
     jj = tl.arange(0, BLOCK_W)[None, :]
     rows = tl.arange(0, SUB_H)[:, None]
     frows = tl.arange(0, FINAL_H)[:, None]
@@ -216,42 +252,57 @@ def _forward_kernel(
             # Pass 1 reads target and pred once: gray of the whole block (halo included) into the scratch,
             # and for the output pixels the masked L1 per cell and the sign codes. Register column j is
             # output column j, except the last HALO, which wrap round to the left halo (-HALO..-1), so
-            # cells line up with the tile while every staged column is covered.
+            # cells line up with the tile while every staged column is covered. The wrap falls on a
+            # multiple of 4, so each aligned group of 4 columns is contiguous (the hints say so): 4 adjacent
+            # pixels per thread, vector loads and stores, and a thread's 4 sign codes are one byte.
             oc = tl.where(jj < BLOCK_W - HALO, jj, jj - BLOCK_W)
-            xs = x0 + oc
-            col_acc = tl.zeros((BLOCK_W,), dtype=tl.float32)
-            for r0 in range(-((HALO + SH - 1) // SH) * SH, OUT_H + HALO, SH):  # chunks never straddle cells
-                orow = r0 + srows
+            xs = tl.max_contiguous(tl.multiple_of(x0 + oc, [1, 4]), [1, 4])
+            gray_cols = tl.max_contiguous(tl.multiple_of(oc + HALO, [1, 4]), [1, 4])  # in the scratch
+            col_in = (xs >= 0) & (xs < W)
+            col_out = col_in & (oc >= 0) & (oc < OUT_W)
+            # the halo rows above and below the outputs: gray only
+            for r0 in range(0, 2 * HALO, SUB_H):
+                hrow = r0 + rows
+                orow = tl.where(hrow < HALO, hrow - HALO, OUT_H - HALO + hrow)
                 yg = y0 + orow
-                staged = (orow >= -HALO) & (orow < OUT_H + HALO)
-                inside = staged & (yg >= 0) & (yg < H) & (xs >= 0) & (xs < W)
-                out = inside & (orow >= 0) & (orow < OUT_H) & (oc >= 0) & (oc < OUT_W)
+                inside = (hrow < 2 * HALO) & (yg >= 0) & (yg < H) & col_in
                 tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
-                pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
                 tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
-                pp1 = pp0 + p_c
-                t0 = tl.load(tp0, mask=inside, other=0.0)
-                t1 = tl.load(tp1, mask=inside, other=0.0)
-                t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
-                gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
-                tl.store(plane_a + (orow + HALO) * BLOCK_W + oc + HALO, gray.to(tl.uint8), mask=staged)
-                signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
-                sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (orow >= 0) & (orow < OUT_H) & (yg < H)
-                d0 = tl.where(out, tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32), 0.0)
-                d1 = tl.where(out, tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32), 0.0)
-                d2 = tl.where(out, tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32), 0.0)
-                signs1 = signs + sign_c
-                tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
-                tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
-                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
-                m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
-                col_acc += tl.sum((tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, axis=0)
-                done = (r0 + SH) % WEIGHT_PATCH_SIZE == 0  # a cell row is complete
-                _store_cells(l1_out_ptr, col_acc, b, (y0 + r0) // WEIGHT_PATCH_SIZE, x0, wh, ww,
-                             done & (r0 >= 0) & (r0 < OUT_H),
-                             WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
-                col_acc = tl.where(done, 0.0, col_acc)
+                gray = gray_of(tl.load(tp0, mask=inside, other=0.0), tl.load(tp1, mask=inside, other=0.0),
+                               tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8), mask=hrow < 2 * HALO)
+            # the output rows, a cell row at a time: L1 summed per thread over the cell row, then per cell
+            for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
+                acc = tl.zeros((SH, BLOCK_W), dtype=tl.float32)
+                for r0 in range(0, WEIGHT_PATCH_SIZE, SH):
+                    orow = cell_row * WEIGHT_PATCH_SIZE + r0 + srows
+                    yg = y0 + orow
+                    inside = (yg < H) & col_in
+                    out = inside & col_out
+                    tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
+                    pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
+                    tp1 = tp0 + t_c
+                    pp1 = pp0 + p_c
+                    t0 = tl.load(tp0, mask=inside, other=0.0)
+                    t1 = tl.load(tp1, mask=inside, other=0.0)
+                    t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
+                    gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                    tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8))
+                    signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
+                    sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yg < H)
+                    d0 = tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32)
+                    d1 = tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32)
+                    d2 = tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32)
+                    signs1 = signs + sign_c
+                    tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
+                    tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
+                    tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
+                    m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
+                    m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
+                    # where(out): the halo columns' differences (pred 0 there) must not reach the sums
+                    acc += tl.where(out, (tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, 0.0)
+                _store_cells(l1_out_ptr, tl.sum(acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
+                             cell_row >= 0, WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
             tl.debug_barrier()
             for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
                 ii = r0 + rows
@@ -265,19 +316,44 @@ def _forward_kernel(
             for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # keypoints within the ring's radius of the outputs
                 ii = r0 + rows
                 region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
-                keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W, region)
+                keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W)
                 tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
             if DENSITY == "ring":
                 tl.debug_barrier()
                 for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
                     ii = r0 + rows
-                    region = (ii < ROWS - _KP_LO) & (jj >= HALO) & (jj < HALO + OUT_W)
-                    bits = _ring_bits(plane_a + ii * BLOCK_W + jj, region)
-                    tl.store(plane_b + ii * BLOCK_W + jj, bits.to(tl.uint8), mask=region)
+                    region = (ii < ROWS - _KP_LO) & (wq >= HALO // 4) & (wq < (HALO + OUT_W) // 4)
+                    bits = _ring_bits(words_a + ii * (BLOCK_W // 4) + wq)
+                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)
             tl.debug_barrier()
         # The final pass: output pixels only, indexed from the tile's corner (a multiple of WEIGHT_PATCH_SIZE and 4).
         xo = x0 + jj
-        if FAST_WEIGHTS:  # the last pass: covered pixels (or keypoints) per cell, from the scratch only
+        if FAST_WEIGHTS and WEIGHT_PATCH_SIZE >= 4:
+            # The last pass, 4 pixels (a uint32 word of the scratch) at a time: covered pixels (or
+            # keypoints) per cell. Bytes past the image's right edge are masked off the word.
+            n_in = tl.minimum(tl.maximum(W - (x0 + 4 * wq), 0), 4)
+            n_in = tl.where(wq < OUT_W // 4, n_in, 0)
+            all_bytes = tl.full(wq.shape, 0xFFFFFFFF, tl.uint32)
+            in_bytes = tl.where(n_in > 0, all_bytes >> (32 - 8 * n_in).to(tl.uint32), 0)
+            for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
+                count = tl.zeros((FINAL_H, BLOCK_W // 4), dtype=tl.int32)
+                for r0 in range(0, WEIGHT_PATCH_SIZE, FINAL_H):
+                    io = cell_row * WEIGHT_PATCH_SIZE + r0 + frows  # output row within the tile
+                    iw = (HALO + io) * (BLOCK_W // 4) + HALO // 4 + wq  # its words in the scratch
+                    if DENSITY == "ring":
+                        cover = _ring_rows(words_b + iw, BLOCK_W // 4, 0x01010101)
+                    else:
+                        cover = tl.load(words_a + iw)
+                    cover = cover & tl.where(y0 + io < H, in_bytes, 0)
+                    count += _nonzero_bytes(cover).to(tl.int32)
+                per_word = tl.sum(count, axis=0).to(tl.float32)
+                total = tl.sum(tl.reshape(per_word, (BLOCK_W // WEIGHT_PATCH_SIZE, WEIGHT_PATCH_SIZE // 4)), axis=1)
+                cells = tl.arange(0, BLOCK_W // WEIGHT_PATCH_SIZE)
+                cx = x0 // WEIGHT_PATCH_SIZE + cells
+                cy = y0 // WEIGHT_PATCH_SIZE + cell_row
+                tl.store(cover_out_ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
+                         mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < ww) & (cy < wh))
+        elif FAST_WEIGHTS:  # the last pass for 1 and 2 px cells, a pixel at a time
             for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
                 for r0 in range(0, WEIGHT_PATCH_SIZE, FINAL_H):
@@ -285,7 +361,7 @@ def _forward_kernel(
                     inside = (jj < OUT_W) & (y0 + io < H) & (xo < W)
                     ib = (HALO + io) * BLOCK_W + HALO + jj  # the same pixels in the scratch
                     if DENSITY == "ring":
-                        cover = _ring_rows(plane_b + ib, BLOCK_W, inside)
+                        cover = (_ring_rows(plane_b + ib, BLOCK_W, 1) != 0) & inside
                     else:
                         cover = tl.load(plane_a + ib, mask=inside, other=0) != 0
                     cover_acc += cover.to(tl.float32)
@@ -312,38 +388,48 @@ def _backward_kernel(
     # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids; weights read with HAS_WEIGHTS
     mask_ptr, mh, mw, weight_ptr, wh, ww,
     # outputs, contiguous (B, C, H, W); grad_target written with GRAD_TARGET
-    grad_pred_ptr, grad_target_ptr, C, H, W,
-    # TILE_H x TILE_W tiles per image row and per image: the grid is (tiles_per_image * B,)
-    tiles_w, tiles_per_image,
+    grad_pred_ptr, grad_target_ptr, C: tl.constexpr, H, W,
+    # the grid is (B, tiles down, tiles across) of TILE_H x TILE_W pixels: the batch on grid x (no 65,535
+    # cap), and no integer divisions to find a program's tile
     PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, HAS_WEIGHTS: tl.constexpr, GRAD_TARGET: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
     """grad = g / (sum(m) + eps) / C * w * m * sign(pred - target), from the forward's sign codes."""
-    pid = tl.program_id(0)  # the batch is folded into grid x (no 65,535 cap on grid y)
-    b = pid // tiles_per_image
-    tile = pid - b * tiles_per_image
-    ty = tile // tiles_w
-    yy = ty * TILE_H + tl.arange(0, TILE_H)[:, None]
-    xx = (tile - ty * tiles_w) * TILE_W + tl.arange(0, TILE_W)[None, :]
+    b = tl.program_id(0)
+    yy = tl.program_id(1) * TILE_H + tl.arange(0, TILE_H)[:, None]
+    x0 = tl.program_id(2) * TILE_W
+    xx = x0 + tl.arange(0, TILE_W)[None, :]
     inside = (yy < H) & (xx < W)
     m = _cell_lookup(mask_ptr, b, yy, xx, mh, mw, PATCH_SIZE, inside)
     coef = tl.where(m > 0.0, m, 0.0) * tl.load(scale_ptr)
     if HAS_WEIGHTS:
         coef = coef * _cell_lookup(weight_ptr, b, yy, xx, wh, ww, WEIGHT_PATCH_SIZE, inside)
-    signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + xx // 4  # four lanes share a byte
-    shift = xx % 4 * 2
+    # The sign codes of a row's 4 * Q pixels are Q packed bytes, loaded once per byte and unpacked in
+    # registers: code k of byte q is pixel 4q + k (join(join(c0, c2), join(c1, c3)) orders them so).
+    kq = x0 // 4 + tl.arange(0, TILE_W // 4)[None, :]
+    signs = signs_ptr + (b.to(tl.int64) * C * H + yy) * W4 + kq
+    packed_in = (yy < H) & (kq < W4)
+    # the gradient's two non-zero values, in the output dtypes once (a cast of the same value as before)
+    pos_p = coef.to(grad_pred_ptr.dtype.element_ty)
+    neg_p = (-coef).to(grad_pred_ptr.dtype.element_ty)
+    pos_t = (-coef).to(grad_target_ptr.dtype.element_ty)
+    neg_t = coef.to(grad_target_ptr.dtype.element_ty)
     grad = b.to(tl.int64) * C * H * W + yy.to(tl.int64) * W + xx  # grads are contiguous (B, C, H, W)
     gp = grad_pred_ptr + grad
     gt = grad_target_ptr + grad
     sign_c = tl.cast(H, tl.int64) * W4  # channel strides, int64: pointer steps, no c * H * W products
     grad_c = tl.cast(H, tl.int64) * W
-    for c in range(C):
-        code = (tl.load(signs, mask=inside, other=0).to(tl.int32) >> shift) & 3
+    for c in tl.static_range(C):
+        packed = tl.load(signs, mask=packed_in, other=0).to(tl.int32)
+        # code 1 (positive) is bit 2k of byte q, code 2 (negative) bit 2k + 1: one bit test each
+        positive = tl.reshape(tl.join(tl.join(packed & 1, packed & 16), tl.join(packed & 4, packed & 64)),
+                              (TILE_H, TILE_W)) != 0
+        negative = tl.reshape(tl.join(tl.join(packed & 2, packed & 32), tl.join(packed & 8, packed & 128)),
+                              (TILE_H, TILE_W)) != 0
         # d|d|/dd = sign(d), 0 at 0 and at NaN as torch.sign
-        g = tl.where(code == 1, coef, tl.where(code == 2, -coef, 0.0))
-        tl.store(gp, g.to(grad_pred_ptr.dtype.element_ty), mask=inside)
+        tl.store(gp, tl.where(positive, pos_p, tl.where(negative, neg_p, 0.0)), mask=inside)
         if GRAD_TARGET:
-            tl.store(gt, (-g).to(grad_target_ptr.dtype.element_ty), mask=inside)
+            tl.store(gt, tl.where(positive, pos_t, tl.where(negative, neg_t, 0.0)), mask=inside)
         signs += sign_c
         gp += grad_c
         gt += grad_c
@@ -365,9 +451,11 @@ def packed_width(W: int) -> int:
 
 def _tuned(config: LossConfig, weight_patch_size: int, fast: bool, density: str) -> LossConfig:
     """GPU_CONFIG with the per-cell overrides above (other configs as given)."""
-    key = (weight_patch_size, density) if fast else weight_patch_size
-    overrides = GPU_CELL_OVERRIDES if fast else GPU_L1_CELL_OVERRIDES
-    return dataclasses.replace(config, **overrides[key]) if config == GPU_CONFIG and key in overrides else config
+    if config != GPU_CONFIG:
+        return config
+    if not fast:
+        return dataclasses.replace(config, **GPU_L1_OVERRIDES)
+    return dataclasses.replace(config, **GPU_CELL_OVERRIDES.get((weight_patch_size, density), {}))
 
 
 def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossConfig) -> dict:
@@ -419,12 +507,14 @@ def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_s
     if n_tiles == 0 or C == 0:
         return signs
     if fast:
-        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args)
+        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args, config.maxnreg)
         rows = args["OUT_H"] + 2 * args["HALO"]
-        args["scratch_ptr"] = torch.empty(programs * 2 * rows * args["BLOCK_W"], dtype=torch.uint8, device=pred.device)
+        margin = (args["SUB_H"] + 4) * args["BLOCK_W"]  # the kernel's MARGIN
+        args["scratch_ptr"] = torch.empty(programs * (2 * rows * args["BLOCK_W"] + margin) + margin, dtype=torch.uint8,
+                                          device=pred.device)
     else:
         programs = n_tiles  # one partial per tile: no scratch, an ordinary grid
-    launch(_forward_kernel, (programs,), pred, config.num_warps, args)
+    launch(_forward_kernel, (programs,), pred, config.num_warps, args, config.maxnreg)
     return signs
 
 
@@ -462,15 +552,19 @@ def fast_weighted_mim_loss_forward(pred, target, mask_grid, patch_size: int, wei
 
 def _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt) -> dict:
     B, C, H, W = grad_pred.shape
-    tiles_w = triton.cdiv(W, TILE_W)
     wh, ww = weights.shape[1:] if weights is not None else (1, 1)
     return dict(scale_ptr=scale, signs_ptr=signs, W4=packed_width(W),
                 mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
                 weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
                 grad_pred_ptr=grad_pred, grad_target_ptr=grad_tgt if grad_tgt is not None else grad_pred,
-                C=C, H=H, W=W, tiles_w=tiles_w, tiles_per_image=triton.cdiv(H, TILE_H) * tiles_w,
+                C=C, H=H, W=W,
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, HAS_WEIGHTS=weights is not None,
                 GRAD_TARGET=grad_tgt is not None, TILE_H=TILE_H, TILE_W=TILE_W)
+
+
+def _backward_grid(B: int, H: int, W: int) -> tuple[int, int, int]:
+    """(B, tiles down, tiles across): y and z stay far under their 65,535 cap (a million rows or columns)."""
+    return B, triton.cdiv(H, TILE_H), triton.cdiv(W, TILE_W)
 
 
 def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int, weight_patch_size: int, shape,
@@ -481,7 +575,7 @@ def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int
     grad_tgt = torch.empty(shape, dtype=target_dtype, device=signs.device) if grad_target else None
     if grad_pred.numel():
         args = _backward_args(scale, signs, mask_grid, weights, patch_size, weight_patch_size, grad_pred, grad_tgt)
-        launch(_backward_kernel, (args["tiles_per_image"] * B,), signs, BACKWARD_WARPS, args)
+        launch(_backward_kernel, _backward_grid(B, H, W), signs, BACKWARD_WARPS, args, BACKWARD_MAXNREG)
     return grad_pred, grad_tgt
 
 
@@ -518,16 +612,18 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
             args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, "rgb", (0.0,) * 3,
                                  (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
             kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
+            tuned = _tuned(GPU_CONFIG, cell or 1, fast, density)
             specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
-                              args=args, num_warps=_tuned(GPU_CONFIG, cell or 1, fast, density).num_warps,
-                              items=B * H * W * 3))
+                              args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3))
         for has_weights, grad_target in ((True, False), (False, False), (True, True)):
-            if pred_dtype != torch.float32 and not (has_weights and not grad_target):
+            if pred_dtype != torch.float32 and grad_target or pred_dtype == torch.float16 and not has_weights:
                 continue
             grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
             args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask,
                                   torch.empty((B, H // 8, W // 8), dtype=torch.float32, **meta) if has_weights else None,
                                   16, 8, grad, torch.empty_like(target) if grad_target else None)
             specs.append(dict(name=f"mim_loss_bwd[{dt},weights={int(has_weights)},grad_target={int(grad_target)}]",
-                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, items=B * H * W * 3))
+                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAXNREG,
+                              items=B * H * W * 3,
+                              programs=math.prod(_backward_grid(B, H, W))))
     return specs

@@ -135,7 +135,8 @@ def ttgir_of(spec: dict) -> str:
     target = GPUTarget("cuda", 90, 32)
     backend = make_backend(target)
     source = ASTSource(fn=spec["fn"], signature=spec["signature"], constexprs=spec["constexprs"])
-    options = backend.parse_options({"num_warps": spec["num_warps"], "enable_fp_fusion": False})
+    options = backend.parse_options({"num_warps": spec["num_warps"], "enable_fp_fusion": False,
+                                     **({"maxnreg": spec["maxnreg"]} if spec.get("maxnreg") else {})})
     stages: dict = {}
     try:
         backend.add_stages(stages, options, source.language)

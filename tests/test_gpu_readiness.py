@@ -173,19 +173,20 @@ def test_persistent_grid_is_sized_from_the_compiled_kernel(monkeypatch):
 # --- limits: batches past 65,535 and int64 offsets ---------------------------------------------------
 
 def test_batch_is_folded_into_grid_x(monkeypatch):
-    """B = 70,000 images: the gray and backward grids are one-dimensional (no 65,535 cap on y)."""
+    """B = 70,000 images: the batch is on grid x (no 65,535 cap): the gray grid is one-dimensional, the
+    backward's is (B, tiles down, tiles across)."""
     from kamim_fast.kernels import _launch, gray, mim_loss
 
     grids = []
     for module in (gray, mim_loss):
-        monkeypatch.setattr(module, "launch", lambda kernel, grid, like, num_warps, args: grids.append(grid))
+        monkeypatch.setattr(module, "launch", lambda kernel, grid, like, num_warps, args, *maxnreg: grids.append(grid))
     B = 70_000
     gray.rgb_to_gray_u8(torch.empty(B, 3, 2, 2, dtype=torch.uint8, device="meta"), False)
     signs = torch.empty(B, 3, 2, 1, dtype=torch.uint8, device="meta")
     grid = torch.empty(B, 1, 1, device="meta")
     mim_loss.weighted_mim_loss_backward(torch.empty((), device="meta"), signs, grid, None, 2, 1, (B, 3, 2, 2),
                                   torch.float32, torch.float32, False)
-    assert grids == [(B,), (B,)], grids
+    assert grids == [(B,), (B, 1, 1)], grids
     assert _launch  # the real launcher is untouched
 
 

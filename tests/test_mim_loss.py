@@ -273,6 +273,40 @@ def test_fused_gpu_configuration_through_the_interpreter(rng):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
 
 
+@pytest.mark.skipif(not INTERPRETER, reason="runs the GPU tile sizes through Triton's interpreter")
+@pytest.mark.parametrize("weighted", [False, True])
+def test_plain_gpu_configuration_through_the_interpreter(rng, weighted):
+    """The shipped GPU steps of the loss without FAST weights (4 x 128, ragged tiles) give the interpreter's
+    sum and sign codes; the backward's gradient matches the codes."""
+    from kamim_fast.kernels import mim_loss
+    from kamim_fast.mim_loss import expand_cells, sign_codes_ref
+
+    B, C, H, W = 2, 3, 37, 150
+    pred = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
+    target = torch.from_numpy(rng.normal(0, 1, (B, C, H, W))).float()
+    target[0, 1, :5] = pred[0, 1, :5]  # zero differences: code 0
+    grid = torch.from_numpy(rng.random((B, 3, 10)) < 0.6).float()
+    weights = torch.from_numpy(rng.random((B, 5, 19))).float() if weighted else None
+    args = (pred, target, grid, weights, 16, 8)
+    (got, got_signs), (want, want_signs) = (mim_loss.weighted_mim_loss_forward(*args, config=mim_loss.GPU_CONFIG),
+                                            mim_loss.weighted_mim_loss_forward(*args))
+    torch.testing.assert_close(got.sum(), want.sum(), rtol=1e-6, atol=0)
+    assert torch.equal(got_signs, want_signs) and torch.equal(got_signs, sign_codes_ref(pred, target))
+    scale = torch.tensor(0.75)
+    grad, grad_target = mim_loss.weighted_mim_loss_backward(scale, got_signs, grid, weights, 16, 8, (B, C, H, W),
+                                                            torch.float32, torch.float32, True)
+    coef = expand_cells(grid, 16)[..., :H, :W] * scale
+    if weighted:
+        coef = coef * expand_cells(weights, 8)[..., :H, :W]
+    want = coef * torch.sign(pred - target)
+    assert torch.equal(grad, want) and torch.equal(grad_target, -want)
+    # bf16: the two non-zero values are cast once (the interpreter truncates where the GPU rounds)
+    grad_bf16, _ = mim_loss.weighted_mim_loss_backward(scale, got_signs, grid, weights, 16, 8, (B, C, H, W),
+                                                       torch.bfloat16, torch.float32, False)
+    torch.testing.assert_close(grad_bf16.float(), want, rtol=2**-7, atol=0)
+    assert torch.equal(grad_bf16.float().sign(), want.sign())
+
+
 @pytest.mark.parametrize("weight_patch_size", [8, 12])
 def test_fast_weights_of_the_op_are_patch_weights(target, weight_patch_size, rng):
     """The weights the loss op computes (fused for 8, FAST kernel + L1 kernel for 12) are patch_weights' to the bit."""
