@@ -29,6 +29,7 @@ import concurrent.futures
 import hashlib
 import importlib
 import inspect
+import itertools
 import json
 import os
 import re
@@ -326,11 +327,12 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
 
     # Batches of a few minutes each, one Triton per batch: the heavy configurations (the fused loss) spread out.
     size = max(8, min(250, len(todo) // (jobs * 6) + 1))
-    batches = []
+    per_version = []
     for version in (versions["installed"], versions["gpu-machines"]):
         mine = [k for k in todo if k[3] == version]
-        batches += [(by_version[version], version, [[want[k], *k[:3]] for k in mine[i::max(1, -(-len(mine) // size))]])
-                    for i in range(max(1, -(-len(mine) // size))) if mine]
+        n = -(-len(mine) // size)
+        per_version.append([(by_version[version], version, [[want[k], *k[:3]] for k in mine[i::n]]) for i in range(n)])
+    batches = [b for pair in itertools.zip_longest(*per_version) for b in pair if b is not None]  # the two in turn
     done = 0
     with tempfile.TemporaryDirectory(prefix="compile-all-") as tmp, \
             concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
