@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report sanitize mutants clean
+.PHONY: demo test compile-report compile-all sanitize mutants clean
 
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ test: $(VENV)/.installed
 # registers and spills, SASS per item and the H100 model (benchmarks/results/model-sm90.json is its --json).
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
+
+# Every configuration a user can reach (compile_specs(full=True) of each kernel module) x sm_80/sm_89/sm_90a x
+# run-time specialised/generic x Triton 3.8 (installed) and 3.6 (GPU machines): the committed report
+# benchmarks/results/compile-all.json, which CI checks against the sources without compiling
+# (tests/test_compile.py). Incremental: rows whose kernel module (and what it imports) is unchanged are kept.
+# Run it after any change to kernels/ or kamim_fast/_opencv.py, and commit the report. JOBS=N: worker processes
+# (default: the cores); ONLY=REGEX: those configurations only.
+compile-all: $(VENV)/.installed
+	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report --all $(if $(JOBS),--jobs $(JOBS)) $(if $(ONLY),--only '$(ONLY)')
 
 # The native CPU kernels under AddressSanitizer + UndefinedBehaviorSanitizer: csrc/*.cpp built into a copy of the
 # package (build/sanitize, tests/sanitize_build.py), then the native-kernel tests against it. Python leaks: no

@@ -2,9 +2,12 @@
 figures, and model the H100 time of the benchmark cases from the SASS.
 
     python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--generic-arch sm_90a ...]
+    python -m benchmarks.ptxas_report --all [--jobs N] [--only REGEX] [--force]   (make compile-all)
 
-Each kernel module lists every configuration a user can reach in ``compile_specs()``, with the
-launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for
+Each kernel module lists in ``compile_specs()`` the configurations that CI compiles live and the model
+reads (``compile_specs(full=True)``: every one a user can reach, which ``--all`` compiles with both Triton
+versions into the committed report ``benchmarks/results/compile-all.json``, see ``benchmarks/compile_all.py``),
+with the launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for
 every ``--arch`` with the specialisations Triton makes at run time for aligned tensors (16-byte aligned
 pointers and ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made constants:
 ``kernels._launch.compile_source``), and for every ``--generic-arch`` without them (default: sm_90a). The registers, spills, stack frame and shared memory
@@ -503,7 +506,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sass-dir", type=Path, help="keep the sm_90a run-time SASS listings here, to read")
     parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
                         help="compile the generic kernels for these (default: sm_90a)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--all", action="store_true",
+                        help="every configuration a user can reach, every arch and variant, the installed and the GPU "
+                             "machines' Triton, into benchmarks/results/compile-all.json, incrementally "
+                             "(benchmarks/compile_all.py; its options: --jobs N, --only REGEX, --force, --out FILE)")
+    args, rest = parser.parse_known_args(argv)
+    if args.all:
+        from benchmarks import compile_all
+
+        return compile_all.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     t0 = time.perf_counter()
     print(f"{'kernel':48s} {'arch':6s} {'variant':8s} {'regs':>4s} {'spill st/ld':>11s} {'stack':>5s} "
           f"{'blk/SM':>6s} {'SASS/item':>9s} {'B/item':>6s}", flush=True)

@@ -581,49 +581,111 @@ def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int
 
 # Every weight cell the fused kernel takes (fuses), with both densities: what a user can reach.
 FUSED_CELLS = tuple(c for c in range(1, MAX_FUSED_CELL + 1) if fuses(c))
+# The rest of what a user can reach (compile_specs(full=True); the rule is in benchmarks/NOTES.md, "Compile
+# check"). pred and target: each any of these (float64 takes the PyTorch reference, not the kernels).
+LOSS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Patch sizes, any p the API takes: the mask's cell (PATCH_SIZE) and given weights' (WEIGHT_PATCH_SIZE) enter
+# the kernels only as the divisor of a cell lookup (yy // p), compiled to nothing (p = 1), a shift (a power
+# of two) or a multiply-high (any other p): one size per class, the first the default of the names.
+MASK_PATCHES = (16, 1, 14)  # ViT/16 and MAE (SimMIM's masks at model-patch resolution), pixel masks, ViT/14
+GIVEN_WEIGHT_CELLS = (8, 1, 14)  # the published 8, pixel-level weights, a non-power of two
 
 
-def compile_specs(B: int = 256, H: int = 192, W: int = 192) -> list[dict]:
-    """Every configuration a user can reach, with the benchmark's launch arguments (meta tensors), for
-    the compile check and the performance model (benchmarks/ptxas_report.py). MASK_PATCH is SimMIM's 16
-    (it only scales a division)."""
+def _case_size(size: int, *patches: int) -> int:
+    """The benchmark's side (192), or the least multiple of 16 and of the patch sizes above it: an aligned case."""
+    step = math.lcm(16, *patches)
+    return -(-size // step) * step
+
+
+def _dt(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _forward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, fast, density, cell, channel_order) -> dict:
+    """One forward configuration (cell None: no weights), with an aligned case's launch arguments (meta tensors)."""
+    meta = dict(device="meta")
+    H, W = (_case_size(s, mask_patch, cell or 1) for s in (H, W))
+    pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
+    target = torch.empty((B, 3, H, W), dtype=target_dtype, **meta)
+    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
+    mask = torch.empty((B, H // mask_patch, W // mask_patch), dtype=torch.float32, **meta)
+    grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
+    weights = None if fast or cell is None else grid
+    tuned = _tuned(GPU_CONFIG, cell or 1, fast, density)
+    g = _geometry(H, W, cell or 1, fast, tuned)
+    l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
+    u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
+    args = _forward_args(pred, target, mask, mask_patch, weights, cell or 1, fast, density, 10, channel_order,
+                         (0.0,) * 3,
+                         (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
+    kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
+    extra = (f",target={_dt(target_dtype)}" if target_dtype != torch.float32 else "") + \
+        (f",mask={mask_patch}" if mask_patch != MASK_PATCHES[0] else "") + (",bgr=1" if channel_order == "bgr" else "")
+    return dict(name=f"mim_loss_fwd[{_dt(pred_dtype)},{kind}" + (f",p={cell}" if cell else "") + extra + "]",
+                fn=_forward_kernel, args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3)
+
+
+def _backward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, weight_patch, grad_target) -> dict:
+    """One backward configuration (weight_patch None: no weights, as the API passes it: patch 1)."""
+    meta = dict(device="meta")
+    H, W = (_case_size(s, mask_patch, weight_patch or 1) for s in (H, W))
+    grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
+    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
+    mask = torch.empty((B, H // mask_patch, W // mask_patch), dtype=torch.float32, **meta)
+    weights = None if weight_patch is None else \
+        torch.empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32, **meta)
+    args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask, weights, mask_patch,
+                          weight_patch or 1, grad, torch.empty_like(grad, dtype=target_dtype) if grad_target else None)
+    extra = (f",p={weight_patch}" if weight_patch not in (None, 8) else "") + \
+        (f",target={_dt(target_dtype)}" if grad_target and target_dtype != torch.float32 else "") + \
+        (f",mask={mask_patch}" if mask_patch != MASK_PATCHES[0] else "")
+    return dict(name=f"mim_loss_bwd[{_dt(pred_dtype)},weights={int(weight_patch is not None)},"
+                     f"grad_target={int(grad_target)}{extra}]",
+                fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAXNREG, items=B * H * W * 3,
+                programs=math.prod(_backward_grid(B, H, W)))
+
+
+def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) -> list[dict]:
+    """The configurations the compile check builds, with an aligned case's launch arguments (meta tensors):
+    with ``full``, every one a user can reach (benchmarks/compile_all.py, the committed report); else the
+    subset that CI compiles live and the performance model reads (benchmarks/ptxas_report.py): fp32 pred at
+    every fused cell, the other dtypes at p = 8, fp32 target, the mask's default patch (16), RGB."""
+    from kamim_fast.gray import CHANNEL_ORDERS
     from kamim_fast.weights import DENSITY_MODES
 
     specs = []
-    meta = dict(device="meta")
-    target = torch.empty((B, 3, H, W), dtype=torch.float32, **meta)
-    u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
-    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
-    mask = torch.empty((B, H // 16, W // 16), dtype=torch.float32, **meta)
-    for pred_dtype in (torch.float32, torch.bfloat16, torch.float16):
-        pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
-        dt = str(pred_dtype)[6:]
-        cases = [(True, density, cell) for density in DENSITY_MODES for cell in FUSED_CELLS]
-        cases += [(False, "ring", 8), (False, "ring", None)]
-        if pred_dtype != torch.float32:  # the other dtypes only change pred's loads and grad's stores
-            cases = [(True, "ring", 8), (True, "count", 8), (False, "ring", 8), (False, "ring", None)]
-        if pred_dtype == torch.float16:
-            cases = cases[:1]
-        for fast, density, cell in cases:
-            grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
-            weights = None if fast or cell is None else grid
-            g = _geometry(H, W, cell or 1, fast, _tuned(GPU_CONFIG, cell or 1, fast, density))
-            l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
-            args = _forward_args(pred, target, mask, 16, weights, cell or 1, fast, density, 10, "rgb", (0.0,) * 3,
-                                 (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
-            kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
-            tuned = _tuned(GPU_CONFIG, cell or 1, fast, density)
-            specs.append(dict(name=f"mim_loss_fwd[{dt},{kind}" + (f",p={cell}]" if cell else "]"), fn=_forward_kernel,
-                              args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3))
-        for has_weights, grad_target in ((True, False), (False, False), (True, True)):
-            if pred_dtype != torch.float32 and grad_target or pred_dtype == torch.float16 and not has_weights:
-                continue
-            grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
-            args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask,
-                                  torch.empty((B, H // 8, W // 8), dtype=torch.float32, **meta) if has_weights else None,
-                                  16, 8, grad, torch.empty_like(target) if grad_target else None)
-            specs.append(dict(name=f"mim_loss_bwd[{dt},weights={int(has_weights)},grad_target={int(grad_target)}]",
-                              fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAXNREG,
-                              items=B * H * W * 3,
-                              programs=math.prod(_backward_grid(B, H, W))))
+    for pred_dtype in LOSS_DTYPES:
+        for target_dtype in LOSS_DTYPES if full else (torch.float32,):
+            for mask_patch in MASK_PATCHES if full else MASK_PATCHES[:1]:
+                cases = [(True, density, cell, order) for density in DENSITY_MODES for cell in FUSED_CELLS
+                         for order in (CHANNEL_ORDERS if full else ("rgb",))]
+                cases += [(False, "ring", cell, "rgb") for cell in (*GIVEN_WEIGHT_CELLS, None)]
+                for fast, density, cell, order in cases:
+                    if full or _ci_forward(pred_dtype, fast, density, cell):
+                        specs.append(_forward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, fast, density, cell,
+                                                   order))
+                # the backward's grad_target takes target's dtype; without it target's dtype plays no part
+                for weight_patch in (*GIVEN_WEIGHT_CELLS, None):
+                    for grad_target in (False, True):
+                        if (not grad_target and target_dtype != torch.float32) or not (
+                                full or _ci_backward(pred_dtype, weight_patch, grad_target)):
+                            continue
+                        specs.append(_backward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, weight_patch,
+                                                    grad_target))
     return specs
+
+
+def _ci_forward(pred_dtype, fast, density, cell) -> bool:
+    if pred_dtype == torch.float32:
+        return fast or cell in (8, None)
+    if pred_dtype == torch.bfloat16:  # the other dtypes only change pred's loads
+        return cell in (8, None)
+    return fast and density == "ring" and cell == 8
+
+
+def _ci_backward(pred_dtype, weight_patch, grad_target) -> bool:
+    if pred_dtype == torch.float32:
+        return weight_patch in (8, None) and not (grad_target and weight_patch is None)
+    if pred_dtype == torch.bfloat16:
+        return weight_patch in (8, None) and not grad_target
+    return weight_patch == 8 and not grad_target
