@@ -150,8 +150,9 @@ _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 
 
 def disassemble(cubin: bytes, nvdisasm: str, sass_dir: Path | None = None, name: str = "kernel") -> list[dict]:
-    """SASS instructions in address order: opcode, address, branch target, and the kernel-file line
-    (the outermost call site for inlined helpers). With ``sass_dir`` the listing is kept there as NAME.sass."""
+    """SASS instructions in address order: opcode, address, branch target, and the line information's frames
+    (the source line, then the call sites it is inlined at, as far as the compiler names them). With
+    ``sass_dir`` the listing is kept there as NAME.sass."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)

@@ -134,9 +134,9 @@ class FastConfig:
     SUB_H: int
     num_warps: int = 4
     NMS_H: int | None = None  # rows per step of the NMS pass (default SUB_H)
-    # PTX .maxnreg. Without it ptxas 12.8+ for sm_90a picks a register target from the block size alone
-    # (.reqntid): 40-64 registers with spills in the persistent kernels, where it needs 60-90; any
-    # .maxnreg turns that off, and then it allocates what the code needs (no spills; ptxas report).
+    # PTX .maxnreg. Without it ptxas (12.8 with Triton 3.6, 12.9 with 3.8) for sm_90a picks a register
+    # target from the block size (.reqntid) and spills to meet it: 40-64 registers and 8-100 bytes of
+    # spills in these kernels, which need 60-170; with any .maxnreg it allocates what the code needs.
     maxnreg: int | None = None
 
 

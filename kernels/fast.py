@@ -25,8 +25,8 @@ from .fast_tile import (
 # Shipped configurations; 4 warps. Gray input: 64 x 32 blocks (62 x 30 outputs): on B x 192 x 192 the
 # 32-wide blocks waste 17% of the columns where 64-wide ones wasted 33%; 8-row score steps (2 pixels per
 # thread), 4-row NMS steps (1 pixel per thread: the 2-pixel steps loaded scores as pairs but stored the
-# outputs one byte per thread, a layout conversion through shared memory: 36 -> 15 integer instructions
-# per pixel). maxnreg: see FastConfig (without it sm_90a spilled 12-88 bytes at 64 registers).
+# outputs one byte per thread, a layout conversion through shared memory: 51 -> 46 SASS instructions per
+# pixel). maxnreg: see FastConfig (without it sm_90a spilled 12-88 bytes at 64 registers).
 GPU_CONFIG = FastConfig(ROWS=64, BLOCK_W=32, SUB_H=8, NMS_H=4, num_warps=4, maxnreg=96)
 # Colour input stages gray with the circle's 3 px halo on each side: wider blocks waste fewer columns;
 # 4-row score steps (2 pixels per thread: 8 rows held 4 per thread and needed 110-128 registers).
@@ -56,7 +56,7 @@ def _fast_kernel(
     S_LO: tl.constexpr = HALO - 1 if NMS else HALO
     pid = tl.program_id(0)
     # [margin][gray][scores] per program, one more margin at the end: the unmasked circle and NMS loads of
-    # lanes outside the block stay inside memory no program writes (scratch_layout).
+    # lanes outside the block stay inside memory no program writes (scratch_bytes).
     MARGIN: tl.constexpr = ((SUB_H if SUB_H > NMS_H else NMS_H) + 4) * BLOCK_W
     gray_scratch = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)
     score_scratch = gray_scratch + ROWS * BLOCK_W
@@ -121,9 +121,9 @@ MIN_SIDE = 2 * FAST_RADIUS + 1  # smaller images have no corners; the kernel is 
 
 def scratch_bytes(programs: int, config: FastConfig) -> int:
     """The per-program scratch of ``programs``: a margin, then gray and scores (ROWS x BLOCK_W bytes each)
-    per program, and a last margin. A margin is ``max(SUB_H, NMS_H) + 4`` rows: the unmasked loads of a row step reach
-    ``SUB_H`` rows past a plane and the circle 3 more (and 3 rows before it), so they never reach another
-    program's planes."""
+    per program, and a last margin. A margin is ``max(SUB_H, NMS_H) + 4`` rows: the unmasked loads of a
+    row step reach a step's rows past a plane and the circle 3 more (and 3 rows before it), so they never
+    reach another program's planes."""
     margin = (max(config.SUB_H, config.NMS_H or 0) + 4) * config.BLOCK_W
     return programs * (2 * config.ROWS * config.BLOCK_W + margin) + margin
 
@@ -183,8 +183,9 @@ def fast_corners(
     placeholder = torch.empty(0, dtype=torch.uint8, device=image.device)
     args = _args(image, keypoints.view(torch.uint8), scores, placeholder, threshold, nonmax_suppression, src_kind,
                  bgr, mean, std, config)
-    if H < MIN_SIDE or W < MIN_SIDE:  # no pixel has its whole circle: no corners (and the kernel's
-        keypoints.zero_()              # unmasked circle loads need a 7 x 7 image)
+    if H < MIN_SIDE or W < MIN_SIDE:
+        # No pixel has its whole circle, so no corners; and the kernel's unmasked circle loads need 7 x 7.
+        keypoints.zero_()
         scores.zero_()
         return keypoints, scores
     programs = persistent_programs(_fast_kernel, image, args["n_tiles"], config.num_warps, args, config.maxnreg)

@@ -75,8 +75,9 @@ GPU_CELL_OVERRIDES = {(32, d): dict(READ_H=2) for d in ("ring", "count")}
 # pixels in each thread, the same layout for every tensor of the step (a 16-byte load of fp32 target, an
 # 8-byte one of bf16 pred; the 4 sign codes are the thread's byte), so no layout conversion sits between
 # loads, arithmetic and stores. The 2 x 128 steps at 8 warps it replaced held 1 pixel per thread, and
-# packing the codes then took warp shuffles and a shared-memory round trip (71.7 -> 21.7 SASS per
-# element, bf16); 8 x 128 modelled 2 fewer instructions per element at 64-157 registers (48-86 here).
+# packing the codes then took warp shuffles and a shared-memory round trip (71.7 -> 21.3 SASS per
+# element, bf16). 8 x 128 steps: about 2 instructions fewer per element, but 64-157 registers (64-88
+# here) and a layout conversion of pred (8 bf16 per 16-byte vector against 4 fp32 of target).
 GPU_L1_OVERRIDES = dict(FINAL_H=4, num_warps=4)
 MAX_FUSED_CELL = 64  # larger or non-power-of-two weight cells take FAST kernel + L1 kernel instead
 
@@ -111,8 +112,8 @@ def _ring_bits(kp_words):
     """Bit j of each byte: a keypoint lies under horizontal pattern j centred on that byte's pixel. SWAR on
     4 pixels at once: ``kp_words`` are uint32 words of 4 adjacent keypoints (0/1 bytes, byte k pixel
     4q + k); the words either side must be addressable. The keypoint o columns away (|o| <= 4) is the
-    word shifted by o bytes, filled from the neighbour word: 9 loads and ~20 shifts and ORs per 4 pixels,
-    where a byte a pixel took 9 loads and ~20 ORs per pixel."""
+    word shifted by o bytes, filled from the neighbour word: 3 loads and ~25 shifts and ORs per 4 pixels,
+    where one pixel at a time took 9 loads and ~20 ORs per pixel."""
     cur = tl.load(kp_words)
     prev = tl.load(kp_words - 1)
     nxt = tl.load(kp_words + 1)
@@ -202,7 +203,8 @@ def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C,
 @triton.jit
 def _forward_kernel(
     # pred and target (B, C, H, W), any strides (elements); C is a constexpr (one compile per channel count:
-    # the channels unroll, so their loads are in flight together, and LLVM cannot unroll a runtime loop 4x)
+    # the channels unroll, so their loads are in flight together; LLVM unrolled a runtime loop 4x with a
+    # remainder loop, which the SASS model cannot weight)
     pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C: tl.constexpr, H, W,
     # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is
     # read only with HAS_WEIGHTS, and with FAST_WEIGHTS (wh, ww) is the grid the partials go to
@@ -224,8 +226,8 @@ def _forward_kernel(
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
     pid = tl.program_id(0)
-    # [margin][plane a][plane b] per program and a last margin (scratch_bytes): the unmasked circle and NMS
-    # loads of lanes outside the block stay in memory that no program writes.
+    # [margin][plane a][plane b] per program and a last margin (_launch_forward allocates it): the unmasked
+    # circle and NMS loads of lanes outside the block stay in memory that no program writes.
     MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
     plane_a = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)  # gray, then keypoints
     plane_b = plane_a + ROWS * BLOCK_W  # scores, then ring bits
