@@ -16,9 +16,12 @@ imports (transitively: ``kernels/_launch.py``, ``kernels/fast_tile.py``, ``kamim
 the code that compiles and measures (``ptxas_report.compile_spec`` and its helpers). Rerunning is incremental:
 rows whose module fingerprint and Triton version are unchanged are kept, so a change to one kernel module
 recompiles that module's configurations only. The report is written after every batch, so an interrupted run
-resumes where it stopped. ``tests/test_compile.py`` fails when the report does not cover exactly the current
-enumeration, when a fingerprint differs from the current sources', or when a row spills, has a stack frame
-or failed to compile.
+resumes where it stopped.
+
+Status (issue 12, open): no report of the kernels as they are is committed yet (a full run is about 2.5 h on 2
+cores), so CI does not check it; the planned check in ``tests/test_compile.py`` fails when the report does not
+cover exactly the current enumeration, when a fingerprint differs from the current sources', or when a row
+spills, has a stack frame or failed to compile.
 """
 
 from __future__ import annotations
