@@ -36,8 +36,6 @@ from . import _build
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 JIT_ENV_VAR = "KAMIM_FAST_JIT"
-OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
-       "unshuffle_with_mask_token_backward")
 HOW_TO_PREBUILD = ("for the prebuilt extension, build kamim-fast against this torch: `pip install "
                    "--no-build-isolation --no-binary kamim-fast --force-reinstall --no-deps kamim-fast` "
                    "(in a checkout: `pip install --no-build-isolation -e .`)")

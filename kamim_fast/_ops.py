@@ -32,8 +32,13 @@ def _define(op, *, torch_ref, triton=None, auto=None, cpp_kernel=None):
 
 
 def _is_bgr(channel_order: str) -> bool:
-    """The ops' ``channel_order`` ("rgb" | "bgr", as the public functions) as the kernels' BGR flag."""
-    return check_choice("channel_order", channel_order, CHANNEL_ORDERS) == "bgr"
+    """The ops' ``channel_order`` ("rgb" | "bgr", as the public functions), checked, as the references' flag."""
+    return _checked_order(channel_order) == "bgr"
+
+
+def _checked_order(channel_order: str) -> str:
+    """The Triton kernels take ``channel_order`` as it is: a string other than "rgb" | "bgr" must not reach one."""
+    return check_choice("channel_order", channel_order, CHANNEL_ORDERS)
 
 
 def _colour_stats(mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
@@ -59,7 +64,7 @@ def _(images, channel_order, mean, std):
 def _rgb_to_gray_u8_triton(images, channel_order, mean, std):
     from .kernels import gray
 
-    return gray.rgb_to_gray_u8(images, _is_bgr(channel_order), tuple(mean), tuple(std))
+    return gray.rgb_to_gray_u8(images, _checked_order(channel_order), tuple(mean), tuple(std))
 
 
 def _rgb_to_gray_u8_torch(images, channel_order, mean, std):
@@ -107,7 +112,7 @@ def _fast_corners_triton(image, threshold, nonmax_suppression, channel_order, me
     from .kernels import fast
 
     mean, std = _colour_stats(mean, std)
-    return fast.fast_corners(image, threshold, nonmax_suppression, _fast_source(image), _is_bgr(channel_order),
+    return fast.fast_corners(image, threshold, nonmax_suppression, _fast_source(image), _checked_order(channel_order),
                             tuple(mean), tuple(std))
 
 

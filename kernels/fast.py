@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from kamim_fast._opencv import FAST_NMS_RADIUS, FAST_RADIUS
+from kamim_fast.gray import CHANNEL_ORDERS
 
 from ._launch import FastConfig, launch, persistent_programs, pick
 from .fast_tile import (
@@ -47,13 +48,13 @@ def _fast_kernel(
     # FAST threshold; un-normalisation of float colour: round((x * sd + m) * 255)
     threshold, m0, m1, m2, sd0, sd1, sd2,
     # what src holds (fast_tile.SRC_*), channel order, suppression, and the block geometry
-    SRC_KIND: tl.constexpr, BGR: tl.constexpr, NMS: tl.constexpr, HALO: tl.constexpr,
+    SRC_KIND: tl.constexpr, CHANNEL_ORDER: tl.constexpr, NONMAX_SUPPRESSION: tl.constexpr, HALO: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, NMS_H: tl.constexpr,
 ):
     OUT_H: tl.constexpr = ROWS - 2 * HALO
     OUT_W: tl.constexpr = BLOCK_W - 2 * HALO
     # Score the NMS halo too; colour input scores only where the staged gray holds the whole circle.
-    S_LO: tl.constexpr = HALO - 1 if NMS else HALO
+    S_LO: tl.constexpr = HALO - 1 if NONMAX_SUPPRESSION else HALO
     pid = tl.program_id(0)
     # [margin][gray][scores] per program, one more margin at the end: the unmasked circle and NMS loads of
     # lanes outside the block stay inside memory no program writes (scratch_bytes).
@@ -79,7 +80,7 @@ def _fast_kernel(
                 yg = y_org + ii
                 inside = (yg >= 0) & (yg < H) & (xg >= 0) & (xg < W)
                 gray = rgb_to_gray(src + yg.to(tl.int64) * s_h + xg * s_w, s_c, inside,
-                                   SRC_KIND == SRC_RGB_FLOAT_C, BGR, m0, m1, m2, sd0, sd1, sd2)
+                                   SRC_KIND == SRC_RGB_FLOAT_C, CHANNEL_ORDER == "bgr", m0, m1, m2, sd0, sd1, sd2)
                 tl.store(gray_scratch + ii * BLOCK_W + jj, gray.to(tl.uint8), mask=ii < ROWS)
             tl.debug_barrier()
         # Row steps below the image are skipped (the bottom tiles); row H is still scored (0) for NMS.
@@ -97,14 +98,14 @@ def _fast_kernel(
             else:
                 score = corner_score(gray_scratch + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
             corner = score >= threshold  # masked lanes hold -1 < threshold
-            if NMS:
+            if NONMAX_SUPPRESSION:
                 tl.store(score_scratch + ii * BLOCK_W + jj, tl.where(corner, score, 0).to(tl.uint8), mask=ii < ROWS)
             else:
                 out = (ii < HALO + OUT_H) & (jj >= HALO) & (jj < HALO + OUT_W) & (yg < H) & (xg < W)
                 offs = out_b + yg.to(tl.int64) * W + xg
                 tl.store(kp_ptr + offs, corner.to(tl.uint8), mask=out)
                 tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)
-        if NMS:
+        if NONMAX_SUPPRESSION:
             tl.debug_barrier()
             for r0 in range(HALO, tl.minimum(HALO + OUT_H, H - y_org), NMS_H):
                 ii = r0 + nms_rows
@@ -128,19 +129,20 @@ def scratch_bytes(programs: int, config: FastConfig) -> int:
     return programs * (2 * config.ROWS * config.BLOCK_W + margin) + margin
 
 
-def halo(src_kind: int, nms: bool) -> int:
+def halo(src_kind: int, nonmax_suppression: bool) -> int:
     """Pixels a tile's block reaches beyond its outputs: the circle's radius for colour staging, NMS's."""
-    return (FAST_RADIUS if src_kind != SRC_GRAY_U8 else 0) + (FAST_NMS_RADIUS if nms else 0)
+    return (FAST_RADIUS if src_kind != SRC_GRAY_U8 else 0) + (FAST_NMS_RADIUS if nonmax_suppression else 0)
 
 
 def _gpu_config(src_kind: int) -> FastConfig:
     return GPU_CONFIG if src_kind == SRC_GRAY_U8 else GPU_COLOUR_CONFIG
 
 
-def _args(image, keypoints, scores, scratch, threshold, nms, src_kind, bgr, mean, std, config: FastConfig) -> dict:
+def _args(image, keypoints, scores, scratch, threshold, nonmax_suppression, src_kind, channel_order, mean, std,
+          config: FastConfig) -> dict:
     """The kernel's arguments, by name, and the tile counts."""
     B, H, W = image.shape[0], image.shape[-2], image.shape[-1]
-    h = halo(src_kind, nms)
+    h = halo(src_kind, nonmax_suppression)
     tiles_h = triton.cdiv(H, config.ROWS - 2 * h)
     tiles_w = triton.cdiv(W, config.BLOCK_W - 2 * h)
     if src_kind == SRC_GRAY_U8:
@@ -151,7 +153,8 @@ def _args(image, keypoints, scores, scratch, threshold, nms, src_kind, bgr, mean
                 kp_ptr=keypoints, score_out_ptr=scores, scratch_ptr=scratch,
                 tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                SRC_KIND=src_kind, BGR=bgr, NMS=nms, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
+                SRC_KIND=src_kind, CHANNEL_ORDER=channel_order,
+                NONMAX_SUPPRESSION=nonmax_suppression, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
                 SUB_H=config.SUB_H, NMS_H=config.NMS_H or config.SUB_H)
 
 
@@ -160,7 +163,7 @@ def fast_corners(
     threshold: int,
     nonmax_suppression: bool,
     src_kind: int,
-    bgr: bool = False,
+    channel_order: str = "rgb",
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
     config: FastConfig | None = None,
@@ -182,7 +185,7 @@ def fast_corners(
     config = pick(image, config, _gpu_config(src_kind), INTERPRETER_CONFIG)
     placeholder = torch.empty(0, dtype=torch.uint8, device=image.device)
     args = _args(image, keypoints.view(torch.uint8), scores, placeholder, threshold, nonmax_suppression, src_kind,
-                 bgr, mean, std, config)
+                 channel_order, mean, std, config)
     if H < MIN_SIDE or W < MIN_SIDE:
         # No pixel has its whole circle, so no corners; and the kernel's unmasked circle loads need 7 x 7.
         keypoints.zero_()
@@ -210,17 +213,17 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
                                               for d in COLOUR_DTYPES if full or d != torch.float64]
     for src_kind, dtype in sources:
         for nms in (True, False):
-            for bgr in (False, True) if full else (False,):
+            for order in CHANNEL_ORDERS if full else ("rgb",):
                 shape = (B, H, W) if src_kind == SRC_GRAY_U8 else (B, 3, H, W)
                 image = torch.empty(shape, dtype=dtype, device="meta")
                 kp, sc = (torch.empty((B, H, W), dtype=torch.uint8, device="meta") for _ in range(2))
                 scratch = torch.empty(1, dtype=torch.uint8, device="meta")
                 config = _gpu_config(src_kind)
-                args = _args(image, kp, sc, scratch, 10, nms, src_kind, bgr, (0.0,) * 3, (1.0,) * 3, config)
+                args = _args(image, kp, sc, scratch, 10, nms, src_kind, order, (0.0,) * 3, (1.0,) * 3, config)
                 h, out_h = args["HALO"], config.ROWS - 2 * args["HALO"]
                 tile_vars = [dict(y_org=ty * out_h - h) for ty in range(args["tiles_per_image"] // args["tiles_w"])]
                 source = f"{'gray' if src_kind == SRC_GRAY_U8 else 'rgb'}-{str(dtype)[6:]}"
-                specs.append(dict(name=f"fast[{source},nms={int(nms)}{',bgr=1' if bgr else ''}]", fn=_fast_kernel,
-                                  args=args, num_warps=config.num_warps, maxnreg=config.maxnreg, items=B * H * W,
-                                  tile_vars=tile_vars))
+                name = f"fast[{source},nms={int(nms)}{',bgr=1' if order == 'bgr' else ''}]"
+                specs.append(dict(name=name, fn=_fast_kernel, args=args, num_warps=config.num_warps,
+                                  maxnreg=config.maxnreg, items=B * H * W, tile_vars=tile_vars))
     return specs

@@ -25,7 +25,7 @@ def _gray_kernel(
     HW, W, blocks_per_image,
     # un-normalisation of float input: round((x * sd + m) * 255) per channel
     m0, m1, m2, sd0, sd1, sd2,
-    IS_FLOAT: tl.constexpr, BGR: tl.constexpr, BLOCK: tl.constexpr,
+    IS_FLOAT: tl.constexpr, CHANNEL_ORDER: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # The batch is folded into grid x (no 65,535 cap on grid y).
     pid = tl.program_id(0)
@@ -34,31 +34,32 @@ def _gray_kernel(
     inside = offs < HW
     y = offs // W
     ptrs = src_ptr + b.to(tl.int64) * s_b + y.to(tl.int64) * s_h + (offs - y * W) * s_w
-    gray = rgb_to_gray(ptrs, s_c, inside, IS_FLOAT, BGR, m0, m1, m2, sd0, sd1, sd2)
+    gray = rgb_to_gray(ptrs, s_c, inside, IS_FLOAT, CHANNEL_ORDER == "bgr", m0, m1, m2, sd0, sd1, sd2)
     tl.store(out_ptr + b.to(tl.int64) * HW + offs, gray.to(tl.uint8), mask=inside)
 
 
-def _args(images: torch.Tensor, out: torch.Tensor, bgr: bool, mean, std) -> dict:
+def _args(images: torch.Tensor, out: torch.Tensor, channel_order: str, mean, std) -> dict:
     _, _, H, W = images.shape
     s_b, s_c, s_h, s_w = images.stride()
     return dict(src_ptr=images, out_ptr=out, s_b=s_b, s_c=s_c, s_h=s_h, s_w=s_w,
                 HW=H * W, W=W, blocks_per_image=triton.cdiv(H * W, BLOCK),
                 m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                IS_FLOAT=images.is_floating_point(), BGR=bgr, BLOCK=BLOCK)
+                IS_FLOAT=images.is_floating_point(), CHANNEL_ORDER=channel_order, BLOCK=BLOCK)
 
 
 def rgb_to_gray_u8(
     images: torch.Tensor,
-    bgr: bool,
+    channel_order: str,
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
     std: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> torch.Tensor:
-    """(B, 3, H, W) uint8 or float, any strides -> (B, H, W) uint8. Checked by the caller."""
+    """(B, 3, H, W) uint8 or float, any strides -> (B, H, W) uint8; ``channel_order`` "rgb" or "bgr".
+    Checked by the caller."""
     B, _, H, W = images.shape
     out = torch.empty((B, H, W), dtype=torch.uint8, device=images.device)
     if out.numel() == 0:
         return out
-    args = _args(images, out, bgr, mean, std)
+    args = _args(images, out, channel_order, mean, std)
     launch(_gray_kernel, (args["blocks_per_image"] * B,), images, NUM_WARPS, args)
     return out
 
@@ -67,13 +68,15 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
     """The configurations the compile check builds, with the benchmark's launch arguments (meta tensors):
     with ``full``, every one a user can reach (rgb_to_gray_u8 takes uint8 or any float dtype, float64 too,
     RGB or BGR; benchmarks/compile_all.py); else the subset that CI compiles live (benchmarks/ptxas_report.py)."""
+    from kamim_fast.gray import CHANNEL_ORDERS
+
     specs = []
     dtypes = (torch.uint8, torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if full else ())
     for dtype in dtypes:
-        for bgr in (False, True) if full else (False,):
+        for order in CHANNEL_ORDERS if full else ("rgb",):
             images = torch.empty((B, 3, H, W), dtype=dtype, device="meta")
             out = torch.empty((B, H, W), dtype=torch.uint8, device="meta")
-            specs.append(dict(name=f"gray[{str(dtype).removeprefix('torch.')}{',bgr=1' if bgr else ''}]",
-                              fn=_gray_kernel, args=_args(images, out, bgr, (0.0,) * 3, (1.0,) * 3),
+            specs.append(dict(name=f"gray[{str(dtype).removeprefix('torch.')}{',bgr=1' if order == 'bgr' else ''}]",
+                              fn=_gray_kernel, args=_args(images, out, order, (0.0,) * 3, (1.0,) * 3),
                               num_warps=NUM_WARPS, items=B * H * W, items_per_program=BLOCK, loops={}))
     return specs

@@ -218,7 +218,7 @@ def _forward_kernel(
     threshold, m0, m1, m2, sd0, sd1, sd2,
     # cell sizes, which weights, the density (ring or count), channel order
     PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, FAST_WEIGHTS: tl.constexpr, DENSITY: tl.constexpr,
-    HAS_WEIGHTS: tl.constexpr, BGR: tl.constexpr,
+    HAS_WEIGHTS: tl.constexpr, CHANNEL_ORDER: tl.constexpr,
     # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
     HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
     FINAL_H: tl.constexpr, SH: tl.constexpr,
@@ -271,7 +271,8 @@ def _forward_kernel(
                 tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
                 tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
                 gray = gray_of(tl.load(tp0, mask=inside, other=0.0), tl.load(tp1, mask=inside, other=0.0),
-                               tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                               tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, CHANNEL_ORDER == "bgr",
+                               m0, m1, m2, sd0, sd1, sd2)
                 tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8), mask=hrow < 2 * HALO)
             # the output rows, a cell row at a time: L1 summed per thread over the cell row, then per cell
             for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
@@ -288,7 +289,7 @@ def _forward_kernel(
                     t0 = tl.load(tp0, mask=inside, other=0.0)
                     t1 = tl.load(tp1, mask=inside, other=0.0)
                     t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
-                    gray = gray_of(t0, t1, t2, inside, True, BGR, m0, m1, m2, sd0, sd1, sd2)
+                    gray = gray_of(t0, t1, t2, inside, True, CHANNEL_ORDER == "bgr", m0, m1, m2, sd0, sd1, sd2)
                     tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8))
                     signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
                     sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yg < H)
@@ -494,7 +495,7 @@ def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_siz
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
                 HAS_WEIGHTS=weights is not None,
-                BGR=channel_order == "bgr", **g)
+                CHANNEL_ORDER=channel_order, **g)
 
 
 def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,

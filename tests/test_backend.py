@@ -42,17 +42,23 @@ def test_native_ops_share_the_public_schema():
 
 
 def test_an_argument_has_one_name_in_every_layer():
-    """The public function, the op's schema (and so its C++ twin, above) and the Triton launcher call the mask's
-    cells patch_size, the weights' cells weight_patch_size, the density density ("ring" | "count") and the gray's
-    channel order channel_order ("rgb" | "bgr"); keypoint_density's public function keeps its argument mode (public
-    API)."""
+    """The public function, the op's schema (and so its C++ twin, above), the Triton launcher and its kernel's
+    constexprs (upper case) call the mask's cells patch_size, the weights' cells weight_patch_size, the density
+    density ("ring" | "count"), the gray's channel order channel_order ("rgb" | "bgr") and the suppression
+    nonmax_suppression; keypoint_density's public function keeps its argument mode (public API)."""
     mim_loss = pytest.importorskip("kamim_fast.kernels.mim_loss")  # imported only: no kernel runs
+    fast, gray = (pytest.importorskip(f"kamim_fast.kernels.{m}") for m in ("fast", "gray"))
     public = {"keypoint_density": kamim_fast.keypoint_density, "patch_weights": kamim_fast.patch_weights,
               "rgb_to_gray_u8": kamim_fast.rgb_to_gray_u8, "fast_corners": kamim_fast.fast_corners,
               "weighted_mim_loss": kamim_fast.weighted_mim_loss, "fast_weighted_mim_loss": kamim_fast.weighted_mim_loss}
-    launchers = {"weighted_mim_loss": mim_loss.weighted_mim_loss_forward,
+    launchers = {"rgb_to_gray_u8": gray.rgb_to_gray_u8, "fast_corners": fast.fast_corners,
+                 "weighted_mim_loss": mim_loss.weighted_mim_loss_forward,
                  "fast_weighted_mim_loss": mim_loss.fast_weighted_mim_loss_forward,
                  "weighted_mim_loss_backward": mim_loss.weighted_mim_loss_backward}
+    kernels = {"rgb_to_gray_u8": gray._gray_kernel, "fast_corners": fast._fast_kernel,
+               "weighted_mim_loss": mim_loss._forward_kernel, "fast_weighted_mim_loss": mim_loss._forward_kernel,
+               "weighted_mim_loss_backward": mim_loss._backward_kernel}
+    named = {"patch_size", "weight_patch_size", "density", "channel_order", "nonmax_suppression"}
     for name in KAMIM_OPS:
         schema = {a.name for a in getattr(torch.ops.kamim_fast, name).default._schema.arguments}
         assert not schema & {"mask_patch", "weight_patch", "cell", "ring", "bgr", "nms"}, (name, schema)
@@ -62,8 +68,15 @@ def test_an_argument_has_one_name_in_every_layer():
             if name == "fast_corners":  # the public function takes gray; the op's colour input serves patch_weights
                 shared -= {"channel_order"}
             assert shared <= set(inspect.signature(public[name]).parameters), name
-        if name in launchers:  # the launcher's own extras: the scale and shape of the backward, the config
-            assert set(inspect.signature(launchers[name]).parameters) - {"scale", "shape", "config"} <= schema, name
+        if name in launchers:  # the launcher's own extras: the scale and shape of the backward, FAST's source
+            # kind (gray or colour, from the tensor), the config
+            extras = {"scale", "shape", "src_kind", "config"}
+            assert set(inspect.signature(launchers[name]).parameters) - extras <= schema, name
+        if name in kernels:
+            params = inspect.signature(kernels[name].fn).parameters.values()  # JITFunction or the interpreter's
+            constexprs = {p.name for p in params if "constexpr" in str(p.annotation)}
+            assert {a.upper() for a in schema & named} <= constexprs, (name, constexprs)
+            assert not constexprs & {"MASK_PATCH", "WEIGHT_PATCH", "CELL", "RING", "BGR", "NMS"}, (name, constexprs)
     assert torch.ops.kamim_fast.keypoint_density.default._schema.arguments[2].name == "density"
 
 

@@ -103,7 +103,7 @@ def test_launchers_launch_on_the_tensors_device(monkeypatch, rng):
 
     monkeypatch.setattr(_launch, "on_device", recording)
     rgb = torch.from_numpy(rng.integers(0, 256, (2, 3, 20, 24), dtype=np.uint8)).to(DEVICE)
-    gray.rgb_to_gray_u8(rgb, False)
+    gray.rgb_to_gray_u8(rgb, "rgb")
     fast.fast_corners(rgb, 10, True, fast_tile.SRC_RGB_U8)
     pred = torch.randn(2, 3, 16, 16, device=DEVICE)
     target = torch.randn(2, 3, 16, 16, device=DEVICE)
@@ -181,7 +181,7 @@ def test_batch_is_folded_into_grid_x(monkeypatch):
     for module in (gray, mim_loss):
         monkeypatch.setattr(module, "launch", lambda kernel, grid, like, num_warps, args, *maxnreg: grids.append(grid))
     B = 70_000
-    gray.rgb_to_gray_u8(torch.empty(B, 3, 2, 2, dtype=torch.uint8, device="meta"), False)
+    gray.rgb_to_gray_u8(torch.empty(B, 3, 2, 2, dtype=torch.uint8, device="meta"), "rgb")
     signs = torch.empty(B, 3, 2, 1, dtype=torch.uint8, device="meta")
     grid = torch.empty(B, 1, 1, device="meta")
     mim_loss.weighted_mim_loss_backward(torch.empty((), device="meta"), signs, grid, None, 2, 1, (B, 3, 2, 2),
