@@ -139,3 +139,23 @@ def test_the_compile_report_covers_every_configuration():
     assert len(rows) == sum(report["configurations"].values()) * len(ARCHES) * 2 * 2 and len(rows) > 10_000
     assert {r["arch"] for r in rows} == set(ARCHES) and {r["variant"] for r in rows} == {"runtime", "generic"}
     assert all(r["registers"] > 0 and r["resident_blocks_per_sm"] >= 1 for r in rows)
+
+
+def test_a_fingerprint_follows_its_own_compile_inputs():
+    """A row is kept across runs while its fingerprint holds: it must change with the configuration's options,
+    constexprs and specialisation, and not with another configuration's."""
+    code = """if True:
+        from benchmarks import compile_all
+        specs = compile_all.enumeration_specs()
+        a, b = "gray[uint8]", "gray[float32]"
+        base = compile_all.fingerprints({a: specs[a], b: specs[b]})
+        assert base[a, "runtime"] != base[a, "generic"] and base[a, "runtime"] != base[b, "runtime"]
+        for change in ({"maxnreg": 64}, {"num_warps": 8}, {"args": {**specs[a]["args"], "CHANNEL_ORDER": "bgr"}}):
+            now = compile_all.fingerprints({a: {**specs[a], **change}, b: specs[b]})
+            assert now[a, "runtime"] != base[a, "runtime"] and now[a, "generic"] != base[a, "generic"], change
+            assert now[b, "runtime"] == base[b, "runtime"] and now[b, "generic"] == base[b, "generic"], change
+        print("ok")
+    """
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=triton_env("installed"), capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout[-3000:] + run.stderr[-3000:]
