@@ -282,6 +282,10 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
     print(f"{len(specs)} configurations, {len(want)} rows ({len(kept)} kept, {len(todo)} to compile) "
           f"with {jobs} processes; Triton {versions['installed']} (installed) and {versions['gpu-machines']} "
           f"(GPU machines)", flush=True)
+    if not todo:  # nothing to compile: the report (and its last_run) stays as it is
+        found = problems(old, fp, versions)
+        print(summarise(found) if any(found.values()) else f"{out} is current", flush=True)
+        return int(any(found.values()))
     header = {
         "about": "Every reachable Triton kernel configuration (compile_specs(full=True) of kernels/fast.py, gray.py, "
                  "mim_loss.py) x sm_80/sm_89/sm_90a x run-time specialised/generic x the installed and the GPU "
