@@ -510,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true",
                         help="every configuration a user can reach, every arch and variant, the installed and the GPU "
                              "machines' Triton, into benchmarks/results/compile-all.json, incrementally "
-                             "(benchmarks/compile_all.py; its options: --jobs N, --only REGEX, --force, --out FILE)")
+                             "(benchmarks/compile_all.py; its options: --jobs N, --only REGEX, --force, --out FILE; "
+                             "--check: the report against the sources, compiling nothing)")
     args, rest = parser.parse_known_args(argv)
     if args.all:
         from benchmarks import compile_all
