@@ -282,7 +282,8 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
     print(f"{len(specs)} configurations, {len(want)} rows ({len(kept)} kept, {len(todo)} to compile) "
           f"with {jobs} processes; Triton {versions['installed']} (installed) and {versions['gpu-machines']} "
           f"(GPU machines)", flush=True)
-    if not todo:  # nothing to compile: the report (and its last_run) stays as it is
+    unreachable = [r for r in (old or {}).get("kernels", []) if _key(r) not in wanted_keys]
+    if not todo and not unreachable:  # nothing to compile or drop: the report (and its last_run) stays as it is
         found = problems(old, fp, versions)
         print(summarise(found) if any(found.values()) else f"{out} is current", flush=True)
         return int(any(found.values()))
@@ -348,7 +349,7 @@ def check(path: Path = REPORT) -> int:
     if any(found.values()):
         print(summarise(found) + f"\n{REFRESH}", flush=True)
         return 1
-    print(f"{path.relative_to(ROOT)}: every configuration compiled, current, without spills", flush=True)
+    print(f"{path}: every configuration compiled, current, without spills", flush=True)
     return 0
 
 
