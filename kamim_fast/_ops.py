@@ -270,7 +270,7 @@ def _fast_weighted_mim_loss_triton(pred, target, mask_grid, patch_size, weight_p
     if mim_loss.fuses(weight_patch_size):  # FAST + NMS + rings + L1 in one pass
         l1, cover, signs = mim_loss.fast_weighted_mim_loss_forward(
             pred, target, mask_grid, patch_size=patch_size, weight_patch_size=weight_patch_size, density=density,
-            threshold=threshold, channel_order=channel_order, mean=tuple(mean), std=tuple(std))
+            threshold=threshold, channel_order=_checked_order(channel_order), mean=tuple(mean), std=tuple(std))
         weights = density_to_weights(cover / weight_patch_size**2, temperature)
         return _per_mask_pixel((weights * l1).sum(), mask_grid, patch_size, eps, pred.shape[1]), weights, signs
     # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_raises_naming
 from images import crop, real_image
 
 import kamim_fast
@@ -81,3 +82,19 @@ def test_auto_uses_the_native_kernels_on_cpu(monkeypatch, rng):
 def test_public_names():
     for name in kamim_fast.__all__:
         assert getattr(kamim_fast, name) is not None
+
+
+def test_every_implementation_names_a_bad_channel_order(target, rng):
+    """Called directly (no public function's check in front), every implementation of the ops that take
+    ``channel_order`` rejects a value other than "rgb" | "bgr" with a ValueError naming it, before any kernel."""
+    device, _ = target
+    rgb = torch.from_numpy(crop(real_image("astronaut"), 16, 16, rng)).permute(2, 0, 1).unsqueeze(0).to(device)
+    target_f = rgb.float() / 255
+    mask = torch.ones(1, 1, 1, device=device)
+    ops = torch.ops.kamim_fast
+    for call in (lambda: ops.rgb_to_gray_u8(rgb, "RGB", [], []),
+                 lambda: ops.fast_corners(rgb, 10, True, "RGB", [], []),
+                 lambda: ops.patch_weights(rgb, 8, 0.25, 10, "ring", "RGB", [], []),
+                 lambda: ops.fast_weighted_mim_loss(target_f, target_f, mask, 16, 8, 0.25, 10, "ring", "RGB",
+                                                    [0.0] * 3, [1.0] * 3, 1e-5)):
+        assert_raises_naming(call, ValueError, ["channel_order", "RGB"])
