@@ -1,7 +1,8 @@
 """Build script. Metadata lives in pyproject.toml; this file adds what a declarative file cannot: the
 extension ``kamim_fast._C`` built from ``csrc/`` against the torch of the build environment.
 
-- The Triton kernels live in the top-level ``kernels/`` folder and are installed as ``kamim_fast.kernels``.
+- The Triton kernels live in ``kamim_fast/kernels/`` (a regular subpackage: no top-level import name of
+  the checkout can shadow an installed distribution, such as Hugging Face's ``kernels``).
 - The C++/CUDA sources ship inside the package too, as ``kamim_fast/csrc`` (package data), so an
   installed wheel can JIT-build its extension when ``_C`` does not load (``kamim_fast/_ext.py``).
 - ``kamim_fast._C`` compiles every ``csrc/*.cpp``, and every ``csrc/*.cu`` when torch is a CUDA build and
@@ -78,7 +79,7 @@ ext_modules, cmdclass = extension_modules()
 
 setup(
     packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels", "kamim_fast.csrc"],
-    package_dir={"kamim_fast": "kamim_fast", "kamim_fast.kernels": "kernels", "kamim_fast.csrc": CSRC},
+    package_dir={"kamim_fast": "kamim_fast", "kamim_fast.csrc": CSRC},
     package_data={"kamim_fast.csrc": list(BUILD.SOURCE_PATTERNS)},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

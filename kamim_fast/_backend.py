@@ -2,7 +2,7 @@
 
 Every op has up to three implementations, all with the op's own signature:
 
-- ``triton``: the Triton kernels in ``kernels/`` (CUDA tensors; CPU tensors only through Triton's
+- ``triton``: the Triton kernels in ``kamim_fast/kernels/`` (CUDA tensors; CPU tensors only through Triton's
   interpreter, ``TRITON_INTERPRET=1`` set before ``triton`` is first imported: how CI runs them);
 - ``cpp``: the compiled extension ``kamim_fast._C`` (``csrc/``), its ops registered in C++ under the
   namespace ``kamim_fast_cpp`` with the public op's schema (``torch.ops.kamim_fast_cpp.<op>``);

@@ -1,7 +1,7 @@
 """OpenCV's constants, written once.
 
 Every rule that makes kamim_fast bit-exact with OpenCV lives here: the PyTorch references in
-``kamim_fast/*.py`` and the Triton kernels in ``kernels/`` both import these names, and the tests tie
+``kamim_fast/*.py`` and the Triton kernels in ``kamim_fast/kernels/`` both import these names, and the tests tie
 them to ``cv2`` itself. Source: ``../shared/REFERENCE.md`` sections 1 and 2 (OpenCV 4.x/5.x).
 """
 

@@ -1,6 +1,6 @@
 """SimMIM's masked L1 loss with KAMIM's keypoint weights (REFERENCE.md sections 3 and 4).
 
-The forward is one Triton kernel (``kernels/mim_loss.py``): with ``weights="fast"`` it computes FAST,
+The forward is one Triton kernel (``kamim_fast/kernels/mim_loss.py``): with ``weights="fast"`` it computes FAST,
 non-max suppression, the drawKeypoints rings and the per-cell L1 sums in the same pass over pred and
 target; with tensor weights or none it skips the FAST stages. The backward reads 2-bit sign codes that
 the forward saves (``sign_codes_ref``), not pred and target. Ops: ``kamim_fast/_ops.py``.
@@ -235,7 +235,7 @@ def weighted_mim_loss(
         _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
                                        channel_order)
         check_normalization("target", target, opts.mean, opts.std)
-        if not float64:  # one fused pass over pred and target (kernels/mim_loss.py)
+        if not float64:  # one fused pass over pred and target (kamim_fast/kernels/mim_loss.py)
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
                 pred, target, grid, patch_size, opts.weight_patch_size, opts.temperature, opts.threshold, opts.density,
                 opts.channel_order, opts.mean, opts.std, float(eps))

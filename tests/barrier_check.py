@@ -3,7 +3,7 @@
     python tests/barrier_check.py [--json FILE]
 
 The interpreter runs one program, one lane at a time, so it cannot show a missing ``tl.debug_barrier()``.
-This lowers each shipped configuration (``sm90_specs()`` of ``kernels/fast.py`` and ``kernels/mim_loss.py``)
+This lowers each shipped configuration (``sm90_specs()`` of ``kamim_fast/kernels/fast.py`` and ``kamim_fast/kernels/mim_loss.py``)
 to TTGIR for sm_90a without a GPU (the ttir and ttgir stages of ``triton.compile``; no ptxas needed), then
 follows the pointers derived from ``scratch_ptr`` through the IR and checks, inside the persistent tile
 loop, in program order:

@@ -6,9 +6,8 @@
 Each mutant is a text replacement in one file (it must match exactly once, else the row reports "stale":
 update it) and the few tests that should catch it. For each, this copies the working tree (without .git;
 .venv linked, not copied) into a temporary folder, applies the replacement and runs those tests there with
-``PYTHONPATH=<copy>``. The editable install maps ``kamim_fast.kernels`` to the original ``kernels/`` folder
-(setup.py's package_dir), so the copy gets ``kamim_fast/kernels -> ../kernels``, a symlink that the path
-finder reaches before the editable finder; before the tests run, a child process imports the mutated module
+``PYTHONPATH=<copy>``, where the path finder reaches the copy's package before the editable finder reaches
+ours; before the tests run, a child process imports the mutated module
 and must find the copy's file with the mutated text (else the row reports "error"). A mutant of ``csrc/``
 removes the copy's compiled ``kamim_fast/_C`` and shadows ours (the editable finder would find it) with a
 ``_C.py`` that raises ImportError, so the copy JIT-builds its own sources (into the copy), and checks that the
@@ -60,7 +59,7 @@ MUTANTS: list[Mutant] = [
     Mutant("ring-stencil-wider", "kamim_fast/_opencv.py",
            '    "..#####..",\n    ".#######.",\n    "###...###",', '    "..#####..",\n    "########.",\n    "###...###",',
            ("tests/test_weights.py::test_ring_stencil_is_what_opencv_draws",), "stencil vs cv2.drawKeypoints"),
-    Mutant("nms-ties-survive-in-kernel", "kernels/fast_tile.py",
+    Mutant("nms-ties-survive-in-kernel", "kamim_fast/kernels/fast_tile.py",
            "return centre > neighbours.to(tl.int32), centre", "return centre >= neighbours.to(tl.int32), centre",
            ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-plateaus]",),
            "plateaus: equal scores, OpenCV suppresses both"),
@@ -81,7 +80,7 @@ MUTANTS: list[Mutant] = [
            'KAMIM_PAPER: dict = {**KAMIM_DEFAULTS, "channel_order": "bgr"}',
            'KAMIM_PAPER: dict = {**KAMIM_DEFAULTS, "channel_order": "rgb"}',
            ("tests/test_mim_loss.py", "-k", "paper_preset and cpu-torch"), "the published loss (BGR2GRAY on RGB arrays)"),
-    Mutant("backward-signs-of-pred", "kernels/mim_loss.py",
+    Mutant("backward-signs-of-pred", "kamim_fast/kernels/mim_loss.py",
            "tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)",
            "tl.store(signs, _sign_codes(d0 + t0, SH, BLOCK_W), mask=sign_ok)",
            ("tests/test_mim_loss.py", "-k", "paper_preset and cpu-triton"), "the published gradient"),
@@ -113,7 +112,7 @@ MUTANTS: list[Mutant] = [
            "    impl = entry.impls[backend]\n",
            '    impl = entry.impls["torch" if backend == "triton" and device_type == "cpu" else backend]\n',
            ("tests/test_kernels_ran.py",), "each kernel's launches counted under KAMIM_FAST_BACKEND=triton"),
-    Mutant("fast-barrier-before-nms-removed", "kernels/fast.py",
+    Mutant("fast-barrier-before-nms-removed", "kamim_fast/kernels/fast.py",
            "        if NONMAX_SUPPRESSION:\n            tl.debug_barrier()\n",
            "        if NONMAX_SUPPRESSION:\n            pass\n",
            ("tests/test_barriers.py", "-k", "installed"), "static barrier check of the TTGIR for sm_90a"),
@@ -128,17 +127,17 @@ MUTANTS: list[Mutant] = [
            "kSpread.v[gt] | (kSpread.v[lt] << 1)", "kSpread.v[lt] | (kSpread.v[gt] << 1)",
            ("tests/test_native_mim_loss.py", "-x"), "the native sign codes vs sign_codes_ref, the gradients vs the reference"),
     # --- more, for the gaps closed with issue 15 ---------------------------------------------------------
-    Mutant("loss-barrier-before-final-pass-removed", "kernels/mim_loss.py",
+    Mutant("loss-barrier-before-final-pass-removed", "kamim_fast/kernels/mim_loss.py",
            "                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n            tl.debug_barrier()\n",
            "                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n",
            ("tests/test_barriers.py", "-k", "installed"), "static barrier check: ring bits read by the final pass"),
     Mutant("gray-ties-half-up-reference", "kamim_fast/gray.py",
            "return torch.round(v).to(torch.int32)", "return torch.floor(v + 0.5).to(torch.int32)",
            ("tests/test_gray.py", "-k", "ties_round_to_even and cpu-torch"), "exact float ties, asserted by value"),
-    Mutant("gray-ties-half-up-kernel", "kernels/fast_tile.py",
+    Mutant("gray-ties-half-up-kernel", "kamim_fast/kernels/fast_tile.py",
            "out = (v + _RINT_MAGIC).to(tl.int32, bitcast=True) - _RINT_MAGIC_BITS", "out = tl.floor(v + 0.5).to(tl.int32)",
            ("tests/test_gray.py", "-k", "ties_round_to_even and cpu-triton"), "exact float ties, asserted by value"),
-    Mutant("fast-score-without-nms-off-by-one", "kernels/fast.py",
+    Mutant("fast-score-without-nms-off-by-one", "kamim_fast/kernels/fast.py",
            "tl.store(score_out_ptr + offs, tl.where(corner, score, 0).to(tl.uint8), mask=out)",
            "tl.store(score_out_ptr + offs, tl.where(corner, score + 1, 0).to(tl.uint8), mask=out)",
            ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-dots]",),
@@ -152,8 +151,6 @@ MUTANTS: list[Mutant] = [
 
 def _module_of(rel: str) -> str | None:
     p = Path(rel)
-    if p.parts[0] == "kernels":
-        return "kamim_fast.kernels." + p.stem
     if p.parts[0] == "kamim_fast" and p.suffix == ".py":
         return ".".join(p.with_suffix("").parts)
     return None
@@ -162,9 +159,6 @@ def _module_of(rel: str) -> str | None:
 def make_copy(dest: Path) -> None:
     shutil.copytree(ROOT, dest, ignore=IGNORE, symlinks=True)
     (dest / ".venv").symlink_to(ROOT / ".venv")  # the side-installed GPU Triton (tests/test_barriers.py)
-    link = dest / "kamim_fast" / "kernels"
-    if not link.exists():
-        link.symlink_to(Path("..") / "kernels")
 
 
 def env_for(copy: Path) -> dict:

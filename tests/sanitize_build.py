@@ -28,7 +28,6 @@ def main(out: Path) -> int:
         if old.exists():
             shutil.rmtree(old)
     shutil.copytree(ROOT / "kamim_fast", pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    shutil.copytree(ROOT / "kernels", pkg / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "csrc", out / "csrc")  # where kamim_fast/_ext.py looks for the sources
     build = out / "build"
     build.mkdir(parents=True, exist_ok=True)

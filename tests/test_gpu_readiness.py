@@ -73,14 +73,14 @@ def _launch_calls(tree: ast.AST) -> list[ast.Call]:
 
 
 def test_every_launcher_goes_through_the_launch_helper():
-    """No kernel module launches a kernel itself: every ``kernel[grid](...)`` is in kernels/_launch.py,
+    """No kernel module launches a kernel itself: every ``kernel[grid](...)`` is in kamim_fast/kernels/_launch.py,
     and each kernel module calls _launch.launch."""
-    for path in sorted((ROOT / "kernels").glob("*.py")):
+    for path in sorted((ROOT / "kamim_fast" / "kernels").glob("*.py")):
         tree = ast.parse(path.read_text())
         if path.name == "_launch.py":
             assert len(_launch_calls(tree)) == 1
             continue
-        assert not _launch_calls(tree), f"{path.name} launches a kernel outside kernels/_launch.py"
+        assert not _launch_calls(tree), f"{path.name} launches a kernel outside kamim_fast/kernels/_launch.py"
         jitted = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_kernel")]
         if jitted:
             called = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -300,7 +300,7 @@ def test_no_target_test_calls_an_op_on_cpu_tensors_under_the_forced_backend():
 
 
 def test_interpreter_only_tests_are_marked():
-    """Tests that call kernels/ launchers on CPU tensors skip where the interpreter is off (a GPU machine)."""
+    """Tests that call kamim_fast/kernels/ launchers on CPU tensors skip where the interpreter is off (a GPU machine)."""
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         tree = ast.parse(path.read_text())
         for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")):

@@ -214,7 +214,7 @@ def test_op_determinism(target, rng):
         assert torch.equal(weighted_mim_loss(pred.detach(), tgt, grid, weights), first)
 
 
-# --- The fused kernel (kernels/mim_loss.py) against the references, stage by stage --------------------
+# --- The fused kernel (kamim_fast/kernels/mim_loss.py) against the references, stage by stage --------------------
 
 def _photos(rng, B, H, W):
     from kamim_fast.gray import rgb_to_gray_u8_ref

@@ -1,6 +1,6 @@
 """Packaging (issue 16) and the extension's build policy (issue 12, item 4).
 
-- The sdist holds every file its build needs (all of csrc/, kernels/, the package, README, LICENSE), and a
+- The sdist holds every file its build needs (all of csrc/, the package with its kernels/, README, LICENSE), and a
   wheel built from it ships the C++ sources as ``kamim_fast/csrc`` with the metadata users see.
 - ``kamim_fast/_build.py``: the CUDA toolkit check (a folder holding only ``bin/nvcc`` is no toolkit),
   the architecture list, where the sources are; setup.py and the JIT build both follow it.
@@ -74,7 +74,7 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
     with tarfile.open(sdist) as tar:
         top = tar.getnames()[0].split("/")[0]
         shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name and tar.getmember(name).isfile()}
-    needed = _tree("csrc") | _tree("kernels") | _tree("kamim_fast") | {
+    needed = _tree("csrc") | _tree("kamim_fast") | {
         "README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in"}
     assert _tree("csrc") >= {"csrc/amt.cpp", "csrc/amt.h", "csrc/amt_checks.h", "csrc/amt_cuda.cu"}
     assert not needed - shipped, f"missing from {sdist.name}: {sorted(needed - shipped)} (MANIFEST.in)"
@@ -91,8 +91,10 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = email.message_from_bytes(whl.read(meta_name))
     sources = {p for p in _tree("csrc") if Path(p).suffix in (".cpp", ".cu", ".cuh", ".h", ".hpp")}
-    in_package = {"kamim_fast/" + p for p in sources} | {"kamim_fast/" + p for p in _tree("kernels")}
+    in_package = {"kamim_fast/" + p for p in sources} | _tree("kamim_fast/kernels")
     assert not in_package - names, f"missing from {wheel.name}: {sorted(in_package - names)}"
+    top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top_level == {"kamim_fast"}, f"{wheel.name} installs other import names: {sorted(top_level)}"
     assert {"kamim_fast/_build.py", "kamim_fast/_ext.py"} <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
     assert top == f"kamim_fast-{meta['Version']}"

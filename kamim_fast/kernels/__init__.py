@@ -1,4 +1,4 @@
-"""Triton kernels of kamim_fast, installed as ``kamim_fast.kernels`` (``package_dir`` in setup.py).
+"""Triton kernels of kamim_fast (``kamim_fast.kernels``).
 
 One file per fused kernel; ``fast_tile`` holds the ``@triton.jit`` helpers they share. A kernel file
 holds kernels and their launchers only: argument checks, backend choice and torch.library registration
