@@ -37,11 +37,11 @@ compile-report: $(VENV)/.installed
 
 # Every configuration a user can reach (compile_specs(full=True) of each kernel module) x sm_80/sm_89/sm_90a x
 # run-time specialised/generic x Triton 3.8 (installed) and 3.6 (GPU machines), 1,042 configurations and 12,504
-# compiles (about 1.5 h on 2 cores): the committed report benchmarks/results/compile-all.json, which CI checks
-# without compiling (tests/test_compile.py: every row present, its fingerprint current, no spills). A kernel change
-# fails that check until this is rerun and the report committed. Incremental: a row whose compile inputs (Triton's
-# cache key of the kernel source, the specialisation, the options) are unchanged is kept. JOBS=N: worker processes
-# (default: the cores); ONLY=REGEX: those configurations only.
+# compiles (about 1.5 h on 2 cores) into benchmarks/results/compile-all.json. A tool for a release or a large
+# kernel change, not a condition for landing (CI compiles the representative set live: tests/test_compile.py);
+# `python -m benchmarks.compile_all --check` says without compiling whether the report is current. Incremental:
+# a row whose compile inputs (Triton's cache key of the kernel source, the specialisation, the options) are
+# unchanged is kept. JOBS=N: worker processes (default: the cores); ONLY=REGEX: those configurations only.
 compile-all: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report --all $(if $(JOBS),--jobs $(JOBS)) $(if $(ONLY),--only '$(ONLY)')
 
