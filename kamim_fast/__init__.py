@@ -3,7 +3,7 @@
 Public names only; see the README for the layout and the backends.
 """
 
-from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
+from . import ops  # noqa: F401  (the op registry: registers the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
 from .amt import (
     AMTMask,
@@ -22,6 +22,7 @@ from .amt import (
 )
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
+from .density import keypoint_density, keypoint_density_ref
 from .detectors import DETECTORS
 from .mim_loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
 from .weights import (
@@ -29,8 +30,6 @@ from .weights import (
     KAMIM_PAPER,
     KamimWeights,
     NormalizationWarning,
-    keypoint_density,
-    keypoint_density_ref,
     patch_weights,
 )
 

@@ -37,17 +37,26 @@ def check_tensor(
     return x
 
 
-def check_int(name: str, value: object, lo: int, hi: int) -> int:
-    """Check that ``value`` is an integer (a Python/NumPy int or a 0-d integer tensor, not a bool) in [lo, hi]."""
+def as_int(name: str, value: object, lo: int, hi: int) -> int:
+    """``value`` as an int: a Python/NumPy int or a 0-d integer tensor, not a bool (the range is checked by
+    :func:`check_range`; it is named here so that the message says what is expected)."""
     if isinstance(value, bool) or (isinstance(value, torch.Tensor) and (value.dim() != 0 or value.is_floating_point())):
         raise TypeError(f"{name} must be an int in [{lo}, {hi}], got {type(value).__name__} {value!r}")
     try:
-        value = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int in [{lo}, {hi}], got {type(value).__name__} {value!r}") from None
+
+
+def check_range(name: str, value: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return value
+
+
+def check_int(name: str, value: object, lo: int, hi: int) -> int:
+    """Check that ``value`` is an integer (a Python/NumPy int or a 0-d integer tensor, not a bool) in [lo, hi]."""
+    return check_range(name, as_int(name, value, lo, hi), lo, hi)
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -62,20 +71,56 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
-def check_channel_stats(name: str, value: object, channels: int, *, positive: bool) -> tuple[float, ...]:
-    """A per-channel statistic (mean or std) as a tuple of ``channels`` finite floats."""
+def as_str(name: str, value: object, choices: Sequence[str]) -> str:
+    """``value`` as a str (which of ``choices`` it is, the op checks)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def as_float(name: str, value: object, expected: str = "a float") -> float:
+    """``value`` as a float: a Python int or float, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def channel_stats(name: str, value: object, channels: int) -> tuple[float, ...]:
+    """A per-channel statistic (mean or std) given as a float, a sequence or a tensor, as a tuple of ``channels``
+    floats (its values are checked by :func:`check_stats_values`). A tensor is read on the host: one
+    synchronisation for a CUDA tensor, so read it once (the module twins do, at construction)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().flatten().tolist()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value,) * channels
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != channels:
         raise ValueError(f"{name} must be a float or a sequence of {channels} floats, got {value!r}")
-    out = []
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"{name} must hold floats, got {type(v).__name__} {v!r}")
-        v = float(v)
+    return tuple(float(v) for v in value)
+
+
+def check_stats_values(name: str, values: Sequence[float], *, positive: bool) -> None:
+    """Every value finite (and > 0 with ``positive``)."""
+    for v in values:
         if v != v or v in (float("inf"), float("-inf")) or (positive and v <= 0):
-            raise ValueError(f"{name} must hold {'positive ' if positive else ''}finite floats, got {tuple(value)}")
-        out.append(v)
-    return tuple(out)
+            raise ValueError(f"{name} must hold {'positive ' if positive else ''}finite floats, got {tuple(values)}")
+
+
+def check_channel_stats(name: str, value: object, channels: int, *, positive: bool) -> tuple[float, ...]:
+    """A per-channel statistic (mean or std) as a tuple of ``channels`` finite floats."""
+    out = channel_stats(name, value, channels)
+    check_stats_values(name, out, positive=positive)
+    return out
+
+
+def check_divisible(name: str, size: int, what: str, patch: int, patch_name: str) -> None:
+    """``name``'s ``what`` (height or width) is a multiple of the cell size ``patch_name``."""
+    if size % patch:
+        raise ValueError(f"{name}: {what} {size} must be divisible by {patch_name}={patch}")
+
+
+def check_same_device(name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on {like_name}'s device {like.device}, got {t.device}")

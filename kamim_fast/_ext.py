@@ -2,7 +2,7 @@
 
 The extension registers its kernels in C++ as ``kamim_fast_cpp::<op>`` (``TORCH_LIBRARY_FRAGMENT`` in each
 ``csrc/*.cpp``; CPU, and CUDA for the AMT ops in ``csrc/amt_cuda.cu``), with the schemas of the public
-``kamim_fast::<op>`` ops that ``_ops.py`` and ``_amt_ops.py`` define; the implementation table
+``kamim_fast::<op>`` ops of the op registry (``kamim_fast/ops/``, one module per op); the registry
 (``_backend.py``) calls them. This module loads them, in this order:
 
 1. **prebuilt**: ``import kamim_fast._C``, built by ``pip install`` (setup.py: CUDA kernels too when torch

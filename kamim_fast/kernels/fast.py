@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from kamim_fast._opencv import FAST_NMS_RADIUS, FAST_RADIUS
-from kamim_fast.gray import CHANNEL_ORDERS
+from kamim_fast._constants import CHANNEL_ORDERS
 
 from ._launch import FastConfig, launch, persistent_programs, pick
 from .fast_tile import (

@@ -68,7 +68,7 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
     """The configurations the compile check builds, with the benchmark's launch arguments (meta tensors):
     with ``full``, every one a user can reach (rgb_to_gray_u8 takes uint8 or any float dtype, float64 too,
     RGB or BGR; benchmarks/compile_all.py); else the subset that CI compiles live (benchmarks/ptxas_report.py)."""
-    from kamim_fast.gray import CHANNEL_ORDERS
+    from kamim_fast._constants import CHANNEL_ORDERS
 
     specs = []
     dtypes = (torch.uint8, torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if full else ())

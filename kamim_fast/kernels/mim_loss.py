@@ -439,7 +439,8 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Host launchers. Arguments are checked by the callers (kamim_fast/mim_loss.py, kamim_fast/_ops.py).
+# Host launchers. Arguments are checked at the op boundary (kamim_fast/ops/); the launchers assert only what it
+# guarantees.
 
 def fuses(weight_patch_size: int) -> bool:
     """Whether FAST weights of ``weight_patch_size`` px cells are computed inside the loss kernel (powers of
@@ -653,8 +654,8 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
     with ``full``, every one a user can reach (benchmarks/compile_all.py, the committed report); else the
     subset that CI compiles live and the performance model reads (benchmarks/ptxas_report.py): fp32 pred at
     every fused cell, the other dtypes at p = 8, fp32 target, the mask's default patch (16), RGB."""
-    from kamim_fast.gray import CHANNEL_ORDERS
-    from kamim_fast.weights import DENSITY_MODES
+    from kamim_fast._constants import CHANNEL_ORDERS
+    from kamim_fast._constants import DENSITY_MODES
 
     specs = []
     for pred_dtype in LOSS_DTYPES:
