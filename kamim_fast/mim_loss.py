@@ -3,7 +3,8 @@
 The forward is one Triton kernel (``kamim_fast/kernels/mim_loss.py``): with ``weights="fast"`` it computes FAST,
 non-max suppression, the drawKeypoints rings and the per-cell L1 sums in the same pass over pred and
 target; with tensor weights or none it skips the FAST stages. The backward reads 2-bit sign codes that
-the forward saves (``sign_codes_ref``), not pred and target. Ops: ``kamim_fast/ops/weighted_mim_loss.py`` and ``fast_weighted_mim_loss.py``.
+the forward saves (``sign_codes_ref``), not pred and target. The ops: ``kamim_fast/ops/weighted_mim_loss.py`` and
+``kamim_fast/ops/fast_weighted_mim_loss.py``.
 """
 
 from __future__ import annotations
