@@ -490,9 +490,10 @@ def load_budgets(path: Path = BUDGETS) -> dict[tuple[str, str], float]:
 
 
 def update_budgets(rows: list[dict], path: Path = BUDGETS) -> str:
-    """Rewrites the entries of this run's Triton version from its sm_90a run-time rows (today's count and today +
-    ``BUDGET_MARGIN``), keeping the other versions'; one line per configuration, so a change diffs line by line.
-    Returns the version."""
+    """Rewrites the entries of this run's Triton version for the configurations it compiled (``--only`` may
+    narrow them) from its sm_90a run-time rows: today's count and today + ``BUDGET_MARGIN``. Entries of
+    configurations no longer in the representative set are dropped; the other versions' are kept. One line per
+    configuration, so a change diffs line by line. Returns the version."""
     counted = [r for r in rows if r["arch"] == MODEL_ARCH and r["variant"] == "runtime" and
                "sass_instructions_per_item" in r]
     if not counted:
@@ -501,9 +502,12 @@ def update_budgets(rows: list[dict], path: Path = BUDGETS) -> str:
     version = ".".join(counted[0]["triton"].split(".")[:2])
     data = json.loads(path.read_text()) if path.exists() else {}
     tritons = dict(data.get("triton", {}))
-    tritons[version] = {r["name"]: {"today": r["sass_instructions_per_item"],
-                                    "budget": round(r["sass_instructions_per_item"] * (1 + BUDGET_MARGIN), 1)}
-                        for r in counted}
+    names = [spec["name"] for spec in specs()]
+    rows_now = {**tritons.get(version, {}),
+                **{r["name"]: {"today": r["sass_instructions_per_item"],
+                               "budget": round(r["sass_instructions_per_item"] * (1 + BUDGET_MARGIN), 1)}
+                   for r in counted}}
+    tritons[version] = {name: rows_now[name] for name in names if name in rows_now}
     write_budgets(tritons, path)
     return version
 
