@@ -216,3 +216,24 @@ def _ci_backward(pred_dtype, weight_patch, grad_target) -> bool:
     if pred_dtype == torch.bfloat16:
         return weight_patch in (8, None) and not grad_target
     return weight_patch == 8 and not grad_target
+
+
+# --- density ---------------------------------------------------------------------------------------------
+
+
+def density(full: bool = False) -> list[dict]:
+    """keypoint_density takes any cell size: the published 8, and 16, 32; and 1 (pixel cells) and 14 (a
+    non-power of two: masked tiles) with ``full``; both densities."""
+    from kamim_fast.kernels import density as k
+
+    specs = []
+    for patch_size in (8, 16, 32) + ((1, 2, 4, 14, 64) if full else ()):
+        for mode in DENSITY_MODES:
+            h, w = (_case_size(s, patch_size) for s in (H, W))
+            keypoints = torch.empty((B, h, w), dtype=torch.uint8, device="meta")
+            out = torch.empty((B, h // patch_size, w // patch_size), dtype=torch.float32, device="meta")
+            args = k._args(keypoints, out, patch_size, mode, k.GPU_PIXELS)
+            specs.append(dict(name=f"density[{mode},p={patch_size}]", fn=k._density_kernel, args=args,
+                              num_warps=k.NUM_WARPS, maxnreg=k.MAXNREG, items=B * h * w,
+                              programs=B * args["row_blocks"] * args["col_blocks"]))
+    return specs
