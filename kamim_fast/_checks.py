@@ -197,8 +197,11 @@ def check_temperature(temperature: float) -> None:
 
 def check_weight_options(name: str, images, weight_patch_size, temperature, threshold, density, channel_order, mean,
                          std) -> None:
-    """KAMIM's weight options for a (B, 3, H, W) colour batch called ``name``."""
+    """KAMIM's weight options for a (B, 3, H, W) colour batch called ``name``: an image's weights are divided by
+    their minimum, so an image has cells (H, W > 0)."""
     check_colour(name, images, channel_order, mean, std)
+    if images.shape[0] and not (images.shape[2] and images.shape[3]):
+        raise ValueError(f"{name} must have a positive height and width, got shape {tuple(images.shape)}")
     check_cells(name, images.shape, weight_patch_size, "weight_patch_size")
     check_temperature(temperature)
     check_threshold(threshold)

@@ -187,9 +187,9 @@ class KamimWeights:
         channel_order: str = CHANNEL_ORDER,
     ) -> None:
         check_choice("detector", detector, DETECTORS)
-        images, opts = weight_options("images", torch.zeros(1, 3, 0, 0), weight_patch_size, temperature, threshold,
-                                      density, mean, std, channel_order)
-        _op.check(images, *opts)  # at construction: the op's check, early
+        _, opts = weight_options("images", torch.zeros(0, 3, 0, 0), weight_patch_size, temperature, threshold,
+                                 density, mean, std, channel_order)
+        _op.check(torch.zeros(0, 3, 0, 0), *opts)  # at construction: the op's check, early
         if detector != "fast":
             from .detectors import import_cv2
 
