@@ -69,8 +69,10 @@ demo: $(VENV)/.installed
 
 # Two workers: CI machines have 2 cores, and the Triton interpreter is CPU-bound.
 TEST_JOBS ?= 2
+# which environment the suite runs in (tests/test_environment.py checks the locked one against constraints.txt)
+ENVIRONMENT := $(if $(filter 1,$(LATEST)),latest,$(if $(filter 1,$(FLOOR)),floor,locked))
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_JOBS)
+	KAMIM_FAST_ENVIRONMENT=$(ENVIRONMENT) $(PY) -m pytest -n $(TEST_JOBS)
 
 # Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a (generic and run-time specialised): ptxas
 # registers and spills, SASS per item and the H100 model (benchmarks/results/model-sm90.json is its --json).
