@@ -106,7 +106,8 @@ def backend_info() -> BackendInfo:
         True
         >>> info.extension in ("prebuilt", "jit", "reference")
         True
-        >>> info.ops["fast_corners"]["cpu"] in ("cpp", "triton", "torch")
+        >>> on_cpu = {op: where.get("cpu") for op, where in info.ops.items()}
+        >>> on_cpu["fast_corners"] in ("cpp", "triton", "torch")
         True
     """
     versions: dict[str, str | None] = {
