@@ -1,6 +1,6 @@
 """kamim_fast: fused GPU kernels for keypoint-aware masked image modelling (KAMIM, AMT).
 
-Public names only; see the README for the layout and the backends.
+Public names only; the README and docs/ describe them, CONTRIBUTING.md the layout.
 """
 
 from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
