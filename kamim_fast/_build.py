@@ -25,6 +25,9 @@ import subprocess
 from pathlib import Path
 
 ARCH_ENV_VAR = "TORCH_CUDA_ARCH_LIST"
+# The oldest torch the extension is built for (the LibTorch stable ABI of that release): one build runs on it and
+# every newer torch. pyproject.toml's torch requirements name the same release (tests/test_packaging.py).
+TORCH_FLOOR = (2, 11)
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 STANDARD_TOOLKITS = ("/usr/local/cuda",)  # then /usr/local/cuda-*, newest first
 SOURCE_PATTERNS = ("*.cpp", "*.cu", "*.cuh", "*.h", "*.hpp")  # what the wheel ships of csrc/
@@ -140,7 +143,8 @@ def visible_gpu_capabilities() -> list[tuple[int, int]]:
         return []
 
 
-def _entries(arch_list: str) -> list[str]:
+def arch_entries(arch_list: str) -> list[str]:
+    """The architectures of a ``TORCH_CUDA_ARCH_LIST`` value (``"8.0;9.0+PTX"`` -> ``["8.0", "9.0+PTX"]``)."""
     return [a for a in re.split(r"[;\s]+", arch_list.strip()) if a]
 
 
@@ -157,10 +161,21 @@ def cuda_arch_list(environ=None, gpu_capabilities: list[tuple[int, int]] | None 
         return DEFAULT_ARCH_LIST
     archs = {f"{major}.{minor}" for major, minor in gpu_capabilities}
     if portable:
-        archs |= {a.replace("+PTX", "") for a in _entries(DEFAULT_ARCH_LIST)}
+        archs |= {a.replace("+PTX", "") for a in arch_entries(DEFAULT_ARCH_LIST)}
     ordered = sorted(archs, key=lambda a: tuple(int(n) for n in a.split(".")))
     ordered[-1] += "+PTX"
     return ";".join(ordered)
+
+
+# --- torch ----------------------------------------------------------------------------------------------
+
+
+def torch_floor_problem(version: str) -> str | None:
+    """None when torch ``version`` (``torch.__version__``) is the floor or newer, else what is needed (words)."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found and (int(found.group(1)), int(found.group(2))) >= TORCH_FLOOR:
+        return None
+    return f"torch >= {TORCH_FLOOR[0]}.{TORCH_FLOOR[1]} (the LibTorch stable ABI they are built on), this is {version}"
 
 
 # --- compiler flags -------------------------------------------------------------------------------------
@@ -176,6 +191,29 @@ def compiler_flags(platform: str | None = None) -> dict[str, list[str]]:
 
     openmp = ["-fopenmp"] if (platform or sys.platform).startswith("linux") else []
     return {"cxx": ["-O3", "-DNDEBUG", *openmp], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": openmp}
+
+
+# --- how long a build takes -------------------------------------------------------------------------------
+
+# Compiler time measured on the development machine (x86-64, gcc 12, nvcc 13, -O3): all C++ files together, the
+# longest of them, and the CUDA file per architecture (nvcc compiles the architectures one after the other). ninja
+# compiles the files in parallel.
+CPP_COMPILE_SECONDS = 60
+CPP_LONGEST_FILE_SECONDS = 40
+CUDA_COMPILE_SECONDS_PER_ARCH = 30
+
+
+def estimated_build_seconds(cuda_archs: int = 0, cores: int | None = None) -> float:
+    """Roughly how long a build of the extension takes, in seconds, with ``cuda_archs`` CUDA architectures."""
+    cores = max(1, cores or os.cpu_count() or 1)
+    cuda = CUDA_COMPILE_SECONDS_PER_ARCH * cuda_archs
+    return max(CPP_LONGEST_FILE_SECONDS, cuda, (CPP_COMPILE_SECONDS + cuda) / cores)
+
+
+def estimated_build_time(cuda_archs: int = 0, cores: int | None = None) -> str:
+    """:func:`estimated_build_seconds` in words: "about 40 s", "about 2 min"."""
+    seconds = estimated_build_seconds(cuda_archs, cores)
+    return f"about {round(seconds / 60)} min" if seconds >= 90 else f"about {10 * max(1, round(seconds / 10))} s"
 
 
 # --- sources --------------------------------------------------------------------------------------------

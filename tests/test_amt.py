@@ -655,7 +655,15 @@ def test_jit_build_of_the_cpu_sources(tmp_path):
     assert "CUDA False" in out.stdout and "IDS [[1, 2, 0, 3]] [[-1, 1, 1, 0]]" in out.stdout, text
     assert "RAISED KAMIM_FAST_BACKEND=cpp cannot run kamim_fast::gather_patches on cuda tensors" in out.stdout, text
     assert "built without CUDA" in out.stdout, text
-    assert list(tmp_path.glob("kamim_fast_cpu/*.so")), list(tmp_path.rglob("*"))
+    # announced before it compiled, into a folder of its own (the sources' hash, this torch, this Python)
+    (folder,) = tmp_path.glob("kamim_fast/cpu-*")
+    assert folder.name.endswith(f"-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"), folder
+    assert list(folder.glob("kamim_fast_cpu*.so")), list(tmp_path.rglob("*"))
+    assert f"kamim_fast: compiling the native kernels (CPU kernels only: KAMIM_FAST_JIT=cpu) into {folder}: about" in \
+        out.stderr, text
+    # a second process loads that build without compiling or announcing anything
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert "STATUS (True, '')" in again.stdout and "compiling" not in again.stderr, again.stdout + again.stderr
 
 
 def test_public_amt_names():

@@ -229,7 +229,7 @@ def test_visible_gpus_are_none_without_cuda():
 
 
 @pytest.fixture
-def captured_load(monkeypatch):
+def captured_load(monkeypatch, tmp_path):
     """cpp_extension.load replaced by a recorder of its arguments and of the build's environment."""
     from torch.utils import cpp_extension
 
@@ -241,6 +241,7 @@ def captured_load(monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "load", load)
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
     return calls
 
 
@@ -328,4 +329,5 @@ def test_loaded_says_prebuilt_or_jit_and_the_jit_warning_says_how_to_prebuild():
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"LOADED ('jit', {where!r})" in out.stdout, out.stdout
     warned = [line for line in out.stdout.splitlines() if line.startswith("WARNING")]
-    assert len(warned) == 1 and "JIT build" in warned[0] and "pip install --no-build-isolation" in warned[0], warned
+    assert len(warned) == 1 and "JIT build" in warned[0] and _ext.HOW_TO_PREBUILD in warned[0], warned
+    assert "pip install --force-reinstall --no-deps kamim-fast" in _ext.HOW_TO_PREBUILD
