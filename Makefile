@@ -13,10 +13,14 @@ GPU_TRITON ?= 3.6.0
 
 .PHONY: demo test compile-report compile-all sanitize mutants clean
 
+# The in-place build compiles the CUDA kernels for CUDA_ARCHS (the GPU machines' H100s) whether or not a GPU is
+# visible, so that every build here compiles csrc/*.cu (tests/test_amt.py checks its kernels are in _C); a plain
+# `pip install` on a machine without a GPU builds the CPU kernels only (kamim_fast/_build.py).
+CUDA_ARCHS ?= 9.0
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "setuptools>=77" "torch>=2.6"
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo,dev]"
+	$(PY) -m pip install -q "setuptools>=77" "torch>=2.11"
+	TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" $(PY) -m pip install -q --no-build-isolation -e ".[test,demo,dev]"
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
 

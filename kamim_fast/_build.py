@@ -1,16 +1,23 @@
-"""How the C++/CUDA extension is built: which CUDA toolkit, which GPU architectures, which sources.
+"""How the C++/CUDA extension is built: which torch, which CUDA toolkit, which GPU architectures, which sources.
 
 One policy for both builds of ``csrc/``: ``setup.py`` (``pip install``, the prebuilt ``kamim_fast._C``)
 and the JIT build at first use (``kamim_fast/_ext.py``). Standard library only, and torch is imported
 only inside the functions that need it: ``setup.py`` loads this file by path, before kamim_fast is
 importable.
 
+- **Torch.** The extension is on the LibTorch stable ABI of :data:`TORCH_FLOOR` (``TORCH_TARGET_VERSION``) and on
+  Python's limited API: a build with any torch >= the floor runs with every torch >= the floor and every
+  Python >= 3.10 (one ``cp310-abi3`` wheel per platform and CUDA major version).
 - **Toolkit.** torch guesses ``CUDA_HOME`` from ``$CUDA_HOME``/``$CUDA_PATH``, else as the folder above the
   ``nvcc`` on ``PATH``, which may be a wrapper script outside any toolkit (then the link fails: no
   ``libcudart``). A folder is a toolkit when it holds ``bin/nvcc``, the CUDA runtime library
   (``lib64/libcudart.so`` or ``lib/libcudart.so``) and ``include/cuda_runtime.h``, and its nvcc has torch's
   CUDA major version. When torch's guess is not one, ``/usr/local/cuda`` and ``/usr/local/cuda-*`` (newest
   first) are tried; when none is, the extension is built with its CPU kernels only.
+- **Whether CUDA.** A wheel build compiles the CUDA kernels when a toolkit is found and there is something to
+  build for: ``TORCH_CUDA_ARCH_LIST``, or a visible GPU (:func:`cuda_build`). A toolkit on a machine without a
+  GPU builds the CPU kernels only unless ``TORCH_CUDA_ARCH_LIST`` is set (release wheels set it). The JIT build
+  compiles them for the visible GPUs (``KAMIM_FAST_JIT=cuda``: even without one).
 - **Architectures.** ``TORCH_CUDA_ARCH_LIST`` when set; else the visible GPUs' capabilities (for a wheel,
   together with the default list, so it also runs elsewhere); else the default list
   ``8.0;8.6;8.9;9.0+PTX``: A100, A10/3090, L4/4090, H100, and PTX that newer GPUs compile at load.
@@ -28,6 +35,7 @@ ARCH_ENV_VAR = "TORCH_CUDA_ARCH_LIST"
 # The oldest torch the extension is built for (the LibTorch stable ABI of that release): one build runs on it and
 # every newer torch. pyproject.toml's torch requirements name the same release (tests/test_packaging.py).
 TORCH_FLOOR = (2, 11)
+PY_LIMITED_API_TAG = "cp310"  # the wheel's Python tag: the extension uses Python's limited API of 3.10
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 STANDARD_TOOLKITS = ("/usr/local/cuda",)  # then /usr/local/cuda-*, newest first
 SOURCE_PATTERNS = ("*.cpp", "*.cu", "*.cuh", "*.h", "*.hpp")  # what the wheel ships of csrc/
@@ -165,6 +173,31 @@ def cuda_arch_list(environ=None, gpu_capabilities: list[tuple[int, int]] | None 
     ordered = sorted(archs, key=lambda a: tuple(int(n) for n in a.split(".")))
     ordered[-1] += "+PTX"
     return ";".join(ordered)
+
+
+def cuda_build(torch_cuda: str | None, guess: str | None, have_sources: bool = True, environ=None,
+               gpu_capabilities: list[tuple[int, int]] | None = None) -> tuple[str | None, str, str]:
+    """Whether a wheel build (setup.py) compiles the CUDA kernels: (toolkit, ``TORCH_CUDA_ARCH_LIST``, why), or
+    (None, "", why) for the CPU kernels only.
+
+    CUDA kernels need a CUDA build of torch, a toolkit (:func:`choose_cuda_toolkit`) and something to build for:
+    ``TORCH_CUDA_ARCH_LIST``, or a visible GPU (:func:`cuda_arch_list`, portable). A toolkit on a machine without
+    a GPU builds nothing for CUDA unless ``TORCH_CUDA_ARCH_LIST`` names the architectures: a plain ``pip install``
+    there stays a CPU build of a minute, not minutes of nvcc for GPUs that may never run it.
+    """
+    environ = os.environ if environ is None else environ
+    if not have_sources:
+        return None, "", "no csrc/*.cu"
+    if torch_cuda is None:
+        return None, "", "torch is a CPU-only build"
+    gpus = visible_gpu_capabilities() if gpu_capabilities is None else gpu_capabilities
+    if not gpus and not environ.get(ARCH_ENV_VAR, "").strip():
+        return None, "", (f"no GPU is visible and {ARCH_ENV_VAR} is not set (set it, e.g. {ARCH_ENV_VAR}=9.0, "
+                          "to build the CUDA kernels for GPUs elsewhere)")
+    home, why = choose_cuda_toolkit(torch_cuda, guess)
+    if home is None:
+        return None, "", why
+    return home, cuda_arch_list(environ, gpus, portable=True), why
 
 
 # --- torch ----------------------------------------------------------------------------------------------
