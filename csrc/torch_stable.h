@@ -14,10 +14,11 @@
 // turns it into an error code, and the type and message are lost.
 #pragma once
 
-// The oldest torch the extension runs with (major << 56 | minor << 48): it exposes the stable API of that release
-// only, and any other torch header fails to compile.
+// TORCH_TARGET_VERSION: the oldest torch the extension runs with (kamim_fast/_build.py's TORCH_FLOOR, passed by
+// every build). Under it torch's headers expose that release's stable API only, and any other torch header fails
+// to compile.
 #ifndef TORCH_TARGET_VERSION
-#define TORCH_TARGET_VERSION (((0ULL + 2) << 56) | ((0ULL + 11) << 48))
+#error "build csrc/ through kamim_fast/_build.py's compiler_flags(): it sets TORCH_TARGET_VERSION, the torch floor"
 #endif
 
 #include <torch/csrc/stable/library.h>
@@ -58,6 +59,20 @@ inline std::string shape(const Tensor& t) {
   out << ']';
   return out.str();
 }
+
+// "cpu", "cuda:0", "meta", as torch prints devices.
+inline std::string device_str(const Tensor& t) {
+  const auto device = t.device();
+  using torch::headeronly::DeviceType;
+  switch (device.type()) {
+    case DeviceType::CPU: return "cpu";
+    case DeviceType::CUDA: return cat("cuda:", static_cast<int>(device.index()));
+    case DeviceType::Meta: return "meta";
+    default: return cat("device type ", static_cast<int>(device.type()));
+  }
+}
+
+inline bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }
 
 inline bool is_float(ScalarType t) {
   return t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::Half || t == ScalarType::BFloat16;

@@ -214,16 +214,22 @@ def torch_floor_problem(version: str) -> str | None:
 # --- compiler flags -------------------------------------------------------------------------------------
 
 
-def compiler_flags(platform: str | None = None) -> dict[str, list[str]]:
-    """The flags of both builds: ``cxx`` (C++ files), ``nvcc`` (CUDA files), ``link``.
+def torch_target_version(floor: tuple[int, int] = TORCH_FLOOR) -> str:
+    """``TORCH_TARGET_VERSION`` for a floor: major and minor in the top two bytes (``0x020b000000000000``: 2.11)."""
+    return f"0x{floor[0]:02x}{floor[1]:02x}000000000000"
 
-    ``-fopenmp`` on Linux: ``at::parallel_for`` is header-inline OpenMP, so without it the CPU kernels run
-    on one thread; the extension then shares torch's own libgomp.so.1 (already loaded, same soname).
+
+def compiler_flags() -> dict[str, list[str]]:
+    """The flags of every build of ``csrc/`` (setup.py, the JIT build, the sanitizer build): ``cxx`` (C++ files),
+    ``nvcc`` (CUDA files), ``link``.
+
+    ``TORCH_TARGET_VERSION``: the stable API of :data:`TORCH_FLOOR` only (torch's other headers refuse to compile
+    under it). No OpenMP flag: the CPU kernels run on torch's thread pool through the stable ``parallel_for``.
+    ``USE_CUDA`` declares the stable C shim's CUDA functions (the current stream) to nvcc.
     """
-    import sys
-
-    openmp = ["-fopenmp"] if (platform or sys.platform).startswith("linux") else []
-    return {"cxx": ["-O3", "-DNDEBUG", *openmp], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": openmp}
+    target = f"-DTORCH_TARGET_VERSION={torch_target_version()}"
+    return {"cxx": ["-O3", "-DNDEBUG", target], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo", target, "-DUSE_CUDA"],
+            "link": []}
 
 
 # --- how long a build takes -------------------------------------------------------------------------------

@@ -249,9 +249,13 @@ def test_arch_list_policy():
 
 
 def test_compiler_flags():
-    assert _build.compiler_flags("linux") == {"cxx": ["-O3", "-DNDEBUG", "-fopenmp"],
-                                              "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": ["-fopenmp"]}
-    assert _build.compiler_flags("darwin")["link"] == []
+    """Every build targets the floor's stable ABI (torch's other headers then refuse to compile); no OpenMP: the CPU
+    kernels run on torch's thread pool (the stable parallel_for)."""
+    assert _build.torch_target_version((2, 11)) == "0x020b000000000000"
+    assert _build.torch_target_version((2, 9)) == "0x0209000000000000"
+    target = f"-DTORCH_TARGET_VERSION={_build.torch_target_version()}"
+    assert _build.compiler_flags() == {"cxx": ["-O3", "-DNDEBUG", target],
+                                       "nvcc": ["-O3", "-DNDEBUG", "-lineinfo", target, "-DUSE_CUDA"], "link": []}
 
 
 def test_visible_gpus_are_none_without_cuda():
@@ -401,3 +405,54 @@ def test_build_time_estimates():
     assert _build.estimated_build_seconds(0, 1) >= _build.estimated_build_seconds(0, 8)
     assert _build.estimated_build_time(0, 2).startswith("about ") and _build.estimated_build_time(0, 2).endswith(" s")
     assert _build.estimated_build_time(4, 2).endswith(" min")
+
+
+def test_csrc_includes_only_the_stable_abi():
+    """csrc/ reaches torch through torch/csrc/stable and torch/headeronly only (TORCH_TARGET_VERSION makes the other
+    headers fail to compile; this names the offending line)."""
+    unstable = []
+    for path in sorted((ROOT / "csrc").iterdir()):
+        if path.suffix not in (".cpp", ".cu", ".cuh", ".h", ".hpp"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = re.match(r'\s*#\s*include\s*[<"]((?:torch|ATen|c10|caffe2|pybind11)/[^>"]+)[>"]', line)
+            if found and not found.group(1).startswith(("torch/csrc/stable/", "torch/headeronly/")):
+                unstable.append(f"{path.name}:{number}: {found.group(1)}")
+    assert not unstable, unstable
+
+
+def test_the_extension_uses_no_cpp_symbol_of_libtorch():
+    """The built kamim_fast._C (abi3) needs no C++ symbol of libtorch (at::, c10::, torch::): only the stable C shim
+    (aoti_torch_*, torch_*), so a new torch does not break it."""
+    import shutil
+
+    kind, where = _ext.loaded()
+    if kind != "prebuilt":
+        pytest.skip(f"kamim_fast._C is not installed here ({kind})")
+    assert Path(where).name == "_C.abi3.so", where  # Python's limited API: one build for every CPython >= 3.10
+    if shutil.which("nm") is None:
+        pytest.skip("no nm to read the symbol table")
+    out = subprocess.run(["nm", "-D", "--undefined-only", where], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    symbols = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
+    cpp = [s for s in symbols if re.match(r"_ZN?K?(2at|3c10|5torch|6caffe2)", s)]
+    assert not cpp, cpp[:20]
+    assert any(s.startswith("torch_library_impl") or s.startswith("aoti_torch_library_init_impl") for s in symbols)
+
+
+def test_native_schemas_are_the_public_ones_renamed():
+    ok, reason = _ext.status()
+    if not ok:
+        pytest.skip(reason)
+    implemented = _ext.implemented_ops()
+    assert set(_ext.INTERNAL_SCHEMAS) <= set(implemented)
+    for name in implemented:
+        native = str(getattr(torch.ops.kamim_fast_cpp, name).default._schema)
+        if name in _ext.INTERNAL_SCHEMAS:
+            assert native == "kamim_fast_cpp::" + _ext.INTERNAL_SCHEMAS[name]
+        else:
+            public = str(getattr(torch.ops.kamim_fast, name).default._schema)
+            assert native == public.replace("kamim_fast::", "kamim_fast_cpp::", 1), name
+    assert _ext.define_schemas() == []  # idempotent: every op has its schema
+    with pytest.raises(RuntimeError, match="no public op kamim_fast::no_such_op"):
+        _ext.native_schema("no_such_op")
