@@ -237,9 +237,9 @@ def compiler_flags() -> dict[str, list[str]]:
 # Compiler time measured on the development machine (x86-64, gcc 12, nvcc 13, -O3): all C++ files together, the
 # longest of them, and the CUDA file per architecture (nvcc compiles the architectures one after the other). ninja
 # compiles the files in parallel.
-CPP_COMPILE_SECONDS = 60
-CPP_LONGEST_FILE_SECONDS = 40
-CUDA_COMPILE_SECONDS_PER_ARCH = 30
+CPP_COMPILE_SECONDS = 20
+CPP_LONGEST_FILE_SECONDS = 15
+CUDA_COMPILE_SECONDS_PER_ARCH = 15
 
 
 def estimated_build_seconds(cuda_archs: int = 0, cores: int | None = None) -> float:
