@@ -9,8 +9,9 @@
 #      ABI_CHECK_NEWEST (default 2.15.0, installed with the machine's pip configuration lifted for that venv only,
 #      PIP_CONFIG_FILE=/dev/null; skipped when it cannot be had) and the floor itself;
 #   4. the other direction too: a wheel built with .venv's (newer) torch, run on the floor torch;
-#   5. in each, the native tests (ABI_CHECK_TESTS) from a copy of tests/ beside which there is no kamim_fast/, so
-#      they import the installed wheel; first a check that the prebuilt abi3 _C of that install is what loads.
+#   5. in each, the native tests (ABI_CHECK_TESTS on the newer torches, ABI_CHECK_FLOOR_TESTS on the floor) from a
+#      copy of tests/ beside which there is no kamim_fast/, so they import the installed wheel; first a check that
+#      the prebuilt abi3 _C of that install is what loads.
 # The floor and newest venvs are kept in build/abi-check (torch downloads once); the rest is rebuilt each run. It
 # prints one line per (wheel, torch) and writes them to build/abi-check/summary.txt.
 set -euo pipefail
@@ -21,6 +22,7 @@ WORK=$ROOT/build/abi-check
 ARCHS=${ABI_CHECK_ARCHS:-9.0}
 NEWEST=${ABI_CHECK_NEWEST:-2.15.0}
 TESTS=${ABI_CHECK_TESTS:-tests/test_native_fast.py tests/test_native_mim_loss.py tests/test_amt.py tests/test_conformance.py}
+FLOOR_TESTS=${ABI_CHECK_FLOOR_TESTS:-tests/test_native_fast.py tests/test_native_mim_loss.py}  # on the floor torch
 JOBS=${ABI_CHECK_JOBS:-2}
 FLOOR=$("$PY" -c "import kamim_fast._build as b; print('{}.{}.0'.format(*b.TORCH_FLOOR))")
 started=$SECONDS
@@ -70,9 +72,9 @@ mkdir -p "$WORK/tree"
 cp -r tests csrc docs README.md pyproject.toml "$WORK/tree/"
 find "$WORK/tree" -name __pycache__ -prune -exec rm -rf {} +
 
-# run LABEL WHEEL TORCH_SITE: installs WHEEL into a venv seeing TORCH_SITE (its torch) then .venv's packages
+# run LABEL WHEEL TORCH_SITE TESTS: installs WHEEL into a venv seeing TORCH_SITE (its torch) then .venv's packages
 run() {
-  local label=$1 wheel=$2 torch_site=$3 dir=$WORK/run-$1
+  local label=$1 wheel=$2 torch_site=$3 tests=$4 dir=$WORK/run-$1
   "$PY" -m venv --without-pip "$dir"
   local site
   site=$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -88,7 +90,7 @@ assert kind == 'prebuilt' and where.startswith('$site') and where.endswith('_C.a
 print(torch.__version__, 'cuda kernels' if _ext.has_cuda() else 'no cuda kernels', sys.version.split()[0])
 " 2>&1) || { echo "$check"; fail "the prebuilt _C did not load ($label)" /dev/null; }
   local out
-  out=$(cd "$WORK/tree" && env -u PYTHONPATH "$dir/bin/python" -m pytest -q -p no:cacheprovider -n "$JOBS" $TESTS 2>&1 \
+  out=$(cd "$WORK/tree" && env -u PYTHONPATH "$dir/bin/python" -m pytest -q -p no:cacheprovider -n "$JOBS" $tests 2>&1 \
         | tail -n 1) || true
   local line="$(basename "$wheel") on torch $check: $out"
   echo "  $line" | tee -a "$WORK/summary.txt"
@@ -96,19 +98,20 @@ print(torch.__version__, 'cuda kernels' if _ext.has_cuda() else 'no cuda kernels
 }
 
 step "4. the floor-built wheel on the newest torch this machine's pip allows (.venv)"
-run floor-on-venv "$floor_wheel" "$deps"
+run floor-on-venv "$floor_wheel" "$deps" "$TESTS"
 
 step "5. the floor-built wheel on torch $NEWEST (the machine's pip cap lifted for that venv)"
 if newest_venv=$(torch_venv "$NEWEST" 1); then
-  run "floor-on-$NEWEST" "$floor_wheel" "$("$newest_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  run "floor-on-$NEWEST" "$floor_wheel" "$("$newest_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    "$TESTS"
 else
   echo "  torch==$NEWEST could not be installed (log: $WORK/torch-$NEWEST.log); skipped" | tee -a "$WORK/summary.txt"
 fi
 
 floor_site=$("$floor_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 step "6. the floor-built wheel on the floor torch $FLOOR"
-run floor-on-floor "$floor_wheel" "$floor_site"
+run floor-on-floor "$floor_wheel" "$floor_site" "$FLOOR_TESTS"
 
 step "7. the wheel built with .venv's torch on the floor torch $FLOOR (TORCH_TARGET_VERSION)"
-run new-on-floor "$new_wheel" "$floor_site"
+run new-on-floor "$new_wheel" "$floor_site" "$FLOOR_TESTS"
 step "passed"
