@@ -150,7 +150,7 @@ struct Kernels {
                     uint8_t*, int64_t, uint64_t*, int64_t);
   void (*gray_row_u8)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int32_t, int32_t, int32_t, uint8_t*);
   void (*gray_row_f32)(const float*, const float*, const float*, int64_t, const float*, const float*, int32_t,
-                       int32_t, int32_t, uint8_t*);
+                       int32_t, int32_t, uint8_t*, ColourStats*);
   void (*cover_from_bits)(const uint64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
                           int32_t*);
   void (*bool_row_bits)(const uint8_t*, int64_t, uint64_t*);
@@ -233,7 +233,8 @@ int64_t band_rows(int64_t W) { return std::max<int64_t>(16, (int64_t{1} << 17) /
 
 }  // namespace
 
-void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride) {
+void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride, ColourStats* stats,
+               int64_t sy0, int64_t sy1) {
   const Kernels& k = kernels();
   const int64_t W = img.W;
   int32_t w[3] = {opencv::kGrayWeightsRgb[0], opencv::kGrayWeightsRgb[1], opencv::kGrayWeightsRgb[2]};
@@ -272,7 +273,8 @@ void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int
         c[ch] = t;
       }
     }
-    k.gray_row_f32(c[0], c[1], c[2], W, img.mean, img.std, w[0], w[1], w[2], out + (y - y0) * out_stride);
+    ColourStats* st = stats && y >= sy0 && y < sy1 ? stats : nullptr;
+    k.gray_row_f32(c[0], c[1], c[2], W, img.mean, img.std, w[0], w[1], w[2], out + (y - y0) * out_stride, st);
   }
 }
 
@@ -280,13 +282,15 @@ namespace {
 
 
 // FAST with suppression on rows [ka, kb) of the image as keypoint bit rows (bit_words(W) words each).
-std::vector<uint64_t> keypoint_bits(const ColourImage& img, int64_t ka, int64_t kb, int threshold) {
+// With `stats`, the statistics of gray rows [sy0, sy1) are merged into it.
+std::vector<uint64_t> keypoint_bits(const ColourImage& img, int64_t ka, int64_t kb, int threshold,
+                                    ColourStats* stats = nullptr, int64_t sy0 = 0, int64_t sy1 = 0) {
   const int64_t H = img.H, W = img.W, nw = bit_words(W);
   std::vector<uint64_t> bits((kb - ka) * nw, 0);
   if (kb <= ka) return bits;
   const int64_t ga = std::max<int64_t>(ka - 4, 0), gb = std::min<int64_t>(kb + 4, H);
   std::vector<uint8_t> gray((gb - ga) * W);
-  gray_rows(img, ga, gb, gray.data(), W);
+  gray_rows(img, ga, gb, gray.data(), W, stats, sy0, sy1);
   kernels().fast_rows(gray.data(), W, ga, H, W, ka, kb, threshold, true, nullptr, nullptr, 0, bits.data(), nw);
   return bits;
 }
@@ -294,11 +298,11 @@ std::vector<uint64_t> keypoint_bits(const ColourImage& img, int64_t ka, int64_t 
 }  // namespace
 
 void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
-                int32_t* cover) {
+                int32_t* cover, ColourStats* stats) {
   const int64_t H = img.H, W = img.W, halo = ring ? opencv::kDrawKeypointRingRadius : 0;
   if (cy1 <= cy0) return;
   const int64_t ka = std::max<int64_t>(cy0 * p - halo, 0), kb = std::min<int64_t>(cy1 * p + halo, H);
-  const std::vector<uint64_t> bits = keypoint_bits(img, ka, kb, threshold);
+  const std::vector<uint64_t> bits = keypoint_bits(img, ka, kb, threshold, stats, cy0 * p, cy1 * p);
   kernels().cover_from_bits(bits.data(), bit_words(W), ka, kb, W, p, cy0, cy1, ring, cover);
 }
 
@@ -535,9 +539,11 @@ stable::Tensor density_to_weights(const stable::Tensor& density, double temperat
 
 namespace {
 
-Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double temperature, int64_t threshold,
-                         std::string density, std::string channel_order, std::vector<double> mean,
-                         std::vector<double> std_) {
+// (weights, stats): stats is colour_stats_ref's (7,) float32 for float images with `with_stats` (gathered in the
+// gray pass, per band of cell rows, merged in band order), else empty.
+std::tuple<Tensor, Tensor> patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double temperature,
+                                             int64_t threshold, std::string density, std::string channel_order,
+                                             std::vector<double> mean, std::vector<double> std_, bool with_stats) {
   const bool ring = cpu::ring_density(density);
   const bool bgr = cpu::bgr_order(channel_order);
   check_colour(images, "images");
@@ -550,13 +556,29 @@ Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
-  const int64_t p = weight_patch_size;
+  const int64_t p = weight_patch_size, h = H / p;
   std::vector<ColourImage> views;
   for (int64_t b = 0; b < B; ++b) views.push_back(colour_image(images, b, bgr, m, s));
+  const bool stats = with_stats && colour_dtype(images, "images") != ColourDtype::kU8;
+  std::vector<cpu::ColourStats> band_stats(stats ? B * h : 0);  // by (image, first cell row of the band)
   auto band = [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
-    cpu::cell_cover(views[b], p, cy0, cy1, static_cast<int>(threshold), ring, cover);
+    cpu::cell_cover(views[b], p, cy0, cy1, static_cast<int>(threshold), ring, cover,
+                    stats ? &band_stats[b * h + cy0] : nullptr);
   };
-  return density_to_weights(density_from_cover(images, B, H, W, p, band), temperature);
+  Tensor weights = density_to_weights(density_from_cover(images, B, H, W, p, band), temperature);
+  Tensor out = stable::empty_like_device(images, {stats ? 7 : 0}, ScalarType::Float);
+  if (stats) {
+    cpu::ColourStats all;
+    for (const cpu::ColourStats& st : band_stats) all.merge(st);
+    float* o = out.mutable_data_ptr<float>();
+    for (int c = 0; c < 3; ++c) {
+      const bool none = all.nan[c] || B == 0;  // NaN seen, or no values (an empty batch): NaN, as the reference
+      o[c] = none ? __builtin_nanf("") : all.lo[c];
+      o[3 + c] = none ? __builtin_nanf("") : all.hi[c];
+    }
+    o[6] = static_cast<float>(all.off);
+  }
+  return {weights, out};
 }
 
 std::string fast_cpu_isa() { return cpu::isa_name(); }

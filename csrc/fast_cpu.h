@@ -22,16 +22,41 @@ struct ColourImage {
   bool bgr;               // COLOR_BGR2GRAY's weights (R's weight on channel 2)
 };
 
-// Gray (OpenCV's fixed point) of rows [y0, y1) into out[(y - y0) * out_stride + x], x in [0, W).
-void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride);
+// The statistics of the normalisation check of a float image, gathered in the gray pass
+// (kamim_fast/ops/rgb_to_gray_u8.py's colour_stats_ref): per channel the minimum and maximum of the values as
+// float32 (NaN propagates: `nan` is set), and the number of values whose un-normalised v = (x*std + mean)*255
+// (float32, unclamped) lies more than kGridTolerance from a whole number. Order-free: merged in any order, the
+// same values.
+constexpr float kGridTolerance = 0.05f;  // colour_stats_ref's GRID_TOLERANCE (the conformance suite compares)
+
+struct ColourStats {
+  float lo[3] = {__builtin_inff(), __builtin_inff(), __builtin_inff()};
+  float hi[3] = {-__builtin_inff(), -__builtin_inff(), -__builtin_inff()};
+  bool nan[3] = {false, false, false};
+  int64_t off = 0;  // values off the 1/255 grid
+  void merge(const ColourStats& o) {
+    for (int c = 0; c < 3; ++c) {
+      lo[c] = o.lo[c] < lo[c] ? o.lo[c] : lo[c];
+      hi[c] = o.hi[c] > hi[c] ? o.hi[c] : hi[c];
+      nan[c] = nan[c] || o.nan[c];
+    }
+    off += o.off;
+  }
+};
+
+// Gray (OpenCV's fixed point) of rows [y0, y1) into out[(y - y0) * out_stride + x], x in [0, W). With `stats`
+// (float images), the statistics of rows [sy0, sy1) among them are merged into it.
+void gray_rows(const ColourImage& img, int64_t y0, int64_t y1, uint8_t* out, int64_t out_stride,
+               ColourStats* stats = nullptr, int64_t sy0 = 0, int64_t sy1 = 0);
 
 // For weight-cell rows [cy0, cy1) of one image (cells of p x p pixels, H % p == 0, W % p == 0):
 // cover[(cy - cy0) * (W / p) + cx] = the number of pixels of cell (cy, cx) covered by the union of the
 // drawKeypoints rings of the image's FAST keypoints (ring == true), or the number of keypoints in the
 // cell (ring == false). Keypoints are FAST-9/16 with non-max suppression at `threshold`, over the
-// whole image (the band reads its own halo of gray rows). Thread-safe; allocates its own scratch.
+// whole image (the band reads its own halo of gray rows). Thread-safe; allocates its own scratch. With `stats`
+// (float images), the statistics of the band's own pixel rows [cy0 * p, cy1 * p) are merged into it.
 void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int threshold, bool ring,
-                int32_t* cover);
+                int32_t* cover, ColourStats* stats = nullptr);
 
 // The ops' `density` argument as cell_cover's flag: true for "ring", false for "count" (the values of
 // kamim_fast/_constants.py's DENSITY_MODES); anything else raises (ValueError in Python).

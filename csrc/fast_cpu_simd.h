@@ -262,31 +262,98 @@ static inline f32v ldf(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-static inline i32v unnormalise_lanes(f32v x, float s, float m) {
+static inline f32v unnormalised(f32v x, float s, float m) { return (x * s + m) * 255.0f; }  // unclamped v
+static inline i32v round_clamped(f32v v) {
   const f32v zero = f32v{}, top = f32v{} + 255.0f, magic = f32v{} + 8388608.0f;
-  f32v v = (x * s + m) * 255.0f;
   v = v > zero ? v : zero;
   v = v < top ? v : top;
   return __builtin_convertvector((v + magic) - magic, i32v);
 }
-static void gray_row_f32(const float* __restrict c0, const float* __restrict c1, const float* __restrict c2,
-                         int64_t W, const float* mean, const float* std_, int32_t w0, int32_t w1, int32_t w2,
-                         uint8_t* __restrict out) {
+
+// The normalisation check's statistics of one channel's lanes x (v = their unclamped un-normalised values):
+// minimum, maximum, NaN seen, and -1 per lane whose |v| (< 2^23; above, v is whole) lies more than
+// kGridTolerance from a whole number (subtracted from `off`). NaN compares false everywhere: not off the grid,
+// not a minimum or a maximum (the flag carries it).
+struct LaneStats {
+  f32v lo, hi;
+  i32v nan, off;
+};
+static inline void lane_stats(LaneStats& a, f32v x, f32v v) {
+  const f32v magic = f32v{} + 8388608.0f, tol = f32v{} + kGridTolerance;
+  a.lo = x < a.lo ? x : a.lo;
+  a.hi = x > a.hi ? x : a.hi;
+  a.nan |= (i32v)(x != x);
+  const f32v m = v < f32v{} ? -v : v;
+  f32v d = m - ((m + magic) - magic);
+  d = d < f32v{} ? -d : d;
+  a.off += (i32v)(d > tol) & (i32v)(m < magic);  // -1 per lane off the grid
+}
+static inline void scalar_stats(ColourStats& st, int c, float x, float v) {
+  st.lo[c] = x < st.lo[c] ? x : st.lo[c];
+  st.hi[c] = x > st.hi[c] ? x : st.hi[c];
+  st.nan[c] = st.nan[c] || x != x;
+  const float m = v < 0.0f ? -v : v;
+  float d = m - ((m + 8388608.0f) - 8388608.0f);
+  d = d < 0.0f ? -d : d;
+  st.off += (d > kGridTolerance && m < 8388608.0f) ? 1 : 0;
+}
+
+template <bool kStats>
+static inline void gray_row_f32_impl(const float* __restrict c0, const float* __restrict c1,
+                                     const float* __restrict c2, int64_t W, const float* mean, const float* std_,
+                                     int32_t w0, int32_t w1, int32_t w2, uint8_t* __restrict out, ColourStats* st) {
   constexpr int L = KF_VB / 4;
+  LaneStats a[3];
+  for (int c = 0; c < 3; ++c) a[c] = {f32v{} + __builtin_inff(), f32v{} - __builtin_inff(), i32v{}, i32v{}};
   int64_t x = 0;
   for (; x + L <= W; x += L) {
-    const i32v g = (unnormalise_lanes(ldf(c0 + x), std_[0], mean[0]) * w0 +
-                    unnormalise_lanes(ldf(c1 + x), std_[1], mean[1]) * w1 +
-                    unnormalise_lanes(ldf(c2 + x), std_[2], mean[2]) * w2 + opencv::kGrayRound) >>
+    const f32v x0 = ldf(c0 + x), x1 = ldf(c1 + x), x2 = ldf(c2 + x);
+    const f32v v0 = unnormalised(x0, std_[0], mean[0]), v1 = unnormalised(x1, std_[1], mean[1]),
+               v2 = unnormalised(x2, std_[2], mean[2]);
+    if (kStats) {
+      lane_stats(a[0], x0, v0);
+      lane_stats(a[1], x1, v1);
+      lane_stats(a[2], x2, v2);
+    }
+    const i32v g = (round_clamped(v0) * w0 + round_clamped(v1) * w1 + round_clamped(v2) * w2 + opencv::kGrayRound) >>
                    opencv::kGrayShift;
     const u8q b = __builtin_convertvector(g, u8q);
     std::memcpy(out + x, &b, sizeof b);
   }
+  if (kStats) {
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < L; ++i) {
+        st->lo[c] = a[c].lo[i] < st->lo[c] ? a[c].lo[i] : st->lo[c];
+        st->hi[c] = a[c].hi[i] > st->hi[c] ? a[c].hi[i] : st->hi[c];
+        st->nan[c] = st->nan[c] || a[c].nan[i] != 0;
+        st->off -= a[c].off[i];
+      }
+  }
   for (; x < W; ++x) {
+    if (kStats) {
+      const float* ch[3] = {c0, c1, c2};
+      for (int c = 0; c < 3; ++c) {
+        float v = ch[c][x] * std_[c];
+#if defined(__FMA__) || !KF_X86
+        __asm__("" : "+m"(v));  // the product rounded on its own, as in unnormalise
+#endif
+        scalar_stats(*st, c, ch[c][x], (v + mean[c]) * 255.0f);
+      }
+    }
     const int32_t v0 = unnormalise(c0[x], std_[0], mean[0]), v1 = unnormalise(c1[x], std_[1], mean[1]),
                   v2 = unnormalise(c2[x], std_[2], mean[2]);
     out[x] = static_cast<uint8_t>((v0 * w0 + v1 * w1 + v2 * w2 + opencv::kGrayRound) >> opencv::kGrayShift);
   }
+}
+
+// Gray of float32 channel rows; with `st`, the normalisation check's statistics of the row merged into it.
+static void gray_row_f32(const float* __restrict c0, const float* __restrict c1, const float* __restrict c2,
+                         int64_t W, const float* mean, const float* std_, int32_t w0, int32_t w1, int32_t w2,
+                         uint8_t* __restrict out, ColourStats* st) {
+  if (st)
+    gray_row_f32_impl<true>(c0, c1, c2, W, mean, std_, w0, w1, w2, out, st);
+  else
+    gray_row_f32_impl<false>(c0, c1, c2, W, mean, std_, w0, w1, w2, out, nullptr);
 }
 #endif
 

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
+
+from ._checks import warn_once
 
 ENV_VAR = "KAMIM_FAST_BACKEND"
 BACKENDS = ("auto", "triton", "cpp", "torch")
@@ -298,16 +299,11 @@ def _has_kernel(qualified: str, key: str) -> bool:
         return False
 
 
-_warned = False
-
-
 def warn_fallback(reason: str) -> None:
-    """Says once that ``auto`` runs the PyTorch references on CPU tensors, and why."""
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(f"kamim_fast: CPU tensors use the PyTorch references, not the native kernels: {reason}",
-                      RuntimeWarning, stacklevel=4)
+    """Says once per reason that ``auto`` runs the PyTorch references on CPU tensors, and why, pointing at the
+    user's line."""
+    warn_once(("fallback", reason), f"kamim_fast: CPU tensors use the PyTorch references, not the native kernels: "
+              f"{reason}", RuntimeWarning)
 
 
 def backend_table_markdown() -> str:

@@ -10,7 +10,11 @@ weights' rows, ids' ranges): on CUDA tensors that would synchronise with the hos
 
 from __future__ import annotations
 
+import numbers
 import operator
+import os
+import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -86,9 +90,17 @@ def as_str(name: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
+def is_number(value: object) -> bool:
+    """A real number of any numeric type: a Python int or float, a NumPy scalar (``np.float32(0.25)``,
+    ``np.int64(3)``), or a 0-d integer or float tensor; not a bool (nor ``np.bool_``, nor a bool tensor)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and value.dtype != torch.bool and not value.is_complex()
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
 def as_float(name: str, value: object, expected: str = "a float") -> float:
-    """``value`` as a float: a Python int or float, not a bool."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` as a float: any real number (see :func:`is_number`; a 0-d CUDA tensor is read to the host)."""
+    if not is_number(value):
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     return float(value)
 
@@ -110,13 +122,15 @@ def channel_stats(name: str, value: object, channels: int) -> tuple[float, ...]:
     floats (its values are checked by :func:`check_stats_values`). A tensor is read to the host once (and again
     after an in-place change), so a CUDA tensor costs one synchronisation, not one per call."""
     if isinstance(value, torch.Tensor):
-        value = _host_values(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = _host_values(value)[0] if value.dim() == 0 else _host_values(value)
+    elif type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # an array or a NumPy scalar
+        value = value.tolist()
+    if is_number(value):
         value = (value,) * channels
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != channels:
         raise ValueError(f"{name} must be a float or a sequence of {channels} floats, got {value!r}")
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not is_number(v):
             raise TypeError(f"{name} must hold floats, got {type(v).__name__} {v!r}")
     return tuple(float(v) for v in value)
 
@@ -224,6 +238,26 @@ def check_grid(name: str, grid: torch.Tensor, shape: tuple[int, ...], device: to
         raise ValueError(f"{name} must be on {of}'s device {device}, got {grid.device}")
 
 
+def check_cell_values(name: str, t: torch.Tensor, what: str) -> None:
+    """Every value of the (B, h, w) cell grid ``t`` finite and >= 0, else ValueError naming the first bad cell.
+
+    Called on CPU tensors only (looking at the values of a CUDA tensor would synchronise with the host); skipped
+    while ``torch.compile`` traces (nothing data-dependent is traced). The common case costs one min/max
+    reduction; the element-wise search runs only to name a bad value.
+    """
+    v = t.detach()
+    if not v.numel() or torch.compiler.is_compiling():
+        return
+    low, high = torch.aminmax(v)  # NaN propagates into both
+    if low >= 0 and high < float("inf"):
+        return
+    bad = ~(v.isfinite() & (v >= 0))
+    at = tuple(int(i) for i in bad.nonzero()[0])
+    x = float(v[at])
+    kind = "NaN" if x != x else f"{x:g}"
+    raise ValueError(f"{name} must hold finite values >= 0 ({what}), got {kind} at (b, y, x) = {at}")
+
+
 def check_eps(eps: float) -> None:
     if not eps >= 0 or eps == float("inf"):
         raise ValueError(f"eps must be a float >= 0, got {eps!r}")
@@ -238,6 +272,39 @@ def check_loss_tensors(pred, target, mask_grid, patch_size, eps) -> None:
     check_same_device("target", target, pred, "pred")
     check_grid("mask_grid", mask_grid, pred.shape, pred.device, patch_size, "patch_size")
     check_eps(eps)
+
+
+# --- warnings -----------------------------------------------------------------------------------------------
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_WARNED: set = set()  # the causes warned about (warn_once's keys)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function that calls this point at the first frame
+    outside kamim_fast and torch: the user's line (through ``nn.Module.__call__``, the op registry, the
+    integrations)."""
+    frame, level = sys._getframe(2), 2  # the caller's caller: the first candidate
+    while frame is not None and frame.f_code.co_filename.startswith((_PACKAGE_DIR, _TORCH_DIR)):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_once(key: object, message: str, category: type[Warning]) -> bool:
+    """Warn once per distinct ``key`` (a cause: the kind of problem and what it was found with), pointing at the
+    user's line (:func:`caller_stacklevel`); a second, different cause warns again. Returns whether it warned."""
+    if (category, key) in _WARNED:
+        return False
+    _WARNED.add((category, key))
+    warnings.warn(message, category, stacklevel=caller_stacklevel())
+    return True
+
+
+def forget_warnings(category: type[Warning] | None = None) -> None:
+    """Forget the causes warned about (of ``category``, or all), so that they warn again (tests)."""
+    for key in [k for k in _WARNED if category is None or k[0] is category]:
+        _WARNED.discard(key)
 
 
 # --- AMT ---------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import FLOAT_DTYPES, check_bool, check_int, check_same_device, check_tensor
+from ._checks import FLOAT_DTYPES, check_bool, check_int, check_same_device, check_tensor, is_number
 from ._constants import MASKED, MAX_CUDA_N, THROWN, VISIBLE  # noqa: F401  (public here)
 from ._checks import check_weight_rows  # noqa: F401  (public here)
 from .ops.amt_masking import amt_masking_op_ref, sort_keys_ref  # noqa: F401  (public here)
@@ -72,11 +72,12 @@ class AMTMask(NamedTuple):
 
 
 def _check_ratio(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} {value!r}")
+    value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
+    return value
 
 
 def _check_noise(noise: object, like: torch.Tensor) -> torch.Tensor:

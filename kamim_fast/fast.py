@@ -12,11 +12,11 @@ from .ops.fast_corners import fast_corners_ref  # noqa: F401  (public here)
 
 def _gray_args(gray: object, threshold: object, nonmax_suppression: object) -> tuple[torch.Tensor, int, bool]:
     """The public forms: (H, W) or (B, H, W) uint8 gray, an int threshold (its range the op checks), a bool."""
-    check_tensor("gray", gray, ndims=(2, 3, 4), shape_doc="(B, H, W) or (H, W)")
+    check_tensor("gray", gray)
     if gray.dim() == 4:
         hint = "convert colour with rgb_to_gray_u8 first" if gray.shape[1] == 3 else "drop the channel dimension"
         raise ValueError(f"gray must be (B, H, W) or (H, W) with one channel; got shape {tuple(gray.shape)}: {hint}")
-    check_tensor("gray", gray, dtypes=(torch.uint8,))
+    check_tensor("gray", gray, dtypes=(torch.uint8,), ndims=(2, 3), shape_doc="(B, H, W) or (H, W)")
     threshold = as_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
     return gray, threshold, check_bool("nonmax_suppression", nonmax_suppression)
 

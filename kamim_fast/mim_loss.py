@@ -15,7 +15,9 @@ import math
 import torch
 from torch import nn
 
-from ._checks import FLOAT_DTYPES, as_float, as_int, check_choice, check_same_device, check_tensor
+from ._checks import (
+    FLOAT_DTYPES, as_float, as_int, check_cell_values, check_choice, check_same_device, check_tensor,
+)
 from ._constants import MAX_PATCH_SIZE
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from ._constants import IMAGENET_MEAN, IMAGENET_STD
@@ -49,8 +51,9 @@ def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> 
     """Any accepted mask form -> (grid, p): a contiguous (B, h, w) float32 grid of p x p pixel cells.
 
     Forms: SimMIM's (B, h, w) at model-patch resolution; Hugging Face's (B, N) ``bool_masked_pos`` with
-    N = (H/p) * (W/p); pixel-level (B, 1, H, W) (p = 1). Values are multipliers as in SimMIM; negative
-    values (AMT's thrown patches, -1) count as 0.
+    N = (H/p) * (W/p); pixel-level (B, 1, H, W) (p = 1). Values are multipliers as in SimMIM (a float mask
+    in [0, 1] is a soft mask); negative values (AMT's thrown patches, -1) count as 0; NaN and inf raise on
+    CPU tensors.
     """
     B, _, H, W = shape
     check_tensor("mask", mask, dtypes=MASK_DTYPES, ndims=(2, 3, 4), shape_doc="(B, h, w), (B, N) or (B, 1, H, W)")
@@ -73,7 +76,10 @@ def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> 
         grid, p = mask, cell_size("mask", mask, H, W)
         if patch_size is not None and p != patch_size:
             raise ValueError(f"mask shape {tuple(mask.shape)} means patch size {p} for {H}x{W}, but patch_size={patch_size}")
-    return grid.to(torch.float32).clamp(min=0).contiguous(), p
+    grid = grid.to(torch.float32).clamp(min=0).contiguous()
+    if grid.device.type == "cpu":  # on CUDA, looking would synchronise with the host
+        check_cell_values("mask", grid, "multipliers; negative values count as 0")
+    return grid, p
 
 
 def weighted_mim_loss(
@@ -112,10 +118,15 @@ def weighted_mim_loss(
         pred: the reconstruction (fp32, or fp16/bf16 as under autocast).
         target: the normalised target image.
         mask: 1 where a patch is masked: SimMIM's (B, h, w), Hugging Face's (B, N) ``bool_masked_pos``, or
-            (B, 1, H, W); bool, int or float. Negative values (AMT's thrown patches) count as 0.
-        weights: None; a (B, H/p, W/p) tensor of per-cell weights (e.g. ORB or SIFT weights from
-            :func:`patch_weights` or :class:`KamimWeights`); or ``"fast"`` to compute KAMIM's weights from
-            ``target`` with the keyword arguments below, fused into the loss (see :func:`patch_weights`).
+            (B, 1, H, W); bool, int or float. Its values are multipliers, as in SimMIM's formula: a float
+            mask between 0 and 1 is a soft mask (each patch's loss weighed by its value, the count
+            ``sum(mask)`` too), so 0.3 everywhere gives the loss of 1 everywhere. Negative values (AMT's
+            thrown patches) count as 0. NaN or inf raise (on CPU tensors).
+        weights: None; a (B, H/p, W/p) tensor of per-cell weights, finite and >= 0 (e.g. ORB or SIFT
+            weights from :func:`patch_weights` or :class:`KamimWeights`; on CPU tensors a NaN, an inf or
+            a negative weight raises, on CUDA tensors it is not looked for: that would synchronise); or
+            ``"fast"`` to compute KAMIM's weights from ``target`` with the keyword arguments below, fused
+            into the loss (see :func:`patch_weights`).
         patch_size: the model's patch size; inferred from the mask's shape when omitted.
         weight_patch_size: cell size of ``"fast"`` weights.
         temperature: T of ``"fast"`` weights.
@@ -143,10 +154,13 @@ def weighted_mim_loss(
           gives (``torch.sign(nan)`` is 0). Inf keeps its sign.
         - ``weights="fast"`` recovers uint8 gray from ``target`` as ``round((x * std + mean) * 255)``
           clamped to [0, 255] per channel, so targets outside the normalised range weigh as clamped.
-          When ``target``'s values cannot come from ``mean``/``std`` (values all in [0, 1] with a
-          positive mean, or beyond the normalised range) a :class:`NormalizationWarning` says so, once
-          per process, from the first 16 calls; on CUDA without a host synchronisation (the check's
-          result is read at a later call, when the GPU has got there).
+          When ``target``'s values cannot come from ``mean``/``std`` a :class:`NormalizationWarning`
+          says so: values all in [0, 1] with a positive mean; values beyond the normalised range; or
+          (float32/float64 targets) values off the 1/255 grid: a uint8 image normalised with these
+          statistics un-normalises onto whole numbers, other statistics (ViTImageProcessor's 0.5 for
+          ImageNet's) move almost every value off them. Once per cause (the problem, the statistics),
+          pointing at the caller's line, from the first 16 calls with those statistics; on CUDA without
+          a host synchronisation (the check's result is read at a later call, when the GPU has got there).
         - The weights are not differentiated: FAST is piecewise constant in ``target``.
 
     Shape:
@@ -195,7 +209,7 @@ def weighted_mim_loss(
             loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(*args)
         else:  # gradcheck precision: the weights, then the differentiable reference composition
             _fused_op.check(*args)
-            weights = torch.ops.kamim_fast.patch_weights(target.detach(), *opts)
+            weights, _ = torch.ops.kamim_fast.patch_weights(target.detach(), *opts)
             loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, eps)
         check_normalization("target", target, opts.mean, opts.std)
         return _normalize(loss, grid, patch_size, eps, normalize, process_group)

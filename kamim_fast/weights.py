@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,8 +19,8 @@ from ._constants import (  # noqa: F401  (public here)
     WEIGHT_LOG_CLIP, WEIGHT_PATCH_SIZE,
 )
 from ._forms import (  # noqa: F401  (public here)
-    _NORMALIZATION_CHECK, ChannelStats, NormalizationWarning, WeightOptions, check_normalization,
-    normalization_problem, weight_options,
+    _NORMALIZATION_CHECK, ChannelStats, NormalizationWarning, WeightOptions, check_normalization, image_tensor,
+    normalization_problem, wants_normalization_check, weight_options,
 )
 from ._opencv import FAST_DEFAULT_THRESHOLD
 from .density import keypoint_density, keypoint_density_ref, ring_stencil  # noqa: F401  (public here)
@@ -85,7 +84,8 @@ def patch_weights(
     ``**KAMIM_PAPER`` for the published configuration.
 
     Args:
-        images: uint8 images, or float images normalised with ``mean``/``std`` (the SimMIM target).
+        images: uint8 images, or float images normalised with ``mean``/``std`` (the SimMIM target); a batch,
+            one image, or a PIL image (RGB or L).
         weight_patch_size: cell size p of the weights (published: 8; sweeps used 16 and 32).
         temperature: T > 0 (published: 0.25; sweeps used 0.1 to 2.5).
         threshold: FAST threshold, 0..255 (OpenCV's default 10).
@@ -109,9 +109,13 @@ def patch_weights(
     Raises:
         ImportError: ``detector="orb"`` or ``"sift"`` without OpenCV; the message names the extra.
 
+    Warns:
+        NormalizationWarning: float ``images`` whose values cannot come from normalising uint8 images with
+            ``mean``/``std`` (see :func:`weighted_mim_loss`'s note): once per cause, from the first 16 calls.
+
     Shape:
-        - images: (B, 3, H, W), H and W divisible by ``weight_patch_size``.
-        - output: (B, H/p, W/p).
+        - images: (B, 3, H, W) or (3, H, W), H and W divisible by ``weight_patch_size``.
+        - output: (B, H/p, W/p), or (H/p, W/p) for one image.
 
     Example:
         >>> images = torch.full((1, 3, 16, 16), 128, dtype=torch.uint8)
@@ -120,6 +124,7 @@ def patch_weights(
         tensor([[[13.8046,  1.2062],
                  [ 1.2062,  1.0000]]])
     """
+    images = image_tensor("images", images)
     if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
         mean = std = None  # the defaults are for float targets
     images, opts = weight_options("images", images, weight_patch_size, temperature, threshold, density, mean, std,
@@ -128,19 +133,23 @@ def patch_weights(
     if detector != "fast" and opts.threshold != FAST_DEFAULT_THRESHOLD:
         raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with OpenCV's "
                          f"default settings, as published")
-    if detector == "fast":
-        weights = torch.ops.kamim_fast.patch_weights(images, *opts)
+    one = images.dim() == 3
+    batch = images[None] if one else images
+    check = wants_normalization_check("images", batch, opts.mean, opts.std)  # the first calls only
+    stats = None
+    if detector == "fast":  # the statistics of the check come from the op's own pass over the images
+        weights, stats = torch.ops.kamim_fast.patch_weights(batch, *opts, check)
     else:
         from .detectors import keypoint_maps
 
-        _op.check(images, *opts)  # the op's check: these detectors run without it
-        gray = torch.ops.kamim_fast.rgb_to_gray_u8(images, opts.channel_order, opts.mean, opts.std)
+        _op.check(batch, *opts)  # the op's check: these detectors run without it
+        gray = torch.ops.kamim_fast.rgb_to_gray_u8(batch, opts.channel_order, opts.mean, opts.std)
         maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
         density_map = F.avg_pool2d(maps.unsqueeze(1), opts.weight_patch_size).squeeze(1)
         weights = density_to_weights(density_map, opts.temperature).to(images.device)
-    if images.is_floating_point():
-        check_normalization("images", images, opts.mean, opts.std)
-    return weights
+    if check:
+        check_normalization("images", batch, opts.mean, opts.std, stats)
+    return weights[0] if one else weights
 
 
 class KamimWeights:
@@ -161,8 +170,9 @@ class KamimWeights:
         mean, std: the normalisation of float images (ImageNet's by default); unused for uint8 images.
 
     Shape:
-        - image: (H, W, 3) uint8 numpy array (the published ``img.permute(1, 2, 0).numpy()``), or a
-          (3, H, W) uint8 or normalised float tensor; H and W divisible by ``weight_patch_size``.
+        - image: (H, W, 3) uint8 numpy array (the published ``img.permute(1, 2, 0).numpy()``), a PIL image
+          (RGB or L), or a (3, H, W) uint8 or normalised float tensor; H and W divisible by
+          ``weight_patch_size``.
         - output: (H/p, W/p) float32 CPU tensor (on the image's device for a tensor input).
 
     Example:
@@ -207,21 +217,17 @@ class KamimWeights:
         self.std = tuple(opts.std)
 
     def __call__(self, image) -> torch.Tensor:
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-                raise ValueError(f"image must be an (H, W, 3) uint8 array or a (3, H, W) tensor, got a {image.dtype} "
-                                 f"array of shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        elif not isinstance(image, torch.Tensor):
-            raise TypeError(f"image must be an (H, W, 3) uint8 numpy array or a (3, H, W) tensor, got "
+        image = image_tensor("image", image, arrays=True)
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"image must be an (H, W, 3) uint8 numpy array, a PIL image or a (3, H, W) tensor, got "
                             f"{type(image).__name__}")
-        elif image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"image must be a (3, H, W) tensor (or an (H, W, 3) uint8 array), got shape "
-                             f"{tuple(image.shape)}")
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be a (3, H, W) tensor (or an (H, W, 3) uint8 array, or a PIL image), got "
+                             f"shape {tuple(image.shape)}")
         stats = {} if image.dtype == torch.uint8 else {"mean": self.mean, "std": self.std}
-        return patch_weights(image[None], weight_patch_size=self.weight_patch_size, temperature=self.temperature,
+        return patch_weights(image, weight_patch_size=self.weight_patch_size, temperature=self.temperature,
                              threshold=self.threshold, density=self.density, channel_order=self.channel_order,
-                             detector=self.detector, **stats)[0]
+                             detector=self.detector, **stats)
 
     def __repr__(self) -> str:
         names = ("detector", "weight_patch_size", "temperature", "threshold", "density", "channel_order", "mean", "std")

@@ -13,7 +13,7 @@ import torch
 from conftest import AMT_OPS, INTERPRETER, KAMIM_OPS, NATIVE, forbid_reference
 
 import kamim_fast  # noqa: F401  (registers the ops)
-from kamim_fast import _backend
+from kamim_fast import _backend, _checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,14 +130,20 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
 def test_auto_without_the_extension_warns_once_and_runs_the_reference(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "auto")
     monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no compiler"))
-    monkeypatch.setattr(_backend, "_warned", False)
-    with pytest.warns(RuntimeWarning, match="PyTorch references, not the native kernels: no compiler"):
+    monkeypatch.setattr(_checks, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="PyTorch references, not the native kernels: no compiler") as record:
         assert _backend.resolve("fast_corners", "cpu").backend == "torch"
+    assert record[0].filename == __file__  # the caller's line, not _backend.py
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _backend.resolve("patch_weights", "cpu").backend == "torch"
+    # once per cause: another reason warns again, through the public API, at the user's line
+    monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "a broken build"))
+    with pytest.warns(RuntimeWarning, match="a broken build") as record:
+        kamim_fast.fast_corners(torch.zeros(8, 8, dtype=torch.uint8))
+    assert [w.filename for w in record] == [__file__]
 
 
 def test_the_reference_guard_catches_a_fallback(monkeypatch):

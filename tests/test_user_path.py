@@ -26,7 +26,7 @@ from kamim_fast.weights import _NORMALIZATION_CHECK
 
 @pytest.fixture
 def fresh_check():
-    """The normalisation check warns once per process: start and leave it fresh."""
+    """The normalisation check warns once per cause: start and leave it fresh."""
     _NORMALIZATION_CHECK.reset()
     yield _NORMALIZATION_CHECK
     _NORMALIZATION_CHECK.reset()
@@ -145,17 +145,17 @@ def test_cuda_style_check_reads_its_result_later_without_waiting(rng, fresh_chec
             return self.done
 
     event = Event()
-    fresh_check.pending = (event, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]), "target", list(IMAGENET_MEAN),
-                           list(IMAGENET_STD))
+    fresh_check.pending = (event, torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]), 100, True, "target",
+                           list(IMAGENET_MEAN), list(IMAGENET_STD))
     _, x = _photos(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         patch_weights(x)
     assert fresh_check.pending is not None
     event.done = True
-    with pytest.warns(NormalizationWarning, match=r"within \[0, 1\]"):
+    with pytest.warns(NormalizationWarning, match=r"within \[0, 1\]") as record:
         patch_weights(x)
-    assert fresh_check.pending is None and fresh_check.warned
+    assert fresh_check.pending is None and record[0].filename == __file__
 
 
 def test_compiled_loss_skips_the_check(rng, fresh_check):
@@ -165,7 +165,7 @@ def test_compiled_loss_skips_the_check(rng, fresh_check):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NormalizationWarning)
         f(torch.zeros_like(unit), unit, torch.ones(2, 4, 4))
-    assert fresh_check.checked == 0
+    assert fresh_check.checked == 0 and not fresh_check.budget
 
 
 # --- Hugging Face: the processor's statistics, never a guess -------------------------------------------------------

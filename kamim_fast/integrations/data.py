@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_int, check_tensor
+from .._checks import check_bool, check_int, check_tensor, is_number
 from ..gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
 
 MASK_PATCH_SIZE = 32
@@ -30,7 +30,7 @@ def _check_pair(name: str, value: object, lo: float, hi: float) -> tuple[float, 
         raise TypeError(f"{name} must be a pair of floats (low, high), got {value!r}")
     a, b = value
     for v in (a, b):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not is_number(v):
             raise TypeError(f"{name} must hold floats, got {type(v).__name__} {v!r}")
     if not lo <= a <= b <= hi:
         raise ValueError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(value)}")
@@ -171,8 +171,9 @@ def simmim_mask(
         raise ValueError(f"mask_patch_size={mp} must be a multiple of model_patch_size={p}")
     if H % mp or W % mp:
         raise ValueError(f"input_size {(H, W)} must be divisible by mask_patch_size={mp}")
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
+    if not is_number(mask_ratio):
         raise TypeError(f"mask_ratio must be a float in [0, 1], got {type(mask_ratio).__name__} {mask_ratio!r}")
+    mask_ratio = float(mask_ratio)
     if not 0 <= mask_ratio <= 1:
         raise ValueError(f"mask_ratio must be in [0, 1], got {mask_ratio}")
     if generator is not None:

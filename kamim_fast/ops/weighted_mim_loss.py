@@ -11,7 +11,7 @@ import torch
 
 from .. import _backend
 from .._checks import (
-    FLOAT_DTYPES, check_eps, check_grid, check_loss_tensors, check_same_device, check_tensor,
+    FLOAT_DTYPES, check_cell_values, check_eps, check_grid, check_loss_tensors, check_same_device, check_tensor,
 )
 from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO, REDUCTION, ROUNDING, float64_inputs, normalised
 
@@ -83,6 +83,8 @@ def check(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps) 
     check_loss_tensors(pred, target, mask_grid, patch_size, eps)
     if weights is not None:
         check_grid("weights", weights, pred.shape, pred.device, weight_patch_size, "weight_patch_size")
+        if weights.device.type == "cpu":  # on CUDA, looking would synchronise with the host
+            check_cell_values("weights", weights, "per-cell loss weights")
 
 
 # --- the forward ---------------------------------------------------------------------------------------
