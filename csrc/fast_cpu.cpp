@@ -571,11 +571,7 @@ std::tuple<Tensor, Tensor> patch_weights_cpu(const Tensor& images, int64_t weigh
     cpu::ColourStats all;
     for (const cpu::ColourStats& st : band_stats) all.merge(st);
     float* o = out.mutable_data_ptr<float>();
-    for (int c = 0; c < 3; ++c) {
-      const bool none = all.nan[c] || B == 0;  // NaN seen, or no values (an empty batch): NaN, as the reference
-      o[c] = none ? __builtin_nanf("") : all.lo[c];
-      o[3 + c] = none ? __builtin_nanf("") : all.hi[c];
-    }
+    for (int c = 0; c < 3; ++c) o[c] = all.lo[c], o[3 + c] = all.hi[c];
     o[6] = static_cast<float>(all.off);
   }
   return {weights, out};

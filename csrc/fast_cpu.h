@@ -24,21 +24,19 @@ struct ColourImage {
 
 // The statistics of the normalisation check of a float image, gathered in the gray pass
 // (kamim_fast/ops/rgb_to_gray_u8.py's colour_stats_ref): per channel the minimum and maximum of the values as
-// float32 (NaN propagates: `nan` is set), and the number of values whose un-normalised v = (x*std + mean)*255
-// (float32, unclamped) lies more than kGridTolerance from a whole number. Order-free: merged in any order, the
-// same values.
+// float32 (NaN skipped; +inf and -inf when there is none), and the number of values whose un-normalised
+// v = (x*std + mean)*255 (float32) lies more than kGridTolerance from the uint8 value the gray takes,
+// round(clamp(v, 0, 255)). Order-free: merged in any order, the same values.
 constexpr float kGridTolerance = 0.05f;  // colour_stats_ref's GRID_TOLERANCE (the conformance suite compares)
 
 struct ColourStats {
   float lo[3] = {__builtin_inff(), __builtin_inff(), __builtin_inff()};
   float hi[3] = {-__builtin_inff(), -__builtin_inff(), -__builtin_inff()};
-  bool nan[3] = {false, false, false};
   int64_t off = 0;  // values off the 1/255 grid
   void merge(const ColourStats& o) {
     for (int c = 0; c < 3; ++c) {
       lo[c] = o.lo[c] < lo[c] ? o.lo[c] : lo[c];
       hi[c] = o.hi[c] > hi[c] ? o.hi[c] : hi[c];
-      nan[c] = nan[c] || o.nan[c];
     }
     off += o.off;
   }

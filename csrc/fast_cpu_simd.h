@@ -262,40 +262,110 @@ static inline f32v ldf(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-static inline f32v unnormalised(f32v x, float s, float m) { return (x * s + m) * 255.0f; }  // unclamped v
-static inline i32v round_clamped(f32v v) {
-  const f32v zero = f32v{}, top = f32v{} + 255.0f, magic = f32v{} + 8388608.0f;
-  v = v > zero ? v : zero;
-  v = v < top ? v : top;
-  return __builtin_convertvector((v + magic) - magic, i32v);
+// a < b ? a : b and a > b ? a : b (b where a is NaN): minps/maxps exactly; GCC makes a compare and a blend of the
+// plain ternary.
+static inline f32v min_lanes(f32v a, f32v b) {
+#if KF_ISA == 2
+  __m256 x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm256_min_ps(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#elif KF_ISA == 1
+  __m128 x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm_min_ps(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#else
+  return a < b ? a : b;
+#endif
+}
+static inline f32v max_lanes(f32v a, f32v b) {
+#if KF_ISA == 2
+  __m256 x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm256_max_ps(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#elif KF_ISA == 1
+  __m128 x, y;
+  std::memcpy(&x, &a, sizeof x), std::memcpy(&y, &b, sizeof y);
+  x = _mm_max_ps(x, y);
+  std::memcpy(&a, &x, sizeof x);
+  return a;
+#else
+  return a > b ? a : b;
+#endif
 }
 
-// The normalisation check's statistics of one channel's lanes x (v = their unclamped un-normalised values):
-// minimum, maximum, NaN seen, and -1 per lane whose |v| (< 2^23; above, v is whole) lies more than
-// kGridTolerance from a whole number (subtracted from `off`). NaN compares false everywhere: not off the grid,
-// not a minimum or a maximum (the flag carries it).
-struct LaneStats {
-  f32v lo, hi;
-  i32v nan, off;
-};
-static inline void lane_stats(LaneStats& a, f32v x, f32v v) {
-  const f32v magic = f32v{} + 8388608.0f, tol = f32v{} + kGridTolerance;
-  a.lo = x < a.lo ? x : a.lo;
-  a.hi = x > a.hi ? x : a.hi;
-  a.nan |= (i32v)(x != x);
-  const f32v m = v < f32v{} ? -v : v;
-  f32v d = m - ((m + magic) - magic);
-  d = d < f32v{} ? -d : d;
-  a.off += (i32v)(d > tol) & (i32v)(m < magic);  // -1 per lane off the grid
+static inline f32v unnormalised(f32v x, float s, float m) { return (x * s + m) * 255.0f; }  // unclamped v
+static inline f32v round_clamped(f32v v) {  // round(clamp(v, 0, 255)), ties to even; NaN -> 0
+  const f32v magic = f32v{} + 8388608.0f;
+  return (min_lanes(max_lanes(v, f32v{}), f32v{} + 255.0f) + magic) - magic;
 }
-static inline void scalar_stats(ColourStats& st, int c, float x, float v) {
+
+// The normalisation check's statistics of one channel's lanes: x the values, v their unclamped un-normalised
+// values, r = round_clamped(v) (the gray pass's own). Minimum and maximum of x (NaN lanes are skipped: the
+// compare is false, as minps/maxps keep the accumulator), and -1 per lane where |v - r| > kGridTolerance
+// (subtracted from `off`; NaN compares false: not counted). Four vector operations besides min and max.
+struct LaneStats {
+  f32v lo[3], hi[3];
+  i32v off;  // all three channels
+};
+static inline void lane_stats(LaneStats& a, int c, f32v x, f32v v, f32v r) {
+  a.lo[c] = min_lanes(x, a.lo[c]);
+  a.hi[c] = max_lanes(x, a.hi[c]);
+  const f32v d = (f32v)((i32v)(v - r) & 0x7fffffff);  // |v - r|
+  a.off += (i32v)(d > kGridTolerance);
+}
+static inline void scalar_stats(ColourStats& st, int c, float x, float v, float r) {
   st.lo[c] = x < st.lo[c] ? x : st.lo[c];
   st.hi[c] = x > st.hi[c] ? x : st.hi[c];
-  st.nan[c] = st.nan[c] || x != x;
-  const float m = v < 0.0f ? -v : v;
-  float d = m - ((m + 8388608.0f) - 8388608.0f);
-  d = d < 0.0f ? -d : d;
-  st.off += (d > kGridTolerance && m < 8388608.0f) ? 1 : 0;
+  const float d = v - r;
+  st.off += (d > kGridTolerance || d < -kGridTolerance) ? 1 : 0;
+}
+
+// Gray of L pixels at x (i32 lanes in [0, 255]); with kStats, their statistics into a.
+template <bool kStats>
+static inline i32v gray_lanes(const float* c0, const float* c1, const float* c2, int64_t x, const float* mean,
+                              const float* std_, int32_t w0, int32_t w1, int32_t w2, LaneStats* a) {
+  const f32v x0 = ldf(c0 + x), x1 = ldf(c1 + x), x2 = ldf(c2 + x);
+  const f32v v0 = unnormalised(x0, std_[0], mean[0]), v1 = unnormalised(x1, std_[1], mean[1]),
+             v2 = unnormalised(x2, std_[2], mean[2]);
+  const f32v r0 = round_clamped(v0), r1 = round_clamped(v1), r2 = round_clamped(v2);
+  if (kStats) {
+    lane_stats(*a, 0, x0, v0, r0);
+    lane_stats(*a, 1, x1, v1, r1);
+    lane_stats(*a, 2, x2, v2, r2);
+  }
+  return (__builtin_convertvector(r0, i32v) * w0 + __builtin_convertvector(r1, i32v) * w1 +
+          __builtin_convertvector(r2, i32v) * w2 + opencv::kGrayRound) >>
+         opencv::kGrayShift;
+}
+
+// Four vectors of i32 lanes in [0, 255] -> 4 * L bytes at out, in order: two saturating packs (i32 -> i16 ->
+// u8; AVX2 packs within 128-bit halves, so a dword permutation restores the order). GCC turns a plain
+// __builtin_convertvector to u8 into one extract and shift per pixel.
+static inline void store_u8x4(uint8_t* out, const i32v* g) {
+#if KF_ISA == 2
+  __m256i q[4];
+  std::memcpy(q, g, sizeof q);
+  const __m256i r = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                      _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+#elif KF_ISA == 1
+  __m128i q[4];
+  std::memcpy(q, g, sizeof q);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3])));
+#else
+  constexpr int L = KF_VB / 4;
+  for (int k = 0; k < 4; ++k) {
+    const u8q b = __builtin_convertvector(g[k], u8q);
+    std::memcpy(out + k * L, &b, sizeof b);
+  }
+#endif
 }
 
 template <bool kStats>
@@ -303,46 +373,44 @@ static inline void gray_row_f32_impl(const float* __restrict c0, const float* __
                                      const float* __restrict c2, int64_t W, const float* mean, const float* std_,
                                      int32_t w0, int32_t w1, int32_t w2, uint8_t* __restrict out, ColourStats* st) {
   constexpr int L = KF_VB / 4;
-  LaneStats a[3];
-  for (int c = 0; c < 3; ++c) a[c] = {f32v{} + __builtin_inff(), f32v{} - __builtin_inff(), i32v{}, i32v{}};
+  LaneStats a;
+  for (int c = 0; c < 3; ++c) a.lo[c] = f32v{} + __builtin_inff(), a.hi[c] = f32v{} - __builtin_inff();
+  a.off = i32v{};
   int64_t x = 0;
+  for (; x + 4 * L <= W; x += 4 * L) {
+    i32v g[4];
+    for (int k = 0; k < 4; ++k) g[k] = gray_lanes<kStats>(c0, c1, c2, x + k * L, mean, std_, w0, w1, w2, &a);
+    store_u8x4(out + x, g);
+  }
   for (; x + L <= W; x += L) {
-    const f32v x0 = ldf(c0 + x), x1 = ldf(c1 + x), x2 = ldf(c2 + x);
-    const f32v v0 = unnormalised(x0, std_[0], mean[0]), v1 = unnormalised(x1, std_[1], mean[1]),
-               v2 = unnormalised(x2, std_[2], mean[2]);
-    if (kStats) {
-      lane_stats(a[0], x0, v0);
-      lane_stats(a[1], x1, v1);
-      lane_stats(a[2], x2, v2);
-    }
-    const i32v g = (round_clamped(v0) * w0 + round_clamped(v1) * w1 + round_clamped(v2) * w2 + opencv::kGrayRound) >>
-                   opencv::kGrayShift;
-    const u8q b = __builtin_convertvector(g, u8q);
+    const u8q b = __builtin_convertvector(gray_lanes<kStats>(c0, c1, c2, x, mean, std_, w0, w1, w2, &a), u8q);
     std::memcpy(out + x, &b, sizeof b);
   }
   if (kStats) {
-    for (int c = 0; c < 3; ++c)
-      for (int i = 0; i < L; ++i) {
-        st->lo[c] = a[c].lo[i] < st->lo[c] ? a[c].lo[i] : st->lo[c];
-        st->hi[c] = a[c].hi[i] > st->hi[c] ? a[c].hi[i] : st->hi[c];
-        st->nan[c] = st->nan[c] || a[c].nan[i] != 0;
-        st->off -= a[c].off[i];
+    for (int i = 0; i < L; ++i) {
+      for (int c = 0; c < 3; ++c) {
+        st->lo[c] = a.lo[c][i] < st->lo[c] ? a.lo[c][i] : st->lo[c];
+        st->hi[c] = a.hi[c][i] > st->hi[c] ? a.hi[c][i] : st->hi[c];
       }
+      st->off -= a.off[i];
+    }
   }
   for (; x < W; ++x) {
-    if (kStats) {
-      const float* ch[3] = {c0, c1, c2};
-      for (int c = 0; c < 3; ++c) {
-        float v = ch[c][x] * std_[c];
+    const float* ch[3] = {c0, c1, c2};
+    int32_t u[3];
+    for (int c = 0; c < 3; ++c) {
+      float v = ch[c][x] * std_[c];
 #if defined(__FMA__) || !KF_X86
-        __asm__("" : "+m"(v));  // the product rounded on its own, as in unnormalise
+      __asm__("" : "+m"(v));  // the product rounded on its own, as in unnormalise
 #endif
-        scalar_stats(*st, c, ch[c][x], (v + mean[c]) * 255.0f);
-      }
+      v = (v + mean[c]) * 255.0f;
+      float r = v > 0.0f ? v : 0.0f;
+      r = r < 255.0f ? r : 255.0f;
+      r = (r + 8388608.0f) - 8388608.0f;
+      if (kStats) scalar_stats(*st, c, ch[c][x], v, r);
+      u[c] = static_cast<int32_t>(r);
     }
-    const int32_t v0 = unnormalise(c0[x], std_[0], mean[0]), v1 = unnormalise(c1[x], std_[1], mean[1]),
-                  v2 = unnormalise(c2[x], std_[2], mean[2]);
-    out[x] = static_cast<uint8_t>((v0 * w0 + v1 * w1 + v2 * w2 + opencv::kGrayRound) >> opencv::kGrayShift);
+    out[x] = static_cast<uint8_t>((u[0] * w0 + u[1] * w1 + u[2] * w2 + opencv::kGrayRound) >> opencv::kGrayShift);
   }
 }
 

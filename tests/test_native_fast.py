@@ -247,7 +247,7 @@ def test_patch_weights_equal_reference_on_photos(rng, p):
                 for density in DENSITY_MODES:
                     for T in (0.01, 0.02, 0.05, 0.25, 2.5):  # the clip at 20 binds for small T
                         want = weights_from_keypoints(kp, p, density, T)
-                        got = ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s)
+                        got = ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s)[0]
                         assert torch.equal(got, want), (dtype, bgr, threshold, density, T)
 
 
@@ -257,24 +257,24 @@ def test_patch_weights_equal_published_pipeline(rng):
     u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     for density in DENSITY_MODES:
         want = published_weights(imgs, 8, 0.25, channel_order="bgr", density=density)
-        got = ops.patch_weights(u8, 8, 0.25, 10, density, "bgr", [], [])
+        got = ops.patch_weights(u8, 8, 0.25, 10, density, "bgr", [], [])[0]
         assert torch.equal(got, want), density
     x = normalise(u8, IMAGENET_MEAN, IMAGENET_STD)
-    got = ops.patch_weights(x, 8, 0.25, 10, "ring", "bgr", list(IMAGENET_MEAN), list(IMAGENET_STD))
+    got = ops.patch_weights(x, 8, 0.25, 10, "ring", "bgr", list(IMAGENET_MEAN), list(IMAGENET_STD))[0]
     assert torch.equal(got, published_weights(imgs, 8, 0.25))
 
 
 def test_patch_weights_edge_cases(rng):
     flat = torch.full((2, 3, 16, 24), int(rng.integers(0, 256)), dtype=torch.uint8)
-    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, "ring", "rgb", [], []), torch.ones(2, 2, 3))
+    assert torch.equal(ops.patch_weights(flat, 8, 0.25, 10, "ring", "rgb", [], [])[0], torch.ones(2, 2, 3))
     tiny = torch.from_numpy(rng.integers(0, 256, (1, 3, 6, 6), dtype=np.uint8))  # no keypoints below 7x7
-    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, "ring", "rgb", [], []), torch.ones(1, 2, 2))
+    assert torch.equal(ops.patch_weights(tiny, 3, 0.1, 0, "ring", "rgb", [], [])[0], torch.ones(1, 2, 2))
     dots = torch.from_numpy(np.stack([synthetic("dots", 40, 56, rng)] * 3))[None]
     for p in (1, 4, 8):
         kp = fast_corners_ref(rgb_to_gray_u8_ref(dots), 0, True)[0]
         for density in DENSITY_MODES:
             want = weights_from_keypoints(kp, p, density, 0.05)
-            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, density, "rgb", [], []), want)
+            assert torch.equal(ops.patch_weights(dots, p, 0.05, 0, density, "rgb", [], [])[0], want)
 
 
 # --- determinism, the other vector copies, random shapes ---------------------------------------------------
@@ -288,7 +288,9 @@ def test_thread_count_invariance(rng):
     calls = [lambda: ops.fast_corners(gray, 10, True, "rgb", [], []),
              lambda: ops.fast_corners(u8, 10, False, "bgr", [], []),
              lambda: ops.rgb_to_gray_u8(u8, "bgr", [], []), lambda: ops.keypoint_density(kp, 4, "ring"),
-             lambda: ops.patch_weights(u8, 8, 0.25, 10, "ring", "bgr", [], [])]
+             lambda: ops.patch_weights(u8, 8, 0.25, 10, "ring", "bgr", [], [])[0],
+             lambda: ops.patch_weights(normalise(u8, IMAGENET_MEAN, IMAGENET_STD), 8, 0.25, 10, "ring", "bgr",
+                                       list(IMAGENET_MEAN), list(IMAGENET_STD), True)[1]]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -330,8 +332,8 @@ for h, w in ((7, 7), (9, 40), (64, 150), (101, 300)):
     kp = fast_corners_ref(gray[:, : h // p * p, : w // p * p], 10, True)[0]
     for density in DENSITY_MODES:
         assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
-        assert torch.equal(ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, density, "bgr", [], []),
-                           weights_from_keypoints(kp, p, density, 0.05))
+        got = ops.patch_weights(u8[..., : h // p * p, : w // p * p], p, 0.05, 10, density, "bgr", [], [])[0]
+        assert torch.equal(got, weights_from_keypoints(kp, p, density, 0.05))
 print("ok")
 """
 
@@ -385,7 +387,7 @@ def test_random_shapes_match_reference(h, w, p, threshold, bgr, dtype, density, 
     assert torch.equal(ops.keypoint_density(kp, p, density), keypoint_density_ref(kp, p, density))
     T = float(rng.choice([0.01, 0.05, 0.25, 1.0]))
     want = weights_from_keypoints(kp, p, density, T)
-    assert torch.equal(ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s), want)
+    assert torch.equal(ops.patch_weights(x, p, T, threshold, density, ORDER[bgr], m, s)[0], want)
 
 
 # --- argument checks -----------------------------------------------------------------------------------

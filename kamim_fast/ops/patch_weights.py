@@ -84,13 +84,13 @@ def _(images, weight_patch_size, temperature, threshold, density, channel_order,
             images.new_empty(stats_size(images, with_stats), dtype=torch.float32))
 
 
-def _torch(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std, with_stats):
+def _torch(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std, with_stats=False):
     keypoints, _ = _fast_corners_torch(images, threshold, True, channel_order, mean, std)
     return (weights_from_keypoints(keypoints, weight_patch_size, density, temperature),
             stats_ref(images, mean, std, with_stats))
 
 
-def _triton(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std, with_stats):
+def _triton(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std, with_stats=False):
     """The FAST kernel, then the density and the weighting in PyTorch (the statistics too: one reduction, on the
     device, without a synchronisation)."""
     keypoints, _ = _fast_corners_triton(images, threshold, True, channel_order, mean, std)

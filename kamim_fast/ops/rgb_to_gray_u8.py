@@ -40,16 +40,20 @@ STATS_SIZE = 7  # colour_stats_ref's values
 
 def colour_stats_ref(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(B, 3, H, W) float images -> (7,) float32 statistics of the normalisation check: the per-channel minima
-    and maxima of the images (as float32; NaN propagates), then the number of values whose un-normalised
-    ``v = (x * std + mean) * 255`` (float32, unclamped, the kernels' own operations) lies more than
-    ``GRID_TOLERANCE`` from a whole number (NaN counts as on it). A uint8 image normalised with ``mean``/``std``
-    gives 0; other statistics give about 90% of the values."""
+    and maxima of the images as float32 (NaN skipped; +inf and -inf for a channel without values), then the
+    number of values whose un-normalised ``v = (x * std + mean) * 255`` (float32, the kernels' own operations)
+    lies more than ``GRID_TOLERANCE`` from the uint8 value the gray takes, ``round(clamp(v, 0, 255))`` (NaN
+    counts as on it). A uint8 image normalised with ``mean``/``std`` gives 0; other statistics give about 90% of
+    the values."""
     x = images.to(torch.float32).transpose(0, 1).reshape(3, -1)
-    lo, hi = torch.aminmax(x, dim=1) if x.shape[1] else (x.new_full((3,), float("nan")),) * 2
+    nan = x.isnan()
+    lo = torch.where(nan, float("inf"), x).amin(1) if x.shape[1] else x.new_full((3,), float("inf"))
+    hi = torch.where(nan, float("-inf"), x).amax(1) if x.shape[1] else x.new_full((3,), float("-inf"))
     mean_t = torch.tensor(list(mean) or [0.0] * 3, dtype=torch.float32, device=images.device).view(3, 1)
     std_t = torch.tensor(list(std) or [1.0] * 3, dtype=torch.float32, device=images.device).view(3, 1)
     v = (x * std_t + mean_t) * 255.0
-    off = ((v - torch.round(v)).abs() > GRID_TOLERANCE).sum()
+    u8 = torch.round(torch.where(v > 0, v, 0.0).clamp(max=255.0))  # channels_to_u8_ref's value
+    off = ((v - u8).abs() > GRID_TOLERANCE).sum()
     return torch.cat([lo, hi, off.to(torch.float32).view(1)])
 
 
