@@ -51,7 +51,10 @@ class SimMIMAugment(nn.Module):
 
     RandomResizedCrop (scale 0.67-1, aspect 3/4-4/3, bilinear), random horizontal and vertical flips,
     then normalisation, with ``kornia.augmentation`` on whole batches. Each image gets its own crop and
-    flips, drawn from torch's global random generator (seed it with ``torch.manual_seed``).
+    flips, drawn from torch's global random generator (seed it with ``torch.manual_seed``). The resized
+    crop is rounded to whole uint8 values before it is normalised, as the published dataloader's PIL
+    resize gives them: the target is a normalised uint8 image, whose gray KAMIM's weights recover exactly
+    (and which :class:`kamim_fast.NormalizationWarning`'s grid test expects).
 
     Args:
         size: output size, an int or (H, W) (SimMIM: 192).
@@ -118,7 +121,7 @@ class SimMIMAugment(nn.Module):
             x = x / 255
         if x.shape[0] == 0:
             return x.new_empty((0, 3, *self.size))
-        x = self.augment(x)
+        x = torch.round(self.augment(x).clamp(0, 1) * 255) / 255  # whole uint8 values, as PIL's resize gives
         mean, std = self.mean_t.to(x.device), self.std_t.to(x.device)
         return (x - mean) / std
 

@@ -52,7 +52,8 @@ def _(pred, target, mask_grid, patch_size, weight_patch_size, temperature, thres
 
 def _torch(pred, target, mask_grid, patch_size, weight_patch_size, temperature, threshold, density, channel_order,
            mean, std, eps):
-    weights = _patch_weights_torch(target, weight_patch_size, temperature, threshold, density, channel_order, mean, std)
+    weights, _ = _patch_weights_torch(target, weight_patch_size, temperature, threshold, density, channel_order, mean,
+                                      std)
     loss, signs = _weighted_mim_loss_torch(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 
@@ -69,8 +70,8 @@ def _triton(pred, target, mask_grid, patch_size, weight_patch_size, temperature,
         weights = density_to_weights(cover / weight_patch_size**2, temperature)
         return per_mask_pixel((weights * l1).sum(), mask_grid, patch_size, eps, pred.shape[1]), weights, signs
     # other cell sizes: the FAST kernel, the density in PyTorch, then the same loss kernel with weights
-    weights = _patch_weights_triton(target, weight_patch_size, temperature, threshold, density, channel_order, mean,
-                                    std)
+    weights, _ = _patch_weights_triton(target, weight_patch_size, temperature, threshold, density, channel_order,
+                                       mean, std)
     loss, signs = _weighted_mim_loss_triton(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps)
     return loss, weights, signs
 
