@@ -67,7 +67,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, reps: int | None = None) -> dict:
     import kamim_fast
     from kamim_fast import _ext
     from kamim_fast.weights import _NORMALIZATION_CHECK
@@ -81,7 +81,7 @@ def run(quick: bool) -> dict:
         raise SystemExit(f"the native kernels did not load: {why}")
     torch.set_num_threads(1)
     B, S = (8, 192) if quick else (48, 192)
-    reps = 5 if quick else 21
+    reps = reps or (5 if quick else 61)
     rgb = [photo_crops_rgb(B, S, S, i) for i in range(ROTATE)]
     u8 = [torch.from_numpy(r).permute(0, 3, 1, 2).contiguous() for r in rgb]
     m, s = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
@@ -131,6 +131,7 @@ def run(quick: bool) -> dict:
         "versions": {"torch": torch.__version__, "kamim_fast": kamim_fast.__version__},
         "date": datetime.date.today().isoformat(),
         "shape": [B, 3, S, S],
+        "rounds": reps,
         "copy_bandwidth_GBps": bandwidth / 1e9,
         "gray_floor": {"bytes": floor_bytes, "bytes_per_pixel": 13, "ms": floor_ms,
                        "measured_min_ms": gray["min_ms"], "measured_median_ms": gray["median_ms"],
@@ -161,9 +162,10 @@ def markdown(r: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B=8 and 5 repeats (seconds)")
+    ap.add_argument("--reps", type=int, default=None, help="rounds of calls (default 61; 5 with --quick)")
     ap.add_argument("--out", type=Path, default=None, help="where to write the .json and .md (default: print only)")
     args = ap.parse_args(argv)
-    r = run(args.quick)
+    r = run(args.quick, args.reps)
     md = markdown(r)
     print(md)
     if args.out:
