@@ -24,7 +24,7 @@ when it runs. A forced backend applies to the ops that implement it (an op witho
 ``triton``, runs its ``auto`` choice, as the table says) and raises ``RuntimeError`` when it cannot run. An
 implementation that cannot run the given arguments (``Impl.not_supported``) raises ``ValueError`` with its
 reasons. The one fallback is announced: ``auto`` on a CPU tensor when the extension neither is installed nor
-builds (no compiler) takes the reference and warns once.
+builds (no compiler) takes the reference and warns once per reason.
 
 Each op's per-device kernels are registered with ``register_kernel("cpu")`` / ``("cuda")`` and call
 :func:`run`; the op bodies themselves hold no device branches.

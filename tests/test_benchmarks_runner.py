@@ -38,3 +38,24 @@ def test_quick_run_writes_complete_results(tmp_path):
     assert table.count("\n| ") == len(result["rows"]) + 1  # header plus one line per case
     png = result_file.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_weights_float_script_writes_its_results(tmp_path):
+    """``python -m benchmarks.weights_float --quick``: every step timed, the floor and the ratios written."""
+    from kamim_fast import _ext
+
+    if not _ext.status()[0]:
+        import pytest
+
+        pytest.skip("no native extension")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "KAMIM_FAST_BACKEND")}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.weights_float", "--quick", "--out", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (result_file,) = tmp_path.glob("weights-float-*.json")
+    result = json.loads(result_file.read_text())
+    assert result["gray_floor"]["bytes"] == 13 * 8 * 192 * 192 and result["copy_bandwidth_GBps"] > 0
+    for t in result["timings"].values():
+        assert 0 < t["min_ms"] <= t["median_ms"]
+    assert set(result["speedup_vs_published"]) == {k for k in result["timings"] if "patch_weights" in k}
+    assert result_file.with_suffix(".md").read_text().count("\n| ") == len(result["timings"]) + 1
