@@ -45,12 +45,15 @@ def colour_stats_ref(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     lies more than ``GRID_TOLERANCE`` from the uint8 value the gray takes, ``round(clamp(v, 0, 255))`` (NaN
     counts as on it). A uint8 image normalised with ``mean``/``std`` gives 0; other statistics give about 90% of
     the values."""
-    x = images.to(torch.float32).transpose(0, 1).reshape(3, -1)
-    nan = x.isnan()
-    lo = torch.where(nan, float("inf"), x).amin(1) if x.shape[1] else x.new_full((3,), float("inf"))
-    hi = torch.where(nan, float("-inf"), x).amax(1) if x.shape[1] else x.new_full((3,), float("-inf"))
-    mean_t = torch.tensor(list(mean) or [0.0] * 3, dtype=torch.float32, device=images.device).view(3, 1)
-    std_t = torch.tensor(list(std) or [1.0] * 3, dtype=torch.float32, device=images.device).view(3, 1)
+    x = images.to(torch.float32)
+    if x.numel():
+        nan = x.isnan()
+        lo = torch.where(nan, float("inf"), x).amin((0, 2, 3))
+        hi = torch.where(nan, float("-inf"), x).amax((0, 2, 3))
+    else:
+        lo, hi = x.new_full((3,), float("inf")), x.new_full((3,), float("-inf"))
+    mean_t = torch.tensor(list(mean) or [0.0] * 3, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(list(std) or [1.0] * 3, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     v = (x * std_t + mean_t) * 255.0
     u8 = torch.round(torch.where(v > 0, v, 0.0).clamp(max=255.0))  # channels_to_u8_ref's value
     off = ((v - u8).abs() > GRID_TOLERANCE).sum()
