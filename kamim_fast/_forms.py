@@ -193,9 +193,10 @@ def normalization_problem(stats: list[float], name: str, mean: list[float], std:
       channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0 wherever it
       is darker than the mean). Its gray comes out washed out and its weights wrong;
     - ``"grid"`` (``count`` > 0, the number of values checked: float32/float64 input): more than half of the
-      values lie more than :data:`GRID_TOLERANCE` from the uint8 value they round to. A uint8 image normalised with these
-      statistics un-normalises onto whole numbers; other statistics (ViTImageProcessor's 0.5 taken for
-      ImageNet's, whose range is about the same) move almost every value off them.
+      values lie more than :data:`GRID_TOLERANCE` from the uint8 value they round to. A uint8 image
+      normalised with these statistics un-normalises onto whole numbers; other statistics
+      (ViTImageProcessor's 0.5 taken for ImageNet's, whose range is about the same) move almost every
+      value off them.
     """
     lo, hi = stats[:3], stats[3:6]
     if any(math.isnan(v) for v in stats[:6]) or any(a > b for a, b in zip(lo, hi)):  # a channel without values
