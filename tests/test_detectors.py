@@ -133,7 +133,7 @@ def test_kamim_weights_rejects_other_forms():
         t(np.zeros((16, 16, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(3, H, W\) tensor"):
         t(torch.zeros(1, 3, 16, 16))
-    with pytest.raises(TypeError, match="numpy array or a"):
+    with pytest.raises(TypeError, match="numpy array, a PIL image or a"):
         t([[0]])
     with pytest.raises(ValueError, match="weight_patch_size=8"):
         t(np.zeros((20, 16, 3), np.uint8))
