@@ -84,7 +84,7 @@ def extension_modules():
 ext_modules, cmdclass = extension_modules()
 
 setup(
-    packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels", "kamim_fast.csrc"],
+    packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels", "kamim_fast.ops", "kamim_fast.csrc"],
     package_dir={"kamim_fast": "kamim_fast", "kamim_fast.csrc": CSRC},
     package_data={"kamim_fast.csrc": list(BUILD.SOURCE_PATTERNS)},
     ext_modules=ext_modules,

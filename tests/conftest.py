@@ -24,17 +24,16 @@ import pytest  # noqa: E402
 
 import dataclasses  # noqa: E402
 
+import kamim_fast  # noqa: E402,F401  (the op registry)
 from kamim_fast import _backend  # noqa: E402
 
 # The native CPU kernels are part of the build: CI must have them (tests/test_native_*.py say why not).
 NATIVE = _backend.cpp_status("fast_corners", "cpu")[0]
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 
-# The ops of the implementation table, by side (tests/test_backend.py checks that they are all of it).
-KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
-             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
-AMT_OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
-           "unshuffle_with_mask_token_backward")
+# The ops of the registry by family, read from it: the AMT ops run the extension on CUDA too, the KAMIM ops do not.
+AMT_OPS = tuple(name for name, entry in _backend.TABLE.items() if "cuda" in getattr(entry.impls.get("cpp"), "devices", ()))
+KAMIM_OPS = tuple(name for name in _backend.TABLE if name not in AMT_OPS)
 
 
 def runnable(backend: str, device: str) -> bool:

@@ -1,4 +1,4 @@
-"""The implementation table (kamim_fast/_backend.py): what resolve() picks for each KAMIM_FAST_BACKEND and
+"""The op registry (kamim_fast/_backend.py, filled by kamim_fast/ops/): what resolve() picks for each KAMIM_FAST_BACKEND and
 device, that every op is in it, that the README's backend table is the table's, and that the guard which
 makes kernel tests prove their kernel ran does catch a reference."""
 
@@ -18,9 +18,15 @@ from kamim_fast import _backend
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_op_is_in_the_table_and_registered():
-    assert set(_backend.TABLE) == set(KAMIM_OPS) | set(AMT_OPS)
+def test_every_op_is_in_the_registry_and_registered():
+    """Every kamim_fast:: op torch knows is in the registry (no op outside it), with its module, check and samples."""
+    registered = {n.split("::")[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names()
+                  if n.startswith("kamim_fast::")}
+    assert registered == set(_backend.TABLE)
+    assert set(KAMIM_OPS) | set(AMT_OPS) == set(_backend.TABLE) and not set(KAMIM_OPS) & set(AMT_OPS)
     for name, entry in _backend.TABLE.items():
+        assert entry.module.startswith("kamim_fast.ops.") and entry.samples is not None, name
+        assert entry.schema.startswith(f"{name}("), entry.schema
         assert hasattr(torch.ops.kamim_fast, name), name
         assert "torch" in entry.impls and set(entry.impls) <= set(_backend.IMPLEMENTATIONS)
         for device in ("cpu", "cuda"):  # the per-device kernels look the table up
@@ -56,7 +62,7 @@ def test_an_argument_has_one_name_in_every_layer():
                  "fast_weighted_mim_loss": mim_loss.fast_weighted_mim_loss_forward,
                  "weighted_mim_loss_backward": mim_loss.weighted_mim_loss_backward}
     kernels = {"rgb_to_gray_u8": gray._gray_kernel, "fast_corners": fast._fast_kernel,
-               "weighted_mim_loss": mim_loss._forward_kernel, "fast_weighted_mim_loss": mim_loss._forward_kernel,
+               "weighted_mim_loss": mim_loss._l1_forward_kernel, "fast_weighted_mim_loss": mim_loss._fused_forward_kernel,
                "weighted_mim_loss_backward": mim_loss._backward_kernel}
     named = {"patch_size", "weight_patch_size", "density", "channel_order", "nonmax_suppression"}
     for name in KAMIM_OPS:

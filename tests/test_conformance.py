@@ -1,5 +1,5 @@
-"""The conformance suite, driven by the implementation table: every op x its sample inputs x every
-implementation the table lists for the device, against the op's PyTorch reference; the public op routed
+"""The conformance suite, driven by the op registry: every op x its sample inputs (its module's ``samples``) x every
+implementation the registry lists for the device, against the op's PyTorch reference; the public op routed
 to that implementation by KAMIM_FAST_BACKEND; opcheck (schema, fake kernel, autograd registration); and
 torch.compile(fullgraph=True) with no graph break. A backend gets this coverage as soon as its table row
 exists. The outside oracles (OpenCV, the published code, MAE) stay in the per-op test files."""
@@ -13,20 +13,16 @@ from samples import sample_inputs
 
 import kamim_fast  # noqa: F401  (registers the ops)
 from kamim_fast import _backend
+from kamim_fast.ops._common import REDUCTION, ROUNDING
 
 CASES = [(name, backend, device) for name, entry in _backend.TABLE.items() for backend, impl in entry.impls.items()
          for device in DEVICES if device in impl.devices and backend != "torch" and runnable(backend, device)]
 OPS = [(name, device) for name in _backend.TABLE for device in DEVICES]
 
-# Outputs compared bit for bit, except float results of a reduction in another order (the loss, the
-# gradient of the mask token), held to a bound relative to the reference's own float32 rounding.
-REDUCTIONS = {("weighted_mim_loss", 0), ("fast_weighted_mim_loss", 0), ("unshuffle_with_mask_token_backward", 1)}
-# The Triton backward multiplies scale, weight and mask in another order than the reference: a few ulps.
-ROUNDING = {("weighted_mim_loss_backward", 0), ("weighted_mim_loss_backward", 1)}
-# The inputs each op is differentiable in: opcheck checks the autograd registration with them requiring grad.
-DIFFERENTIABLE = {"weighted_mim_loss": (0, 1), "fast_weighted_mim_loss": (0, 1), "random_masking": (0,),
-                  "gather_patches": (0,), "gather_patches_backward": (0,), "unshuffle_with_mask_token": (0, 1),
-                  "unshuffle_with_mask_token_backward": (0,)}
+# Each op's module says how its outputs compare with the reference (OpEntry.tolerances: bit for bit unless
+# "reduction", a float sum in another order, held to a bound relative to the reference's own float32 rounding,
+# or "rounding", the same factors multiplied in another order: a few ulps) and which inputs its autograd
+# differentiates (OpEntry.differentiable: opcheck checks the autograd registration with them requiring grad).
 
 
 def _flat(out) -> list[torch.Tensor]:
@@ -38,9 +34,10 @@ def _assert_conforms(name, got, want):
     assert len(got) == len(want), name
     for i, (g, w) in enumerate(zip(got, want)):
         assert g.shape == w.shape and g.dtype == w.dtype, (name, i, g.shape, w.shape, g.dtype, w.dtype)
-        if (name, i) in REDUCTIONS:
+        tolerance = _backend.TABLE[name].tolerances.get(i)
+        if tolerance == REDUCTION:
             torch.testing.assert_close(g, w, rtol=2e-6 * max(1, w.numel() ** 0.5), atol=1e-6, msg=lambda m: f"{name}[{i}]: {m}")
-        elif (name, i) in ROUNDING and g.is_floating_point() and g.numel():
+        elif tolerance == ROUNDING and g.is_floating_point() and g.numel():
             tol = torch.finfo(g.dtype).eps * 4
             torch.testing.assert_close(g, w, rtol=tol, atol=tol * float(w.abs().max()), msg=lambda m: f"{name}[{i}]: {m}")
         else:
@@ -68,7 +65,7 @@ def test_opcheck(name, device, rng, monkeypatch):
     for backend in backends:
         monkeypatch.setenv(_backend.ENV_VAR, backend)
         for args in sample_inputs(name, device, rng):
-            args = tuple(a.detach().requires_grad_() if i in DIFFERENTIABLE.get(name, ()) else a
+            args = tuple(a.detach().requires_grad_() if i in _backend.TABLE[name].differentiable else a
                          for i, a in enumerate(args))
             torch.library.opcheck(op, args)
 

@@ -91,7 +91,7 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = email.message_from_bytes(whl.read(meta_name))
     sources = {p for p in _tree("csrc") if Path(p).suffix in (".cpp", ".cu", ".cuh", ".h", ".hpp")}
-    in_package = {"kamim_fast/" + p for p in sources} | _tree("kamim_fast/kernels")
+    in_package = {"kamim_fast/" + p for p in sources} | {p for p in _tree("kamim_fast") if p.endswith(".py")}
     assert not in_package - names, f"missing from {wheel.name}: {sorted(in_package - names)}"
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"kamim_fast"}, f"{wheel.name} installs other import names: {sorted(top_level)}"
