@@ -20,6 +20,7 @@ from .amt import (
     vit_class_attention,
     vit_class_attention_ref,
 )
+from .amt_presets import AMT_DEFAULTS, AMT_PAPER
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
 from .detectors import DETECTORS
@@ -54,6 +55,8 @@ __version__ = _version()
 
 __all__ = [
     "AMTMask",
+    "AMT_DEFAULTS",
+    "AMT_PAPER",
     "BACKENDS",
     "BACKEND_ENV_VAR",
     "DETECTORS",
