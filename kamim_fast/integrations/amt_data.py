@@ -23,9 +23,10 @@ Two ways to crop the map (``map_crop``, see :data:`kamim_fast.AMT_DEFAULTS` and 
 
 :func:`crop_patch_weights` computes either without building a pixel map: per image, the weight of output
 patch (r, c) is ``sum_{k,l} Y[r, k] * map[k, l] * X[c, l]``, where Y (rows) and X (columns) hold, per output
-patch, the summed interpolation taps of its output rows (columns) on the map's rows (columns): 4 taps per
+patch, the summed interpolation weights of its output rows (columns) on the map's rows (columns): 4 taps per
 output row in ``"box"`` mode (the crop resize's 2 on image rows, each the upsample's 2 on map rows), 2 or 3
-in ``"paper"`` mode. It equals the per-pixel reference up to float rounding (tests: float64 to 1e-10,
+in ``"paper"`` mode, evaluated as hat functions over the map's cells (dense (B, S, h) tensors, summed in a
+fixed order: no scatter, no atomics). It equals the per-pixel reference up to float rounding (tests: float64 to 1e-10,
 float32 to 1e-5 relative).
 """
 
@@ -167,42 +168,40 @@ def _linear_taps(src: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor,
     return i0, i1, lam
 
 
+def _hat(t: torch.Tensor, cells: int) -> torch.Tensor:
+    """(B, out) source positions on an axis of ``cells`` samples -> (B, out, cells): F.interpolate's bilinear
+    weights of each sample, written as the hat max(0, 1 - |t - k|) at t clamped to [0, cells - 1] (the same two
+    taps, the edge clamp included)."""
+    k = torch.arange(cells, dtype=t.dtype, device=t.device)
+    return (1 - (t.clamp(0, cells - 1).unsqueeze(-1) - k).abs()).clamp(min=0)
+
+
 def _box_axis(start, length, full, out: int, cells: int, patch: int, dtype) -> torch.Tensor:
     """(B, out // patch, cells): per output patch along one axis, the summed weight of each map cell (box mode).
 
-    start, length, full: (B, 1) float tensors (the box's first pixel and extent, the image's extent)."""
+    start, length, full: (B, 1) float tensors (the box's first pixel and extent, the image's extent). Each output
+    pixel takes 2 taps on the box's pixels (the crop's resize), each pixel 2 on the map's cells (the upsample)."""
     dst = torch.arange(out, dtype=dtype, device=start.device).unsqueeze(0) + 0.5  # (1, out)
-    y0, y1, lam = _linear_taps(dst * (length / out) - 0.5, length)  # crop resize: taps on the box's pixels
-    taps_idx, taps_w = [], []
-    for y, wy in ((y0, 1 - lam), (y1, lam)):
-        k0, k1, mu = _linear_taps((start + y + 0.5) * (cells / full) - 0.5, full.new_tensor(float(cells)))
-        taps_idx += [k0, k1]
-        taps_w += [wy * (1 - mu), wy * mu]
-    return _dense(torch.stack(taps_idx, -1), torch.stack(taps_w, -1), cells, patch)
+    y0, y1, lam = _linear_taps(dst * (length / out) - 0.5, length)
+    to_cell = cells / full
+    per_row = ((1 - lam).unsqueeze(-1) * _hat((start + y0 + 0.5) * to_cell - 0.5, cells)
+               + lam.unsqueeze(-1) * _hat((start + y1 + 0.5) * to_cell - 0.5, cells))  # (B, out, cells)
+    return per_row.reshape(-1, out // patch, patch, cells).sum(2)
 
 
 def _paper_axis(start, length, full, out: int, cells: int, patch: int, dtype) -> torch.Tensor:
-    """(B, out // patch, cells): the same for the published corner slice, resized with antialiasing (paper mode)."""
-    first = torch.div(start, full, rounding_mode="floor")  # i // H: 0 for a box inside its image
-    last = torch.clamp(torch.div(start + length, full, rounding_mode="floor") + 2, max=cells)  # slice end
-    n = (last - first).clamp(min=1)  # rows of the slice, 2 or 3 for a map of >= 3 rows
+    """(B, out // patch, cells): the same for the published slice, rows [i // H, (i + h) // H + 2) = [0, 2) or
+    [0, 3) since 0 <= i < H, resized with antialiasing (torch's triangle filter; for these upsamplings the
+    bilinear taps) (paper mode)."""
+    n = torch.clamp(torch.div(start + length, full, rounding_mode="floor") + 2, max=cells)  # the slice's rows
     scale = n / out
     support = torch.clamp(scale, min=1.0)  # the triangle filter's half-width in input pixels
     centre = (torch.arange(out, dtype=dtype, device=start.device).unsqueeze(0) + 0.5) * scale  # (B, out)
-    k = torch.arange(min(cells, 3), dtype=dtype, device=start.device)  # the slice's rows: (i + h) // H <= 1
-    x = (k + 0.5 - centre.unsqueeze(-1)) / support.unsqueeze(-1)  # (B, out, taps)
+    k = torch.arange(cells, dtype=dtype, device=start.device)
+    x = (k + 0.5 - centre.unsqueeze(-1)) / support.unsqueeze(-1)  # (B, out, cells)
     w = (1 - x.abs()).clamp(min=0) * (k < n.unsqueeze(-1)).to(dtype)
-    w = w / w.sum(-1, keepdim=True)
-    return _dense((first.unsqueeze(-1) + k).expand_as(w), w, cells, patch)
-
-
-def _dense(idx: torch.Tensor, weight: torch.Tensor, cells: int, patch: int) -> torch.Tensor:
-    """Taps (B, out, T) of cell indices and weights -> (B, out // patch, cells), summed in a fixed order (no
-    scatter, no atomics)."""
-    B, out, _ = idx.shape
-    onehot = idx.long().unsqueeze(-1) == torch.arange(cells, device=idx.device)  # (B, out, T, cells)
-    per_row = (onehot.to(weight.dtype) * weight.unsqueeze(-1)).sum(2)  # (B, out, cells)
-    return per_row.reshape(B, out // patch, patch, cells).sum(2)
+    per_row = w / w.sum(-1, keepdim=True)
+    return per_row.reshape(-1, out // patch, patch, cells).sum(2)
 
 
 def crop_patch_weights(
