@@ -74,7 +74,7 @@ def refresh_rows(quick: bool, threads: int) -> list[dict]:
 
     rows = []
     for name, B, batches in ([("vit_tiny_patch16_224", 8, 2)] if quick else
-                             [("vit_tiny_patch16_224", 32, 4), ("vit_small_patch16_224", 32, 2)]):
+                             [("vit_tiny_patch16_224", 32, 2), ("vit_small_patch16_224", 16, 2)]):
         vit = _encoder(name, 224)
         g = torch.Generator().manual_seed(0)
         data = [(torch.randn(B, 3, 224, 224, generator=g), torch.arange(k * B, (k + 1) * B)) for k in range(batches)]
