@@ -40,9 +40,9 @@ from .harness import device_name, git_commit, summary, versions
 IMAGENET_TRAIN = 1_281_167
 
 
-def interleaved(steps: dict, quick: bool) -> dict:
-    """{label: summary of ms per call}: two warm-up calls each, then rounds calling each step once, in turn, until
-    at least 5 rounds (3 quick) and the time budget (20 s, 2 s quick) are done, at most 40 rounds."""
+def interleaved(steps: dict, quick: bool) -> tuple[dict, dict]:
+    """({label: summary of ms per call}, {label: the samples}): two warm-up calls each, then rounds calling each step
+    once, in turn, until at least 5 rounds (3 quick) and the time budget (20 s, 2 s quick) are done, at most 40."""
     for step in steps.values():
         step()
         step()
@@ -55,7 +55,15 @@ def interleaved(steps: dict, quick: bool) -> dict:
             step()
             samples[label].append((time.perf_counter() - t) * 1e3)
         rounds += 1
-    return {k: summary(v) for k, v in samples.items()}
+    return {k: summary(v) for k, v in samples.items()}, samples
+
+
+def paired(samples: dict, num: str, den: str) -> float:
+    """The median over rounds of samples[num][r] / samples[den][r]: each ratio from two calls made back to back,
+    so a change of the machine's load between rounds cancels."""
+    import statistics
+
+    return statistics.median(a / b for a, b in zip(samples[num], samples[den]))
 
 
 # --- refresh -----------------------------------------------------------------------------------------------
@@ -93,13 +101,12 @@ def refresh_rows(quick: bool, threads: int) -> list[dict]:
             maps = [vit_class_attention_ref(vit, images).reshape(-1, 14, 14) for images, _ in data]
             bank.maps[:] = torch.cat(maps).half()
 
-        timed = interleaved({"plain no_grad forward": plain, "bank.refresh": refresh,
-                             "full attention matrix (published way)": published}, quick)
-        base = timed["plain no_grad forward"]["median"]
+        timed, samples = interleaved({"plain no_grad forward": plain, "bank.refresh": refresh,
+                                      "full attention matrix (published way)": published}, quick)
         rows.append({"group": "refresh", "case": f"{name} B={B} x {batches} batches, 224 px", "threads": threads,
                      "images": n, "times_ms": timed,
                      "images_per_s": {k: n / (t["median"] / 1e3) for k, t in timed.items()},
-                     "throughput_vs_plain": {k: base / t["median"] for k, t in timed.items()}})
+                     "throughput_vs_plain": {k: paired(samples, "plain no_grad forward", k) for k in timed}})
     return rows
 
 
@@ -207,14 +214,15 @@ def crop_rows(quick: bool, threads: int) -> list[dict]:
             out.append(pixel.reshape(14, 16, 14, 16).sum((1, 3)).flatten())
         return torch.stack(out)
 
-    timed = interleaved({"AMT step (MAE ViT-Ti/16 enc + 4x128 dec, fwd+bwd)": step,
+    timed, samples = interleaved({"AMT step (MAE ViT-Ti/16 enc + 4x128 dec, fwd+bwd)": step,
                          "AMT ops (amt_masking + gather_patches + unshuffle, fwd+bwd)": amt_ops,
                          "bank.patch_weights box": crop_box, "bank.patch_weights paper": crop_paper,
-                         "published per-image map crop (workers' CPU time)": published_workers}, quick)
-    step_ms = timed["AMT step (MAE ViT-Ti/16 enc + 4x128 dec, fwd+bwd)"]["median"]
-    shares = {k: t["median"] / step_ms for k, t in timed.items()}
-    ops = timed["AMT ops (amt_masking + gather_patches + unshuffle, fwd+bwd)"]["median"]
-    shares["AMT ops + bank.patch_weights box"] = (ops + timed["bank.patch_weights box"]["median"]) / step_ms
+                                  "published per-image map crop (workers' CPU time)": published_workers}, quick)
+    step = "AMT step (MAE ViT-Ti/16 enc + 4x128 dec, fwd+bwd)"
+    shares = {k: paired(samples, k, step) for k in timed}
+    ops = "AMT ops (amt_masking + gather_patches + unshuffle, fwd+bwd)"
+    samples["ops + box"] = [a + b for a, b in zip(samples[ops], samples["bank.patch_weights box"])]
+    shares["AMT ops + bank.patch_weights box"] = paired(samples, "ops + box", step)
     return [{"group": "crop", "case": f"B={B}, 224 px, 14x14 map, bank of {len(bank):,} images, mask 0.45 throw 0.4",
              "threads": threads, "times_ms": timed, "share_of_step": shares}]
 
@@ -286,7 +294,8 @@ def markdown(result: dict) -> str:
              + (" (quick sizes)" if result["quick"] else ""), ""]
     refresh = [r for r in result["rows"] if r["group"] == "refresh"]
     if refresh:
-        lines += ["### Refresh throughput (images/s, median; min in brackets)", "",
+        lines += ["### Refresh throughput (images/s of the median call; of the fastest in brackets); refresh / plain: the "
+                  "median over rounds of the two calls' time ratio", "",
                   "| encoder, batches | threads | plain no_grad forward | bank.refresh | refresh / plain | full attention matrix (published way) |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in refresh:
@@ -298,7 +307,8 @@ def markdown(result: dict) -> str:
         lines.append("")
     crop = [r for r in result["rows"] if r["group"] == "crop"]
     if crop:
-        lines += ["### The crop step against the AMT step (ms per batch, median (min); share of the step's median)", ""]
+        lines += ["### The crop step against the AMT step (ms per batch, median (min); share: the median over rounds of "
+                  "its time over the step's in the same round)", ""]
         for r in crop:
             lines += [f"{r['case']}, {r['threads']} thread(s):", "", "| work | ms | share of the AMT step |", "|---|---:|---:|"]
             for k, t in r["times_ms"].items():

@@ -3,7 +3,8 @@
 Joins a gloo process group on the CPU, builds the tiny ViT from DATA's state and refreshes three banks over
 DATA's images: with :class:`ShardSampler` (disjoint shards of unequal size), with torch's
 ``DistributedSampler`` shuffled (it pads by repeating indices, and its order is not the dataset's), and
-with this rank's loader missing an image (the refresh must refuse, on every rank alike). Saves the banks.
+with this rank's loader missing an image (the refresh must refuse, on every rank alike), and of a one-image
+dataset (rank 0's shard is empty). Saves the banks.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def main(rank: int, world: int, port: int, data_path: str, out_path: str) -> Non
     except ValueError as e:
         out["missing"] = str(e)
     out["missing_bank"] = bank.maps.clone()
+    one = AttentionBank(1, grid, dtype=torch.float32)  # shards of 0 and 1 images
+    one.refresh(vit, DataLoader(IndexedDataset(list(images[:1])), batch_size=2, sampler=ShardSampler(1)), progress=False)
+    out["one"] = one.maps.clone()
     torch.save(out, out_path)
     dist.barrier()
     dist.destroy_process_group()

@@ -413,7 +413,8 @@ def _free_port() -> int:
 
 def test_ddp_refresh_over_uneven_shards_equals_one_process(tmp_path):
     """2 gloo ranks, 7 images: shards of 3 and 4 (ShardSampler), and DistributedSampler's shuffled, padded ones;
-    every rank's bank equals one process's refresh. A loader that misses an image fails on both ranks."""
+    every rank's bank equals one process's refresh (and for a one-image dataset, rank 0's shard empty). A loader
+that misses an image fails on both ranks."""
     seed = draw_seed()
     print(f"KAMIM_FAST_TEST_SEED={seed} (the ranks' data)")
     rng = np.random.default_rng(seed)
@@ -444,6 +445,7 @@ def test_ddp_refresh_over_uneven_shards_equals_one_process(tmp_path):
         torch.testing.assert_close(r["shard"], one.maps, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r["padded"].float(), one.maps, rtol=0, atol=2.0 ** -12)
         assert "6 of 7" in r["missing"] and bool((r["missing_bank"] == 1).all())
+        torch.testing.assert_close(r["one"], one.maps[:1], rtol=1e-5, atol=1e-6)
     assert torch.equal(ranks[0]["shard"], ranks[1]["shard"])
 
 

@@ -271,7 +271,8 @@ class AttentionBank:
         size (:func:`refresh_transform`). Every map is placed by its index. Under ``torch.distributed`` each
         rank iterates its own shard (:class:`ShardSampler`: disjoint, of any size); the ranks then exchange
         their (index, map) pairs and every rank writes the whole bank. The model runs in eval mode (its mode
-        is restored after), under ``torch.no_grad`` and autocast.
+        is restored after), under ``torch.no_grad`` and autocast. Under DDP every rank of ``group`` must call it
+        (the exchange is a collective).
 
         Encoders: a timm ``VisionTransformer`` with a class token; kamim_fast's MAE and any encoder that keeps
         its blocks in ``model.blocks`` (the last one's attention as ``.attn``, timm's layout) and runs every
@@ -424,7 +425,8 @@ def _all_gather_pairs(idx: torch.Tensor, maps: torch.Tensor, group: object) -> t
     dist.all_gather(counts, count, group=group)
     counts = [int(c) for c in counts]
     most = max(counts)
-    raw = maps.contiguous().view(torch.uint8).reshape(maps.shape[0], -1)
+    row_bytes = int(torch.Size(maps.shape[1:]).numel()) * maps.element_size()
+    raw = maps.contiguous().view(torch.uint8).reshape(maps.shape[0], row_bytes)
     pad_idx = torch.full((most,), -1, dtype=torch.int64, device=comm)
     pad_idx[: idx.numel()] = idx.to(comm)
     pad_raw = torch.zeros((most, raw.shape[1]), dtype=torch.uint8, device=comm)
