@@ -489,6 +489,15 @@ def test_presets():
     assert torch.equal(crop_patch_weights(maps, crops, 224, **AMT_PAPER), crop_patch_weights(maps, crops, 224, map_crop="paper"))
     assert torch.equal(crop_patch_weights(maps, crops, 224, **AMT_DEFAULTS), crop_patch_weights(maps, crops, 224))
     assert AMTSchedule(400, **AMT_PAPER).refresh_on_resume and not AMTSchedule(400, **AMT_DEFAULTS).refresh_on_resume
+    # every entry point's defaults are AMT_DEFAULTS'
+    import inspect
+
+    from kamim_fast.show_amt import show_amt
+
+    for fn in (crop_patch_weights, crop_patch_weights_ref, AttentionBank.patch_weights, AMTSchedule.__init__, show_amt):
+        params = inspect.signature(fn).parameters
+        for name in set(params) & set(AMT_DEFAULTS):
+            assert params[name].default == AMT_DEFAULTS[name], (fn, name)
     bank = AttentionBank(3)
     assert torch.equal(bank.patch_weights([0, 1, 2], crops, 224, **AMT_PAPER),
                        crop_patch_weights(bank[[0, 1, 2]], crops, 224, map_crop="paper"))
