@@ -9,7 +9,7 @@
   says so and exits with status 2, writing nothing.
 - ``show IMAGE [-o OUT.png] [--detector fast|orb|sift] [--density ring|count]``: image, keypoints, ring
   coverage, weight map and mask side by side.
-- ``show IMAGE --amt [--model NAME] [--checkpoint FILE] [--size 224]``: image, attention map, crop and its AMT
+- ``show IMAGE --amt [--model NAME] [--checkpoint FILE] [--input-size 224]``: image, attention map, crop and its AMT
   masking and throwing, and the published crop's weights beside the default's (``kamim_fast/show_amt.py``).
 - ``info``: which implementation of each op runs here, and the versions (:func:`kamim_fast.backend_info`).
 - ``--version``: kamim_fast's version.
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", default="vit_tiny_patch16_224",
                    help="with --amt: the timm ViT whose attention drives AMT (randomly initialised unless --checkpoint)")
     s.add_argument("--checkpoint", type=Path, default=None, help="with --amt: a state_dict file for --model")
-    s.add_argument("--size", type=int, default=224, help="with --amt: the encoder's input and the crop's size")
+    s.add_argument("--input-size", type=int, default=224, help="with --amt: the encoder's input and the crop's size")
     sub.add_parser("info", help="which implementation of each op runs here, and the versions (for bug reports)")
     args = parser.parse_args(argv)
 
@@ -162,10 +162,10 @@ def _show_amt(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Pa
     try:
         import timm
 
-        if args.size < 1:
-            raise ValueError(f"--size must be >= 1, got {args.size}")
+        if args.input_size < 1:
+            raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
         try:
-            model = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=args.size)
+            model = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=args.input_size)
         except RuntimeError as exc:  # timm: unknown model name
             raise ValueError(f"--model must name a timm ViT, got {args.model!r} ({exc})") from None
         if args.checkpoint is not None:
@@ -176,7 +176,7 @@ def _show_amt(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Pa
                 model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
             except RuntimeError as exc:
                 raise ValueError(f"--checkpoint must hold --model {args.model}'s state_dict: {exc}") from None
-        path = show_amt(args.image, out, model=model.eval(), size=args.size,
+        path = show_amt(args.image, out, model=model.eval(), size=args.input_size,
                         patch_size=model.patch_embed.patch_size[0], seed=args.mask_seed, max_side=args.max_side)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
         _cli_error(parser, str(exc))

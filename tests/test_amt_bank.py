@@ -591,7 +591,7 @@ def test_bad_input_gets_named_errors():
 # --- kamim-fast show --amt ------------------------------------------------------------------------------------------
 
 
-def test_show_amt_command_line(tmp_path):
+def test_show_amt_command_line(tmp_path, capsys):
     import skimage.data
     import skimage.io
 
@@ -600,16 +600,18 @@ def test_show_amt_command_line(tmp_path):
     image = tmp_path / "coffee.png"
     skimage.io.imsave(image, skimage.data.coffee()[:120, :160])
     out = tmp_path / "amt.png"
-    assert cli.main(["show", str(image), "--amt", "--size", "64", "-o", str(out)]) == 0
+    assert cli.main(["show", str(image), "--amt", "--input-size", "64", "-o", str(out)]) == 0
     assert out.stat().st_size > 10_000
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64)
     torch.save(vit.state_dict(), tmp_path / "vit.pt")
-    assert cli.main(["show", str(image), "--amt", "--size", "64", "--checkpoint", str(tmp_path / "vit.pt"),
+    assert cli.main(["show", str(image), "--amt", "--input-size", "64", "--checkpoint", str(tmp_path / "vit.pt"),
                      "-o", str(tmp_path / "amt2.png")]) == 0
     torch.save(_tiny_vit(img_size=64).state_dict(), tmp_path / "other.pt")  # another ViT's weights
     for bad in (["--model", "no_such_model"], ["--checkpoint", str(tmp_path / "missing.pt")],
-                ["--checkpoint", str(tmp_path / "other.pt")], ["--size", "0"]):
+                ["--checkpoint", str(tmp_path / "other.pt")], ["--input-size", "0"]):
         with pytest.raises(SystemExit) as info:
-            cli.main(["show", str(image), "--amt", "--size", "64", "-o", str(tmp_path / "x.png"), *bad])
+            cli.main(["show", str(image), "--amt", "--input-size", "64", "-o", str(tmp_path / "x.png"), *bad])
         assert info.value.code == 2, bad
+    err = capsys.readouterr().err
+    assert "usage: kamim-fast show" in err and "--input-size must be >= 1, got 0" in err and "--model must name" in err

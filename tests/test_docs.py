@@ -49,10 +49,10 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
 
 def test_the_figures_draw_from_the_repositorys_files(tmp_path):
     figures = _figures()
-    for draw in (figures.draw_cpu_speedups, figures.draw_gpu_model, figures.draw_show):
+    for draw in (figures.draw_cpu_speedups, figures.draw_gpu_model, figures.draw_show, figures.draw_show_amt):
         path = draw(tmp_path / f"{draw.__name__}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", draw.__name__
-    for name in ("show_astronaut.png", "cpu-speedups.png", "gpu-model.png"):  # the README shows the committed ones
+    for name in ("show_astronaut.png", "cpu-speedups.png", "gpu-model.png", "show_amt_astronaut.png"):  # committed
         assert (ROOT / "docs" / "images" / name).is_file(), name
 
 

@@ -462,7 +462,8 @@ class IndexedDataset(torch.utils.data.Dataset):
 
     Example:
         >>> ds = IndexedDataset([(torch.zeros(3, 4, 4), 0), (torch.ones(3, 4, 4), 1)])
-        >>> ds[1][0].mean().item(), ds[1][1]
+        >>> image, index = ds[1]
+        >>> image.mean().item(), index
         (1.0, 1)
     """
 
@@ -508,8 +509,8 @@ class ShardSampler(torch.utils.data.Sampler):
         rank, world_size: default: torch.distributed's, or 0 and 1 without a process group.
 
     Example:
-        >>> [list(ShardSampler(5, rank=r, world_size=2)) for r in range(2)]
-        [[0, 1], [2, 3, 4]]
+        >>> list(ShardSampler(5, rank=0, world_size=2)), list(ShardSampler(5, rank=1, world_size=2))
+        ([0, 1], [2, 3, 4])
     """
 
     def __init__(self, num_images: int, rank: int | None = None, world_size: int | None = None) -> None:
