@@ -449,15 +449,21 @@ that misses an image fails on both ranks."""
     assert torch.equal(ranks[0]["shard"], ranks[1]["shard"])
 
 
-def test_published_padded_shards_and_gather_agree_with_placement_by_index():
-    """What the published sampler and gather do (transcribed), and that a refresh placed by index gives the same
-    bank for them: the padding's repeated last index is dropped, nothing else moves."""
+def test_the_published_padded_shards_give_the_same_bank(rng):
+    """The published refresh's shards (SequentialDistributedSampler: contiguous blocks padded with the last index)
+    and its gather (rank order, truncation), transcribed, against a refresh that reads the same padded index
+    lists: the padding's repeated index is dropped, every map lands on its image."""
     n, batch, world = 7, 2, 2
     shards = published_eval_shards(n, batch, world)
     assert shards == [[0, 1, 2, 3], [4, 5, 6, 6]]
-    maps = torch.rand(n, 4, 4)
-    per_rank = [maps[s] for s in shards]
-    assert torch.equal(published_gather(per_rank, n), maps)
+    vit = _tiny_vit(seed=int(rng.integers(1 << 30))).eval()
+    images = _photos(n, 64, rng)
+    per_rank = [vit_class_attention(vit, images[s]).reshape(-1, 4, 4) for s in shards]
+    want = published_gather(per_rank, n)
+    bank = AttentionBank(n, grid=4, dtype=torch.float32)
+    loader = [(images[s[k:k + batch]], torch.tensor(s[k:k + batch])) for s in shards for k in range(0, len(s), batch)]
+    assert bank.refresh(vit, loader, progress=False) == n
+    torch.testing.assert_close(bank.maps, want, rtol=1e-5, atol=1e-6)
 
 
 # --- the schedule ------------------------------------------------------------------------------------------------
