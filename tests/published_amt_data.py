@@ -6,6 +6,16 @@ Written from reading ``mae-AMT/amtdatasets.py`` (the map's crop and flip), ``mae
 ``mae-AMT/models_mae.py`` (``forward_encoder_test``, ``patchify_map``, the ``epoch > 40`` switch) and
 ``SimMIM-AMT/data/amtdatasets.py`` (``maskgenerate``), the way the published code does it: per image, with
 torchvision's functional resize and flip on the map tensor. Nothing here is shared with kamim_fast.
+
+Checked once against the published files themselves (guijiejie/AMT at dfe380e9441cee018934ea51a57dbcf3fd659998,
+run from a scratch copy, nothing of it kept here): ``maskRandomResizedCrop`` and ``maskRandomHorizontalFlip``
+bit-equal to the map crop and flip below on 300 crops of five image sizes (slices 2x2, 2x3, 3x2, 3x3 seen), and
+``crop_patch_weights(map_crop="paper")`` within float rounding of them through ``patchify_map``;
+``SequentialDistributedSampler``, ``update_mask``'s normalisation, all_gather and truncation (the function's
+own source, with its ``forward_encoder_test`` on a 12-head ``MaskedAutoencoderViT``), SimMIM-AMT's
+``maskgenerate.patchify_map`` and ``main_pretrain.py``'s refresh condition bit-equal to the functions below.
+The published ``Block(..., return_attention=True)`` is not in timm: the softmax it returns is taken as timm's
+``Attention`` computes it.
 """
 
 from __future__ import annotations

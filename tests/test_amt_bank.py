@@ -549,7 +549,7 @@ def test_bad_input_gets_named_errors():
         (lambda: bank.update(torch.tensor([0, 4]), maps), ValueError, ["indices", "[0, 4)", "4"]),
         (lambda: bank.update(torch.tensor([-1, 0]), maps), ValueError, ["indices", "[0, 4)", "-1"]),
         (lambda: bank.update(torch.tensor([0.0, 1.0]), maps), TypeError, ["indices", "int64", "float32"]),
-        (lambda: bank.update(torch.tensor([1, 1]), maps), ValueError, ["indices", "distinct"]),
+        (lambda: bank.update(torch.tensor([1, 1]), maps), ValueError, ["indices", "distinct", "got 1 2 times"]),
         (lambda: bank[7], ValueError, ["indices", "[0, 4)", "7"]),
         (lambda: bank.load_state_dict({"maps": torch.rand(3, 4, 4), "refreshes": 1}), ValueError,
          ["state['maps']", "(4, 4, 4)", "(3, 4, 4)"]),

@@ -175,8 +175,11 @@ class AttentionBank:
         if tuple(maps.shape) != (idx.numel(), *self.grid):
             raise ValueError(f"maps must have shape (B, h, w) = {(idx.numel(), *self.grid)} for {idx.numel()} indices, "
                              f"got {tuple(maps.shape)}")
-        if idx.unique().numel() != idx.numel():
-            raise ValueError("indices must be distinct (one map per image)")
+        values, counts = idx.unique(return_counts=True)
+        if bool((counts > 1).any()):
+            repeated = int(values[counts > 1][0])
+            raise ValueError(f"indices must be distinct (one map per image), got {repeated} "
+                             f"{int(counts[values == repeated][0])} times")
         self._maps[idx] = maps.detach().to("cpu", self.dtype)
 
     def fill_(self, value: float = 1.0) -> None:
