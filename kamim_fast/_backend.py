@@ -248,7 +248,32 @@ def triton_available(device_type: str) -> tuple[bool, str]:
     if device_type == "cpu" and not interpreter_active():
         return False, ("the Triton kernels need CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before "
                        "triton is imported")
+    if device_type == "cpu":
+        import numpy
+        import triton
+
+        problem = interpreter_problem(triton.__version__, numpy.__version__)
+        if problem:
+            return False, problem
     return True, ""
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def interpreter_problem(triton_version: str, numpy_version: str) -> str | None:
+    """Why Triton's CPU interpreter cannot run the kernels with these versions, or None.
+
+    Triton 3.6's interpreter converts a program id (a one-element array) with ``int()``, which NumPy 2.4 refuses
+    ("only 0-dimensional arrays can be converted to Python scalars"), so every kernel with a loop over tiles fails;
+    Triton 3.8 runs with NumPy 2.4. Versions in between are treated as 3.6 is. Compiled kernels (CUDA) are unaffected.
+    """
+    if _release(triton_version) < (3, 8) and _release(numpy_version) >= (2, 4):
+        return (f"Triton {triton_version}'s CPU interpreter cannot run with NumPy {numpy_version} (it converts "
+                "one-element arrays with int(), which NumPy 2.4 refuses): use NumPy < 2.4 or Triton >= 3.8")
+    return None
 
 
 @functools.cache

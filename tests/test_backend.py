@@ -163,3 +163,54 @@ def test_unknown_backend_is_named(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "gpu")
     with pytest.raises(ValueError, match=re.escape("KAMIM_FAST_BACKEND must be one of ('auto', 'triton', 'cpp', 'torch'), got 'gpu'")):
         _backend.resolve("fast_corners", "cpu")
+
+
+def test_interpreter_problem_names_the_versions():
+    problem = _backend.interpreter_problem("3.6.0", "2.4.6")
+    assert "Triton 3.6.0" in problem and "NumPy 2.4.6" in problem and "NumPy < 2.4 or Triton >= 3.8" in problem
+    for triton_version, numpy_version in [("3.8.0", "2.4.6"), ("3.6.0", "2.3.5"), ("3.9.0+git1234", "2.5.0rc1")]:
+        assert _backend.interpreter_problem(triton_version, numpy_version) is None
+
+
+_PERSISTENT_LOOP = """
+import json, os, sys
+os.environ["TRITON_INTERPRET"] = "1"
+import numpy, torch, triton, triton.language as tl
+
+@triton.jit
+def loop(out_ptr, n):
+    for t in range(tl.program_id(0), n, tl.num_programs(0)):  # the persistent kernels' loop over tiles
+        tl.store(out_ptr + t, t)
+
+out = torch.zeros(10, dtype=torch.int32)
+try:
+    loop[(4,)](out, 10)
+    ran = out.tolist() == list(range(10))
+except Exception:
+    ran = False
+print(json.dumps({"triton": triton.__version__, "numpy": numpy.__version__, "ran": ran}))
+"""
+
+
+@pytest.mark.parametrize("which", ["installed", "gpu-machines"])
+def test_interpreter_problem_is_what_the_interpreter_does(which):
+    """The verdict of interpreter_problem against Triton's interpreter itself, the installed Triton and the GPU
+    machines' (side-installed by the Makefile): the loop fails exactly when a problem is named."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import GPU_MACHINES_TRITON
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if which == "gpu-machines":
+        if not GPU_MACHINES_TRITON.is_dir():
+            pytest.skip(f"no side-installed Triton at {GPU_MACHINES_TRITON}")
+        env["PYTHONPATH"] = str(GPU_MACHINES_TRITON)
+    out = subprocess.run([sys.executable, "-c", _PERSISTENT_LOOP], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    problem = _backend.interpreter_problem(seen["triton"], seen["numpy"])
+    assert seen["ran"] == (problem is None), (seen, problem)
