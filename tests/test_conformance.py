@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import DEVICES, runnable
+from guarded import guarded
 from samples import sample_inputs
 
 import kamim_fast  # noqa: F401  (registers the ops)
@@ -81,3 +82,31 @@ def test_compile_fullgraph(name, device, rng, monkeypatch):
         torch._dynamo.reset()
         compiled = torch.compile(lambda *a: op(*a), fullgraph=True, backend="aot_eager")
         _assert_conforms(name, compiled(*args), op(*args))
+
+
+# --- writes outside the outputs ----------------------------------------------------------------------------------
+
+GUARDED = [(name, backend) for name, entry in _backend.TABLE.items() for backend, impl in entry.impls.items()
+           if "cpu" in impl.devices and runnable(backend, "cpu")]
+
+
+@pytest.mark.parametrize("name, backend", GUARDED, ids=[f"{n}-{b}-cpu" for n, b in GUARDED])
+def test_writes_stay_inside_every_output(name, backend, rng, monkeypatch):
+    """Every implementation that runs on CPU tensors (Triton through its interpreter, the C++ kernels, the PyTorch
+    reference), on every sample: each tensor allocated while it runs (its outputs, its scratch) lies between
+    two guard bands of sentinel bytes, and no band changes (tests/guarded.py). The interpreter runs the
+    programs one after another, so a block that writes past its end is overwritten by the next one with the
+    right value: only the bands see it (on a GPU it is a race). The outputs start filled with 0xFF, so an
+    element left unwritten shows too: each output equals the reference computed outside the guard."""
+    entry = _backend.TABLE[name]
+    for args in sample_inputs(name, "cpu", rng):
+        want = entry.impls["torch"].kernel(*args)
+        with guarded() as guard:
+            got = entry.impls[backend].kernel(*args)
+            guard.check()  # the outputs are alive: their bands are checked here
+            monkeypatch.setenv(_backend.ENV_VAR, backend)
+            routed = getattr(torch.ops.kamim_fast, name)(*args)
+            monkeypatch.delenv(_backend.ENV_VAR)
+        assert guard.allocations >= len(_flat(got)), (name, backend, guard.allocations)
+        _assert_conforms(name, got, want)
+        _assert_conforms(name, routed, want)

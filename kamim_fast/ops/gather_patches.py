@@ -86,8 +86,12 @@ def _(src, ids, n):
 
 
 def _backward_torch(src, ids, n):
-    out = src.new_zeros((src.shape[0], n, src.shape[2]))
-    return out.index_put_((torch.arange(src.shape[0], device=src.device)[:, None], ids), src, accumulate=True)
+    """The rows of repeated ids summed in float32 (float64 for float64) and rounded once, as the kernels do: an
+    accumulation in half precision would round after every addend."""
+    acc = torch.promote_types(src.dtype, torch.float32)
+    out = src.new_zeros((src.shape[0], n, src.shape[2]), dtype=acc)
+    rows = (torch.arange(src.shape[0], device=src.device)[:, None], ids)
+    return out.index_put_(rows, src.to(acc), accumulate=True).to(src.dtype)
 
 
 def backward_samples(s) -> list[tuple]:
