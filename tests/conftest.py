@@ -187,6 +187,25 @@ def rng(_seed) -> np.random.Generator:
     return np.random.default_rng(_seed)
 
 
+@pytest.fixture
+def strict_from_numpy(monkeypatch) -> list[np.ndarray]:
+    """``torch.from_numpy`` refuses read-only arrays while the test runs (and records every array it is given).
+    PyTorch warns about a read-only array once per process (TORCH_WARN_ONCE), so a test that only watches for
+    the warning misses it whenever an earlier test in the process fired it."""
+    seen: list[np.ndarray] = []
+    original = torch.from_numpy
+
+    def from_numpy(a):
+        if isinstance(a, np.ndarray) and not a.flags.writeable and a.size:
+            raise AssertionError(f"torch.from_numpy of a read-only array {a.shape} {a.dtype}: PyTorch warns (once) "
+                                 f"and writing to the tensor would be undefined; copy it first")
+        seen.append(a)
+        return original(a)
+
+    monkeypatch.setattr(torch, "from_numpy", from_numpy)
+    return seen
+
+
 def assert_raises_naming(make, exc: type[Exception], words: list[str]) -> None:
     """``make()`` raises ``exc`` whose message holds every word (the argument, what was expected, what came)."""
     with pytest.raises(exc) as info:

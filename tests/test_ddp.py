@@ -159,7 +159,7 @@ def test_global_normalisation_over_a_subgroup_is_its_concatenated_batch(tmp_path
     imgs = np.stack([crop(real_image(COLOUR_NAMES[i % 4]), 64, 64, rng) for i in range(8)])
     x = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
     g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
-    ratios = (0.6, 0.25, 0.4, 0.8)  # rank r holds images r::4
+    ratios = (0.6, 0.25, 0.25, 0.8)  # rank r holds images r::4: 24 + 8 masked patches in one subgroup, 8 + 32
     mask = torch.cat([simmim_mask(1, 64, mask_ratio=ratios[i % 4], generator=g) for i in range(8)])
     model = simmim_vit(**VIT)
     data = {"x": x, "mask": mask, "pred": x + torch.randn_like(x), "state": model.state_dict(), "vit": VIT,

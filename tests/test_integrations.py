@@ -10,13 +10,14 @@ import copy
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_raises_naming
-from images import COLOUR_NAMES, crop, real_image
+from images import COLOUR_NAMES, crop, real_image, user_arrays
 from published import normalise, published_keypoints, published_weights, simmim_loss
 from torch import nn
 
@@ -336,6 +337,29 @@ def test_show_writes_a_png_from_any_image_file(kind, tmp_path, rng, capsys):
     assert str(out) in capsys.readouterr().out
     png = _assert_png(out, 500)
     assert png.shape[1] > 2 * png.shape[0]  # panels side by side
+
+
+def test_show_takes_the_arrays_users_pass(tmp_path, rng, strict_from_numpy):
+    """show() on an array: flipped views, crops, Fortran order, read-only arrays (np.asarray of a PIL image), in
+    colour, gray and float: the same picture as on the contiguous copy, no warning; as_rgb_u8 hands torch a
+    C-contiguous writable array equal to the copy's."""
+    from kamim_fast.show import as_rgb_u8, show
+
+    colour = crop(real_image("chelsea"), 64, 96, rng)
+    arrays = {"colour": colour, "gray": crop(real_image("camera"), 64, 96, rng),
+              "float": colour.astype(np.float32) / 255}
+    for kind, img in arrays.items():
+        want = as_rgb_u8(img.copy())
+        forms = user_arrays(img)
+        for name, form in forms.items():
+            got = as_rgb_u8(form)
+            assert np.array_equal(got, want) and got.flags.c_contiguous and got.flags.writeable, (kind, name)
+    picture = _assert_png(show(colour.copy(), tmp_path / "copy.png"), 500)
+    for name in ("flipped", "read-only-pil"):  # show() draws what as_rgb_u8 gives: two forms end to end
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            path = show(user_arrays(colour)[name], tmp_path / f"{name}.png")
+        assert np.array_equal(_assert_png(path, 500), picture), name
 
 
 def test_show_default_output_name(tmp_path):
