@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,38 @@ def test_auto_without_the_extension_warns_once_and_runs_the_reference(monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _backend.resolve("patch_weights", "cpu").backend == "torch"
+
+
+def test_the_fallback_warning_stays_silent_when_nothing_falls_back(monkeypatch):
+    """The silent side of the fallback warning: auto with the extension loaded; a forced torch backend (the user
+    asked for the reference), with or without the extension; a forced kernel backend that cannot run (it
+    raises instead); other devices (meta); and, once it has warned, every later call."""
+    monkeypatch.setattr(_backend, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in _backend.TABLE:
+            monkeypatch.setenv(_backend.ENV_VAR, "auto")
+            if NATIVE:
+                assert _backend.resolve(name, "cpu").backend == _backend.TABLE[name].auto["cpu"], name
+            assert _backend.resolve(name, "meta").backend == "torch", name
+            monkeypatch.setenv(_backend.ENV_VAR, "torch")
+            assert _backend.resolve(name, "cpu").backend == "torch", name
+        monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no compiler"))
+        for name in _backend.TABLE:
+            monkeypatch.setenv(_backend.ENV_VAR, "torch")
+            assert _backend.resolve(name, "cpu").backend == "torch", name
+            if "cpp" in _backend.TABLE[name].impls:
+                monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+                with pytest.raises(RuntimeError, match="cannot run"):
+                    _backend.resolve(name, "cpu")
+    assert not _backend._warned
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")
+    with pytest.warns(RuntimeWarning, match="PyTorch references"):
+        _backend.resolve("gather_patches", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in _backend.TABLE:
+            assert _backend.resolve(name, "cpu").backend == "torch", name
 
 
 def test_the_reference_guard_catches_a_fallback(monkeypatch):

@@ -134,6 +134,18 @@ def test_timm_encoder_mask_token_replaces_masked_patches(rng):
     assert not torch.allclose(enc(x, ~mask), enc(y, ~mask))
 
 
+def test_timm_model_on_an_empty_batch(rng):
+    """B = 0 (the last, empty shard of a dataset; a dry run): the encoder gives (0, D, h, w), the model a loss of 0.
+    (Its backward stops in PyTorch's own PixelShuffle backward, whose pixel_unshuffle returns an empty input
+    unchanged in shape: not the library's.)"""
+    _seed(rng)
+    enc = _tiny_encoder(64)
+    out = enc(torch.zeros(0, 3, 64, 64), torch.zeros(0, 4, 4, dtype=torch.bool))
+    assert out.shape == (0, enc.num_features, 4, 4)
+    model = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    assert model(torch.zeros(0, 3, 64, 64), torch.zeros(0, 4, 4)).item() == 0.0
+
+
 def test_few_optimiser_steps_reduce_the_kamim_loss_on_real_images(rng):
     _seed(rng)
     imgs, x = _real_batch(rng, 8, 64)
