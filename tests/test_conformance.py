@@ -6,6 +6,8 @@ exists. The outside oracles (OpenCV, the published code, MAE) stay in the per-op
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import DEVICES, runnable
@@ -45,16 +47,36 @@ def _assert_conforms(name, got, want):
             assert torch.equal(g.cpu(), w.cpu()), (name, i, (g.cpu().float() - w.cpu().float()).abs().max())
 
 
+def _counting(monkeypatch, name: str) -> dict[str, int]:
+    """Counts, per backend, the calls of op ``name``'s implementations through the registry."""
+    calls = {b: 0 for b in _backend.TABLE[name].impls}
+    entry = _backend.TABLE[name]
+
+    def counted(backend, kernel):
+        def run(*args):
+            calls[backend] += 1
+            return kernel(*args)
+        return run
+
+    impls = {b: dataclasses.replace(impl, kernel=counted(b, impl.kernel)) for b, impl in entry.impls.items()}
+    monkeypatch.setitem(_backend.TABLE, name, dataclasses.replace(entry, impls=impls))
+    return calls
+
+
 @pytest.mark.parametrize("name, backend, device", CASES, ids=[f"{n}-{b}-{d}" for n, b, d in CASES])
 def test_implementation_equals_reference(name, backend, device, rng, monkeypatch):
+    """Each implementation equals the reference on every sample, and KAMIM_FAST_BACKEND routes the public op to
+    that implementation and to no other (their values are equal by design: only the count can tell)."""
     entry = _backend.TABLE[name]
     for args in sample_inputs(name, device, rng):
         want = entry.impls["torch"].kernel(*args)
         got = entry.impls[backend].kernel(*args)
         _assert_conforms(name, got, want)
-        monkeypatch.setenv(_backend.ENV_VAR, backend)  # the public op reaches that implementation
-        routed = getattr(torch.ops.kamim_fast, name)(*args)
-        monkeypatch.delenv(_backend.ENV_VAR)
+        with monkeypatch.context() as m:
+            calls = _counting(m, name)
+            m.setenv(_backend.ENV_VAR, backend)  # the public op reaches that implementation
+            routed = getattr(torch.ops.kamim_fast, name)(*args)
+        assert calls == {b: int(b == backend) for b in calls}, (name, backend, calls)
         _assert_conforms(name, routed, got)
 
 
