@@ -38,6 +38,18 @@ def specs(full: bool = False) -> list[dict]:
     return out
 
 
+def with_int64_strides(specs: list[dict], full: bool, ci: tuple[str, ...]) -> list[dict]:
+    """``specs`` and their configurations for views whose offsets pass int32 (``INT64_STRIDES``): every one with
+    ``full`` (all a user can reach), else those named in ``ci`` (the representative set)."""
+    from kamim_fast.kernels._launch import register_cap
+
+    wide = [{**s, "name": s["name"][:-1] + ",int64]", "args": {**s["args"], "INT64_STRIDES": True},
+             "maxnreg": register_cap(s.get("maxnreg"), {"INT64_STRIDES": True})}
+            for s in specs if full or s["name"] in ci]
+    assert full or len(wide) == len(ci), (ci, [s["name"] for s in specs])
+    return specs + wide
+
+
 def _dt(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -58,7 +70,7 @@ def gray(full: bool = False) -> list[dict]:
             specs.append(dict(name=f"gray[{_dt(dtype)}{',bgr=1' if order == 'bgr' else ''}]", fn=k._gray_kernel,
                               args=k._args(images, out, order, (0.0,) * 3, (1.0,) * 3), num_warps=k.NUM_WARPS,
                               items=B * H * W, programs=k.triton.cdiv(H * W, k.BLOCK) * B))
-    return specs
+    return with_int64_strides(specs, full, ci=("gray[float32]",))
 
 
 # --- fast ------------------------------------------------------------------------------------------------
@@ -91,7 +103,7 @@ def fast(full: bool = False) -> list[dict]:
                 name = f"fast[{source},nms={int(nms)}{',bgr=1' if order == 'bgr' else ''}]"
                 specs.append(dict(name=name, fn=k._fast_kernel, args=args, num_warps=config.num_warps,
                                   maxnreg=config.maxnreg, items=B * H * W, tile_vars=tile_vars))
-    return specs
+    return with_int64_strides(specs, full, ci=("fast[gray-uint8,nms=1]", "fast[rgb-float32,nms=1]"))
 
 
 # --- mim_loss --------------------------------------------------------------------------------------------
@@ -184,7 +196,10 @@ def mim_loss(full: bool = False) -> list[dict]:
                                 full or _ci_backward(pred_dtype, weight_patch, grad_target)):
                             continue
                         specs.append(_backward_spec(pred_dtype, target_dtype, mask_patch, weight_patch, grad_target))
-    return specs
+    forwards = [s for s in specs if s["fn"] is k._forward_kernel]
+    return with_int64_strides(forwards, full, ci=("mim_loss_fwd[bfloat16,fast-ring,p=8]",
+                                                  "mim_loss_fwd[float32,no-weights]")) + \
+        [s for s in specs if s["fn"] is not k._forward_kernel]
 
 
 def _ci_forward(pred_dtype, fast_weights, density, cell) -> bool:
@@ -201,3 +216,24 @@ def _ci_backward(pred_dtype, weight_patch, grad_target) -> bool:
     if pred_dtype == torch.bfloat16:
         return weight_patch in (8, None) and not grad_target
     return weight_patch == 8 and not grad_target
+
+
+# --- density ---------------------------------------------------------------------------------------------
+
+
+def density(full: bool = False) -> list[dict]:
+    """keypoint_density takes any cell size: the published 8, and 16, 32; and 1 (pixel cells) and 14 (a
+    non-power of two: masked tiles) with ``full``; both densities."""
+    from kamim_fast.kernels import density as k
+
+    specs = []
+    for patch_size in (8, 16, 32) + ((1, 2, 4, 14, 64) if full else ()):
+        for mode in DENSITY_MODES:
+            h, w = (_case_size(s, patch_size) for s in (H, W))
+            keypoints = torch.empty((B, h, w), dtype=torch.uint8, device="meta")
+            out = torch.empty((B, h // patch_size, w // patch_size), dtype=torch.float32, device="meta")
+            args = k._args(keypoints, out, patch_size, mode, k.GPU_PIXELS)
+            specs.append(dict(name=f"density[{mode},p={patch_size}]", fn=k._density_kernel, args=args,
+                              num_warps=k.NUM_WARPS, maxnreg=k.MAXNREG, items=B * h * w,
+                              programs=B * args["row_blocks"] * args["col_blocks"]))
+    return specs

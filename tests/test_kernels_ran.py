@@ -18,18 +18,24 @@ from samples import Source
 import kamim_fast
 from kamim_fast import _backend
 
-pytestmark = pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter")
+pytestmark = [pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter"), pytest.mark.cuda]
 DEVICE = "cuda" if CUDA else "cpu"
 TRITON_OPS = [name for name, entry in _backend.TABLE.items() if "triton" in entry.impls]
 
 
 class _Spy:
+    """Stands in for a ``@triton.jit`` kernel: counts ``kernel[grid]`` launches and forwards every other
+    attribute (``warmup``, ``arg_names``, ``params``...), which the CUDA launch path also uses."""
+
     def __init__(self, kernel, name: str, launched: list[str]):
         self.kernel, self.name, self.launched = kernel, name, launched
 
     def __getitem__(self, grid):
         self.launched.append(self.name)
         return self.kernel[grid]
+
+    def __getattr__(self, attr):
+        return getattr(self.kernel, attr)
 
 
 def _kernels(module) -> dict[str, object]:
@@ -73,3 +79,24 @@ def test_the_public_loss_launches_forward_and_backward(launched, rng):
         p = (x + 0.1).requires_grad_()
         kamim_fast.weighted_mim_loss(p, x.clamp(-2, 2), mask, weights, mean=0.5, std=0.25).backward()
         assert {"mim_loss._forward_kernel", "mim_loss._backward_kernel"} <= set(launched), (weights, launched)
+
+
+def test_the_spy_serves_the_cuda_launch_path(monkeypatch):
+    """On a GPU the launchers size persistent grids with ``kernel.warmup`` before ``kernel[grid]``: the spy must
+    forward it (a spy with ``__getitem__`` alone broke every CUDA run of this file). Driven here with a mock
+    CUDA tensor and kernel, so the break shows on a machine without a GPU."""
+    import contextlib
+
+    from test_gpu_readiness import _FakeCudaBuffer, _FakeCudaTensor, _H100Props, _MockKernel
+
+    from kamim_fast.kernels import _launch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: _H100Props())
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(_launch, "_PROGRAMS", {})
+    seen: list[str] = []
+    kernel = _MockKernel()
+    spy = _Spy(kernel, "mock", seen)
+    args = {"BLOCK": 64, "x_ptr": _FakeCudaBuffer(4096), "n": 1000}
+    assert _launch.persistent_programs(spy, _FakeCudaTensor(), 10**6, 4, args) == 132 * 3
+    assert len(kernel.warmups) == 1 and seen == []

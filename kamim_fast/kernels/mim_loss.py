@@ -30,7 +30,7 @@ import triton.language as tl
 
 from kamim_fast._opencv import DRAW_KEYPOINT_RING, FAST_NMS_RADIUS, FAST_RADIUS
 
-from ._launch import LossConfig, launch, persistent_programs, pick
+from ._launch import LossConfig, int64_strides, launch, persistent_programs, pick
 from .fast_tile import corner_score, gray_of, nms_keep
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,7 +180,10 @@ def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, CELL: tl.constexpr, OUT_W: tl.
     cells = tl.arange(0, BLOCK_W // CELL)
     cx = x0 // CELL + cells
     total = tl.sum(tl.reshape(acc, (BLOCK_W // CELL, CELL)), axis=1)
-    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total, mask=ok & (cells < OUT_W // CELL) & (cx < ww) & (cy < wh))
+    # the row's bound folds into the columns' (a scalar comparison inside a mask is int32, not a mask, in
+    # Triton 3.9's interpreter)
+    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
+             mask=ok & (cells < OUT_W // CELL) & (cx < tl.where(cy < wh, ww, 0)))
 
 
 @triton.jit
@@ -221,10 +224,17 @@ def _forward_kernel(
     # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
     HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
     FINAL_H: tl.constexpr, SH: tl.constexpr,
+    # offsets in int64: pred or target views whose row or column offsets can pass int32 (_launch.int64_strides)
+    INT64_STRIDES: tl.constexpr,
 ):
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
     pid = tl.program_id(0)
+    if INT64_STRIDES:
+        p_h = tl.cast(p_h, tl.int64)
+        p_w = tl.cast(p_w, tl.int64)
+        t_h = tl.cast(t_h, tl.int64)
+        t_w = tl.cast(t_w, tl.int64)
     # [margin][plane a][plane b] per program and a last margin (_launch_forward allocates it): the unmasked
     # circle and NMS loads of lanes outside the block stay in memory that no program writes.
     MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
@@ -354,7 +364,7 @@ def _forward_kernel(
                 cx = x0 // WEIGHT_PATCH_SIZE + cells
                 cy = y0 // WEIGHT_PATCH_SIZE + cell_row
                 tl.store(cover_out_ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
-                         mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < ww) & (cy < wh))
+                         mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < tl.where(cy < wh, ww, 0)))
         elif FAST_WEIGHTS:  # the last pass for 1 and 2 px cells, a pixel at a time
             for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
@@ -495,7 +505,8 @@ def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_siz
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
                 HAS_WEIGHTS=weights is not None,
-                CHANNEL_ORDER=channel_order, **g)
+                CHANNEL_ORDER=channel_order, **g,
+                INT64_STRIDES=int64_strides((H, p_h), (W, p_w), (H, t_h), (W, t_w)))
 
 
 def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,

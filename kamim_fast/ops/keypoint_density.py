@@ -12,7 +12,7 @@ from .. import _backend
 from .._checks import check_choice, check_divisible, check_range, check_tensor
 from .._constants import DENSITY_MODES, MAX_PATCH_SIZE
 from .._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS
-from ._common import CPU_KERNELS_ONLY
+from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO
 
 # --- the reference -------------------------------------------------------------------------------------
 
@@ -74,7 +74,14 @@ def samples(s) -> list[tuple]:
     return [(*s.to(kp), 8, "ring"), (*s.to(kp), 4, "count"), (*s.to(kp[:, :8, :8]), 8, "ring")]
 
 
-_backend.register(op, check=check, auto={"cpu": "cpp"}, samples=samples, impls=[
+def _triton(keypoints, patch_size, density):
+    from ..kernels import density as kernel
+
+    return kernel.keypoint_density(keypoints, patch_size, density)
+
+
+_backend.register(op, check=check, auto=KAMIM_AUTO, samples=samples, impls=[
     _backend.torch_impl(keypoint_density_ref),
+    _backend.triton_impl(_triton, "density"),
     _backend.cpp_impl(("cpu",), why_not=CPU_KERNELS_ONLY),
 ])
