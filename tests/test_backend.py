@@ -128,23 +128,23 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
         kamim_fast.gather_patches(torch.randn(1, 3, 2), torch.tensor([[0]]))
 
 
-@pytest.mark.parametrize("why", ["no interpreter", "interpreter on cuda", "no extension", "other device"])
+@pytest.mark.parametrize("why", ["no-interpreter", "interpreter-on-cuda", "no-extension", "other-device"])
 def test_every_forced_backend_either_runs_itself_or_raises(monkeypatch, why):
     """For every op of the registry and every backend it implements: KAMIM_FAST_BACKEND=<backend> resolves to that
     very implementation where it can run, and raises RuntimeError naming the variable, the op and the device
     where it cannot (Triton on CPU tensors without the interpreter or on CUDA tensors with it, the extension
     missing, a device the implementation does not run on); it never runs another implementation instead."""
-    if why == "no interpreter":
+    if why == "no-interpreter":
         monkeypatch.setattr(_backend, "interpreter_active", lambda: False)
-    elif why == "interpreter on cuda":
+    elif why == "interpreter-on-cuda":
         monkeypatch.setattr(_backend, "interpreter_active", lambda: True)
-    elif why == "no extension":
+    elif why == "no-extension":
         monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no extension here"))
     else:
         monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (True, ""))
         monkeypatch.setattr(_backend, "triton_available", lambda device: (True, ""))
-    blocked = {"no interpreter": {("triton", "cpu")}, "interpreter on cuda": {("triton", "cuda")},
-               "no extension": {("cpp", "cpu"), ("cpp", "cuda")}, "other device": set()}[why]
+    blocked = {"no-interpreter": {("triton", "cpu")}, "interpreter-on-cuda": {("triton", "cuda")},
+               "no-extension": {("cpp", "cpu"), ("cpp", "cuda")}, "other-device": set()}[why]
     raised = set()
     for name, entry in _backend.TABLE.items():
         for backend, impl in entry.impls.items():
