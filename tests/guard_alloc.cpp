@@ -41,7 +41,7 @@ std::atomic<long> damaged{0};
 std::atomic<long> allocations{0};
 std::string report;  // the first damage seen since the last reset
 
-// The first damaged byte of a's bands: its offset from the data (negative: before it), or 0 if none.
+// Whether a band of a changed; if so, *where is the first changed byte's offset from the data (negative: before it).
 bool first_damage(const Block* a, long* where) {
   for (size_t i = 0; i < a->front; ++i)
     if (static_cast<unsigned char>(a->base[i]) != sentinel(i)) {

@@ -132,3 +132,23 @@ def test_writes_stay_inside_every_output(name, backend, rng, monkeypatch):
         assert guard.allocations >= len(_flat(got)), (name, backend, guard.allocations)
         _assert_conforms(name, got, want)
         _assert_conforms(name, routed, want)
+
+
+def _empty_batch(args: tuple) -> tuple:
+    """A sample with B = 0: every tensor of two or more dimensions whose first is the batch cut to none of it."""
+    B = next(a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.dim() >= 2)
+    return tuple(a[:0] if isinstance(a, torch.Tensor) and a.dim() >= 2 and a.shape[0] == B else a for a in args)
+
+
+@pytest.mark.parametrize("name, backend", GUARDED, ids=[f"{n}-{b}-cpu" for n, b in GUARDED])
+def test_an_empty_batch_writes_nothing(name, backend, rng):
+    """B = 0 through every implementation that runs on CPU tensors, on every sample cut to an empty batch: the
+    reference's shapes and values, and not one byte written (every output is an empty allocation between
+    guard bands)."""
+    entry = _backend.TABLE[name]
+    for args in sample_inputs(name, "cpu", rng):
+        args = _empty_batch(args)
+        want = entry.impls["torch"].kernel(*args)
+        with guarded():
+            got = entry.impls[backend].kernel(*args)
+        _assert_conforms(name, got, want)
