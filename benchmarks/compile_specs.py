@@ -139,14 +139,18 @@ def _forward_spec(pred_dtype, target_dtype, mask_patch, fast_weights, density, c
     g = k._geometry(h, w, cell or 1, fast_weights, tuned)
     l1_out = grid if fast_weights else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
     u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
-    args = k._forward_args(pred, target, mask, mask_patch, weights, cell or 1, fast_weights, density, 10,
-                           channel_order, (0.0,) * 3, (1.0,) * 3, signs, l1_out,
-                           torch.empty_like(grid) if fast_weights else None, u8, k.GPU_CONFIG)
+    if fast_weights:
+        fn = k._fused_forward_kernel
+        args = k._fused_args(pred, target, mask, mask_patch, cell, density, 10, channel_order, (0.0,) * 3, (1.0,) * 3,
+                             signs, l1_out, torch.empty_like(grid), u8, k.GPU_CONFIG)
+    else:
+        fn = k._l1_forward_kernel
+        args = k._l1_args(pred, target, mask, mask_patch, weights, cell or 1, signs, l1_out, k.GPU_CONFIG)
     kind = f"fast-{density}" if fast_weights else ("weights" if cell else "no-weights")
     extra = (f",target={_dt(target_dtype)}" if target_dtype != torch.float32 else "") + \
         (f",mask={mask_patch}" if mask_patch != MASK_PATCHES[0] else "") + (",bgr=1" if channel_order == "bgr" else "")
     return dict(name=f"mim_loss_fwd[{_dt(pred_dtype)},{kind}" + (f",p={cell}" if cell else "") + extra + "]",
-                fn=k._forward_kernel, args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * h * w * 3)
+                fn=fn, args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * h * w * 3)
 
 
 def _backward_spec(pred_dtype, target_dtype, mask_patch, weight_patch, grad_target) -> dict:
@@ -196,10 +200,10 @@ def mim_loss(full: bool = False) -> list[dict]:
                                 full or _ci_backward(pred_dtype, weight_patch, grad_target)):
                             continue
                         specs.append(_backward_spec(pred_dtype, target_dtype, mask_patch, weight_patch, grad_target))
-    forwards = [s for s in specs if s["fn"] is k._forward_kernel]
+    forwards = [s for s in specs if s["fn"] is not k._backward_kernel]
     return with_int64_strides(forwards, full, ci=("mim_loss_fwd[bfloat16,fast-ring,p=8]",
                                                   "mim_loss_fwd[float32,no-weights]")) + \
-        [s for s in specs if s["fn"] is not k._forward_kernel]
+        [s for s in specs if s["fn"] is k._backward_kernel]
 
 
 def _ci_forward(pred_dtype, fast_weights, density, cell) -> bool:

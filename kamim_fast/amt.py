@@ -25,7 +25,8 @@ from torch import nn
 
 from ._checks import FLOAT_DTYPES, check_bool, check_int, check_same_device, check_tensor
 from ._constants import MASKED, MAX_CUDA_N, THROWN, VISIBLE  # noqa: F401  (public here)
-from .ops.amt_masking import amt_masking_op_ref, check_weight_rows, sort_keys_ref  # noqa: F401  (public here)
+from ._checks import check_weight_rows  # noqa: F401  (public here)
+from .ops.amt_masking import amt_masking_op_ref, sort_keys_ref  # noqa: F401  (public here)
 from .ops.gather_patches import gather_patches_ref  # noqa: F401  (public here)
 from .ops.unshuffle_with_mask_token import unshuffle_with_mask_token_ref  # noqa: F401  (public here)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import as_int, check_bool, check_tensor
+from ._checks import as_int, check_bool, check_tensor, check_threshold
 from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
-from .ops.fast_corners import check_threshold, fast_corners_ref  # noqa: F401  (public here)
+from .ops.fast_corners import fast_corners_ref  # noqa: F401  (public here)
 
 
 def _gray_args(gray: object, threshold: object, nonmax_suppression: object) -> tuple[torch.Tensor, int, bool]:

@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from ._checks import as_str, channel_stats, check_tensor
+from ._checks import as_str
 from ._constants import CHANNEL_ORDERS, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (public here)
+from ._forms import ChannelStats, colour_args  # noqa: F401  (public here)
 from .ops.rgb_to_gray_u8 import channels_to_u8_ref, rgb_to_gray_u8_ref  # noqa: F401  (public here)
-
-ChannelStats = float | Sequence[float] | torch.Tensor
-
-
-def colour_args(
-    name: str,
-    images: object,
-    mean: ChannelStats | None,
-    std: ChannelStats | None,
-) -> tuple[torch.Tensor, list[float], list[float]]:
-    """A colour batch's public forms as the ops take them: (images, mean, std).
-
-    uint8 images take no mean/std (the ops get none). Float images are un-normalised as
-    ``round((x*std + mean)*255)``; without mean/std they are taken to lie in [0, 1]. A statistic is a float,
-    a sequence or a tensor; the ops check the values (``kamim_fast.ops.rgb_to_gray_u8.check_colour``).
-    """
-    check_tensor(name, images, ndims=(3, 4), shape_doc="(B, 3, H, W) or (3, H, W)")
-    if images.dtype == torch.uint8:
-        if mean is not None or std is not None:
-            raise ValueError(f"mean and std apply to float {name}; got uint8 {name} with mean={mean!r}, std={std!r}")
-        return images, [], []
-    mean_t = channel_stats("mean", 0.0 if mean is None else mean, 3)
-    std_t = channel_stats("std", 1.0 if std is None else std, 3)
-    return images, list(mean_t), list(std_t)
-
 
 def rgb_to_gray_u8(
     images: torch.Tensor,

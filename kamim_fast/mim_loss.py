@@ -18,7 +18,8 @@ from torch import nn
 from ._checks import FLOAT_DTYPES, as_float, as_int, check_choice, check_same_device, check_tensor
 from ._constants import MAX_PATCH_SIZE
 from ._opencv import FAST_DEFAULT_THRESHOLD
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
+from ._constants import IMAGENET_MEAN, IMAGENET_STD
+from ._forms import ChannelStats, check_normalization, weight_options
 from .ops import fast_weighted_mim_loss as _fused_op
 from .ops import weighted_mim_loss as _op
 from .ops.weighted_mim_loss import (  # noqa: F401  (public here)
@@ -26,7 +27,7 @@ from .ops.weighted_mim_loss import (  # noqa: F401  (public here)
 )
 from .weights import (  # noqa: F401  (KAMIM_PAPER, KAMIM_DEFAULTS: also importable from here)
     CHANNEL_ORDER, DENSITY, DENSITY_MODES, KAMIM_DEFAULTS, KAMIM_PAPER, TEMPERATURE, WEIGHT_PATCH_SIZE,
-    check_normalization, check_temperature, weight_options,
+    check_temperature,
 )
 
 NORMALIZE_MODES = ("local", "global")

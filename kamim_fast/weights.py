@@ -1,30 +1,31 @@
 """KAMIM's per-patch weights from keypoint density (REFERENCE.md sections 3 and 7).
 
 Also the one place where the weight options' defaults live (:data:`KAMIM_DEFAULTS`, :data:`KAMIM_PAPER`),
-the data-loader transform :class:`KamimWeights`, and the check that a float target's values fit the
-``mean``/``std`` it is un-normalised with (:class:`NormalizationWarning`).
+and the data-loader transform :class:`KamimWeights`. The check that a float target's values fit the ``mean``/``std``
+it is un-normalised with (:class:`NormalizationWarning`) is ``kamim_fast/_forms.py``'s.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_float, as_int, as_str, check_choice
+from ._checks import as_float, check_choice
+from ._checks import check_temperature as check_temperature_value
 from ._constants import (  # noqa: F401  (public here)
-    CHANNEL_ORDER, CHANNEL_ORDERS, DENSITY, DENSITY_MODES, DETECTOR, MAX_PATCH_SIZE, TEMPERATURE, WEIGHT_LOG_CLIP,
-    WEIGHT_PATCH_SIZE,
+    CHANNEL_ORDER, CHANNEL_ORDERS, DENSITY, DENSITY_MODES, DETECTOR, IMAGENET_MEAN, IMAGENET_STD, TEMPERATURE,
+    WEIGHT_LOG_CLIP, WEIGHT_PATCH_SIZE,
 )
-from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
+from ._forms import (  # noqa: F401  (public here)
+    _NORMALIZATION_CHECK, ChannelStats, NormalizationWarning, WeightOptions, check_normalization,
+    normalization_problem, weight_options,
+)
+from ._opencv import FAST_DEFAULT_THRESHOLD
 from .density import keypoint_density, keypoint_density_ref, ring_stencil  # noqa: F401  (public here)
 from .detectors import DETECTORS
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args
 from .ops import patch_weights as _op
 from .ops.patch_weights import density_to_weights, weights_from_keypoints  # noqa: F401  (public here)
 
@@ -60,7 +61,7 @@ filter, SimMIM's 60% masks) moves by 2.1% on average (0.2% to 6% per batch of 16
 def check_temperature(temperature: object) -> float:
     """``temperature`` as a float, checked as the weight options' op checks it (for the constructors)."""
     temperature = as_float("temperature", temperature, "a positive float")
-    _op.check_temperature(temperature)
+    check_temperature_value(temperature)
     return temperature
 
 
@@ -142,136 +143,6 @@ def patch_weights(
     return weights
 
 
-class WeightOptions(NamedTuple):
-    """KAMIM's weight options as the ops take them (``patch_weights``'s arguments after the images)."""
-
-    weight_patch_size: int
-    temperature: float
-    threshold: int
-    density: str
-    channel_order: str
-    mean: list[float]
-    std: list[float]
-
-
-def weight_options(name, images, weight_patch_size, temperature, threshold, density, mean, std,
-                   channel_order) -> tuple[torch.Tensor, WeightOptions]:
-    """The weight options' public forms as the ops take them, for a colour batch called ``name`` (the ops check
-    their values: ``kamim_fast.ops.patch_weights.check_weight_options``)."""
-    images, mean_l, std_l = colour_args(name, images, mean, std)
-    return images, WeightOptions(
-        as_int("weight_patch_size", weight_patch_size, 1, MAX_PATCH_SIZE),
-        as_float("temperature", temperature, "a positive float"),
-        as_int("threshold", threshold, 0, FAST_MAX_THRESHOLD), as_str("density", density, DENSITY_MODES),
-        as_str("channel_order", channel_order, CHANNEL_ORDERS), mean_l, std_l)
-
-
-class NormalizationWarning(UserWarning):
-    """A float target's values cannot come from normalising uint8 images with the ``mean``/``std`` given."""
-
-
-class _NormalizationCheck:
-    """Warns once per process when a float target does not fit its ``mean``/``std`` (see :func:`check_normalization`).
-
-    Checks the first ``MAX_CHECKS`` batches only: a wrong normalisation is wrong from the first step, and
-    later steps then pay nothing. CPU tensors are checked at once. CUDA tensors are checked without a
-    host synchronisation: the per-channel minima and maxima are reduced on the device and copied into
-    pinned host memory with ``non_blocking=True`` behind a CUDA event; a later call reads them once
-    ``event.query()`` says the copy is done, so the warning comes a step or more late. Skipped while
-    ``torch.compile`` traces and during CUDA graph capture (nothing data-dependent is traced).
-    """
-
-    MAX_CHECKS = 16
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.checked = 0
-        self.warned = False
-        self.pending: tuple | None = None
-
-    def __call__(self, name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
-        if torch.compiler.is_compiling() or self.warned:
-            return
-        self.poll()
-        if self.warned or self.checked >= self.MAX_CHECKS or images.numel() == 0:
-            return
-        if images.device.type == "cpu":
-            self.checked += 1
-            self.report(_minmax(images.detach()).tolist(), name, mean, std, stacklevel=5)
-        elif images.is_cuda and self.pending is None:
-            with torch.cuda.device(images.device):  # the stream that reduces is the stream the event records on
-                if torch.cuda.is_current_stream_capturing():
-                    return
-                host = torch.empty(6, dtype=torch.float32, pin_memory=True)
-                host.copy_(_minmax(images.detach()), non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-            self.pending = (event, host, name, mean, std)
-
-    def poll(self, stacklevel: int = 6) -> None:
-        """Read a finished CUDA check, if any (never waits)."""
-        if self.pending is not None and self.pending[0].query():
-            _, host, name, mean, std = self.pending
-            self.pending = None
-            self.checked += 1
-            self.report(host.tolist(), name, mean, std, stacklevel=stacklevel)
-
-    def report(self, minmax: list[float], name: str, mean: list[float], std: list[float], stacklevel: int) -> None:
-        """Warn (pointing at the caller of the public function) if ``minmax`` does not fit mean/std."""
-        message = normalization_problem(minmax, name, mean, std)
-        if message is not None:
-            self.warned = True
-            warnings.warn(message, NormalizationWarning, stacklevel=stacklevel)
-
-
-def _minmax(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (6,) float32: the per-channel minima, then maxima (NaN propagates)."""
-    lo, hi = torch.aminmax(images.transpose(0, 1).reshape(3, -1), dim=1)
-    return torch.cat([lo, hi]).to(torch.float32)
-
-
-def normalization_problem(minmax: list[float], name: str, mean: list[float], std: list[float]) -> str | None:
-    """The message of :class:`NormalizationWarning` for per-channel minima and maxima, or None if they fit.
-
-    Two tests, in uint8 units ``v = (x * std + mean) * 255`` per channel:
-
-    - some value lies outside what normalising 0..255 can give (v < -2 or v > 257): e.g. a float image in
-      0..255, or other statistics; KAMIM's weights then see clamped pixels;
-    - every value lies within [0, 1] (and not all are equal) although ``mean`` is positive in every
-      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0
-      wherever it is darker than the mean). Its gray comes out washed out and its weights wrong.
-    """
-    lo, hi = minmax[:3], minmax[3:]
-    if any(math.isnan(v) for v in minmax):
-        return None
-    stats = f"mean={tuple(round(m, 4) for m in mean)}, std={tuple(round(s, 4) for s in std)}"
-    v_lo = [(x * s + m) * 255 for x, s, m in zip(lo, std, mean)]
-    v_hi = [(x * s + m) * 255 for x, s, m in zip(hi, std, mean)]
-    if min(v_lo) < -2 or max(v_hi) > 257:
-        ranges = ", ".join(f"[{(0 - m) / s:.3g}, {(1 - m) / s:.3g}]" for m, s in zip(mean, std))
-        seen = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
-        return (f"{name} holds values outside the range that normalising 0..255 with {stats} can give (per "
-                f"channel {ranges}; got {seen}): KAMIM's weights see those pixels clamped. Pass the mean and std "
-                f"{name} was normalised with (mean=0, std=1 for images in [0, 1]). Warned once.")
-    constant = max(hi) == min(lo)  # e.g. torch.zeros: a placeholder, not an image
-    if not constant and min(lo) >= 0 and max(hi) <= 1 and all(-m / s < -2 / (255 * s) for m, s in zip(mean, std)):
-        return (f"{name} holds values that all lie within [0, 1], which looks like an image that was not normalised, "
-                f"while {stats} say it was: KAMIM's weights would come from a washed-out gray. Pass mean=0, std=1 "
-                f"for images in [0, 1], or normalise {name}. Warned once.")
-    return None
-
-
-_NORMALIZATION_CHECK = _NormalizationCheck()
-
-
-def check_normalization(name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
-    """Warn once (:class:`NormalizationWarning`) when float ``images`` cannot have been normalised with
-    ``mean``/``std``; cheap, and without a host synchronisation on CUDA (see :class:`_NormalizationCheck`)."""
-    _NORMALIZATION_CHECK(name, images, mean, std)
-
-
 class KamimWeights:
     """KAMIM's weights of one image, as a transform for data-loader workers (the published structure).
 
@@ -316,9 +187,9 @@ class KamimWeights:
         channel_order: str = CHANNEL_ORDER,
     ) -> None:
         check_choice("detector", detector, DETECTORS)
-        images, opts = weight_options("images", torch.zeros(1, 3, 0, 0), weight_patch_size, temperature, threshold,
-                                      density, mean, std, channel_order)
-        _op.check(images, *opts)  # at construction: the op's check, early
+        _, opts = weight_options("images", torch.zeros(0, 3, 0, 0), weight_patch_size, temperature, threshold,
+                                 density, mean, std, channel_order)
+        _op.check(torch.zeros(0, 3, 0, 0), *opts)  # at construction: the op's check, early
         if detector != "fast":
             from .detectors import import_cv2
 

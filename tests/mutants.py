@@ -128,8 +128,8 @@ MUTANTS: list[Mutant] = [
            ("tests/test_native_mim_loss.py", "-x"), "the native sign codes vs sign_codes_ref, the gradients vs the reference"),
     # --- more, for the gaps closed with issue 15 ---------------------------------------------------------
     Mutant("loss-barrier-before-final-pass-removed", "kamim_fast/kernels/mim_loss.py",
-           "                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n            tl.debug_barrier()\n",
-           "                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n",
+           "                tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n        tl.debug_barrier()\n",
+           "                tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)\n",
            ("tests/test_barriers.py", "-k", "installed"), "static barrier check: ring bits read by the final pass"),
     Mutant("gray-ties-half-up-reference", "kamim_fast/ops/rgb_to_gray_u8.py",
            "return torch.round(v).to(torch.int32)", "return torch.floor(v + 0.5).to(torch.int32)",

@@ -63,7 +63,7 @@ def test_an_argument_has_one_name_in_every_layer():
                  "fast_weighted_mim_loss": mim_loss.fast_weighted_mim_loss_forward,
                  "weighted_mim_loss_backward": mim_loss.weighted_mim_loss_backward}
     kernels = {"rgb_to_gray_u8": gray._gray_kernel, "fast_corners": fast._fast_kernel,
-               "weighted_mim_loss": mim_loss._forward_kernel, "fast_weighted_mim_loss": mim_loss._forward_kernel,
+               "weighted_mim_loss": mim_loss._l1_forward_kernel, "fast_weighted_mim_loss": mim_loss._fused_forward_kernel,
                "weighted_mim_loss_backward": mim_loss._backward_kernel}
     named = {"patch_size", "weight_patch_size", "density", "channel_order", "nonmax_suppression"}
     for name in KAMIM_OPS:

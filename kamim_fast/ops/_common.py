@@ -9,6 +9,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .._constants import MAX_CUDA_N
+
 # auto: the Triton kernels on CUDA tensors, the native kernels on CPU tensors (the KAMIM ops); the extension on
 # both devices (the AMT ops, which have no Triton kernels).
 KAMIM_AUTO = {"cpu": "cpp", "cuda": "triton"}
@@ -49,3 +51,24 @@ def normalised(u8: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence[flo
     """(B, 3, H, W) uint8 -> float32 normalised as ``(v / 255 - mean) / std``."""
     m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
     return (u8.float() / 255 - m) / s
+
+
+# --- what an implementation does not support, and why (Impl.not_supported) --------------------------------
+
+FLOAT64 = "float64 takes the PyTorch reference: the kernels read float32, bfloat16 and float16"
+
+
+def float64_inputs(*tensors) -> list[str]:
+    """Why the kernels do not run float64 inputs (the reference does)."""
+    return [FLOAT64] if any(t.dtype == torch.float64 for t in tensors) else []
+
+
+def sort_size_not_supported(name: str, noise: torch.Tensor) -> list[str]:
+    """The CUDA kernel sorts one image's keys in one block's shared memory."""
+    if noise.device.type == "cuda" and noise.shape[1] > MAX_CUDA_N:
+        return [f"{name} on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one block sorts "
+                f"them), got N = {noise.shape[1]}; KAMIM_FAST_BACKEND=torch has no limit"]
+    return []
+
+
+SORT_LIMIT = f"N > {MAX_CUDA_N} patches per image on CUDA (one block sorts an image)"

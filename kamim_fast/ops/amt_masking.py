@@ -3,8 +3,7 @@
 
 Both methods sort the patches of an image by a key, ascending, ties broken by the lower index: MAE's key is the
 noise; AMT's is -w/q (w/q descending) with q ~ Exp(1) the noise, and the key of a zero weight is q, after every
-positive weight. Also the one check of the masking arguments (:func:`check_masking`), which ``random_masking``
-shares.
+positive weight.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import math
 import torch
 
 from .. import _backend
-from .._checks import check_same_device, check_tensor
-from .._constants import MASKED, MAX_CUDA_N, THROWN, VISIBLE
-from ._common import AMT_AUTO
-
-NOISE_DTYPES = (torch.float32, torch.float64)
+from .._constants import MASKED, THROWN, VISIBLE
+from .._checks import check_masking
+from ._common import AMT_AUTO, SORT_LIMIT, sort_size_not_supported
 
 # --- the references ------------------------------------------------------------------------------------
 
@@ -54,64 +51,6 @@ def amt_masking_op_ref(
 
 
 # --- the checks ----------------------------------------------------------------------------------------
-
-
-def check_weight_rows(weights: torch.Tensor) -> None:
-    """Raises ValueError for a row of ``weights`` holding NaN, inf or a negative value, or only zeros (the first
-    such row, and in it the first bad column).
-
-    Called on CPU tensors only: on CUDA tensors, looking at the values would synchronise with the host; the
-    CUDA kernel orders NaN, negative and zero weights alike, after every positive weight (see
-    :func:`kamim_fast.amt_masking`).
-    """
-    w = weights.detach()
-    bad = w.isnan() | w.isinf() | (w < 0)
-    problem = bad.any(1) | ((w <= 0).all(1) if w.shape[1] else torch.zeros_like(bad[:, 0]))
-    rows = problem.nonzero().flatten()
-    if not rows.numel():
-        return
-    b = int(rows[0])
-    cols = bad[b].nonzero().flatten()
-    if not cols.numel():
-        raise ValueError(f"weights must have a positive entry in every row; row {b} is all zero")
-    n = int(cols[0])
-    v = float(w[b, n])
-    if v != v:
-        raise ValueError(f"weights must not hold NaN; row {b} does (column {n})")
-    if v in (float("inf"), float("-inf")):
-        raise ValueError(f"weights must be finite; row {b} holds {v:g} (column {n})")
-    raise ValueError(f"weights must be >= 0; row {b} holds {v:g} (column {n})")
-
-
-def check_masking(noise, weights, num_mask, num_throw) -> None:
-    """(B, N) float32/float64 noise, optional weights like it (their rows checked on CPU tensors), the counts."""
-    check_tensor("noise", noise, ndims=(2,), shape_doc="(B, N)")
-    if noise.dtype not in NOISE_DTYPES:
-        raise TypeError(f"noise must be float32 or float64, got {noise.dtype}")
-    N = noise.shape[1]
-    if not (num_mask >= 0 and num_throw >= 0 and num_mask + num_throw <= N):
-        raise ValueError(f"num_mask and num_throw must be >= 0 with num_mask + num_throw <= N = {N}, got {num_mask} "
-                         f"and {num_throw}")
-    if weights is not None:
-        check_tensor("weights", weights)
-        if weights.shape != noise.shape:
-            raise ValueError(f"weights must have noise's shape {tuple(noise.shape)}, got {tuple(weights.shape)}")
-        if weights.dtype != noise.dtype:
-            raise TypeError(f"weights must have noise's dtype {noise.dtype}, got {weights.dtype}")
-        check_same_device("weights", weights, noise, "noise")
-        if weights.device.type == "cpu":
-            check_weight_rows(weights)
-
-
-def sort_size_not_supported(name: str, noise: torch.Tensor) -> list[str]:
-    """The CUDA kernel sorts one image's keys in one block's shared memory."""
-    if noise.device.type == "cuda" and noise.shape[1] > MAX_CUDA_N:
-        return [f"{name} on CUDA must have N <= {MAX_CUDA_N} patches per image for the extension (one block sorts "
-                f"them), got N = {noise.shape[1]}; KAMIM_FAST_BACKEND=torch has no limit"]
-    return []
-
-
-SORT_LIMIT = f"N > {MAX_CUDA_N} patches per image on CUDA (one block sorts an image)"
 
 
 # --- the op --------------------------------------------------------------------------------------------
@@ -152,7 +91,8 @@ def masking_samples(s) -> tuple:
 
 def samples(s) -> list[tuple]:
     noise, weights, _ = masking_samples(s)
-    return [(*s.to(noise, weights), 4, 3, False), (*s.to(noise), None, 6, 0, True), (*s.to(noise.double()), None, 6, 0, True)]
+    return [(*s.to(noise, weights), 4, 3, False), (*s.to(noise), None, 6, 0, True),
+            (*s.to(noise.double()), None, 6, 0, True)]
 
 
 _backend.register(op, check=check, auto=AMT_AUTO, samples=samples, impls=[

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend
-from .._checks import check_choice, check_range, check_tensor
+from .._checks import check_choice, check_colour, check_stats, check_tensor, check_threshold
 from .._constants import CHANNEL_ORDERS
-from .._opencv import FAST_ARC, FAST_CIRCLE, FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD, FAST_RADIUS
+from .._opencv import FAST_ARC, FAST_CIRCLE, FAST_DEFAULT_THRESHOLD, FAST_RADIUS
 from ._common import CPU_KERNELS_ONLY, IDENTITY, KAMIM_AUTO, MEAN, STD, colour_stats, normalised
-from .rgb_to_gray_u8 import check_colour, check_stats, rgb_to_gray_u8_ref
+from .rgb_to_gray_u8 import rgb_to_gray_u8_ref
 
 # --- the reference -------------------------------------------------------------------------------------
 
@@ -52,11 +52,6 @@ def fast_corners_ref(
 
 
 # --- the check -----------------------------------------------------------------------------------------
-
-
-def check_threshold(threshold: int) -> None:
-    """OpenCV's SIMD paths mishandle thresholds outside 0..255: they are rejected."""
-    check_range("threshold", threshold, 0, FAST_MAX_THRESHOLD)
 
 
 def check(image, threshold, nonmax_suppression, channel_order, mean, std) -> None:

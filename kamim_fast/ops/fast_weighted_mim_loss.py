@@ -7,14 +7,15 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO, MEAN, REDUCTION, STD, colour_stats
+from .._checks import check_loss_tensors, check_weight_options
+from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO, MEAN, REDUCTION, STD, colour_stats, float64_inputs
 from .patch_weights import _torch as _patch_weights_torch
 from .patch_weights import _triton as _patch_weights_triton
-from .patch_weights import check_weight_options, density_to_weights
+from .patch_weights import density_to_weights
 from .weighted_mim_loss import _torch as _weighted_mim_loss_torch
 from .weighted_mim_loss import _triton as _weighted_mim_loss_triton
 from .weighted_mim_loss import (
-    check_loss_tensors, float64_inputs, loss_input_grads, loss_tensors, per_mask_pixel, save_for_backward, signs_like,
+    loss_input_grads, loss_tensors, per_mask_pixel, save_for_backward, signs_like,
 )
 
 

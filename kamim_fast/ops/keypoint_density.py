@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import _backend
-from .._checks import check_choice, check_divisible, check_range, check_tensor
-from .._constants import DENSITY_MODES, MAX_PATCH_SIZE
+from .._checks import check_cells, check_choice, check_tensor
+from .._constants import DENSITY_MODES
 from .._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS
 from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO
 
@@ -37,13 +37,6 @@ def keypoint_density_ref(keypoints: torch.Tensor, patch_size: int = 8, mode: str
 
 
 # --- the check -----------------------------------------------------------------------------------------
-
-
-def check_cells(name: str, shape: tuple[int, ...], patch: int, patch_name: str) -> None:
-    """``patch_name`` (an int in [1, 65536]) divides the height and the width of ``name``, of shape (..., H, W)."""
-    check_range(patch_name, patch, 1, MAX_PATCH_SIZE)
-    check_divisible(name, shape[-2], "height", patch, patch_name)
-    check_divisible(name, shape[-1], "width", patch, patch_name)
 
 
 def check(keypoints, patch_size, density) -> None:

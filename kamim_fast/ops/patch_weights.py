@@ -1,8 +1,7 @@
 """``kamim_fast::patch_weights``: KAMIM's weights of (B, 3, H, W) uint8 or normalised float images -> (B, H/p, W/p)
 float32: gray -> FAST with NMS -> ``density`` per cell -> ``exp(clip(d/T, -20, 20))`` / its minimum per image.
 
-Also the published weighting (:func:`density_to_weights`) and the one check of the weight options
-(:func:`check_weight_options`), which the fused loss (``fast_weighted_mim_loss``) shares.
+Also the published weighting (:func:`density_to_weights`), which the fused loss (``fast_weighted_mim_loss``) shares.
 """
 
 from __future__ import annotations
@@ -10,14 +9,12 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from .._checks import check_choice
-from .._constants import DENSITY_MODES, WEIGHT_LOG_CLIP
+from .._constants import WEIGHT_LOG_CLIP
+from .._checks import check_weight_options
 from ._common import CPU_KERNELS_ONLY, IDENTITY, KAMIM_AUTO, MEAN, STD, normalised
 from .fast_corners import _torch as _fast_corners_torch
 from .fast_corners import _triton as _fast_corners_triton
-from .fast_corners import check_threshold
-from .keypoint_density import check_cells, keypoint_density_ref
-from .rgb_to_gray_u8 import check_colour
+from .keypoint_density import keypoint_density_ref
 
 # --- the reference -------------------------------------------------------------------------------------
 
@@ -40,21 +37,6 @@ def weights_from_keypoints(keypoints: torch.Tensor, weight_patch_size: int, dens
 
 
 # --- the check -----------------------------------------------------------------------------------------
-
-
-def check_temperature(temperature: float) -> None:
-    if not temperature > 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature}")
-
-
-def check_weight_options(name: str, images, weight_patch_size, temperature, threshold, density, channel_order, mean,
-                         std) -> None:
-    """KAMIM's weight options for a (B, 3, H, W) colour batch called ``name``."""
-    check_colour(name, images, channel_order, mean, std)
-    check_cells(name, images.shape, weight_patch_size, "weight_patch_size")
-    check_temperature(temperature)
-    check_threshold(threshold)
-    check_choice("density", density, DENSITY_MODES)
 
 
 def check(images, weight_patch_size, temperature, threshold, density, channel_order, mean, std) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from .._checks import FLOAT_DTYPES, check_tensor
-from ._common import AMT_AUTO
-from .amt_masking import SORT_LIMIT, amt_masking_op_ref, check_masking, masking_samples, sort_size_not_supported
+from .._checks import FLOAT_DTYPES, check_masking, check_tensor
+from ._common import AMT_AUTO, SORT_LIMIT, sort_size_not_supported
+from .amt_masking import amt_masking_op_ref, masking_samples
 from .amt_masking import fake as _amt_masking_fake
 from .gather_patches import gather_patches_ref
 

@@ -1,7 +1,5 @@
 """``kamim_fast::rgb_to_gray_u8``: (B, 3, H, W) uint8 or normalised float -> (B, H, W) uint8 gray, pixel for
 pixel as OpenCV's ``COLOR_RGB2GRAY`` (``COLOR_BGR2GRAY`` with ``channel_order="bgr"``).
-
-Also the one check of colour input (:func:`check_colour`), which every op that reads colour shares.
 """
 
 from __future__ import annotations
@@ -11,13 +9,9 @@ from collections.abc import Sequence
 import torch
 
 from .. import _backend
-from .._checks import FLOAT_DTYPES, check_choice, check_stats_values, check_tensor
-from .._constants import CHANNEL_ORDERS
 from .._opencv import GRAY_ROUND, GRAY_SHIFT, GRAY_WEIGHTS_RGB
+from .._checks import check_colour
 from ._common import CPU_KERNELS_ONLY, IDENTITY, KAMIM_AUTO, MEAN, STD, colour_stats, normalised
-
-COLOUR_DTYPES = (torch.uint8, *FLOAT_DTYPES)
-
 
 # --- the reference -------------------------------------------------------------------------------------
 
@@ -53,26 +47,6 @@ def rgb_to_gray_u8_ref(
 
 
 # --- the check -----------------------------------------------------------------------------------------
-
-
-def check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
-    """``mean`` and ``std`` of the un-normalisation ``round((x * std + mean) * 255)``: three finite values each
-    (one per channel), std positive; or both empty, the identity (uint8 or gray input)."""
-    if len(mean) != len(std) or len(mean) not in (0, 3):
-        raise ValueError(f"mean and std must hold 3 values each (one per channel) or none, got {len(mean)} and "
-                         f"{len(std)}")
-    check_stats_values("mean", mean, positive=False)
-    check_stats_values("std", std, positive=True)
-
-
-def check_colour(name: str, images: torch.Tensor, channel_order: str, mean: Sequence[float],
-                 std: Sequence[float]) -> None:
-    """A (B, 3, H, W) uint8 or float colour batch called ``name``, its channel order and its statistics."""
-    check_tensor(name, images, dtypes=COLOUR_DTYPES, ndims=(4,), shape_doc="(B, 3, H, W)")
-    if images.shape[-3] != 3:
-        raise ValueError(f"{name} must have 3 channels in dimension -3 (B, 3, H, W), got shape {tuple(images.shape)}")
-    check_choice("channel_order", channel_order, CHANNEL_ORDERS)
-    check_stats(mean, std)
 
 
 def check(images, channel_order, mean, std) -> None:

@@ -2,8 +2,7 @@
 loss with per-cell weights (or none), ``sum(w * |pred - target| * m) / (sum(m) + eps) / C``, whose forward saves
 2-bit sign codes of ``pred - target`` for the backward.
 
-Also the loss's references (the published formula), the one check of the loss's tensors
-(:func:`check_loss_tensors`) and the autograd that ``fast_weighted_mim_loss`` shares.
+Also the loss's references (the published formula) and the autograd that ``fast_weighted_mim_loss`` shares.
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ from __future__ import annotations
 import torch
 
 from .. import _backend
-from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
-from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO, REDUCTION, ROUNDING, normalised
-from .keypoint_density import check_cells
-
-KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # pred and target the kernels read
-FLOAT64 = "float64 takes the PyTorch reference: the kernels read float32, bfloat16 and float16"
+from .._checks import (
+    FLOAT_DTYPES, check_eps, check_grid, check_loss_tensors, check_same_device, check_tensor,
+)
+from ._common import CPU_KERNELS_ONLY, KAMIM_AUTO, REDUCTION, ROUNDING, float64_inputs, normalised
 
 # --- the references ------------------------------------------------------------------------------------
 
@@ -82,47 +79,10 @@ def per_mask_pixel(total: torch.Tensor, mask_grid: torch.Tensor, patch_size: int
 # --- the checks ----------------------------------------------------------------------------------------
 
 
-def check_grid(name: str, grid: torch.Tensor, shape: tuple[int, ...], device: torch.device, patch: int,
-               patch_name: str, of: str = "pred") -> None:
-    """A contiguous float32 (B, H/p, W/p) cell grid, p = ``patch_name``, of ``of``'s (B, C, H, W) ``shape`` on
-    ``device``."""
-    check_cells(of, shape, patch, patch_name)
-    B, _, H, W = shape
-    want = (B, H // patch, W // patch)
-    check_tensor(name, grid, dtypes=(torch.float32,), ndims=(3,), shape_doc=f"(B, H/{patch_name}, W/{patch_name})")
-    if tuple(grid.shape) != want:
-        raise ValueError(f"{name} must be (B, H/{patch_name}, W/{patch_name}) = {want}, got {tuple(grid.shape)}")
-    if not grid.is_contiguous():
-        raise ValueError(f"{name} must be contiguous, got strides {grid.stride()}")
-    if grid.device != device:
-        raise ValueError(f"{name} must be on {of}'s device {device}, got {grid.device}")
-
-
-def check_eps(eps: float) -> None:
-    if not eps >= 0 or eps == float("inf"):
-        raise ValueError(f"eps must be a float >= 0, got {eps!r}")
-
-
-def check_loss_tensors(pred, target, mask_grid, patch_size, eps) -> None:
-    """pred and target (B, C, H, W) of one shape and device, float; the mask's cell grid; eps."""
-    check_tensor("pred", pred, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
-    check_tensor("target", target, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    check_same_device("target", target, pred, "pred")
-    check_grid("mask_grid", mask_grid, pred.shape, pred.device, patch_size, "patch_size")
-    check_eps(eps)
-
-
 def check(pred, target, mask_grid, weights, patch_size, weight_patch_size, eps) -> None:
     check_loss_tensors(pred, target, mask_grid, patch_size, eps)
     if weights is not None:
         check_grid("weights", weights, pred.shape, pred.device, weight_patch_size, "weight_patch_size")
-
-
-def float64_inputs(*tensors) -> list[str]:
-    """Why the kernels do not run float64 inputs (the reference does)."""
-    return [FLOAT64] if any(t.dtype == torch.float64 for t in tensors) else []
 
 
 # --- the forward ---------------------------------------------------------------------------------------
