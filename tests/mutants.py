@@ -177,7 +177,7 @@ MUTANTS: list[Mutant] = [
            ("tests/test_integrations.py", "-k", "arrays_users_pass"),
            "np.asarray(PIL image) is contiguous and read-only: torch.from_numpy warns once per process"),
     # warnings that must not fire
-    Mutant("normalization-constant-exemption-removed", "kamim_fast/weights.py",
+    Mutant("normalization-constant-exemption-removed", "kamim_fast/_forms.py",
            "constant = max(hi) == min(lo)  # e.g. torch.zeros: a placeholder, not an image",
            "constant = False  # e.g. torch.zeros: a placeholder, not an image",
            ("tests/test_user_path.py", "-k", "placeholders and cpu"),
