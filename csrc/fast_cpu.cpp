@@ -1,5 +1,5 @@
 // Native CPU FAST, gray, keypoint density and KAMIM weights, bit-exact with OpenCV and with the PyTorch references
-// (kamim_fast/gray.py, fast.py, weights.py).
+// (kamim_fast/ops/rgb_to_gray_u8.py, fast_corners.py, keypoint_density.py, patch_weights.py).
 //
 // - fast_cpu.h: the torch-free interface (gray_rows, cell_cover) that the fused CPU loss also uses.
 // - fast_cpu_simd.h: the vector kernels, compiled here once per instruction set (portable/SSE2, AVX2,
@@ -519,8 +519,9 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, std::st
 
 }  // namespace
 
-// density_to_weights (kamim_fast/weights.py) of a (B, h, w) float32 density: exp(clip(d / T, -20, 20)) divided by
-// its per-image minimum, with torch's own kernels in the reference's order, so the weights are torch's to the bit.
+// density_to_weights (kamim_fast/ops/patch_weights.py) of a (B, h, w) float32 density: exp(clip(d / T, -20, 20))
+// divided by its per-image minimum, with torch's own kernels in the reference's order, so the weights are torch's
+// to the bit.
 // Shared with the fused CPU loss (mim_loss_cpu.cpp).
 stable::Tensor density_to_weights(const stable::Tensor& density, double temperature) {
   using stable::aten;

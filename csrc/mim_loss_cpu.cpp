@@ -6,15 +6,15 @@
 //   fast_weighted_mim_loss     -> (loss, weights, signs)   == fast_weighted_masked_l1
 //   weighted_mim_loss_backward -> (grad_pred, grad_target) == weighted_masked_l1_backward
 //
-// Design (the Triton kernel's, kernels/mim_loss.py, on a CPU):
+// Design (the Triton kernels', kamim_fast/kernels/mim_loss.py, on a CPU):
 // - Tiles are (image, band of rows); the band height depends on the shape only (never on the thread
 //   count). The threads of parallel_for claim tiles from a shared counter; each tile writes its own partial (the masked
 //   |pred - target| sum, or per weight cell for the fused path) and the partials are summed in tile
 //   order afterwards: the loss is bitwise the same for any number of threads, with no atomics.
 // - One pass over pred and target: per row and channel, |pred - target| is added into a float row
 //   accumulator and the 2-bit codes of sign(pred - target) are written (1 positive, 2 negative, 0 zero or
-//   NaN, four per byte; kamim_fast/mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
-//   double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
+//   NaN, four per byte; kamim_fast/ops/weighted_mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator
+//   is flushed into a double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
 //   reduced per gcd(patch_size, weight_patch_size) segment and multiplied by the mask (and the weight).
 // - The fused path calls kamim_fast::cpu::cell_cover (fast_cpu.h) on the same tile first: gray -> FAST
 //   -> NMS -> rings -> covered pixels per weight cell, while the tile's target rows are in cache. The

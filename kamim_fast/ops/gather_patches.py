@@ -28,9 +28,9 @@ def check_ids(name: str, ids: torch.Tensor, x: torch.Tensor, x_name: str, n: int
         raise TypeError(f"{name} must be int64, got {ids.dtype}")
     check_same_device(name, ids, x, x_name)
     if ids.device.type == "cpu" and ids.numel():
-        bad = (ids < 0) | (ids >= n)
-        if bad.any():
-            raise IndexError(f"{name} must be in [0, {n}), got {int(ids[bad][0])}")
+        low, high = torch.aminmax(ids)
+        if low < 0 or high >= n:
+            raise IndexError(f"{name} must be in [0, {n}), got {int(ids[(ids < 0) | (ids >= n)][0])}")
 
 
 def check(x, ids) -> None:

@@ -46,13 +46,14 @@ def check_layout(ids_restore, B, num_visible, num_mask, num_throw, like, like_na
         raise ValueError(f"ids_restore must have batch size {B}, got {ids_restore.shape[0]}")
     check_same_device("ids_restore", ids_restore, like, like_name)
     if ids_restore.device.type == "cpu" and ids_restore.numel():
-        bad = (ids_restore < 0) | (ids_restore >= N)
-        if bad.any():
+        low, high = torch.aminmax(ids_restore)
+        if low < 0 or high >= N:
+            bad = (ids_restore < 0) | (ids_restore >= N)
             raise IndexError(f"ids_restore must be in [0, {N}), got {int(ids_restore[bad][0])}")
-        seen = torch.zeros_like(ids_restore).scatter_add_(1, ids_restore, torch.ones_like(ids_restore))
-        if (seen != 1).any():
-            b = int((seen != 1).any(1).nonzero()[0])
-            r = int((seen[b] > 1).nonzero()[0])
+        seen = torch.zeros(ids_restore.shape, dtype=torch.bool).scatter_(1, ids_restore, True)
+        if not seen.all():  # N indices in [0, N) that miss one repeat another
+            b = int((~seen).any(1).nonzero()[0])
+            r = int((torch.bincount(ids_restore[b], minlength=N) > 1).nonzero()[0])
             raise ValueError(f"ids_restore must hold a permutation of 0..N-1 in every row; {r} appears twice")
 
 
