@@ -58,7 +58,7 @@ MUTANTS: list[Mutant] = [
            ("tests/test_gray.py::test_every_uint8_triple_on_a_grid",), "gray vs cv2.cvtColor"),
     Mutant("ring-stencil-wider", "kamim_fast/_opencv.py",
            '    "..#####..",\n    ".#######.",\n    "###...###",', '    "..#####..",\n    "########.",\n    "###...###",',
-           ("tests/test_weights.py::test_ring_stencil_is_what_opencv_draws",), "stencil vs cv2.drawKeypoints"),
+           ("tests/test_density.py::test_ring_stencil_is_what_opencv_draws",), "stencil vs cv2.drawKeypoints"),
     Mutant("nms-ties-survive-in-kernel", "kamim_fast/kernels/fast_tile.py",
            "return centre > neighbours.to(tl.int32), centre", "return centre >= neighbours.to(tl.int32), centre",
            ("tests/test_fast.py::test_synthetic_images_match_opencv[cpu-triton-plateaus]",),
