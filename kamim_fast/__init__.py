@@ -20,6 +20,7 @@ from .amt import (
     vit_class_attention,
     vit_class_attention_ref,
 )
+from .amt_presets import AMT_DEFAULTS, AMT_PAPER
 from ._info import BackendInfo, backend_info
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
@@ -33,27 +34,12 @@ from .weights import (
     NormalizationWarning,
     patch_weights,
 )
-
-
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml is its one source); from a checkout that is
-    not installed, pyproject.toml's own line."""
-    import importlib.metadata
-    import re
-    from pathlib import Path
-
-    try:
-        return importlib.metadata.version("kamim-fast")
-    except importlib.metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
-        return found.group(1) if found else "0+unknown"
-
-
-__version__ = _version()
+from ._version import __version__
 
 __all__ = [
     "AMTMask",
+    "AMT_DEFAULTS",
+    "AMT_PAPER",
     "BACKENDS",
     "BackendInfo",
     "BACKEND_ENV_VAR",
