@@ -211,7 +211,9 @@ class KamimWeights:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image must be an (H, W, 3) uint8 array or a (3, H, W) tensor, got a {image.dtype} "
                                  f"array of shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            if not (image.flags.c_contiguous and image.flags.writeable):  # a flipped or strided view, Fortran
+                image = np.array(image, order="C")  # order, a read-only array (np.asarray of a PIL image): a copy
+            image = torch.from_numpy(image).permute(2, 0, 1)
         elif not isinstance(image, torch.Tensor):
             raise TypeError(f"image must be an (H, W, 3) uint8 numpy array or a (3, H, W) tensor, got "
                             f"{type(image).__name__}")

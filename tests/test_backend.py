@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,44 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
         kamim_fast.gather_patches(torch.randn(1, 3, 2), torch.tensor([[0]]))
 
 
+@pytest.mark.parametrize("why", ["no-interpreter", "interpreter-on-cuda", "no-extension", "other-device"])
+def test_every_forced_backend_either_runs_itself_or_raises(monkeypatch, why):
+    """For every op of the registry and every backend it implements: KAMIM_FAST_BACKEND=<backend> resolves to that
+    very implementation where it can run, and raises RuntimeError naming the variable, the op and the device
+    where it cannot (Triton on CPU tensors without the interpreter or on CUDA tensors with it, the extension
+    missing, a device the implementation does not run on); it never runs another implementation instead."""
+    if why == "no-interpreter":
+        monkeypatch.setattr(_backend, "interpreter_active", lambda: False)
+    elif why == "interpreter-on-cuda":
+        monkeypatch.setattr(_backend, "interpreter_active", lambda: True)
+    elif why == "no-extension":
+        monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no extension here"))
+    else:
+        monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (True, ""))
+        monkeypatch.setattr(_backend, "triton_available", lambda device: (True, ""))
+    blocked = {"no-interpreter": {("triton", "cpu")}, "interpreter-on-cuda": {("triton", "cuda")},
+               "no-extension": {("cpp", "cpu"), ("cpp", "cuda")}, "other-device": set()}[why]
+    raised = set()
+    for name, entry in _backend.TABLE.items():
+        for backend, impl in entry.impls.items():
+            monkeypatch.setenv(_backend.ENV_VAR, backend)
+            for device in ("cpu", "cuda"):
+                must_raise = (backend, device) in blocked or device not in impl.devices
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error")  # nor a fallback announced instead
+                        got = _backend.resolve(name, device)
+                except RuntimeError as exc:
+                    assert f"{_backend.ENV_VAR}={backend}" in str(exc) and f"kamim_fast::{name}" in str(exc) \
+                        and device in str(exc), str(exc)
+                    raised.add((name, backend, device))
+                else:
+                    assert not must_raise, f"{backend} on {device} resolved kamim_fast::{name} to {got.backend}"
+                    assert got is impl, (name, backend, device, got.backend)
+                assert (name, backend, device) in raised or not must_raise, (name, backend, device)
+    assert {(b, d) for _, b, d in raised} >= blocked, (why, raised)
+
+
 def test_auto_without_the_extension_warns_once_and_runs_the_reference(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "auto")
     monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no compiler"))
@@ -138,6 +177,38 @@ def test_auto_without_the_extension_warns_once_and_runs_the_reference(monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _backend.resolve("patch_weights", "cpu").backend == "torch"
+
+
+def test_the_fallback_warning_stays_silent_when_nothing_falls_back(monkeypatch):
+    """The silent side of the fallback warning: auto with the extension loaded; a forced torch backend (the user
+    asked for the reference), with or without the extension; a forced kernel backend that cannot run (it
+    raises instead); other devices (meta); and, once it has warned, every later call."""
+    monkeypatch.setattr(_backend, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in _backend.TABLE:
+            monkeypatch.setenv(_backend.ENV_VAR, "auto")
+            if NATIVE:
+                assert _backend.resolve(name, "cpu").backend == _backend.TABLE[name].auto["cpu"], name
+            assert _backend.resolve(name, "meta").backend == "torch", name
+            monkeypatch.setenv(_backend.ENV_VAR, "torch")
+            assert _backend.resolve(name, "cpu").backend == "torch", name
+        monkeypatch.setattr(_backend, "cpp_status", lambda name, device: (False, "no compiler"))
+        for name in _backend.TABLE:
+            monkeypatch.setenv(_backend.ENV_VAR, "torch")
+            assert _backend.resolve(name, "cpu").backend == "torch", name
+            if "cpp" in _backend.TABLE[name].impls:
+                monkeypatch.setenv(_backend.ENV_VAR, "cpp")
+                with pytest.raises(RuntimeError, match="cannot run"):
+                    _backend.resolve(name, "cpu")
+    assert not _backend._warned
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")
+    with pytest.warns(RuntimeWarning, match="PyTorch references"):
+        _backend.resolve("gather_patches", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in _backend.TABLE:
+            assert _backend.resolve(name, "cpu").backend == "torch", name
 
 
 def test_the_reference_guard_catches_a_fallback(monkeypatch):
