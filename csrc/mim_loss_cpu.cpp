@@ -228,14 +228,9 @@ void check_pred_target(const Tensor& pred, const Tensor& target) {
            target.scalar_type());
 }
 
-void check_patch(const char* name, int64_t patch, int64_t H, int64_t W) {
-  KF_CHECK_VALUE(patch >= 1, name, " must be >= 1, got ", patch);
-  KF_CHECK_VALUE(H % patch == 0 && W % patch == 0, name, "=", patch, " must divide the image size ", H, "x", W);
-}
-
 void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int64_t W, int64_t patch,
                 const char* patch_name) {
-  check_patch(patch_name, patch, H, W);
+  kamim_fast::cpu::check_patch(patch, H, W, patch_name, "pred");
   KF_CHECK(grid.scalar_type() == ScalarType::Float, name, " must be float32, got ", grid.scalar_type());
   KF_CHECK_VALUE(grid.is_cpu(), name, " must be a CPU tensor");
   const bool ok = grid.dim() == 3 && grid.size(0) == B && grid.size(1) == H / patch && grid.size(2) == W / patch;
@@ -473,10 +468,9 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
   KF_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ",
                  kamim_fast::stable::shape(target));
   check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
-  check_patch("weight_patch_size", weight_patch_size, H, W);
-  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                 temperature);
-  KF_CHECK_VALUE(threshold >= 0 && threshold <= 255, "threshold must be in 0..255, got ", threshold);
+  kamim_fast::cpu::check_patch(weight_patch_size, H, W, "weight_patch_size", "pred");
+  kamim_fast::cpu::check_temperature(temperature);
+  kamim_fast::cpu::check_threshold(threshold);
   KF_CHECK_VALUE(mean.size() == 3, "mean must hold 3 values (one per channel), got ", mean.size());
   KF_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
   const Tensor mask = torch::stable::contiguous(mask_grid);

@@ -33,24 +33,7 @@ from .weights import (
     NormalizationWarning,
     patch_weights,
 )
-
-
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml is its one source); from a checkout that is
-    not installed, pyproject.toml's own line."""
-    import importlib.metadata
-    import re
-    from pathlib import Path
-
-    try:
-        return importlib.metadata.version("kamim-fast")
-    except importlib.metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
-        return found.group(1) if found else "0+unknown"
-
-
-__version__ = _version()
+from ._version import __version__
 
 __all__ = [
     "AMTMask",

@@ -374,7 +374,7 @@ BAD_FORWARD = [
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g[:, :1], None, 8, 1, 1e-5), ValueError, ["mask_grid", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g.bool(), None, 8, 1, 1e-5), NATIVE_TYPE_ERROR, ["mask_grid", "float32"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 0, 1, 1e-5), ValueError, ["patch_size", ">= 1"]),
-    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["patch_size=5", "divide"]),
+    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["pred", "patch_size=5", "divisible by"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w, 8, 8, 1e-5), ValueError, ["weights", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w.half(), 8, 4, 1e-5), NATIVE_TYPE_ERROR, ["weights", "float32"]),
     (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, "ring", "rgb", MEAN, STD,
