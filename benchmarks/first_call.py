@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     paths = {"kamim_fast": "", "torch custom-op path": TORCH_PATH}
+    load = [os.getloadavg()[0]]
     first: dict[str, dict] = {}
     for i in range(args.runs):  # the two paths alternate, so that the machine's load falls on both alike
         for label, path in paths.items():
@@ -132,12 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    load.append(os.getloadavg()[0])
     machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
     result = {
         "machine": machine, "date": datetime.date.today().isoformat(), "python": platform.python_version(),
         "torch": torch.__version__,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=ROOT).stdout.strip(),
+        "load_average": load,  # at the start and the end: a shared machine's figures scale with it
         "runs": args.runs, "dataloader_runs": args.dataloader_runs, "epochs": args.epochs, "images": args.images,
         "first_call": {label: {k: (_stats(v) if k != "dynamo_imported" else all(v)) for k, v in r.items()}
                        for label, r in first.items()},
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     lines = [f"# The first call and DataLoader workers ({machine}, {result['date']}, torch {result['torch']}, "
              f"commit {result['commit']})", "",
-             f"Fresh processes, {args.runs} per path (median, min); `python -m benchmarks.first_call`.", "",
+             f"Fresh processes, {args.runs} per path (median, min); `python -m benchmarks.first_call`; load average "
+             f"{load[0]:.1f} at the start, {load[1]:.1f} at the end.", "",
              "| path | import torch + kamim_fast ms | first `patch_weights` ms | second ms | first loss fwd+bwd ms "
              "| imports torch._dynamo |", "|---|---:|---:|---:|---:|---|"]
     for label, r in result["first_call"].items():
