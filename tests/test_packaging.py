@@ -428,6 +428,20 @@ def test_csrc_includes_only_the_stable_abi():
     assert not unstable, unstable
 
 
+def test_an_in_place_build_finds_the_earlier_builds_python_would_import_first(tmp_path):
+    from kamim_fast import _build
+
+    for name in ("_C.abi3.so", "_C.cpython-311-x86_64-linux-gnu.so", "_C.cpython-310-x86_64-linux-gnu.so",
+                 "_C.pyi", "_Cother.so", "_ext.py"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "_C.dir.so").mkdir()
+    found = [p.name for p in _build.stale_extensions(tmp_path, "_C.abi3.so")]
+    assert found == ["_C.cpython-310-x86_64-linux-gnu.so", "_C.cpython-311-x86_64-linux-gnu.so"]
+    assert _build.stale_extensions(tmp_path, "_C.cpython-311-x86_64-linux-gnu.so")[0].name == "_C.abi3.so"
+    setup_py = (ROOT / "setup.py").read_text()
+    assert "stale_extensions" in setup_py and "self.inplace" in setup_py
+
+
 def test_the_extension_uses_no_cpp_symbol_of_libtorch():
     """The built kamim_fast._C (abi3) needs no C++ symbol of libtorch (at::, c10::, torch::): only the stable C shim
     (aoti_torch_*, torch_*), so a new torch does not break it."""
