@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -158,7 +159,33 @@ def register(op, *, check: Callable[..., None], impls: list[Impl], auto: Mapping
                           op._init_fn.__module__ if hasattr(op, "_init_fn") else "")
     for device in ("cpu", "cuda"):
         op.register_kernel(device)(lambda *args, _device=device: run(name, _device, *args))
+        _without_dynamo_until_imported(op, device)
     return op
+
+
+def _without_dynamo_until_imported(op, device: str) -> None:
+    """Keeps ``torch._dynamo`` (about 1 s to import) off the eager path of ``op``'s ``device`` kernel.
+
+    ``register_kernel`` wraps each kernel in ``torch._disable_dynamo``, which imports ``torch._dynamo`` at the
+    kernel's first call, so that ``torch.compile`` never traces into the kernel's Python frames. Those frames can
+    only be traced while dynamo's frame-evaluation hook is set, which only ``torch._dynamo`` sets; until it is
+    imported, the kernel is called without the wrapper, and from then on through it. Under ``torch.compile`` (which
+    imports dynamo first) nothing changes: the op stays one opaque node, traced through its fake kernel.
+    """
+    fns = getattr(op, "_backend_fns", None)
+    guarded = fns.get(device) if isinstance(fns, dict) else None
+    # the wrapped function: torch's own dispatch to the kernel (or, when disabled, to the op's default)
+    plain = getattr(guarded, "__wrapped__", None)
+    if plain is None:  # a torch whose custom ops are laid out otherwise: its wrapper, as it is
+        return
+
+    def kernel(*args, **kwargs):
+        if "torch._dynamo" in sys.modules:
+            return guarded(*args, **kwargs)
+        return plain(*args, **kwargs)
+
+    kernel.__wrapped__ = guarded
+    fns[device] = kernel
 
 
 def _cpp_kernel(name: str) -> Callable:
@@ -249,7 +276,32 @@ def triton_available(device_type: str) -> tuple[bool, str]:
     if device_type == "cpu" and not interpreter_active():
         return False, ("the Triton kernels need CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before "
                        "triton is imported")
+    if device_type == "cpu":
+        import numpy
+        import triton
+
+        problem = interpreter_problem(triton.__version__, numpy.__version__)
+        if problem:
+            return False, problem
     return True, ""
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def interpreter_problem(triton_version: str, numpy_version: str) -> str | None:
+    """Why Triton's CPU interpreter cannot run the kernels with these versions, or None.
+
+    Triton 3.6's interpreter converts a program id (a one-element array) with ``int()``, which NumPy 2.4 refuses
+    ("only 0-dimensional arrays can be converted to Python scalars"), so every kernel with a loop over tiles fails;
+    Triton 3.8 runs with NumPy 2.4. Versions in between are treated as 3.6 is. Compiled kernels (CUDA) are unaffected.
+    """
+    if _release(triton_version) < (3, 8) and _release(numpy_version) >= (2, 4):
+        return (f"Triton {triton_version}'s CPU interpreter cannot run with NumPy {numpy_version} (it converts "
+                "one-element arrays with int(), which NumPy 2.4 refuses): use NumPy < 2.4 or Triton >= 3.8")
+    return None
 
 
 @functools.cache

@@ -28,7 +28,8 @@ ChannelStats = float | Sequence[float] | torch.Tensor
 def image_tensor(name: str, image: object, *, arrays: bool = False) -> object:
     """An image's public forms as a tensor: a PIL image (mode RGB, or L: its gray in all three channels, which
     gives the same gray) -> (3, H, W) uint8; with ``arrays``, an (H, W, 3) uint8 NumPy array -> (3, H, W) uint8
-    (a read-only array, such as ``np.asarray(pil_image)``, is copied: torch warns on those). Anything else is
+    (a read-only array, such as ``np.asarray(pil_image)``, or a non-contiguous one is copied: torch warns on
+    read-only arrays). Anything else is
     returned as it is, for the caller's check."""
     pil = sys.modules.get("PIL.Image")  # a PIL image exists only where PIL was imported
     if pil is not None and isinstance(image, pil.Image):
@@ -41,9 +42,9 @@ def image_tensor(name: str, image: object, *, arrays: bool = False) -> object:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"{name} must be an (H, W, 3) uint8 array, a PIL image or a (3, H, W) tensor, got a "
                              f"{image.dtype} array of shape {image.shape}")
-        if not image.flags.writeable:
-            image = image.copy()
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if not (image.flags.c_contiguous and image.flags.writeable):  # a flipped or strided view, Fortran
+            image = np.array(image, order="C")  # order, a read-only array (np.asarray of a PIL image): a copy
+        return torch.from_numpy(image).permute(2, 0, 1)
     return image
 
 

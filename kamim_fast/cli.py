@@ -9,6 +9,8 @@
   says so and exits with status 2, writing nothing.
 - ``show IMAGE [-o OUT.png] [--detector fast|orb|sift] [--density ring|count]``: image, keypoints, ring
   coverage, weight map and mask side by side.
+- ``show IMAGE --amt [--model NAME] [--checkpoint FILE] [--input-size 224]``: image, attention map, crop and its AMT
+  masking and throwing, and the published crop's weights beside the default's (``kamim_fast/show_amt.py``).
 - ``info``: which implementation of each op runs here, and the versions (:func:`kamim_fast.backend_info`).
 - ``--version``: kamim_fast's version.
 
@@ -111,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--density", choices=DENSITY_MODES, default=KAMIM_DEFAULTS["density"])
     s.add_argument("--mask-seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
+    s.add_argument("--amt", action="store_true",
+                   help="draw AMT instead: attention map, masked and thrown patches, the published crop vs the default")
+    s.add_argument("--model", default="vit_tiny_patch16_224",
+                   help="with --amt: the timm ViT whose attention drives AMT (randomly initialised unless --checkpoint)")
+    s.add_argument("--checkpoint", type=Path, default=None, help="with --amt: a state_dict file for --model")
+    s.add_argument("--input-size", type=int, default=224, help="with --amt: the encoder's input and the crop's size")
     sub.add_parser("info", help="which implementation of each op runs here, and the versions (for bug reports)")
     args = parser.parse_args(argv)
 
@@ -132,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .show import show
 
-    out = args.out or args.image.with_name(args.image.stem + "_kamim.png")
+    out = args.out or args.image.with_name(args.image.stem + ("_amt.png" if args.amt else "_kamim.png"))
     if out.suffix.lower() != ".png":
         s.error(f"-o/--out must name a .png file, got {str(out)!r}")
+    if args.amt:
+        return _show_amt(s, args, out)
     try:
         path = show(args.image, out, threshold=args.threshold, weight_patch_size=args.weight_patch_size,
                     temperature=args.temperature, channel_order=args.channel_order, detector=args.detector,
@@ -144,6 +154,40 @@ def main(argv: list[str] | None = None) -> int:
         _cli_error(s, str(exc))
     print(f"wrote {path}")
     return 0
+
+
+def _show_amt(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> int:
+    from .show_amt import show_amt
+
+    try:
+        import timm
+
+        if args.input_size < 1:
+            raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
+        try:
+            model = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=args.input_size)
+        except RuntimeError as exc:  # timm: unknown model name
+            raise ValueError(f"--model must name a timm ViT, got {args.model!r} ({exc})") from None
+        if args.checkpoint is not None:
+            if not args.checkpoint.is_file():
+                raise FileNotFoundError(f"--checkpoint must be a state_dict file, got {str(args.checkpoint)!r}")
+            state = torch_load(args.checkpoint)
+            try:
+                model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+            except RuntimeError as exc:
+                raise ValueError(f"--checkpoint must hold --model {args.model}'s state_dict: {exc}") from None
+        path = show_amt(args.image, out, model=model.eval(), size=args.input_size,
+                        patch_size=model.patch_embed.patch_size[0], seed=args.mask_seed, max_side=args.max_side)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+        _cli_error(parser, str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
+def torch_load(path: Path) -> object:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 if __name__ == "__main__":

@@ -32,18 +32,24 @@ def test_the_table_covers_every_public_function_that_calls_an_op():
                and "torch.ops.kamim_fast." in inspect.getsource(getattr(kamim_fast, name))}
     assert calling and calling <= called, calling - called
     assert {"WeightedMIMLoss", "KamimWeights", "hf_mim_loss"} <= called
+    assert {"vit_class_attention", "AttentionBank", "crop_patch_weights", "AMTSchedule", "AMTRandomResizedCrop",
+            "AMTDataset", "ShardSampler"} <= called
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("row", ROWS, ids=[r["call"][:60] for r in ROWS])
 def test_documented_error(row, backend, monkeypatch):
     monkeypatch.setenv("KAMIM_FAST_BACKEND", backend)
+    import timm
     from transformers import ViTImageProcessor
 
+    from kamim_fast.integrations import amt_bank, amt_data
     from kamim_fast.integrations.hf import hf_mim_loss, processor_stats
 
-    namespace = {"torch": torch, "z": torch.zeros, "np": np, "hf_mim_loss": hf_mim_loss,
+    namespace = {"torch": torch, "z": torch.zeros, "np": np, "timm": timm, "hf_mim_loss": hf_mim_loss,
                  "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor,
+                 **{name: value for module in (amt_bank, amt_data) for name, value in vars(module).items()
+                    if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__},
                  **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
     with pytest.raises(getattr(__builtins__, row["exc"], None) or __builtins__[row["exc"]]) as info:
         eval(row["call"], namespace)

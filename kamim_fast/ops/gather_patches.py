@@ -86,15 +86,22 @@ def _(src, ids, n):
 
 
 def _backward_torch(src, ids, n):
-    out = src.new_zeros((src.shape[0], n, src.shape[2]))
-    return out.index_put_((torch.arange(src.shape[0], device=src.device)[:, None], ids), src, accumulate=True)
+    """The rows of repeated ids summed in float32 (float64 for float64) and rounded once, as the kernels do: an
+    accumulation in half precision would round after every addend."""
+    acc = torch.promote_types(src.dtype, torch.float32)
+    out = src.new_zeros((src.shape[0], n, src.shape[2]), dtype=acc)
+    rows = (torch.arange(src.shape[0], device=src.device)[:, None], ids)
+    return out.index_put_(rows, src.to(acc), accumulate=True).to(src.dtype)
 
 
 def backward_samples(s) -> list[tuple]:
     _, _, x = masking_samples(s)
     B, N = x.shape[:2]
     ids = torch.stack([torch.from_numpy(s.rng.permutation(N)[:6]) for _ in range(B)])
-    return [(*s.to(x[:, :6], ids), N)]
+    # repeated ids in bfloat16: multiples of 1/64 below 4, whose float32 sums are exact in any order
+    repeats = torch.from_numpy(s.rng.integers(0, N, (B, 24)))
+    rows = (torch.from_numpy(s.rng.integers(-255, 256, (B, 24, 3))) / 64).to(torch.bfloat16)
+    return [(*s.to(x[:, :6], ids), N), (*s.to(rows, repeats), N)]
 
 
 _backend.register(backward_op, check=check_backward, auto=AMT_AUTO, samples=backward_samples, differentiable=(0,),
