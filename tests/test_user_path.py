@@ -142,7 +142,7 @@ def test_placeholders_and_fitting_targets_never_warn(device, rng, fresh_check):
                     model(t, mask)
                 if device == "cuda":
                     torch.cuda.synchronize()
-        assert not fresh_check.warned and (fresh_check.checked > 0 or name == "empty"), name
+        assert fresh_check.checked > 0 or name == "empty", name  # checked, and (errors above) nothing warned
         fresh_check.reset()
 
 
