@@ -167,9 +167,9 @@ MUTANTS: list[Mutant] = [
            ("tests/test_mim_loss.py", "-k", "half_pred and cpu-triton"),
            "each bf16/fp16 gradient element vs the float64 value rounded once (the scale rounded first: twice)"),
     # arrays users really pass
-    Mutant("kamim-weights-without-the-copy", "kamim_fast/weights.py",
-           '                image = np.array(image, order="C")  # order, a read-only array',
-           '                pass  # order, a read-only array',
+    Mutant("kamim-weights-without-the-copy", "kamim_fast/_forms.py",
+           '            image = np.array(image, order="C")  # order, a read-only array',
+           '            pass  # order, a read-only array',
            ("tests/test_detectors.py", "-k", "arrays_users_pass and fast"),
            "flipped views (negative strides) and read-only arrays through KamimWeights vs the contiguous copy"),
     Mutant("show-passes-read-only-arrays", "kamim_fast/show.py",
