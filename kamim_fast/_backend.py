@@ -103,6 +103,13 @@ def requested_backend() -> str:
     return value
 
 
+# resolve()'s answers: (op, device type, requested backend) -> (the table row and the checks it was decided
+# with, the Impl). Every op call resolves, and deciding costs more than many small kernels; what it reads (the
+# table row, whether the extension loaded and holds the kernel) does not change while a process runs, except
+# where a test swaps a row or a check, which the stored identities catch.
+_RESOLVED: dict[tuple[str, str, str], tuple[OpEntry, Callable, Callable, Impl]] = {}
+
+
 def resolve(name: str, device: torch.device | str) -> Impl:
     """The implementation of op ``name`` that runs on ``device`` under ``KAMIM_FAST_BACKEND`` now.
 
@@ -110,8 +117,18 @@ def resolve(name: str, device: torch.device | str) -> Impl:
         RuntimeError: the requested backend has no implementation of the op on that device, or cannot run.
     """
     entry = TABLE[name]
-    device_type = torch.device(device).type
+    device_type = device if isinstance(device, str) else device.type
     backend = requested_backend()
+    key = (name, device_type, backend)
+    hit = _RESOLVED.get(key)
+    if hit is not None and hit[0] is entry and hit[1] is cpp_status and hit[2] is _available:
+        return hit[3]
+    impl = _resolve(name, entry, torch.device(device).type, backend)
+    _RESOLVED[key] = (entry, cpp_status, _available, impl)
+    return impl
+
+
+def _resolve(name: str, entry: OpEntry, device_type: str, backend: str) -> Impl:
     if backend != "auto" and backend not in entry.impls:
         backend = "auto"  # a forced backend applies to the ops that have it; the others run their default
     if backend == "auto":

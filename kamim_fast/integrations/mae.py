@@ -283,10 +283,23 @@ class MaskedAutoencoderViT(nn.Module):
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decoder_pred(self.decoder_norm(self.decoder_blocks(tokens)))[:, 1:, :]
 
-    def _target(self, images: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        target = self.patchify(images)
-        if rows is not None:
-            target = gather_patches(target, rows)
+    def _linear_patch_embed(self) -> bool:
+        """Whether the patch embedding is a plain patch projection (a Conv2d with kernel = stride = p, no
+        padding), so that it can run on the kept patches alone as a Linear on their pixels."""
+        proj = getattr(self.patch_embed, "proj", None)
+        p = self.patch_size
+        return (isinstance(proj, nn.Conv2d) and tuple(proj.kernel_size) == (p, p) and tuple(proj.stride) == (p, p)
+                and tuple(proj.padding) == (0, 0) and proj.groups == 1 and proj.dilation == (1, 1))
+
+    def _embed(self, patches: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The encoder's input tokens of the kept patches: the patch projection as a Linear on their pixels
+        (``patches`` laid out as :meth:`patchify`'s), plus their position embedding. Equal to embedding every
+        patch and keeping some (what MAE does) up to float rounding, at a fraction of the work."""
+        w = self.patch_embed.proj.weight  # (D, C, p, p) -> (D, p * p * C), patchify's (p, q, C) order
+        tokens = F.linear(patches, w.permute(0, 2, 3, 1).reshape(w.shape[0], -1), self.patch_embed.proj.bias)
+        return self.patch_embed.norm(tokens) + F.embedding(ids, self.pos_embed[0, 1:, :])
+
+    def _normalise_target(self, target: torch.Tensor) -> torch.Tensor:
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
@@ -339,8 +352,10 @@ class MaskedAutoencoderViT(nn.Module):
         size = self.grid_size * self.patch_size
         if (C, H, W) != (self.in_chans, size, size):
             raise ValueError(f"images must have shape (B, {self.in_chans}, {size}, {size}), got {tuple(images.shape)}")
-        x = self.patch_embed(images) + self.pos_embed[:, 1:, :]
-        N = x.shape[1]
+        patches = self.patchify(images)  # (B, N, p * p * C): the target, and the embedding's input
+        N = patches.shape[1]
+        linear = self._linear_patch_embed()
+        pos = self.decoder_pos_embed
         if weights is None:
             if throw_ratio not in (None, 0, 0.0):
                 raise ValueError(f"throw_ratio needs weights (uniform throwing: weights=torch.ones(B, N)), got "
@@ -348,12 +363,16 @@ class MaskedAutoencoderViT(nn.Module):
             if generator is not None:
                 raise ValueError("generator draws AMT's noise and needs weights; without weights pass noise")
             ratio = MAE_MASK_RATIO if mask_ratio is None else _check_ratio("mask_ratio", mask_ratio)
-            visible, mask, ids_restore = random_masking(x, ratio, noise=noise)
+            if linear:
+                kept, mask, ids_restore = random_masking(patches, ratio, noise=noise)
+                visible = self._embed(kept, _inverse_permutation(ids_restore)[:, : kept.shape[1]])
+            else:
+                visible, mask, ids_restore = random_masking(self.patch_embed(images) + self.pos_embed[:, 1:, :], ratio,
+                                                            noise=noise)
             latent = self.decoder_embed(self._encode(visible))
             tokens = unshuffle_with_mask_token(latent[:, 1:, :], self.mask_token, ids_restore)
-            pos = self.decoder_pos_embed
             pred = self._decode(torch.cat([latent[:, :1, :] + pos[:, :1, :], tokens + pos[:, 1:, :]], dim=1))
-            per_patch = ((pred - self._target(images, None)) ** 2).mean(dim=-1)
+            per_patch = ((pred - self._normalise_target(patches)) ** 2).mean(dim=-1)
             loss = (per_patch * mask).sum() / mask.sum()
             return loss, pred, mask
         mask_ratio = AMT_MASK_RATIO if mask_ratio is None else mask_ratio
@@ -361,15 +380,24 @@ class MaskedAutoencoderViT(nn.Module):
         num_masked, num_thrown = amt_counts(N, mask_ratio, throw_ratio, rounding="mae-amt")
         m = amt_masking(self.patch_weights(weights, B), noise=noise, generator=generator, num_masked=num_masked,
                         num_thrown=num_thrown)
-        latent = self.decoder_embed(self._encode(gather_patches(x, m.ids_keep)))
+        if linear:
+            visible = self._embed(gather_patches(patches, m.ids_keep), m.ids_keep)
+        else:
+            visible = gather_patches(self.patch_embed(images) + self.pos_embed[:, 1:, :], m.ids_keep)
+        latent = self.decoder_embed(self._encode(visible))
         tokens = unshuffle_with_mask_token(latent[:, 1:, :], self.mask_token, m)  # thrown dropped: (B, N - thrown, D)
         rows = m.ids_unthrown
-        pos = self.decoder_pos_embed
         pred = self._decode(torch.cat([latent[:, :1, :] + pos[:, :1, :], tokens + F.embedding(rows, pos[0, 1:])], dim=1))
-        per_patch = ((pred - self._target(images, rows)) ** 2).mean(dim=-1)
+        per_patch = ((pred - self._normalise_target(gather_patches(patches, rows))) ** 2).mean(dim=-1)
         masked = (torch.gather(m.mask, 1, rows) == MASKED).to(per_patch.dtype)
         loss = (per_patch * masked).sum() / masked.sum()
         return loss, pred, m.mask.to(torch.get_default_dtype())
+
+
+def _inverse_permutation(ids: torch.Tensor) -> torch.Tensor:
+    """(B, N) permutations -> their inverses (a scatter of positions; no sort)."""
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    return torch.empty_like(ids).scatter_(1, ids, positions)
 
 
 def _init_weights(m: nn.Module) -> None:
