@@ -61,6 +61,8 @@ def test_a_ddp_step_equals_one_process_on_the_concatenated_batch(ddp_mae_run, br
     data, ranks = ddp_mae_run
     model = MaskedAutoencoderViT(**data["config"], norm_layer=NORM)
     model.load_state_dict(data["state"])
+    # SGD, not Adam: Adam divides by the root of the squared gradient, so a gradient that is 0 but for rounding
+    # (the attention key bias) would step by +-lr on the sign of that rounding
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     if branch == "amt":
         loss, _, _ = model(data["images"], data["weights"], noise=data["q"])
@@ -81,7 +83,5 @@ def test_a_ddp_step_equals_one_process_on_the_concatenated_batch(ddp_mae_run, br
             assert err <= 1e-5 * scale + 1e-9, (n, err, scale)
         for n, p in model.named_parameters():
             torch.testing.assert_close(got["params"][n], p.detach(), rtol=1e-5, atol=1e-7, msg=n)
-    # (SGD, not Adam: Adam divides by the root of the squared gradient, so a gradient that is 0 but for rounding
-    # (the attention key bias) would step by +-lr on the sign of that rounding)
     # the ranks saw different data: their losses differ
     assert not torch.equal(ranks[0][branch]["loss"], ranks[1][branch]["loss"])
