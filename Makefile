@@ -11,14 +11,56 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test compile-report compile-all sanitize mutants clean
+.PHONY: demo test test-latest test-floor _in-copy lock compile-report compile-all sanitize mutants clean
 
-$(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*)
+# The exact versions CI last passed with (`make lock` writes them from .venv): `make test` and `make demo`
+# install those, so a fresh machine and CI get the same environment and a new upload cannot break landing.
+# pyproject.toml keeps ranges (what users install); `make test-latest` tries the newest releases.
+CONSTRAINTS := constraints.txt
+# LATEST=1 (make test-latest): no constraints, the newest release of everything, from the index alone: the
+# machine's own pip configuration (caps, local mirrors) is ignored, as on a user's fresh machine.
+# FLOOR=1 (make test-floor): the lowest torch and Triton pyproject.toml admits (constraints-floor.txt), the
+# rest as the resolver finds it.
+ifeq ($(LATEST),1)
+PIP_INSTALL = PIP_CONFIG_FILE=/dev/null $(PY) -m pip install -q --upgrade --upgrade-strategy eager
+INSTALL_INPUTS :=
+else ifeq ($(FLOOR),1)
+PIP_INSTALL = $(PY) -m pip install -q -c constraints-floor.txt
+INSTALL_INPUTS := constraints-floor.txt
+else
+PIP_INSTALL = $(PY) -m pip install -q -c $(CONSTRAINTS)
+INSTALL_INPUTS := $(CONSTRAINTS)
+endif
+
+$(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*) $(INSTALL_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "setuptools>=77" "torch>=2.6"
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,demo,dev]"
+	$(PIP_INSTALL) "setuptools>=77" torch
+	$(PIP_INSTALL) --no-build-isolation -e ".[test,demo,dev]"
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
+
+# Rewrites constraints.txt from .venv (after `make test` passed there; commit it with the change that needed it).
+lock:
+	test -x $(PY) || { echo "make lock reads the versions of .venv: run make test first" >&2; exit 1; }
+	{ echo "# The exact versions CI last passed with: make test and make demo install these (make lock writes this file)."; \
+	  $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > $(CONSTRAINTS)
+
+# The whole suite on the newest release of every dependency, in a copy of the working tree (build/latest, its
+# own .venv): run it when new work starts and before every release; when it fails, fix the incompatibility
+# (users install the newest versions) and refresh the lock in the same change. It prints the versions it got.
+test-latest:
+	$(MAKE) _in-copy DIR=build/latest MODE=LATEST=1
+
+# The same with the floor versions of pyproject.toml (torch 2.11, Triton 3.6), in build/floor.
+test-floor:
+	$(MAKE) _in-copy DIR=build/floor MODE=FLOOR=1
+
+_in-copy:
+	rm -rf $(DIR) && mkdir -p $(DIR)
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(DIR)
+	$(MAKE) -C $(DIR) $(MODE) $(VENV)/.installed
+	$(DIR)/$(PY) -m pip list 2>/dev/null | grep -iE '^(torch|triton|transformers|timm|kornia|numpy|kernels|opencv)'
+	$(MAKE) -C $(DIR) $(MODE) test
 
 # FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining (kamim_fast/demo.py);
 # KAMIM_FAST_DEMO_QUICK=1 shrinks it to seconds (CI).
@@ -27,8 +69,10 @@ demo: $(VENV)/.installed
 
 # Two workers: CI machines have 2 cores, and the Triton interpreter is CPU-bound.
 TEST_JOBS ?= 2
+# which environment the suite runs in (tests/test_environment.py checks the locked one against constraints.txt)
+ENVIRONMENT := $(if $(filter 1,$(LATEST)),latest,$(if $(filter 1,$(FLOOR)),floor,locked))
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(TEST_JOBS)
+	KAMIM_FAST_ENVIRONMENT=$(ENVIRONMENT) $(PY) -m pytest -n $(TEST_JOBS)
 
 # Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a (generic and run-time specialised): ptxas
 # registers and spills, SASS per item and the H100 model (benchmarks/results/model-sm90.json is its --json).

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile the loss reference on every shape (minutes each), not only the headline one")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the loss cases")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--max-cases", type=int, metavar="N",
+                        help="the first N cases of each group only (a smoke run: benchmarks/gpu_session.sh's dry run)")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = set(groups) - set(GROUPS)
@@ -38,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only takes {GROUPS}, got {sorted(unknown)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cases = []
+    limit = slice(args.max_cases)
     if "fast" in groups:
-        cases += cases_fast.cases(device, args.quick)
+        cases += cases_fast.cases(device, args.quick)[limit]
     if "mim_loss" in groups:
         cases += cases_mim_loss.cases(device, args.quick, compile_all=args.compile_all,
-                                      compile_any=not args.no_compile)
+                                      compile_any=not args.no_compile)[limit]
     if "amt" in groups:
-        cases += cases_amt.cases(device, args.quick)
+        cases += cases_amt.cases(device, args.quick)[limit]
     result = run_cases(cases, device, args.quick, progress=not args.no_progress)
     paths = write_results(result, args.out)
     print(markdown(result))

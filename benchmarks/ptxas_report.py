@@ -64,6 +64,14 @@ ASSUMPTIONS = {
              "the integer pipe (int ALU + min/max), the FP32 pipe and the load/store unit, with every SM busy "
              "(no latency, no tail effects); byte time = compulsory bytes (inputs once, outputs once) over the "
              "copy bandwidth. Both branches of run-time conditionals are counted.",
+    # IMAD issues on the FMA pipe's heavy half on sm_90 (64 lanes per clock, shared with FP32), not on the
+    # integer pipe: both ends of the range count it there.
+    "imad_lanes_per_clock": 64,
+    # The range: modelled_ms is the fast end (boost clock, one load/store slot per instruction); its slow end,
+    # modelled_ms_sustained, takes the clock an H100 SXM sustains under load, and a load/store slot per
+    # 128-byte cache line a warp touches (its width's lines plus one: a warp's bytes at an unaligned offset,
+    # such as FAST's circle loads, straddle a line).
+    "sustained_clock_ghz": 1.83,
     "h200": "H200: the same 132 SMs and clocks, 4.8 TB/s HBM3e (datasheet): byte times shrink by about 1.4x "
             "(scaled from the measured 3.0 TB/s: about 4.3 TB/s), issue times are the same",
     "fast_floor": "the loss with FAST weights computes FAST with NMS on every pixel of its target, so beside its "
@@ -271,8 +279,18 @@ def _eval(node, scope):
     return value
 
 
+def global_lines(op: str) -> int:
+    """128-byte cache lines a warp's global load or store touches at worst: its 32 lanes' bytes (from the
+    opcode's width: .U8/.S8 1 byte, .U16/.S16 2, none 4, .64 8, .128 16) plus one for an unaligned start."""
+    parts = op.split(".")
+    width = 1 if {"U8", "S8"} & set(parts) else 2 if {"U16", "S16"} & set(parts) else \
+        8 if "64" in parts else 16 if "128" in parts else 4
+    return -(-32 * width // 128) + 1
+
+
 def model_counts(spec: dict, instrs: list[dict]) -> dict:
-    """Steady-state SASS instructions per output item, by class, in lane slots (warp instructions x 32)."""
+    """Steady-state SASS instructions per output item, by class, in lane slots (warp instructions x 32); and
+    for the sustained bound the IMADs among the integer ones and the global accesses' cache-line slots."""
     fn = spec["fn"]
     names = {k: v for k, v in spec["args"].items() if isinstance(v, (int, bool))}
     loops = _source_loops(fn, names, spec.get("tile_vars"))
@@ -331,6 +349,7 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
     tile_loop = [lh for lh, t in trips_of.items() if t is None]
     outer = max(tile_loop, key=lambda lh: lh[1] - lh[0]) if tile_loop else None
     per_program = {c: 0.0 for c in SASS_CLASSES}
+    detail = {"imad": 0.0, "global_line_slots": 0.0}
     for ins in instrs:
         if outer and not (outer[0] <= ins["addr"] <= outer[1]):
             continue  # the persistent kernel's prologue and epilogue: once per program, amortised
@@ -338,12 +357,18 @@ def model_counts(spec: dict, instrs: list[dict]) -> dict:
         for (lo, hi), trips in trips_of.items():
             if lo <= ins["addr"] <= hi and trips is not None:
                 weight *= trips
-        per_program[sass_class(ins["op"])] += weight
+        cls = sass_class(ins["op"])
+        per_program[cls] += weight
+        if ins["op"].split(".")[0] == "IMAD":
+            detail["imad"] += weight
+        if cls in ("global_load", "global_store"):
+            detail["global_line_slots"] += weight * global_lines(ins["op"])
     args = spec["args"]
     units = args.get("n_tiles") or spec["programs"]  # tiles of the persistent loop, else programs
     lanes = 32 * spec["num_warps"] * units / spec["items"]
     per_item = {c: round(v * lanes, 2) for c, v in per_program.items()}
     return {"sass_per_item": per_item, "sass_instructions_per_item": round(sum(per_item.values()), 1),
+            "sass_sustained_per_item": {k: round(v * lanes, 2) for k, v in detail.items()},
             "sass_loops": len(sass_loops), "sass_loop_trips": sorted(t for t in trips_of.values() if t is not None)}
 
 
@@ -359,13 +384,21 @@ def bytes_per_item(spec: dict) -> float:
     return total / spec["items"]
 
 
-def issue_seconds(per_item: dict, items: int, a: dict = ASSUMPTIONS) -> float:
-    lanes_per_s = a["sms"] * a["clock_ghz"] * 1e9
+def issue_seconds(row: dict, items: int, a: dict = ASSUMPTIONS, sustained: bool = False) -> float:
+    """The busiest pipe's time for ``items`` of a kernel row (its ``sass_per_item`` and
+    ``sass_sustained_per_item``): the range's fast end, or with ``sustained`` its slow end (ASSUMPTIONS)."""
+    per_item, detail = row["sass_per_item"], row["sass_sustained_per_item"]
+    clock = a["sustained_clock_ghz"] if sustained else a["clock_ghz"]
+    lanes_per_s = a["sms"] * clock * 1e9
     total = sum(per_item.values())
+    imad = detail["imad"]  # on the FMA pipe's heavy half, with the FP32 instructions
+    lsu = (detail["global_line_slots"] if sustained else per_item["global_load"] + per_item["global_store"]) \
+        + per_item["shared"]
     pipes = [total / a["issue_lanes_per_clock"],
-             (per_item["int_alu"] + per_item["min_max"]) / a["int_alu_lanes_per_clock"],
-             per_item["fp32"] / a["fp32_lanes_per_clock"],
-             (per_item["global_load"] + per_item["global_store"] + per_item["shared"]) / a["lsu_lanes_per_clock"]]
+             (per_item["int_alu"] - imad + per_item["min_max"]) / a["int_alu_lanes_per_clock"],
+             imad / a["imad_lanes_per_clock"],
+             (per_item["fp32"] + imad) / a["fp32_lanes_per_clock"],
+             lsu / a["lsu_lanes_per_clock"]]
     return max(pipes) * items / lanes_per_s
 
 
@@ -407,25 +440,33 @@ def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
     for case, kernels, items, unit, *fast_pixels in MODEL_CASES:
         if not all(k in rows and "sass_per_item" in rows[k] for k in kernels):
             continue
-        issue = sum(issue_seconds(rows[k]["sass_per_item"], items, a) for k in kernels)
+        issue = sum(issue_seconds(rows[k], items, a) for k in kernels)
         byte_s = sum(rows[k]["bytes_per_item"] for k in kernels) * items / (a["copy_bandwidth_tb_s"] * 1e12)
         # per kernel, the larger of its two times (kernels run one after the other)
-        per_kernel = [max(issue_seconds(rows[k]["sass_per_item"], items, a),
+        per_kernel = [max(issue_seconds(rows[k], items, a),
                           rows[k]["bytes_per_item"] * items / (a["copy_bandwidth_tb_s"] * 1e12)) for k in kernels]
         seconds = sum(per_kernel)
-        row = {"case": case, "modelled_ms": round(seconds * 1e3, 4), "bound": "issue" if issue > byte_s else "bytes",
+        # the sustained bound: the same, at the sustained clock, with cache-line slots and IMAD on its pipe
+        slow = sum(max(issue_seconds(rows[k], items, a, sustained=True),
+                       rows[k]["bytes_per_item"] * items / (a["copy_bandwidth_tb_s"] * 1e12)) for k in kernels)
+        row = {"case": case, "modelled_ms": round(seconds * 1e3, 4), "modelled_ms_sustained": round(slow * 1e3, 4),
+               "bound": "issue" if issue > byte_s else "bytes",
                "issue_ms": round(issue * 1e3, 4), "bytes_ms": round(byte_s * 1e3, 4), "kernels": kernels}
         if unit == "pixel":
             row["modelled_gpixel_s"] = round(items / seconds / 1e9, 1)
+            row["modelled_gpixel_s_sustained"] = round(items / slow / 1e9, 1)
         else:
             dt = "bf16" if "bf16" in case else "fp32"
             floor = LOSS_FLOOR_BYTES[dt] * items / (a["copy_bandwidth_tb_s"] * 1e12)
             row["byte_floor_ms"] = round(floor * 1e3, 4)
             row["of_byte_floor"] = round(seconds / floor, 2)
+            row["of_byte_floor_sustained"] = round(slow / floor, 2)
             if fast_pixels and FAST_KERNEL in rows and "sass_per_item" in rows[FAST_KERNEL]:
-                fast_floor = floor + issue_seconds(rows[FAST_KERNEL]["sass_per_item"], fast_pixels[0], a)
+                fast_floor = floor + issue_seconds(rows[FAST_KERNEL], fast_pixels[0], a)
                 row["fast_floor_ms"] = round(fast_floor * 1e3, 4)
                 row["of_fast_floor"] = round(seconds / fast_floor, 2)
+                fast_slow = floor + issue_seconds(rows[FAST_KERNEL], fast_pixels[0], a, sustained=True)
+                row["of_fast_floor_sustained"] = round(slow / fast_slow, 2)
         out.append(row)
     return out
 
@@ -536,10 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     cpu = time.process_time() + children.ru_utime + children.ru_stime  # ptxas and nvdisasm included
     model = modelled(rows)
     for m in model:
-        extra = (f"{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
-                 else f"{m['of_byte_floor']}x the byte floor ({m['byte_floor_ms']} ms)"
-                 + (f", {m['of_fast_floor']}x byte floor + FAST ({m['fast_floor_ms']} ms)" if "of_fast_floor" in m else ""))
-        print(f"model: {m['case']:48s} {m['modelled_ms']:8.4f} ms ({m['bound']}-bound)  {extra}")
+        extra = (f"{m['modelled_gpixel_s_sustained']}-{m['modelled_gpixel_s']} Gpixel/s" if "modelled_gpixel_s" in m
+                 else f"{m['of_byte_floor']}-{m['of_byte_floor_sustained']}x the byte floor ({m['byte_floor_ms']} ms)"
+                 + (f", {m['of_fast_floor']}-{m['of_fast_floor_sustained']}x byte floor + FAST ({m['fast_floor_ms']} ms)"
+                    if "of_fast_floor" in m else ""))
+        print(f"model: {m['case']:48s} {m['modelled_ms']:.4f}-{m['modelled_ms_sustained']:.4f} ms ({m['bound']}-bound)"
+              f"  {extra}")
     print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
           f"(Triton {rows[0]['triton'] if rows else '?'})")
     if args.json:

@@ -10,6 +10,7 @@ import operator
 from collections.abc import Sequence
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -62,10 +63,24 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
+# Tensor statistics read to the host, by tensor, with the version counter they were read at: a CUDA tensor is
+# copied to the host (a synchronisation) once, not at every call, and again only after an in-place change.
+_READ = WeakIdKeyDictionary()  # tensor -> (version, values)
+
+
+def _host_values(t: torch.Tensor) -> list:
+    seen = _READ.get(t)
+    if seen is None or seen[0] != t._version:
+        seen = _READ[t] = (t._version, t.detach().flatten().tolist())
+    return seen[1]
+
+
 def check_channel_stats(name: str, value: object, channels: int, *, positive: bool) -> tuple[float, ...]:
-    """A per-channel statistic (mean or std) as a tuple of ``channels`` finite floats."""
+    """A per-channel statistic (mean or std) as a tuple of ``channels`` finite floats. A tensor is read to the
+    host once (and again after an in-place change), so a CUDA tensor costs one synchronisation, not one per
+    call."""
     if isinstance(value, torch.Tensor):
-        value = value.detach().flatten().tolist()
+        value = _host_values(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value,) * channels
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != channels:

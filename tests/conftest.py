@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def targets(ops: tuple[str, ...]) -> list[tuple[str, str]]:
             if runnable(backend, device) and any(impl and device in impl.devices for impl in impls):
                 pairs.append((device, backend))
     return pairs
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "cuda: runs CUDA tensors where a GPU is present (benchmarks/gpu_session.sh "
+                            "runs `pytest -m cuda`)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Marks ``cuda`` every test parametrised on the cuda device (an id part ``cuda``); tests that pick CUDA
+    themselves when it is there carry the mark explicitly."""
+    for item in items:
+        params = item.nodeid.partition("[")[2]
+        if "cuda" in re.split(r"[-\]]", params):
+            item.add_marker(pytest.mark.cuda)
 
 
 def pytest_generate_tests(metafunc) -> None:

@@ -122,6 +122,7 @@ def test_the_model_report(report):
     assert {m["case"] for m in model} >= {"fast gray uint8 B=256 192x192 NMS", "loss fwd+bwd B=256 3x192x192 bf16 p=8 ring"}
     for m in model:
         assert m["modelled_ms"] > 0 and m["bound"] in ("issue", "bytes"), m
+        assert m["modelled_ms_sustained"] >= m["modelled_ms"], m  # a range: the sustained end is the slower
     assert report["assumptions"]["sms"] == 132
 
 
@@ -143,3 +144,34 @@ def test_a_fingerprint_follows_its_own_compile_inputs():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=triton_env("installed"), capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def _row(**counts) -> dict:
+    from benchmarks.ptxas_report import SASS_CLASSES
+
+    per_item = {c: counts.get(c, 0.0) for c in SASS_CLASSES}
+    return {"sass_per_item": per_item, "sass_sustained_per_item": {"imad": counts.get("imad", 0.0),
+                                                                   "global_line_slots": counts.get("lines", 0.0)}}
+
+
+def test_the_model_is_a_range_with_imad_on_its_pipe():
+    """The modelled times are a range: the fast end at the boost clock with one load/store slot per instruction,
+    the slow end at the sustained clock with a slot per cache line touched; IMAD issues on the FMA pipe's heavy
+    half (64 lanes per clock on sm_90, shared with FP32) at both ends, not on the integer pipe."""
+    from benchmarks.ptxas_report import ASSUMPTIONS as A
+    from benchmarks.ptxas_report import global_lines, issue_seconds
+
+    items = 10**9
+    lanes = A["sms"] * A["clock_ghz"] * 1e9
+    # 64 integer lane slots per item, half of them IMAD: the integer pipe holds 32, the FMA pipe 32
+    mixed = _row(int_alu=64.0, imad=32.0)
+    assert issue_seconds(mixed, items) == pytest.approx(32 / 64 * items / lanes)
+    # IMAD shares the FMA pipe with FP32: 32 IMAD + 96 FP32 fill 128 lanes of it
+    assert issue_seconds(_row(int_alu=32.0, imad=32.0, fp32=96.0), items) == pytest.approx(128 / 128 * items / lanes)
+    # the slow end: the sustained clock, and a slot per cache line (byte loads straddle a line: 2 each)
+    byte_loads = _row(global_load=32.0, lines=64.0)
+    assert issue_seconds(byte_loads, items) == pytest.approx(32 / 32 * items / lanes)
+    assert issue_seconds(byte_loads, items, sustained=True) == pytest.approx(
+        64 / 32 * items / (A["sms"] * A["sustained_clock_ghz"] * 1e9))
+    assert (global_lines("LDG.E.U8"), global_lines("LDG.E"), global_lines("STG.E.64"), global_lines("LDG.E.128.CONSTANT")) \
+        == (2, 2, 3, 5)

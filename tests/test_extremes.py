@@ -72,29 +72,32 @@ def test_targets_outside_the_normalised_range_are_clamped(target, rng):
     assert torch.equal(w_wild, w_clamped)
 
 
-@pytest.mark.skipif(not INTERPRETER, reason="the interpreter reads only the touched pages of a huge CPU storage")
+@pytest.mark.cuda
+@pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter")
 def test_strides_past_two_to_the_31(monkeypatch, rng):
-    """Batch strides of 2^31 + 64 elements: the kernels' offsets must be int64. The storages are
-    allocated (several GB of address space) but only the images' pages are ever touched."""
+    """Batch strides of 2^31 + 64 elements: the kernels' offsets must be int64. On the CPU (the interpreter)
+    the storages are allocated (several GB of address space) but only the images' pages are ever touched; on
+    a GPU they take about 14 GB of its memory."""
     monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
+    device = "cuda" if CUDA else "cpu"
     stride = (1 << 31) + 64
     B, H, W = 2, 24, 40
 
     def spread(x: torch.Tensor) -> torch.Tensor:
         """x (B, ...) copied into a storage whose images lie ``stride`` elements apart."""
-        big = torch.empty(stride * (B - 1) + x[0].numel(), dtype=x.dtype)
+        big = torch.empty(stride * (B - 1) + x[0].numel(), dtype=x.dtype, device=device)
         view = big.as_strided(x.shape, (stride, *x[0].contiguous().stride()))
         view.copy_(x)
         return view
 
-    gray = torch.from_numpy(np.stack([crop(real_image("camera"), H, W, rng) for _ in range(B)]))
+    gray = torch.from_numpy(np.stack([crop(real_image("camera"), H, W, rng) for _ in range(B)])).to(device)
     for got, want in zip(fast_corners(spread(gray)), fast_corners(gray)):
         assert torch.equal(got, want)
     u8 = np.stack([crop(real_image("coffee"), H, W, rng) for _ in range(B)])
     tgt = ((torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1))
-           / torch.tensor(IMAGENET_STD).view(3, 1, 1))
-    pred = (tgt + torch.from_numpy(rng.normal(0, 0.5, tgt.shape)).float()).bfloat16()
-    mask = torch.from_numpy(rng.random((B, 3, 5)) < 0.6)
+           / torch.tensor(IMAGENET_STD).view(3, 1, 1)).to(device)
+    pred = (tgt + torch.from_numpy(rng.normal(0, 0.5, tgt.shape)).float().to(device)).bfloat16()
+    mask = torch.from_numpy(rng.random((B, 3, 5)) < 0.6).to(device)
     far = spread(pred).requires_grad_()
     near = pred.clone().requires_grad_()
     got = weighted_mim_loss(far, spread(tgt), mask, "fast", **KAMIM_PAPER)
@@ -102,6 +105,52 @@ def test_strides_past_two_to_the_31(monkeypatch, rng):
     got.backward()
     want.backward()
     assert torch.equal(got, want) and torch.equal(far.grad, near.grad)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter")
+def test_row_and_column_offsets_past_two_to_the_31(monkeypatch, rng):
+    """Views whose column stride (or 3 rows of row stride) times a coordinate passes 2^31 elements while each
+    stride alone fits int32: the kernels must form those offsets in int64 (on the CPU the interpreter computes
+    int32 products as int32, so an overflow reads the wrong pixel here too). Column strides of 2^28 + 16 (uint8)
+    and 2^27 + 16 (bf16) elements, and a row stride of 2^30 + 16 (FAST's circle reaches 3 rows away)."""
+    monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
+    device = "cuda" if CUDA else "cpu"
+
+    def strided(x: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
+        """x copied into a storage with the given strides (only the touched pages are backed on the CPU)."""
+        size = 1 + sum((n - 1) * st for n, st in zip(x.shape, strides))
+        view = torch.empty(size, dtype=x.dtype, device=device).as_strided(x.shape, strides)
+        view.copy_(x)
+        return view
+
+    wide = (1 << 28) + 16
+    gray = torch.from_numpy(crop(real_image("camera"), 16, 12, rng)).unsqueeze(0).to(device)  # (1, 16, 12)
+    for got, want in zip(fast_corners(strided(gray, (0, 1, wide))), fast_corners(gray)):
+        assert torch.equal(got, want)
+    tall = (1 << 30) + 16
+    gray = torch.from_numpy(crop(real_image("camera"), 9, 16, rng)).unsqueeze(0).to(device)  # (1, 9, 16)
+    for got, want in zip(fast_corners(strided(gray, (0, tall, 1))), fast_corners(gray)):
+        assert torch.equal(got, want)
+    rgb = torch.from_numpy(crop(real_image("coffee"), 16, 12, rng)).permute(2, 0, 1).unsqueeze(0).to(device)
+    far = strided(rgb, (0, 1, 3, wide))  # (1, 3, 16, 12): channels adjacent, columns 2^28 + 16 apart
+    assert torch.equal(rgb_to_gray_u8(far), rgb_to_gray_u8(rgb))
+    for got, want in zip(fast_corners(rgb_to_gray_u8(far)), fast_corners(rgb_to_gray_u8(rgb))):
+        assert torch.equal(got, want)
+    u8 = torch.from_numpy(crop(real_image("coffee"), 8, 24, rng)).permute(2, 0, 1).unsqueeze(0).float()
+    tgt = ((u8 / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1))
+    tgt = tgt.bfloat16().to(device)
+    pred = (tgt.float() + torch.from_numpy(rng.normal(0, 0.5, tgt.shape)).float().to(device)).bfloat16()
+    mask = torch.from_numpy(rng.random((1, 1, 3)) < 0.7).to(device)
+    cols = (1 << 27) + 16
+    for weights in ("fast", None):
+        far = strided(pred, (0, 1, 3, cols)).requires_grad_()
+        near = pred.clone().requires_grad_()
+        got = weighted_mim_loss(far, strided(tgt, (0, 1, 3, cols)), mask, weights, **KAMIM_PAPER)
+        want = weighted_mim_loss(near, tgt, mask, weights, **KAMIM_PAPER)
+        got.backward()
+        want.backward()
+        assert torch.equal(got, want) and torch.equal(far.grad, near.grad), weights
 
 
 def _allocations(fn) -> list[int]:

@@ -16,6 +16,7 @@ from conftest import CUDA, INTERPRETER
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda" if CUDA else "cpu"
 needs_kernels = pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter")
+pytestmark = pytest.mark.cuda  # the launch path and its limits: what a GPU machine must run
 
 
 # --- launches under the tensors' device -------------------------------------------------------------
@@ -138,36 +139,65 @@ def test_resident_blocks_on_h100_a100_l4():
     assert resident_blocks(32, 200 * 1024, 4, L4) == 0  # does not fit
 
 
-def test_persistent_grid_is_sized_from_the_compiled_kernel(monkeypatch):
-    """On CUDA: SMs x resident blocks of the compiled kernel (its n_regs and shared memory), cached."""
+class _MockKernel:
+    """A ``@triton.jit`` kernel as the CUDA launch path sees it: parameters (one constexpr, one pointer, one int)
+    and ``warmup``, which returns a compiled kernel of 157 registers and 512 bytes of shared memory."""
+
+    arg_names = ("BLOCK", "x_ptr", "n")
+    params = tuple(type("P", (), {"is_constexpr": c})() for c in (True, False, False))
+
+    def __init__(self):
+        self.warmups = []
+
+    def warmup(self, grid, num_warps, enable_fp_fusion, maxnreg=None, **args):
+        assert grid == (1,) and num_warps == 4 and not enable_fp_fusion and set(args) == set(self.arg_names)
+        self.warmups.append(args)
+
+        class Compiled:
+            n_regs = 157
+            metadata = type("M", (), {"shared": 512})()
+
+            def _init_handles(self):
+                pass
+
+        return Compiled()
+
+
+class _H100Props:
+    multi_processor_count, regs_per_multiprocessor, max_threads_per_multi_processor = 132, 65536, 2048
+    shared_memory_per_multiprocessor, major, minor = 233472, 9, 0
+
+
+class _FakeCudaBuffer(_FakeCudaTensor):
+    """A CUDA tensor argument: dtype and address are all the specialisation reads."""
+
+    def __init__(self, address: int, dtype=torch.float32):
+        self.address, self.dtype = address, dtype
+
+    def data_ptr(self):
+        return self.address
+
+
+def test_persistent_grid_is_sized_from_the_compiled_kernel_once_per_specialisation(monkeypatch):
+    """On CUDA: SMs x resident blocks of the compiled kernel (its n_regs and shared memory). Triton's warmup
+    (its whole binder) runs once per kernel, device and specialisation, not at every launch."""
     from kamim_fast.kernels import _launch
 
-    class Compiled:
-        n_regs = 157
-        metadata = type("M", (), {"shared": 512})()
-        inits = 0
-
-        def _init_handles(self):
-            Compiled.inits += 1
-
-    compiled = Compiled()
-
-    class Kernel:
-        def warmup(self, grid, num_warps, enable_fp_fusion, **args):
-            assert grid == (1,) and num_warps == 4 and not enable_fp_fusion and args == {"x": 1}
-            return compiled
-
-    class Props:
-        multi_processor_count, regs_per_multiprocessor, max_threads_per_multi_processor = 132, 65536, 2048
-        shared_memory_per_multiprocessor, major, minor = 233472, 9, 0
-
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: _H100Props())
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
-    like = _FakeCudaTensor()
-    assert _launch.persistent_programs(Kernel(), like, 10**6, 4, {"x": 1}) == 132 * 3
-    assert _launch.persistent_programs(Kernel(), like, 100, 4, {"x": 1}) == 100
-    assert Compiled.inits == 1
-    assert _launch.persistent_programs(Kernel(), torch.zeros(1), 10**6, 4, {"x": 1}) == _launch.INTERPRETER_PROGRAMS
+    monkeypatch.setattr(_launch, "_PROGRAMS", {})
+    kernel, like = _MockKernel(), _FakeCudaTensor()
+    args = {"BLOCK": 64, "x_ptr": _FakeCudaBuffer(4096), "n": 1000}
+    assert _launch.persistent_programs(kernel, like, 10**6, 4, args) == 132 * 3
+    assert _launch.persistent_programs(kernel, like, 100, 4, {**args, "x_ptr": _FakeCudaBuffer(8192), "n": 7}) == 100
+    assert len(kernel.warmups) == 1  # same specialisation: cached
+    for change in ({"BLOCK": 128}, {"x_ptr": _FakeCudaBuffer(4100)}, {"x_ptr": _FakeCudaBuffer(4096, torch.bfloat16)},
+                   {"n": 1}, {"n": 1024}, {"n": 2**31 + 3}):
+        _launch.persistent_programs(kernel, like, 10**6, 4, {**args, **change})
+    assert len(kernel.warmups) == 7, "each change of specialisation compiles (and sizes) its own kernel"
+    _launch.persistent_programs(kernel, like, 10**6, 4, args, maxnreg=128)
+    assert len(kernel.warmups) == 8
+    assert _launch.persistent_programs(kernel, torch.zeros(1), 10**6, 4, args) == _launch.INTERPRETER_PROGRAMS
 
 
 # --- limits: batches past 65,535 and int64 offsets ---------------------------------------------------
@@ -211,16 +241,17 @@ def test_many_tiny_images_through_the_folded_grids(monkeypatch, rng):
     torch.testing.assert_close(p1.grad.cpu(), p2.grad.float(), rtol=1e-6, atol=0)
 
 
-@pytest.mark.skipif(not INTERPRETER, reason="the interpreter reads only the touched pages of a huge CPU storage")
+@needs_kernels
 def test_channel_strides_past_two_to_the_30(monkeypatch, rng):
-    """A channel stride of 2^30 + 64 bytes: 2 * stride overflows int32, so channel offsets step pointers."""
+    """A channel stride of 2^30 + 64 bytes: 2 * stride overflows int32, so channel offsets step pointers. On the
+    CPU (the interpreter) only the touched pages of the 2 GB storage are ever backed; a GPU allocates it."""
     from kamim_fast import fast_corners, rgb_to_gray_u8
 
     monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
     stride = (1 << 30) + 64
     H, W = 20, 24
-    rgb = torch.from_numpy(rng.integers(0, 256, (1, 3, H, W), dtype=np.uint8))
-    big = torch.empty(2 * stride + H * W, dtype=torch.uint8)
+    rgb = torch.from_numpy(rng.integers(0, 256, (1, 3, H, W), dtype=np.uint8)).to(DEVICE)
+    big = torch.empty(2 * stride + H * W, dtype=torch.uint8, device=DEVICE)
     far = big.as_strided((1, 3, H, W), (3 * stride, stride, W, 1))
     far.copy_(rgb)
     assert torch.equal(rgb_to_gray_u8(far), rgb_to_gray_u8(rgb))

@@ -126,3 +126,27 @@ def test_bad_input_is_named(make, exc, words):
 def test_op_schema():
     assert "kamim_fast::rgb_to_gray_u8" in str(torch.ops.kamim_fast.rgb_to_gray_u8.default._schema)
     assert kamim_fast.rgb_to_gray_u8 is rgb_to_gray_u8
+
+
+def test_tensor_statistics_are_read_once(monkeypatch, rng):
+    """mean/std given as tensors (CUDA ones cost a host synchronisation to read) are read once per tensor, and
+    again after an in-place change, which the result follows."""
+    reads = []
+    tolist = torch.Tensor.tolist
+
+    def counting(self):
+        reads.append(self.data_ptr())
+        return tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting)
+    u8 = torch.from_numpy(rng.integers(0, 256, (1, 3, 8, 8), dtype=np.uint8))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+    x = (u8 / 255 - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+    first = rgb_to_gray_u8(x, mean=mean, std=std)
+    assert torch.equal(rgb_to_gray_u8(x, mean=mean, std=std), first) and len(reads) == 2
+    assert torch.equal(first, rgb_to_gray_u8(u8))
+    mean.add_(0.1)  # an in-place change: read again, and the gray follows the new statistics
+    changed = rgb_to_gray_u8(x, mean=mean, std=std)
+    assert len(reads) == 3
+    assert torch.equal(changed, rgb_to_gray_u8(x, mean=mean.tolist(), std=std.tolist()))
+    assert not torch.equal(changed, first)

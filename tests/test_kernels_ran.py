@@ -14,17 +14,23 @@ from conftest import CUDA, INTERPRETER
 
 import kamim_fast
 
-pytestmark = pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter")
+pytestmark = [pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter"), pytest.mark.cuda]
 DEVICE = "cuda" if CUDA else "cpu"
 
 
 class _Spy:
+    """Stands in for a ``@triton.jit`` kernel: counts ``kernel[grid]`` launches and forwards every other
+    attribute (``warmup``, ``arg_names``, ``params``...), which the CUDA launch path also uses."""
+
     def __init__(self, kernel, name: str, launched: list[str]):
         self.kernel, self.name, self.launched = kernel, name, launched
 
     def __getitem__(self, grid):
         self.launched.append(self.name)
         return self.kernel[grid]
+
+    def __getattr__(self, attr):
+        return getattr(self.kernel, attr)
 
 
 @pytest.fixture
@@ -60,3 +66,24 @@ def test_every_op_launches_its_kernel(launched, rng):
         launched.clear()
         call()
         assert kernels <= set(launched), (name, launched)
+
+
+def test_the_spy_serves_the_cuda_launch_path(monkeypatch):
+    """On a GPU the launchers size persistent grids with ``kernel.warmup`` before ``kernel[grid]``: the spy must
+    forward it (a spy with ``__getitem__`` alone broke every CUDA run of this file). Driven here with a mock
+    CUDA tensor and kernel, so the break shows on a machine without a GPU."""
+    import contextlib
+
+    from test_gpu_readiness import _FakeCudaBuffer, _FakeCudaTensor, _H100Props, _MockKernel
+
+    from kamim_fast.kernels import _launch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: _H100Props())
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(_launch, "_PROGRAMS", {})
+    seen: list[str] = []
+    kernel = _MockKernel()
+    spy = _Spy(kernel, "mock", seen)
+    args = {"BLOCK": 64, "x_ptr": _FakeCudaBuffer(4096), "n": 1000}
+    assert _launch.persistent_programs(spy, _FakeCudaTensor(), 10**6, 4, args) == 132 * 3
+    assert len(kernel.warmups) == 1 and seen == []

@@ -224,6 +224,7 @@ def _photos(rng, B, H, W):
     return target, rgb_to_gray_u8_ref
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("cell, H, W", [(8, 96, 160), (4, 40, 136), (16, 64, 128), (32, 64, 96), (64, 128, 128), (2, 34, 98)])
 @pytest.mark.parametrize("ring", [True, False], ids=["ring", "count"])
 def test_fused_partials_equal_the_reference_pipeline(cell, H, W, ring, rng):

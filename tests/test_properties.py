@@ -7,6 +7,7 @@ OpenCV comparisons live in test_fast.py and test_weights.py.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import CUDA, INTERPRETER
 from hypothesis import HealthCheck, given, settings
@@ -80,6 +81,7 @@ def test_fast_equals_the_reference(h, w, b, threshold, nms, levels, seed, backen
 STATS = st.tuples(st.sampled_from([0.0, 0.2, 0.406, 0.5, 0.7]), st.sampled_from([0.1, 0.225, 0.25, 0.5, 1.0]))
 
 
+@pytest.mark.cuda
 @settings(SETTINGS, max_examples=16)
 @given(cells=st.tuples(st.integers(1, 6), st.integers(1, 9)), cell=st.sampled_from([2, 4, 8, 16, 6]),
        b=st.integers(1, 2), threshold=st.integers(0, 60), density=st.sampled_from(["ring", "count"]),

@@ -39,9 +39,20 @@ def on_device(tensor: torch.Tensor) -> Iterator[None]:
         yield
 
 
-def _options(num_warps: int, maxnreg: int | None) -> dict:
+# Builds with INT64_STRIDES hold row and column offsets in register pairs: where a config caps the registers
+# (``maxnreg``), the cap rises by this much (FAST on gray, sm_90a generic build: 8 bytes spilled at 96).
+INT64_EXTRA_REGISTERS = 16
+
+
+def register_cap(maxnreg: int | None, args: Mapping[str, object]) -> int | None:
+    """A config's ``maxnreg`` for a launch with ``args`` (raised for INT64_STRIDES builds)."""
+    return maxnreg + INT64_EXTRA_REGISTERS if maxnreg and args.get("INT64_STRIDES") else maxnreg
+
+
+def _options(num_warps: int, maxnreg: int | None, args: Mapping[str, object]) -> dict:
     """Compile options of every launch: FMA contraction off (bit-exact un-normalisation), and ``.maxnreg``
-    where a config sets it (see ``FastConfig.maxnreg``)."""
+    where a config sets it (see ``FastConfig.maxnreg``; ``register_cap``)."""
+    maxnreg = register_cap(maxnreg, args)
     return dict(num_warps=num_warps, enable_fp_fusion=False, **({"maxnreg": maxnreg} if maxnreg else {}))
 
 
@@ -49,7 +60,7 @@ def launch(kernel, grid: tuple[int, ...], like: torch.Tensor, num_warps: int, ar
            maxnreg: int | None = None):
     """``kernel[grid](**args)`` on ``like``'s device with ``_options``."""
     with on_device(like):
-        return kernel[grid](**args, **_options(num_warps, maxnreg))
+        return kernel[grid](**args, **_options(num_warps, maxnreg, args))
 
 
 # --- occupancy --------------------------------------------------------------------------------------
@@ -98,28 +109,47 @@ def resident_blocks(n_regs: int, shared_bytes: int, num_warps: int, sm: SMProper
     return max(0, min(limits))
 
 
-_PROGRAMS: dict[tuple[int, int], int] = {}
+# Programs of a persistent grid per (kernel, device, specialisation): warmup() runs Triton's whole binder
+# (signature, specialisation, cache lookup), so it runs once per key, not at every launch.
+_PROGRAMS: dict[tuple, int] = {}
 
 
-def _programs_on(compiled, device: torch.device, num_warps: int) -> int:
-    key = (id(compiled), device.index if device.index is not None else torch.cuda.current_device())
-    if key not in _PROGRAMS:
-        compiled._init_handles()  # loads the cubin: n_regs comes from the driver
-        sm = SMProperties.of(device)
-        blocks = resident_blocks(compiled.n_regs, compiled.metadata.shared, num_warps, sm)
-        _PROGRAMS[key] = sm.multi_processor_count * max(blocks, 1)
-    return _PROGRAMS[key]
+def specialisation(kernel, args: Mapping[str, object]) -> tuple:
+    """What Triton compiles a kernel for, from a launch's arguments: the constexpr values, each tensor's dtype
+    and 16-byte alignment, each int's 1-ness, divisibility by 16 and width (i32/i64), each float's and bool's
+    type. Two launches with equal keys run the same compiled kernel (a finer key than Triton's is harmless: a
+    second warmup; a coarser one would size a grid for the wrong kernel)."""
+    key = []
+    for name, param in zip(kernel.arg_names, kernel.params):
+        value = args[name]
+        if param.is_constexpr:
+            key.append(value)
+        elif hasattr(value, "data_ptr"):  # a pointer, as Triton's binder tells them
+            key.append((value.dtype, value.data_ptr() % 16 == 0))
+        elif isinstance(value, bool) or not isinstance(value, int):
+            key.append(type(value))
+        else:
+            key.append((value == 1, value % 16 == 0, -(2**31) <= value < 2**31))
+    return tuple(key)
 
 
 def persistent_programs(kernel, like: torch.Tensor, n_tiles: int, num_warps: int, args: Mapping[str, object],
                         maxnreg: int | None = None) -> int:
-    """Programs of a persistent grid over ``n_tiles``: as many as are resident at once on the GPU
-    (from the compiled kernel, compiled here if need be), ``INTERPRETER_PROGRAMS`` on the CPU."""
+    """Programs of a persistent grid over ``n_tiles``: as many as are resident at once on the GPU (SMs x the
+    compiled kernel's resident blocks, compiled here if need be, cached per kernel, device and
+    specialisation), ``INTERPRETER_PROGRAMS`` on the CPU."""
     if like.device.type != "cuda":
         return max(1, min(n_tiles, INTERPRETER_PROGRAMS))
-    with on_device(like):
-        compiled = kernel.warmup(**args, grid=(1,), **_options(num_warps, maxnreg))
-        return max(1, min(n_tiles, _programs_on(compiled, like.device, num_warps)))
+    index = like.device.index if like.device.index is not None else torch.cuda.current_device()
+    key = (kernel, index, num_warps, maxnreg, specialisation(kernel, args))
+    if key not in _PROGRAMS:
+        with on_device(like):
+            compiled = kernel.warmup(**args, grid=(1,), **_options(num_warps, maxnreg, args))
+            compiled._init_handles()  # loads the cubin: n_regs comes from the driver
+            sm = SMProperties.of(like.device)
+            blocks = resident_blocks(compiled.n_regs, compiled.metadata.shared, num_warps, sm)
+            _PROGRAMS[key] = sm.multi_processor_count * max(blocks, 1)
+    return max(1, min(n_tiles, _PROGRAMS[key]))
 
 
 # --- configs ----------------------------------------------------------------------------------------
@@ -152,6 +182,25 @@ class LossConfig:
     OUT_ROWS: int
     num_warps: int = 4
     maxnreg: int | None = None  # as FastConfig.maxnreg
+
+
+def int64_strides(*extents: tuple[int, int], margin: int = 16) -> bool:
+    """The ``INT64_STRIDES`` constexpr of a launch: whether a coordinate (up to a size plus ``margin``: halos,
+    FAST's circle rows) times its stride can pass int32, for each (size, stride) of ``extents``. The kernels then
+    form those offsets in int64. Only such views pay for it: in every kernel compiled with 64-bit strides the
+    row and column offsets take registers in pairs (FAST on gray, sm_90a: 80 -> 92 registers, 6 -> 5 resident
+    blocks, and spills in the generic build), and the batch offsets are int64 in every build anyway."""
+    return any(abs(stride) * (size + margin) >= 2**31 for size, stride in extents)
+
+
+def with_int64_strides(specs: list[dict], full: bool, ci: tuple[str, ...]) -> list[dict]:
+    """``specs`` and their configurations for views whose offsets pass int32 (``INT64_STRIDES``): every one with
+    ``full`` (all a user can reach), else those named in ``ci`` (the set CI compiles)."""
+    wide = [{**s, "name": s["name"][:-1] + ",int64]", "args": {**s["args"], "INT64_STRIDES": True},
+             "maxnreg": register_cap(s.get("maxnreg"), {"INT64_STRIDES": True})}
+            for s in specs if full or s["name"] in ci]
+    assert full or len(wide) == len(ci), (ci, [s["name"] for s in specs])
+    return specs + wide
 
 
 def pick(x: torch.Tensor, config, gpu, interpreter):

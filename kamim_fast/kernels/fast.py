@@ -17,7 +17,7 @@ import triton.language as tl
 from kamim_fast._opencv import FAST_NMS_RADIUS, FAST_RADIUS
 from kamim_fast.gray import CHANNEL_ORDERS
 
-from ._launch import FastConfig, launch, persistent_programs, pick
+from ._launch import FastConfig, int64_strides, launch, persistent_programs, pick, with_int64_strides
 from .fast_tile import (
     RADIUS_C, SRC_GRAY_U8, SRC_GRAY_U8_C, SRC_RGB_FLOAT, SRC_RGB_FLOAT_C, SRC_RGB_U8, corner_score, nms_keep,
     rgb_to_gray,
@@ -50,12 +50,17 @@ def _fast_kernel(
     # what src holds (fast_tile.SRC_*), channel order, suppression, and the block geometry
     SRC_KIND: tl.constexpr, CHANNEL_ORDER: tl.constexpr, NONMAX_SUPPRESSION: tl.constexpr, HALO: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr, NMS_H: tl.constexpr,
+    # offsets in int64: a view whose row or column offsets can pass int32 (_launch.int64_strides)
+    INT64_STRIDES: tl.constexpr,
 ):
     OUT_H: tl.constexpr = ROWS - 2 * HALO
     OUT_W: tl.constexpr = BLOCK_W - 2 * HALO
     # Score the NMS halo too; colour input scores only where the staged gray holds the whole circle.
     S_LO: tl.constexpr = HALO - 1 if NONMAX_SUPPRESSION else HALO
     pid = tl.program_id(0)
+    if INT64_STRIDES:
+        s_h = tl.cast(s_h, tl.int64)
+        s_w = tl.cast(s_w, tl.int64)
     # [margin][gray][scores] per program, one more margin at the end: the unmasked circle and NMS loads of
     # lanes outside the block stay inside memory no program writes (scratch_bytes).
     MARGIN: tl.constexpr = ((SUB_H if SUB_H > NMS_H else NMS_H) + 4) * BLOCK_W
@@ -155,7 +160,8 @@ def _args(image, keypoints, scores, scratch, threshold, nonmax_suppression, src_
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 SRC_KIND=src_kind, CHANNEL_ORDER=channel_order,
                 NONMAX_SUPPRESSION=nonmax_suppression, HALO=h, ROWS=config.ROWS, BLOCK_W=config.BLOCK_W,
-                SUB_H=config.SUB_H, NMS_H=config.NMS_H or config.SUB_H)
+                SUB_H=config.SUB_H, NMS_H=config.NMS_H or config.SUB_H,
+                INT64_STRIDES=int64_strides((H, s_h), (W, s_w)))
 
 
 def fast_corners(
@@ -226,4 +232,4 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
                 name = f"fast[{source},nms={int(nms)}{',bgr=1' if order == 'bgr' else ''}]"
                 specs.append(dict(name=name, fn=_fast_kernel, args=args, num_warps=config.num_warps,
                                   maxnreg=config.maxnreg, items=B * H * W, tile_vars=tile_vars))
-    return specs
+    return with_int64_strides(specs, full, ci=("fast[gray-uint8,nms=1]", "fast[rgb-float32,nms=1]"))

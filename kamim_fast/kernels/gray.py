@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import launch
+from ._launch import int64_strides, launch, with_int64_strides
 from .fast_tile import rgb_to_gray
 
 BLOCK = 1024
@@ -26,9 +26,13 @@ def _gray_kernel(
     # un-normalisation of float input: round((x * sd + m) * 255) per channel
     m0, m1, m2, sd0, sd1, sd2,
     IS_FLOAT: tl.constexpr, CHANNEL_ORDER: tl.constexpr, BLOCK: tl.constexpr,
+    # column offsets in int64: a view whose column offsets can pass int32 (_launch.int64_strides)
+    INT64_STRIDES: tl.constexpr,
 ):
     # The batch is folded into grid x (no 65,535 cap on grid y).
     pid = tl.program_id(0)
+    if INT64_STRIDES:
+        s_w = tl.cast(s_w, tl.int64)
     b = pid // blocks_per_image
     offs = (pid - b * blocks_per_image) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < HW
@@ -44,7 +48,8 @@ def _args(images: torch.Tensor, out: torch.Tensor, channel_order: str, mean, std
     return dict(src_ptr=images, out_ptr=out, s_b=s_b, s_c=s_c, s_h=s_h, s_w=s_w,
                 HW=H * W, W=W, blocks_per_image=triton.cdiv(H * W, BLOCK),
                 m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                IS_FLOAT=images.is_floating_point(), CHANNEL_ORDER=channel_order, BLOCK=BLOCK)
+                IS_FLOAT=images.is_floating_point(), CHANNEL_ORDER=channel_order, BLOCK=BLOCK,
+                INT64_STRIDES=int64_strides((H, s_h), (W, s_w)))
 
 
 def rgb_to_gray_u8(
@@ -79,4 +84,4 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
             specs.append(dict(name=f"gray[{str(dtype).removeprefix('torch.')}{',bgr=1' if order == 'bgr' else ''}]",
                               fn=_gray_kernel, args=_args(images, out, order, (0.0,) * 3, (1.0,) * 3),
                               num_warps=NUM_WARPS, items=B * H * W, items_per_program=BLOCK, loops={}))
-    return specs
+    return with_int64_strides(specs, full, ci=("gray[float32]",))

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from kamim_fast._opencv import DRAW_KEYPOINT_RING, FAST_NMS_RADIUS, FAST_RADIUS
 
-from ._launch import LossConfig, launch, persistent_programs, pick
+from ._launch import LossConfig, int64_strides, launch, persistent_programs, pick, with_int64_strides
 from .fast_tile import corner_score, gray_of, nms_keep
 
 # ---------------------------------------------------------------------------------------------------
@@ -222,10 +222,17 @@ def _forward_kernel(
     # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
     HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
     FINAL_H: tl.constexpr, SH: tl.constexpr,
+    # offsets in int64: pred or target views whose row or column offsets can pass int32 (_launch.int64_strides)
+    INT64_STRIDES: tl.constexpr,
 ):
     # Block coordinates (i, j) cover image rows y0 - HALO + i and columns x0 - HALO + j.
     ROWS: tl.constexpr = OUT_H + 2 * HALO
     pid = tl.program_id(0)
+    if INT64_STRIDES:
+        p_h = tl.cast(p_h, tl.int64)
+        p_w = tl.cast(p_w, tl.int64)
+        t_h = tl.cast(t_h, tl.int64)
+        t_w = tl.cast(t_w, tl.int64)
     # [margin][plane a][plane b] per program and a last margin (_launch_forward allocates it): the unmasked
     # circle and NMS loads of lanes outside the block stay in memory that no program writes.
     MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
@@ -495,7 +502,8 @@ def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_siz
                 threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
                 PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
                 HAS_WEIGHTS=weights is not None,
-                CHANNEL_ORDER=channel_order, **g)
+                CHANNEL_ORDER=channel_order, **g,
+                INT64_STRIDES=int64_strides((H, p_h), (W, p_w), (H, t_h), (W, t_w)))
 
 
 def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
@@ -675,7 +683,9 @@ def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) 
                             continue
                         specs.append(_backward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, weight_patch,
                                                     grad_target))
-    return specs
+    forwards = [s for s in specs if s["fn"] is _forward_kernel]
+    return with_int64_strides(forwards, full, ci=("mim_loss_fwd[bfloat16,fast-ring,p=8]", "mim_loss_fwd[float32,no-weights]")) + \
+        [s for s in specs if s["fn"] is not _forward_kernel]
 
 
 def _ci_forward(pred_dtype, fast, density, cell) -> bool:
