@@ -240,6 +240,20 @@ class SimMIM(nn.Module):
         return self.criterion(self.reconstruct(x, mask), x, mask)
 
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's parameters SimMIM's optimiser set-up exempts from weight decay, named from here (as
+        Microsoft SimMIM's model names them: ``encoder.pos_embed``, ...)."""
+        names = getattr(self.encoder, "no_weight_decay", None)
+        return {"encoder." + n for n in names()} if callable(names) else set()
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self) -> set[str]:
+        """The encoder's keywords of parameters exempt from weight decay (SimMIM's optimiser set-up)."""
+        names = getattr(self.encoder, "no_weight_decay_keywords", None)
+        return {"encoder." + n for n in names()} if callable(names) else set()
+
+
 def _criterion(weights: str | None, loss_options: dict) -> WeightedMIMLoss:
     if weights is not None:
         check_choice("weights", weights, ("fast",))
