@@ -29,10 +29,16 @@ def test_documented_error(row, monkeypatch):
     monkeypatch.setenv("KAMIM_FAST_BACKEND", "torch")
     from transformers import ViTImageProcessor
 
-    from kamim_fast.integrations.hf import hf_mim_loss, processor_stats
+    import timm
+
+    from kamim_fast.integrations.hf import hf_mim_loss, processor_stats, vitmae_amt_noise
+    from kamim_fast.integrations.mae import MaskedAutoencoderViT
+    from kamim_fast.integrations.simmim import amt_mask
 
     namespace = {"torch": torch, "z": torch.zeros, "np": np, "hf_mim_loss": hf_mim_loss,
-                 "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor,
+                 "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor, "timm": timm,
+                 "vitmae_amt_noise": vitmae_amt_noise, "MaskedAutoencoderViT": MaskedAutoencoderViT,
+                 "amt_mask": amt_mask,
                  **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}
     with pytest.raises(getattr(__builtins__, row["exc"], None) or __builtins__[row["exc"]]) as info:
         eval(row["call"], namespace)
