@@ -247,3 +247,21 @@ def test_errors():
     ]
     for make, exc, words in cases:
         assert_raises_naming(make, exc, words)
+
+
+def test_autocast_bf16_is_close_to_fp32(rng):
+    """Under autocast (as the published trainers run) the step runs in bf16 where timm's blocks do, with the same
+    masks: the loss within bf16's rounding of the fp32 loss, and gradients everywhere."""
+    ours, theirs = _pair(64, 8, True, seed=int(rng.integers(1 << 30)))
+    images, weights = torch.randn(2, 3, 64, 64), torch.rand(2, 64)
+    q = torch.empty(2, 64).exponential_()
+    fp32 = ours(images, weights, noise=q)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, pred, mask = ours(images, weights, noise=q)
+        order = amt_masking(weights, noise=q).ids_shuffle
+        want = theirs(images, weights, 0.45, 0.4, amt=True, order=order)[0]
+    assert pred.dtype == torch.bfloat16 and loss.dtype == torch.float32 and mask.dtype == torch.float32
+    torch.testing.assert_close(loss, fp32, rtol=3e-2, atol=0)
+    torch.testing.assert_close(loss, want, rtol=3e-2, atol=0)
+    loss.backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in ours.parameters() if p.requires_grad)
