@@ -181,7 +181,10 @@ def _store_cells(ptr, acc, b, cy, x0, wh, ww, ok, CELL: tl.constexpr, OUT_W: tl.
     cells = tl.arange(0, BLOCK_W // CELL)
     cx = x0 // CELL + cells
     total = tl.sum(tl.reshape(acc, (BLOCK_W // CELL, CELL)), axis=1)
-    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total, mask=ok & (cells < OUT_W // CELL) & (cx < ww) & (cy < wh))
+    # the row's bound folds into the columns' (a scalar comparison inside a mask is int32, not a mask, in
+    # Triton 3.9's interpreter)
+    tl.store(ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
+             mask=ok & (cells < OUT_W // CELL) & (cx < tl.where(cy < wh, ww, 0)))
 
 
 @triton.jit
@@ -362,7 +365,7 @@ def _forward_kernel(
                 cx = x0 // WEIGHT_PATCH_SIZE + cells
                 cy = y0 // WEIGHT_PATCH_SIZE + cell_row
                 tl.store(cover_out_ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
-                         mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < ww) & (cy < wh))
+                         mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < tl.where(cy < wh, ww, 0)))
         elif FAST_WEIGHTS:  # the last pass for 1 and 2 px cells, a pixel at a time
             for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
