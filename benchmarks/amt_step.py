@@ -195,9 +195,11 @@ def markdown(result: dict) -> str:
             f"{cell(o['kamim_fast ops'])} | {cell(o['published ops'])} | {r['ops_speedup']['median']:.2f}x faster | "
             f"{r['ops_speedup']['min']:.2f}x faster |",
             f"| {r['threads']} | MAE+AMT step vs published MAE+AMT step | {cell(s['kamim_fast MAE+AMT'])} | "
-            f"{cell(s['published MAE+AMT'])} | {r['amt_vs_published']['median']:.3f} | {r['amt_vs_published']['min']:.3f} |",
+            f"{cell(s['published MAE+AMT'])} | {r['amt_vs_published']['median']:.3f} | "
+            f"{r['amt_vs_published']['min']:.3f} |",
             f"| {r['threads']} | MAE step vs published MAE step | {cell(s['kamim_fast MAE'])} | "
-            f"{cell(s['published MAE'])} | {r['mae_vs_published']['median']:.3f} | {r['mae_vs_published']['min']:.3f} |",
+            f"{cell(s['published MAE'])} | {r['mae_vs_published']['median']:.3f} | "
+            f"{r['mae_vs_published']['min']:.3f} |",
             f"| {r['threads']} | MAE+AMT step vs MAE step (kamim_fast) | {cell(s['kamim_fast MAE+AMT'])} | "
             f"{cell(s['kamim_fast MAE'])} | {r['amt_vs_mae']['median']:.3f} | {r['amt_vs_mae']['min']:.3f} |",
             f"| {r['threads']} | MAE+AMT step vs MAE step (published) | {cell(s['published MAE+AMT'])} | "

@@ -56,8 +56,8 @@ def published_amt_ops(x, weights, mask_token, mask_ratio, throw_ratio):
     codes[:, first_visible:] = 0
     codes[:, first_thrown:first_visible] = -1
     codes = torch.gather(codes, 1, ids_restore)
-    tokens = torch.cat([mask_token.repeat(B, first_thrown, 1), mask_token.repeat(B, N - visible.shape[1] - first_thrown, 1),
-                        visible], dim=1)
+    thrown_tokens = mask_token.repeat(B, N - visible.shape[1] - first_thrown, 1)
+    tokens = torch.cat([mask_token.repeat(B, first_thrown, 1), thrown_tokens, visible], dim=1)
     tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).repeat(1, 1, D))
     return tokens[(codes + 1).bool(), :].reshape(B, -1, D)
 

@@ -52,7 +52,8 @@ def test_amt_mask_is_the_published_mask_generator(rng):
     assert torch.equal(torch.gather(m.ids_restore, 1, m.ids_shuffle), arange)
     assert torch.equal(torch.gather(m.mask, 1, m.ids_keep), torch.zeros_like(m.ids_keep, dtype=torch.int8))
     sorted_codes = torch.gather(m.mask, 1, m.ids_shuffle)
-    assert bool((sorted_codes[:, : m.num_masked] == 1).all()) and bool((sorted_codes[:, m.num_masked:][:, : m.num_thrown] == -1).all())
+    assert bool((sorted_codes[:, : m.num_masked] == 1).all())
+    assert bool((sorted_codes[:, m.num_masked:][:, : m.num_thrown] == -1).all())
     assert torch.equal(m.ids_unthrown, torch.stack([torch.nonzero(r != -1).flatten() for r in m.mask]))
 
 

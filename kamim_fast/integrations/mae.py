@@ -306,7 +306,7 @@ class MaskedAutoencoderViT(nn.Module):
             target = (target - mean) / (var + 1.0e-6) ** 0.5
         return target
 
-    def patch_weights(self, weights: torch.Tensor, batch: int) -> torch.Tensor:
+    def weights_per_patch(self, weights: torch.Tensor, batch: int) -> torch.Tensor:
         """``weights`` as (B, N) per patch: (B, N) and (B, h, w) as they are, (B, 1, H, W) summed per patch."""
         check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(2, 3, 4),
                      shape_doc="(B, N), (B, h, w) or (B, 1, H, W)")
@@ -378,7 +378,7 @@ class MaskedAutoencoderViT(nn.Module):
         mask_ratio = AMT_MASK_RATIO if mask_ratio is None else mask_ratio
         throw_ratio = AMT_THROW_RATIO if throw_ratio is None else throw_ratio
         num_masked, num_thrown = amt_counts(N, mask_ratio, throw_ratio, rounding="mae-amt")
-        m = amt_masking(self.patch_weights(weights, B), noise=noise, generator=generator, num_masked=num_masked,
+        m = amt_masking(self.weights_per_patch(weights, B), noise=noise, generator=generator, num_masked=num_masked,
                         num_thrown=num_thrown)
         if linear:
             visible = self._embed(gather_patches(patches, m.ids_keep), m.ids_keep)
@@ -387,7 +387,8 @@ class MaskedAutoencoderViT(nn.Module):
         latent = self.decoder_embed(self._encode(visible))
         tokens = unshuffle_with_mask_token(latent[:, 1:, :], self.mask_token, m)  # thrown dropped: (B, N - thrown, D)
         rows = m.ids_unthrown
-        pred = self._decode(torch.cat([latent[:, :1, :] + pos[:, :1, :], tokens + F.embedding(rows, pos[0, 1:])], dim=1))
+        tokens = tokens + F.embedding(rows, pos[0, 1:])  # the position embeddings of those rows
+        pred = self._decode(torch.cat([latent[:, :1, :] + pos[:, :1, :], tokens], dim=1))
         per_patch = ((pred - self._normalise_target(gather_patches(patches, rows))) ** 2).mean(dim=-1)
         masked = (torch.gather(m.mask, 1, rows) == MASKED).to(per_patch.dtype)
         loss = (per_patch * masked).sum() / masked.sum()
