@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "amt-cpu")
     args = parser.parse_args(argv)
     rows = []
+    load_before = os.getloadavg()
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         ops = summarise(interleaved(ops_steps(args.quick), max(args.rounds, 10)))
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         })
     result = {"device": device_name("cpu"), "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
               "versions": versions(), "quick": args.quick, "model": QUICK_MODEL if args.quick else MODEL,
-              "batch": 8 if args.quick else 32, "rounds": args.rounds, "rows": rows}
+              "batch": 8 if args.quick else 32, "rounds": args.rounds, "rows": rows,
+              "load_average": {"before": load_before, "after": os.getloadavg()}}  # 1, 5, 15 minutes
     text = markdown(result)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(result: dict) -> str:
     m = result["model"]
+    load = result.get("load_average")
     lines = [f"{result['device']}, commit {result['commit']}, {result['date']}, torch {result['versions']['torch']}"
+             + (f", load average {load['before'][0]:.1f} before and {load['after'][0]:.1f} after" if load else "")
              + (" (quick sizes)" if result["quick"] else ""),
              "", f"Model: encoder {m['embed_dim']} wide x {m['depth']} blocks, decoder {m['decoder_embed_dim']} x "
                  f"{m['decoder_depth']}, {m['img_size']} px, patch {m['patch_size']}, batch {result['batch']}; "
