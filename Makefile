@@ -11,7 +11,7 @@ export CUDA_HOME
 # folder that only the compile test puts on PYTHONPATH (tests/test_compile.py).
 GPU_TRITON ?= 3.6.0
 
-.PHONY: demo test test-latest test-floor _in-copy lock compile-report compile-all sanitize mutants clean
+.PHONY: demo test test-latest test-floor _in-copy lock docs compile-report compile-all sanitize mutants clean
 
 # The exact versions CI last passed with (`make lock` writes them from .venv): `make test` and `make demo`
 # install those, so a fresh machine and CI get the same environment and a new upload cannot break landing.
@@ -73,6 +73,11 @@ TEST_JOBS ?= 2
 ENVIRONMENT := $(if $(filter 1,$(LATEST)),latest,$(if $(filter 1,$(FLOOR)),floor,locked))
 test: $(VENV)/.installed
 	KAMIM_FAST_ENVIRONMENT=$(ENVIRONMENT) $(PY) -m pytest -n $(TEST_JOBS)
+
+# The documentation site into site/ (mkdocs.yml; warnings are errors): the README as its front page, the guides of
+# docs/, the API reference from the docstrings, the figures drawn first (docs/figures.py). tests/test_docs.py builds it in CI.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a (generic and run-time specialised): ptxas
 # registers and spills, SASS per item and the H100 model (benchmarks/results/model-sm90.json is its --json).

@@ -1,6 +1,6 @@
 """kamim_fast: fused GPU kernels for keypoint-aware masked image modelling (KAMIM, AMT).
 
-Public names only; see the README for the layout and the backends.
+Public names only; the README and docs/ describe them, CONTRIBUTING.md the layout.
 """
 
 from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
@@ -22,6 +22,7 @@ from .amt import (
     vit_class_attention,
     vit_class_attention_ref,
 )
+from ._info import BackendInfo, backend_info
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
 from .detectors import DETECTORS
@@ -57,6 +58,7 @@ __version__ = _version()
 __all__ = [
     "AMTMask",
     "BACKENDS",
+    "BackendInfo",
     "BACKEND_ENV_VAR",
     "DETECTORS",
     "FastCorners",
@@ -72,6 +74,7 @@ __all__ = [
     "amt_counts",
     "amt_masking",
     "amt_masking_ref",
+    "backend_info",
     "fast_corners",
     "fast_corners_ref",
     "fast_keypoints",

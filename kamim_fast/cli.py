@@ -9,11 +9,16 @@
   says so and exits with status 2, writing nothing.
 - ``show IMAGE [-o OUT.png] [--detector fast|orb|sift] [--density ring|count]``: image, keypoints, ring
   coverage, weight map and mask side by side.
+- ``info``: which implementation of each op runs here, and the versions (:func:`kamim_fast.backend_info`).
+- ``--version``: kamim_fast's version.
+
+Errors print the subcommand's usage and name its flags (``--weight-patch-size``), exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -54,11 +59,29 @@ def _bench(args: list[str]) -> int:
     return bench.main(args)
 
 
+def _cli_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exits through ``parser.error`` (its usage, status 2), with the Python argument names of ``message``
+    replaced by the flags that set them (``weight_patch_size must divide 32`` -> ``--weight-patch-size must
+    divide 32``)."""
+    for action in parser._actions:
+        if action.dest in (argparse.SUPPRESS, "help") or action.dest == "version":
+            continue
+        flag = max(action.option_strings, key=len) if action.option_strings else action.dest.upper()
+        # names with an underscore are never English words: replace them anywhere; single words only where
+        # a check's message names an argument (at the start, before " must", or as name=value)
+        where = r"\b{0}\b" if "_" in action.dest else r"(?:^{0}\b|\b{0}(?= must\b|=))"
+        message = re.sub(where.format(re.escape(action.dest)), flag, message)
+    parser.error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark runner, --help included
         return _bench(argv[1:])
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="kamim-fast", description="kamim_fast command line")
+    parser.add_argument("--version", action="version", version=f"kamim-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining")
     from .demo import BUNDLED_IMAGES
@@ -88,7 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--density", choices=DENSITY_MODES, default=KAMIM_DEFAULTS["density"])
     s.add_argument("--mask-seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
+    sub.add_parser("info", help="which implementation of each op runs here, and the versions (for bug reports)")
     args = parser.parse_args(argv)
+
+    if args.command == "info":
+        from ._info import backend_info
+
+        print(backend_info())
+        return 0
 
     if args.command == "demo":
         from .demo import run
@@ -96,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("steps", "batch_size"):
             value = getattr(args, name)
             if value is not None and value < 1:
-                parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                _cli_error(p, f"{name} must be >= 1, got {value}")
         run(args.image, args.out_dir, args.threshold, quick=True if args.quick else None, steps=args.steps,
             batch_size=args.batch_size, seed=args.seed)
         return 0
@@ -104,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or args.image.with_name(args.image.stem + "_kamim.png")
     if out.suffix.lower() != ".png":
-        parser.error(f"-o/--out must name a .png file, got {str(out)!r}")
+        s.error(f"-o/--out must name a .png file, got {str(out)!r}")
     try:
         path = show(args.image, out, threshold=args.threshold, weight_patch_size=args.weight_patch_size,
                     temperature=args.temperature, channel_order=args.channel_order, detector=args.detector,
                     density=args.density, mask_seed=args.mask_seed,
                     max_side=args.max_side)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
-        parser.error(str(exc))
+        _cli_error(s, str(exc))
     print(f"wrote {path}")
     return 0
 

@@ -104,6 +104,13 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
     requires = meta.get_all("Requires-Dist")
     assert any(r.startswith("opencv-python-headless") and 'extra == "opencv"' in r for r in requires), requires
     assert not any(r.startswith(("timm", "kornia")) and "extra" not in r for r in requires), requires
+    # what `pip show` and the package index show; type checkers read the annotations (PEP 561)
+    assert "kamim_fast/py.typed" in names, "py.typed is not in the wheel (MANIFEST.in)"
+    assert meta["Author"] or meta["Author-email"], "no author"
+    classifiers = meta.get_all("Classifier")
+    assert "Typing :: Typed" in classifiers and "License :: OSI Approved :: Apache Software License" not in classifiers
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert urls["KAMIM (published code)"] == "https://github.com/madhava20217/KAMIM", urls
 
 
 def test_version_is_the_distributions():
