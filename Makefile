@@ -32,10 +32,14 @@ PIP_INSTALL = $(PY) -m pip install -q -c $(CONSTRAINTS)
 INSTALL_INPUTS := $(CONSTRAINTS)
 endif
 
+# The in-place build compiles the CUDA kernels for CUDA_ARCHS (the GPU machines' H100s) whether or not a GPU is
+# visible, so that every build here compiles csrc/*.cu (tests/test_amt.py checks its kernels are in _C); a plain
+# `pip install` on a machine without a GPU builds the CPU kernels only (kamim_fast/_build.py).
+CUDA_ARCHS ?= 9.0
 $(VENV)/.installed: pyproject.toml setup.py kamim_fast/_build.py $(wildcard csrc/*) $(INSTALL_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) "setuptools>=77" torch
-	$(PIP_INSTALL) --no-build-isolation -e ".[test,demo,dev]"
+	TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" $(PIP_INSTALL) --no-build-isolation -e ".[test,demo,dev]"
 	$(PY) -m pip install -q --no-deps --target $(VENV)/triton-gpu "triton==$(GPU_TRITON)"
 	touch $@
 
@@ -119,8 +123,16 @@ mutants: $(VENV)/.installed
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
 
-# Installs kamim_fast as users do and smoke-tests the install from outside the checkout: sdist, a wheel
-# built from it with --no-build-isolation against .venv's torch, a fresh venv, scripts/smoke_installed.py.
+# One build for every torch: a wheel built with the floor torch (2.11, a venv of its own in build/abi-check) runs the
+# native tests on the newest torch (.venv's, and ABI_CHECK_NEWEST=2.15.0 with the machine's pip cap lifted for that
+# venv), and a wheel built with the newer torch runs them on the floor (scripts/abi_check.sh; results in
+# build/abi-check/summary.txt). Not in CI: about 35 minutes on 2 cores (the first run also downloads two torches).
+.PHONY: abi-check
+abi-check: $(VENV)/.installed
+	PY=$(abspath $(PY)) scripts/abi_check.sh
+
+# Installs kamim_fast as users do and smoke-tests the install from outside the checkout: the sdist, then `pip install
+# <sdist>` without flags into a fresh venv that has torch (pip's isolated build compiles _C), scripts/smoke_installed.py.
 # scripts/install_check.sh unsets CUDA_HOME for the build (the Makefile's own is not what pip users have).
 .PHONY: install-check
 install-check: $(VENV)/.installed

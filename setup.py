@@ -1,19 +1,24 @@
 """Build script. Metadata lives in pyproject.toml; this file adds what a declarative file cannot: the
-extension ``kamim_fast._C`` built from ``csrc/`` against the torch of the build environment.
+extension ``kamim_fast._C`` built from ``csrc/``.
 
 - The Triton kernels live in ``kamim_fast/kernels/`` (a regular subpackage: no top-level import name of
   the checkout can shadow an installed distribution, such as Hugging Face's ``kernels``).
 - The C++/CUDA sources ship inside the package too, as ``kamim_fast/csrc`` (package data), so an
   installed wheel can JIT-build its extension when ``_C`` does not load (``kamim_fast/_ext.py``).
-- ``kamim_fast._C`` compiles every ``csrc/*.cpp``, and every ``csrc/*.cu`` when torch is a CUDA build and
-  a real CUDA toolkit is found (``nvcc``, ``libcudart``, ``cuda_runtime.h``; torch's guess of
-  ``CUDA_HOME`` first, then ``/usr/local/cuda``, ``/usr/local/cuda-*``), for ``TORCH_CUDA_ARCH_LIST`` when
-  set, else the visible GPUs plus ``8.0;8.6;8.9;9.0+PTX``. Otherwise it is a CPU-only extension. The policy
-  is ``kamim_fast/_build.py``, shared with the JIT build; the build prints one line saying what it built
-  and why.
-- torch must be importable while building (``pip install --no-build-isolation``: pip's isolated build
-  environment would hold a different torch, or none). Without torch, or with ``KAMIM_FAST_NO_EXTENSION=1``,
-  the package is built without ``_C`` and JIT-builds it at first use.
+- ``kamim_fast._C`` is on the LibTorch stable ABI and Python's limited API: built once against any torch >= the
+  floor (``kamim_fast/_build.py``'s ``TORCH_FLOOR``; torch is in ``build-system.requires``, so pip's isolated
+  build has one), it runs with every torch from the floor on and every Python >= 3.10 (an ``abi3`` wheel, one per
+  platform and CUDA major version).
+- It compiles every ``csrc/*.cpp``; and every ``csrc/*.cu`` when torch is a CUDA build, a real CUDA toolkit is
+  found (``nvcc``, ``libcudart``, ``cuda_runtime.h``; torch's guess of ``CUDA_HOME`` first, then
+  ``/usr/local/cuda``, ``/usr/local/cuda-*``) and there is something to build for: ``TORCH_CUDA_ARCH_LIST``, or
+  a visible GPU (its architecture plus ``8.0;8.6;8.9;9.0+PTX``). A toolkit without a GPU and without
+  ``TORCH_CUDA_ARCH_LIST`` builds the CPU kernels only (a CPU machine's ``pip install`` stays within a minute).
+  The policy is ``kamim_fast/_build.py``, shared with the JIT build; the build prints one line saying what it
+  built and why.
+- Without torch (``pip install --no-build-isolation`` into an environment without it), with a torch older than
+  the floor, or with ``KAMIM_FAST_NO_EXTENSION=1``, the package is built without ``_C`` and JIT-builds it at first
+  use.
 """
 
 import importlib.util
@@ -50,28 +55,29 @@ def extension_modules():
         import torch
         from torch.utils import cpp_extension
     except ImportError as exc:
-        _say(f"building without the compiled extension: torch is not importable here ({exc}); install with "
-             "`pip install --no-build-isolation` into an environment that has torch to get it")
+        _say(f"building without the compiled extension: torch is not importable here ({exc}); pip's default (isolated) "
+             "build has it, `pip install --no-build-isolation` needs it installed first")
+        return [], {}
+    too_old = BUILD.torch_floor_problem(torch.__version__)
+    if too_old:
+        _say(f"building without the compiled extension: it needs {too_old}")
         return [], {}
     cpp, cuda = ([os.path.relpath(f, ROOT) for f in files] for files in BUILD.source_files(ROOT / CSRC))
     include_dirs = [str(ROOT / CSRC)]
     flags = BUILD.compiler_flags()
-    os.environ.setdefault("MAX_JOBS", "2")
-    home, why = BUILD.choose_cuda_toolkit(torch.version.cuda, cpp_extension.CUDA_HOME)
-    if home is None or not cuda:
-        _say(f"kamim_fast._C with CPU kernels only: {why if home is None else 'no csrc/*.cu'}")
-        ext = cpp_extension.CppExtension("kamim_fast._C", cpp, extra_compile_args={"cxx": flags["cxx"]},
-                                         include_dirs=include_dirs, extra_link_args=flags["link"])
+    os.environ.setdefault("MAX_JOBS", str(min(os.cpu_count() or 1, 4)))
+    home, archs, why = BUILD.cuda_build(torch.version.cuda, cpp_extension.CUDA_HOME, bool(cuda), os.environ)
+    common = {"include_dirs": include_dirs, "extra_link_args": flags["link"], "py_limited_api": True}
+    if home is None:
+        _say(f"kamim_fast._C with CPU kernels only: {why}")
+        ext = cpp_extension.CppExtension("kamim_fast._C", cpp, extra_compile_args={"cxx": flags["cxx"]}, **common)
         return [ext], {"build_ext": cpp_extension.BuildExtension}
     # torch reads its module-level CUDA_HOME for nvcc, the include and the library folders
     cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = home
-    archs = BUILD.cuda_arch_list(os.environ, BUILD.visible_gpu_capabilities(), portable=True)
     os.environ[BUILD.ARCH_ENV_VAR] = archs
     _say(f"kamim_fast._C with CPU and CUDA kernels for {archs}: {why}")
-    ext = cpp_extension.CUDAExtension(
-        "kamim_fast._C", cpp + cuda, include_dirs=include_dirs, extra_link_args=flags["link"],
-        extra_compile_args={"cxx": flags["cxx"], "nvcc": flags["nvcc"]},
-    )
+    ext = cpp_extension.CUDAExtension("kamim_fast._C", cpp + cuda,
+                                      extra_compile_args={"cxx": flags["cxx"], "nvcc": flags["nvcc"]}, **common)
     return [ext], {"build_ext": cpp_extension.BuildExtension}
 
 
@@ -83,4 +89,6 @@ setup(
     package_data={"kamim_fast.csrc": list(BUILD.SOURCE_PATTERNS)},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
+    # one wheel for every CPython >= 3.10 (the extension uses the limited API only), tagged cp310-abi3
+    options={"bdist_wheel": {"py_limited_api": BUILD.PY_LIMITED_API_TAG}} if ext_modules else {},
 )

@@ -1,4 +1,5 @@
-// CUDA kernels of the AMT ops (schemas and CPU kernels: amt.cpp).
+// CUDA kernels of the AMT ops, registered as the CUDA implementations of kamim_fast_cpp::<op> (CPU kernels:
+// amt.cpp; the schemas are the public ops', defined from Python: kamim_fast/_ext.py).
 //
 // - amt_masking / random_masking (masking_kernel): one block per image sorts (key, index) pairs in shared
 //   memory (bitonic sort, padded to a power of two, N <= kMaxSortN), writes ids_shuffle, ids_restore (a
@@ -13,27 +14,37 @@
 // - No host synchronisation anywhere; an out-of-range id trips a device-side assertion, as torch's own
 //   index kernels do.
 
-#include <ATen/Dispatch.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/macros/Macros.h>
-#include <torch/library.h>
+#ifndef USE_CUDA
+#define USE_CUDA  // declares the stable C shim's CUDA functions (the current stream)
+#endif
+
+#include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "amt.h"
 #include "amt_checks.h"
+#include "torch_stable.h"
+
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/macros.h>  // STD_CUDA_KERNEL_LAUNCH_CHECK
 
 namespace kamim_fast {
 
-using at::Tensor;
+using stable::ScalarType;
+using stable::Tensor;
 
 namespace {
+
+// The current CUDA stream of the tensor's device (torch's, so the kernels order with the caller's work).
+cudaStream_t current_stream(const Tensor& t) {
+  void* stream = nullptr;
+  KF_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) == TORCH_SUCCESS,
+           "kamim_fast: no current CUDA stream for device ", stable::device_str(t));
+  return static_cast<cudaStream_t>(stream);
+}
 
 constexpr int kThreads = 256;
 constexpr int kTileRows = 32;  // rows one block owns in the row kernels (one warp plans them)
@@ -136,47 +147,56 @@ __global__ void __launch_bounds__(kThreads) masking_kernel(
   });
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> masking_cuda_impl(const Tensor& noise_in,
-                                                             const std::optional<Tensor>& weights_in,
-                                                             int64_t num_mask, int64_t num_throw, bool keep_first,
-                                                             const Tensor& x_in) {
+template <typename T>
+void launch_masking(const Tensor& noise, const std::optional<Tensor>& weights, int64_t B, int64_t N, int P,
+                    int64_t num_mask, int64_t num_throw, bool keep_first, Tensor& ids_shuffle, Tensor& ids_restore,
+                    Tensor& mask, const std::optional<Tensor>& x, std::optional<Tensor>& x_kept, int64_t row_bytes,
+                    int width) {
+  const size_t shared = static_cast<size_t>(P) * (sizeof(T) + sizeof(int));
+  masking_kernel<T><<<static_cast<unsigned>(B), kThreads, shared, current_stream(noise)>>>(
+      noise.const_data_ptr<T>(), weights.has_value() ? weights->const_data_ptr<T>() : nullptr, N, P, num_mask,
+      num_throw, keep_first, ids_shuffle.mutable_data_ptr<int64_t>(), ids_restore.mutable_data_ptr<int64_t>(),
+      mask.mutable_data_ptr<int8_t>(), x.has_value() ? static_cast<const char*>(x->const_data_ptr()) : nullptr,
+      x.has_value() ? static_cast<char*>(x_kept->mutable_data_ptr()) : nullptr, row_bytes, width);
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// (x_kept when x is given, ids_shuffle, ids_restore, mask).
+std::tuple<std::optional<Tensor>, Tensor, Tensor, Tensor> masking_cuda_impl(
+    const Tensor& noise_in, const std::optional<Tensor>& weights_in, int64_t num_mask, int64_t num_throw,
+    bool keep_first, const std::optional<Tensor>& x_in) {
   check_masking_args(noise_in, weights_in, num_mask, num_throw);
-  const c10::cuda::CUDAGuard guard(noise_in.device());
-  const Tensor noise = noise_in.contiguous();
-  Tensor weights;
-  if (weights_in.has_value()) weights = weights_in->contiguous();
+  const torch::stable::accelerator::DeviceGuard guard(noise_in.get_device_index());
+  const Tensor noise = torch::stable::contiguous(noise_in);
+  std::optional<Tensor> weights;
+  if (weights_in.has_value()) weights = torch::stable::contiguous(*weights_in);
   const int64_t B = noise.size(0), N = noise.size(1), K = N - num_mask - num_throw;
-  TORCH_CHECK_VALUE(N <= kMaxSortN, "the CUDA kernel sorts up to N = ", kMaxSortN,
-                    " patches per image in shared memory, got N = ", N);
-  auto opts = noise.options().dtype(at::kLong);
-  Tensor ids_shuffle = at::empty({B, N}, opts), ids_restore = at::empty({B, N}, opts);
-  Tensor mask = at::empty({B, N}, opts.dtype(at::kChar));
-  Tensor x, x_kept;
+  KF_CHECK_VALUE(N <= kMaxSortN, "the CUDA kernel sorts up to N = ", kMaxSortN,
+                 " patches per image in shared memory, got N = ", N);
+  Tensor ids_shuffle = stable::empty_like_device(noise, {B, N}, ScalarType::Long);
+  Tensor ids_restore = stable::empty_like_device(noise, {B, N}, ScalarType::Long);
+  Tensor mask = stable::empty_like_device(noise, {B, N}, ScalarType::Char);
+  std::optional<Tensor> x, x_kept;
   int64_t row_bytes = 0;
   int width = 1;
-  if (x_in.defined()) {
-    TORCH_CHECK_VALUE(x_in.device() == noise.device(), "x must be on noise's device ", noise.device(), ", got ",
-                      x_in.device());
-    x = x_in.contiguous();
-    x_kept = at::empty({B, K, x.size(2)}, x.options());
-    row_bytes = x.size(2) * x.element_size();
-    width = vector_width(row_bytes, {x.const_data_ptr(), x_kept.const_data_ptr()});
-    TORCH_CHECK_VALUE(K * (row_bytes / width) < (int64_t(1) << 31), "random_masking: K * D too large for one block");
+  if (x_in.has_value()) {
+    KF_CHECK_VALUE(stable::same_device(*x_in, noise), "x must be on noise's device ", stable::device_str(noise),
+                   ", got ", stable::device_str(*x_in));
+    x = torch::stable::contiguous(*x_in);
+    x_kept = stable::empty_like_device(*x, {B, K, x->size(2)}, x->scalar_type());
+    row_bytes = x->size(2) * static_cast<int64_t>(x->element_size());
+    width = vector_width(row_bytes, {x->const_data_ptr(), x_kept->const_data_ptr()});
+    KF_CHECK_VALUE(K * (row_bytes / width) < (int64_t(1) << 31), "random_masking: K * D too large for one block");
   }
   if (B == 0 || N == 0) return {x_kept, ids_shuffle, ids_restore, mask};
   int P = 1;
   while (P < N) P <<= 1;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(noise.scalar_type(), "amt_masking_cuda", [&] {
-    const size_t shared = static_cast<size_t>(P) * (sizeof(scalar_t) + sizeof(int));
-    masking_kernel<scalar_t><<<static_cast<unsigned>(B), kThreads, shared, stream>>>(
-        noise.const_data_ptr<scalar_t>(), weights.defined() ? weights.const_data_ptr<scalar_t>() : nullptr, N, P,
-        num_mask, num_throw, keep_first, ids_shuffle.mutable_data_ptr<int64_t>(),
-        ids_restore.mutable_data_ptr<int64_t>(), mask.mutable_data_ptr<int8_t>(),
-        x.defined() ? static_cast<const char*>(x.const_data_ptr()) : nullptr,
-        x.defined() ? static_cast<char*>(x_kept.mutable_data_ptr()) : nullptr, row_bytes, width);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  if (noise.scalar_type() == ScalarType::Double)
+    launch_masking<double>(noise, weights, B, N, P, num_mask, num_throw, keep_first, ids_shuffle, ids_restore, mask,
+                           x, x_kept, row_bytes, width);
+  else
+    launch_masking<float>(noise, weights, B, N, P, num_mask, num_throw, keep_first, ids_shuffle, ids_restore, mask,
+                          x, x_kept, row_bytes, width);
   return {x_kept, ids_shuffle, ids_restore, mask};
 }
 
@@ -209,17 +229,18 @@ __global__ void __launch_bounds__(kThreads) gather_patches_kernel(const char* __
 Tensor gather_patches_cuda(const Tensor& x_in, const Tensor& ids_in) {
   check_x(x_in, "x");
   check_ids(ids_in, x_in, "ids");
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const Tensor x = x_in.contiguous(), ids = ids_in.contiguous();
-  const int64_t B = x.size(0), N = x.size(1), K = ids.size(1), row_bytes = x.size(2) * x.element_size();
-  Tensor out = at::empty({B, K, x.size(2)}, x.options());
+  const torch::stable::accelerator::DeviceGuard guard(x_in.get_device_index());
+  const Tensor x = torch::stable::contiguous(x_in), ids = torch::stable::contiguous(ids_in);
+  const int64_t B = x.size(0), N = x.size(1), K = ids.size(1);
+  const int64_t row_bytes = x.size(2) * static_cast<int64_t>(x.element_size());
+  Tensor out = stable::empty_like_device(x, {B, K, x.size(2)}, x.scalar_type());
   if (B == 0 || K == 0 || row_bytes == 0) return out;
   const int width = vector_width(row_bytes, {x.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((K + kTileRows - 1) / kTileRows), grid_y(B));
-  gather_patches_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  gather_patches_kernel<<<grid, kThreads, 0, current_stream(x)>>>(
       static_cast<const char*>(x.const_data_ptr()), ids.const_data_ptr<int64_t>(),
       static_cast<char*>(out.mutable_data_ptr()), B, N, K, row_bytes, width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
@@ -284,21 +305,22 @@ __global__ void __launch_bounds__(kThreads) gather_patches_backward_kernel(
 Tensor gather_patches_backward_cuda(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   check_x(src_in, "src");
   check_ids(ids_in, src_in, "ids");
-  TORCH_CHECK_VALUE(ids_in.size(1) == src_in.size(1), "ids must be (B, K) with K = ", src_in.size(1), ", got shape ",
-                    ids_in.sizes());
-  TORCH_CHECK_VALUE(n >= 0, "n must be >= 0, got ", n);
-  const c10::cuda::CUDAGuard guard(src_in.device());
-  const Tensor src = src_in.contiguous(), ids = ids_in.contiguous();
+  KF_CHECK_VALUE(ids_in.size(1) == src_in.size(1), "ids must be (B, K) with K = ", src_in.size(1), ", got shape ",
+                 stable::shape(ids_in));
+  KF_CHECK_VALUE(n >= 0, "n must be >= 0, got ", n);
+  const torch::stable::accelerator::DeviceGuard guard(src_in.get_device_index());
+  const Tensor src = torch::stable::contiguous(src_in), ids = torch::stable::contiguous(ids_in);
   const int64_t B = src.size(0), K = src.size(1), D = src.size(2);
-  Tensor out = at::empty({B, n, D}, src.options());
+  Tensor out = stable::empty_like_device(src, {B, n, D}, src.scalar_type());
   if (B == 0 || n == 0 || D == 0) return out;
-  const int width = vector_width(D * src.element_size(), {src.const_data_ptr(), out.const_data_ptr()});
+  const int width = vector_width(D * static_cast<int64_t>(src.element_size()), {src.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((n + kTileRows - 1) / kTileRows), grid_y(B));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "gather_patches_backward_cuda", [&] {
-    gather_patches_backward_kernel<scalar_t><<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        src.const_data_ptr<scalar_t>(), ids.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), B, n, K, D,
-        width);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  dispatch_float(src.scalar_type(), "gather_patches_backward", [&](auto tag) {
+    using scalar_t = decltype(tag);
+    gather_patches_backward_kernel<scalar_t><<<grid, kThreads, 0, current_stream(src)>>>(
+        static_cast<const scalar_t*>(src.const_data_ptr()), ids.const_data_ptr<int64_t>(),
+        static_cast<scalar_t*>(out.mutable_data_ptr()), B, n, K, D, width);
+    STD_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
@@ -392,27 +414,28 @@ Tensor unshuffle_with_mask_token_cuda(const Tensor& visible_in, const Tensor& ma
                                       bool keep_first, bool keep_thrown) {
   check_x(visible_in, "visible");
   check_unshuffle_with_mask_token_layout(ids_restore_in, visible_in.size(1), num_mask, num_throw);
-  const c10::cuda::CUDAGuard guard(visible_in.device());
-  const Tensor visible = visible_in.contiguous(), ids_restore = ids_restore_in.contiguous();
-  const Tensor token = mask_token_in.contiguous();
+  const torch::stable::accelerator::DeviceGuard guard(visible_in.get_device_index());
+  const Tensor visible = torch::stable::contiguous(visible_in);
+  const Tensor ids_restore = torch::stable::contiguous(ids_restore_in);
+  const Tensor token = torch::stable::contiguous(mask_token_in);
   const int64_t B = visible.size(0), K = visible.size(1), D = visible.size(2), N = ids_restore.size(1);
-  TORCH_CHECK_VALUE(ids_restore.size(0) == B, "ids_restore must have batch size ", B, ", got ", ids_restore.size(0));
-  TORCH_CHECK_VALUE(token.numel() == D && token.scalar_type() == visible.scalar_type(), "mask_token must hold D = ", D,
-                    " values of visible's dtype ", visible.scalar_type(), ", got shape ", token.sizes(), " ",
-                    token.scalar_type());
-  TORCH_CHECK_VALUE(ids_restore.device() == visible.device() && token.device() == visible.device(),
-                    "ids_restore and mask_token must be on visible's device ", visible.device());
+  KF_CHECK_VALUE(ids_restore.size(0) == B, "ids_restore must have batch size ", B, ", got ", ids_restore.size(0));
+  KF_CHECK_VALUE(token.numel() == D && token.scalar_type() == visible.scalar_type(), "mask_token must hold D = ", D,
+                 " values of visible's dtype ", visible.scalar_type(), ", got shape ", stable::shape(token), " ",
+                 token.scalar_type());
+  KF_CHECK_VALUE(stable::same_device(ids_restore, visible) && stable::same_device(token, visible),
+                 "ids_restore and mask_token must be on visible's device ", stable::device_str(visible));
   const int64_t n_out = keep_thrown ? N : N - num_throw;
-  Tensor out = at::empty({B, n_out, D}, visible.options());
-  const int64_t row_bytes = D * visible.element_size();
+  Tensor out = stable::empty_like_device(visible, {B, n_out, D}, visible.scalar_type());
+  const int64_t row_bytes = D * static_cast<int64_t>(visible.element_size());
   if (B == 0 || N == 0 || D == 0) return out;
   const int width = vector_width(row_bytes, {visible.const_data_ptr(), token.const_data_ptr(), out.const_data_ptr()});
   const dim3 grid(static_cast<unsigned>((N + kTileRows - 1) / kTileRows), grid_y(B));
-  unshuffle_with_mask_token_kernel<<<grid, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  unshuffle_with_mask_token_kernel<<<grid, kThreads, 0, current_stream(visible)>>>(
       static_cast<const char*>(visible.const_data_ptr()), static_cast<const char*>(token.const_data_ptr()),
       ids_restore.const_data_ptr<int64_t>(), static_cast<char*>(out.mutable_data_ptr()), B, N, K, num_mask, num_throw,
       keep_first, keep_thrown, n_out, row_bytes, width);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  STD_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
@@ -422,38 +445,40 @@ std::tuple<Tensor, Tensor> unshuffle_with_mask_token_backward_cuda(const Tensor&
                                                                     bool keep_first, bool keep_thrown) {
   check_x(grad_in, "grad");
   check_unshuffle_with_mask_token_layout(ids_restore_in, num_visible, num_mask, num_throw);
-  const c10::cuda::CUDAGuard guard(grad_in.device());
-  const Tensor grad = grad_in.contiguous(), ids_restore = ids_restore_in.contiguous();
+  const torch::stable::accelerator::DeviceGuard guard(grad_in.get_device_index());
+  const Tensor grad = torch::stable::contiguous(grad_in), ids_restore = torch::stable::contiguous(ids_restore_in);
   const int64_t B = grad.size(0), D = grad.size(2), N = ids_restore.size(1), K = num_visible;
   const int64_t n_out = keep_thrown ? N : N - num_throw;
-  TORCH_CHECK_VALUE(grad.size(1) == n_out && ids_restore.size(0) == B, "grad must be (B, ", n_out,
-                    ", D) for ids_restore of shape ", ids_restore.sizes(), ", got ", grad.sizes());
-  TORCH_CHECK_VALUE(ids_restore.device() == grad.device(), "ids_restore must be on grad's device ", grad.device(),
-                    ", got ", ids_restore.device());
-  Tensor grad_visible = at::zeros({B, K, D}, grad.options());
+  KF_CHECK_VALUE(grad.size(1) == n_out && ids_restore.size(0) == B, "grad must be (B, ", n_out,
+                 ", D) for ids_restore of shape ", stable::shape(ids_restore), ", got ", stable::shape(grad));
+  KF_CHECK_VALUE(stable::same_device(ids_restore, grad), "ids_restore must be on grad's device ",
+                 stable::device_str(grad), ", got ", stable::device_str(ids_restore));
+  Tensor grad_visible = stable::zeros_like_device(grad, {B, K, D}, grad.scalar_type());
   const int64_t tiles = (N + kTileRows - 1) / kTileRows;
-  const auto acc_dtype = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  Tensor partial = at::zeros({B * tiles, D}, grad.options().dtype(acc_dtype));
+  const ScalarType acc_dtype = grad.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+  Tensor partial = stable::zeros_like_device(grad, {B * tiles, D}, acc_dtype);
   if (B > 0 && N > 0 && D > 0) {
-    const int width = vector_width(D * grad.element_size(), {grad.const_data_ptr(), grad_visible.const_data_ptr()});
+    const int width = vector_width(D * static_cast<int64_t>(grad.element_size()),
+                                   {grad.const_data_ptr(), grad_visible.const_data_ptr()});
     const dim3 grid(static_cast<unsigned>(tiles), grid_y(B));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                    "unshuffle_with_mask_token_backward_cuda", [&] {
-      const auto stream = c10::cuda::getCurrentCUDAStream();
-      unshuffle_with_mask_token_backward_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
-          grad.const_data_ptr<scalar_t>(), ids_restore.const_data_ptr<int64_t>(),
-          grad_visible.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_type_t<scalar_t>>(), B, N, K, num_mask,
-          num_throw, keep_first, keep_thrown, n_out, D, width);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_float(grad.scalar_type(), "unshuffle_with_mask_token_backward", [&](auto tag) {
+      using scalar_t = decltype(tag);
+      unshuffle_with_mask_token_backward_kernel<scalar_t><<<grid, kThreads, 0, current_stream(grad)>>>(
+          static_cast<const scalar_t*>(grad.const_data_ptr()), ids_restore.const_data_ptr<int64_t>(),
+          static_cast<scalar_t*>(grad_visible.mutable_data_ptr()),
+          static_cast<acc_type_t<scalar_t>*>(partial.mutable_data_ptr()), B, N, K, num_mask, num_throw, keep_first,
+          keep_thrown, n_out, D, width);
+      STD_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   // torch's reductions are deterministic: a fixed-order sum of the per-block partials.
-  return {grad_visible, partial.sum(0).to(grad.scalar_type())};
+  const Tensor token = torch::stable::sum(partial, std::vector<int64_t>{0});
+  return {grad_visible, torch::stable::to(token, grad.scalar_type())};
 }
 
 std::tuple<Tensor, Tensor, Tensor> amt_masking_cuda(const Tensor& noise, const std::optional<Tensor>& weights,
                                                     int64_t num_mask, int64_t num_throw, bool keep_first) {
-  auto [x_kept, s, r, m] = masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, Tensor());
+  auto [x_kept, s, r, m] = masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, std::nullopt);
   return {s, r, m};
 }
 
@@ -461,18 +486,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> random_masking_cuda(const Tensor& x, 
                                                                const std::optional<Tensor>& weights, int64_t num_mask,
                                                                int64_t num_throw, bool keep_first) {
   check_x_matches_noise(x, noise);
-  return masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, x);
+  auto [x_kept, s, r, m] = masking_cuda_impl(noise, weights, num_mask, num_throw, keep_first, x);
+  return {*x_kept, s, r, m};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kamim_fast_cpp, CUDA, m) {
-  m.impl("amt_masking", &amt_masking_cuda);
-  m.impl("random_masking", &random_masking_cuda);
-  m.impl("gather_patches", &gather_patches_cuda);
-  m.impl("gather_patches_backward", &gather_patches_backward_cuda);
-  m.impl("unshuffle_with_mask_token", &unshuffle_with_mask_token_cuda);
-  m.impl("unshuffle_with_mask_token_backward", &unshuffle_with_mask_token_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(kamim_fast_cpp, CUDA, m) {
+  m.impl("amt_masking", TORCH_BOX(&amt_masking_cuda));
+  m.impl("random_masking", TORCH_BOX(&random_masking_cuda));
+  m.impl("gather_patches", TORCH_BOX(&gather_patches_cuda));
+  m.impl("gather_patches_backward", TORCH_BOX(&gather_patches_backward_cuda));
+  m.impl("unshuffle_with_mask_token", TORCH_BOX(&unshuffle_with_mask_token_cuda));
+  m.impl("unshuffle_with_mask_token_backward", TORCH_BOX(&unshuffle_with_mask_token_backward_cuda));
 }
 
 }  // namespace kamim_fast

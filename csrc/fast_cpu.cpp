@@ -1,25 +1,18 @@
-// Native CPU FAST, gray, keypoint density and KAMIM weights (issue 11), bit-exact with OpenCV and with the
-// PyTorch references (kamim_fast/gray.py, fast.py, weights.py).
+// Native CPU FAST, gray, keypoint density and KAMIM weights, bit-exact with OpenCV and with the PyTorch references
+// (kamim_fast/gray.py, fast.py, weights.py).
 //
 // - fast_cpu.h: the torch-free interface (gray_rows, cell_cover) that the fused CPU loss also uses.
 // - fast_cpu_simd.h: the vector kernels, compiled here once per instruction set (portable/SSE2, AVX2,
 //   AVX-512BW) and chosen at run time (`kernels()`; KAMIM_FAST_CPU_ISA=portable|sse2|avx2|avx512 forces one).
-// - The ops `kamim_fast_cpp::{rgb_to_gray_u8, fast_corners, keypoint_density, patch_weights}` with the
-//   schemas of the Python ops of the same name; at::parallel_for over (image, band of rows) work items of a
-//   fixed size, so the results do not depend on the number of threads.
+// - The CPU implementations of `kamim_fast_cpp::{rgb_to_gray_u8, fast_corners, keypoint_density, patch_weights}`
+//   (the schemas of the public ops of the same name, defined from Python: kamim_fast/_ext.py) and
+//   `fast_cpu_isa`; parallel_for over (image, band of rows) work items of a fixed size, so the results do not
+//   depend on the number of threads.
 
 #include "fast_cpu.h"
 
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/amin.h>
-#include <ATen/ops/clamp.h>
-#include <ATen/ops/div.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/exp.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
+#include "torch_stable.h"
+#include "weights_cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -27,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -219,12 +213,12 @@ inline float channel_value(const char* p, ColourDtype d) {
     case ColourDtype::kF16: {
       uint16_t v;
       std::memcpy(&v, p, 2);
-      return static_cast<float>(c10::Half(v, c10::Half::from_bits()));
+      return static_cast<float>(stable::Half(v, stable::Half::from_bits()));
     }
     case ColourDtype::kBF16: {
       uint16_t v;
       std::memcpy(&v, p, 2);
-      return static_cast<float>(c10::BFloat16(v, c10::BFloat16::from_bits()));
+      return static_cast<float>(stable::BFloat16(v, stable::BFloat16::from_bits()));
     }
     case ColourDtype::kU8: return static_cast<float>(*reinterpret_cast<const uint8_t*>(p));
   }
@@ -311,13 +305,13 @@ void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int
 const char* isa_name() { return kernels().name; }
 
 bool ring_density(const std::string& density) {
-  TORCH_CHECK_VALUE(density == "ring" || density == "count", "density must be one of ('ring', 'count'), got '",
+  KF_CHECK_VALUE(density == "ring" || density == "count", "density must be one of ('ring', 'count'), got '",
                     density, "'");
   return density == "ring";
 }
 
 bool bgr_order(const std::string& channel_order) {
-  TORCH_CHECK_VALUE(channel_order == "rgb" || channel_order == "bgr",
+  KF_CHECK_VALUE(channel_order == "rgb" || channel_order == "bgr",
                     "channel_order must be one of ('rgb', 'bgr'), got '", channel_order, "'");
   return channel_order == "bgr";
 }
@@ -325,59 +319,59 @@ bool bgr_order(const std::string& channel_order) {
 }  // namespace kamim_fast::cpu
 
 // --- the ops ----------------------------------------------------------------------------------------------
+// Arguments arrive checked (the op boundary, in Python); what is checked here guards the kernels' reads.
 namespace kamim_fast {
 namespace {
 
-using at::Tensor;
 using cpu::ColourDtype;
 using cpu::ColourImage;
+using stable::ScalarType;
+using stable::Tensor;
 
 void check_cpu(const Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor for the native CPU kernels, got device ",
-                    t.device());
+  KF_CHECK_VALUE(t.is_cpu(), name, " must be a CPU tensor for the native CPU kernels");
 }
 
 ColourDtype colour_dtype(const Tensor& t, const char* name) {
   switch (t.scalar_type()) {
-    case at::kByte: return ColourDtype::kU8;
-    case at::kFloat: return ColourDtype::kF32;
-    case at::kHalf: return ColourDtype::kF16;
-    case at::kBFloat16: return ColourDtype::kBF16;
-    case at::kDouble: return ColourDtype::kF64;
+    case ScalarType::Byte: return ColourDtype::kU8;
+    case ScalarType::Float: return ColourDtype::kF32;
+    case ScalarType::Half: return ColourDtype::kF16;
+    case ScalarType::BFloat16: return ColourDtype::kBF16;
+    case ScalarType::Double: return ColourDtype::kF64;
     default:
-      TORCH_CHECK_TYPE(false, name, " must be uint8, float32, float16, bfloat16 or float64, got ", t.scalar_type());
+      KF_CHECK(false, name, " must be uint8, float32, float16, bfloat16 or float64, got ", t.scalar_type());
   }
   return ColourDtype::kU8;
 }
 
 void check_colour(const Tensor& t, const char* name) {
   check_cpu(t, name);
-  TORCH_CHECK_VALUE(t.dim() == 4 && t.size(1) == 3, name, " must be (B, 3, H, W), got shape ", t.sizes());
+  KF_CHECK_VALUE(t.dim() == 4 && t.size(1) == 3, name, " must be (B, 3, H, W), got shape ", stable::shape(t));
   colour_dtype(t, name);
 }
 
 // mean/std: empty (defaults 0 and 1) or 3 values.
-void channel_stats(c10::ArrayRef<double> v, const char* name, double fill, float out[3]) {
-  TORCH_CHECK_VALUE(v.empty() || v.size() == 3, name, " must hold 3 values (one per channel) or none, got ",
-                    v.size());
+void channel_stats(const std::vector<double>& v, const char* name, double fill, float out[3]) {
+  KF_CHECK_VALUE(v.empty() || v.size() == 3, name, " must hold 3 values (one per channel) or none, got ", v.size());
   for (int c = 0; c < 3; ++c) out[c] = static_cast<float>(v.empty() ? fill : v[c]);
 }
 
 void check_threshold(int64_t threshold) {
-  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
-                    opencv::kFastMaxThreshold, ", got ", threshold);
+  KF_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
+                 opencv::kFastMaxThreshold, ", got ", threshold);
 }
 
 void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what) {
-  TORCH_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
-  TORCH_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ",
-                    name, "=", p);
+  KF_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
+  KF_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ", name,
+                 "=", p);
 }
 
 ColourImage colour_image(const Tensor& t, int64_t b, bool bgr, const float mean[3], const float std_[3]) {
   ColourImage img{};
   img.dtype = colour_dtype(t, "images");
-  img.data = static_cast<const char*>(t.const_data_ptr()) + b * t.stride(0) * t.element_size();
+  img.data = static_cast<const char*>(t.const_data_ptr()) + b * t.stride(0) * static_cast<int64_t>(t.element_size());
   img.stride_c = t.stride(1);
   img.stride_h = t.stride(2);
   img.stride_w = t.stride(3);
@@ -388,60 +382,62 @@ ColourImage colour_image(const Tensor& t, int64_t b, bool bgr, const float mean[
   return img;
 }
 
-Tensor rgb_to_gray_u8_cpu(const Tensor& images, c10::string_view channel_order, c10::ArrayRef<double> mean,
-                          c10::ArrayRef<double> std_) {
-  const bool bgr = cpu::bgr_order(std::string(channel_order));
+Tensor rgb_to_gray_u8_cpu(const Tensor& images, std::string channel_order, std::vector<double> mean,
+                          std::vector<double> std_) {
+  const bool bgr = cpu::bgr_order(channel_order);
   check_colour(images, "images");
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
-  Tensor out = at::empty({B, H, W}, images.options().dtype(at::kByte));
+  Tensor out = stable::empty_like_device(images, {B, H, W}, ScalarType::Byte);
   if (out.numel() == 0) return out;
   const int64_t R = cpu::band_rows(W), nb = (H + R - 1) / R;
   uint8_t* o = out.mutable_data_ptr<uint8_t>();
-  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+  // one image view per image, made before the threads start (colour_image reads the tensor's metadata)
+  std::vector<ColourImage> views;
+  for (int64_t b = 0; b < B; ++b) views.push_back(colour_image(images, b, bgr, m, s));
+  torch::stable::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / nb, y0 = (i % nb) * R, y1 = std::min(H, y0 + R);
-      cpu::gray_rows(colour_image(images, b, bgr, m, s), y0, y1, o + (b * H + y0) * W, W);
+      cpu::gray_rows(views[b], y0, y1, o + (b * H + y0) * W, W);
     }
   });
   return out;
 }
 
-}  // namespace
-}  // namespace kamim_fast
-
-namespace kamim_fast {
-namespace {
-
 std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t threshold, bool nonmax_suppression,
-                                            c10::string_view channel_order, c10::ArrayRef<double> mean,
-                                            c10::ArrayRef<double> std_) {
-  const bool bgr = cpu::bgr_order(std::string(channel_order));
+                                            std::string channel_order, std::vector<double> mean,
+                                            std::vector<double> std_) {
+  const bool bgr = cpu::bgr_order(channel_order);
   check_cpu(image, "image");
-  TORCH_CHECK_VALUE(image.dim() == 3 || image.dim() == 4,
-                    "image must be (B, H, W) uint8 gray or (B, 3, H, W) colour, got shape ", image.sizes());
+  KF_CHECK_VALUE(image.dim() == 3 || image.dim() == 4,
+                 "image must be (B, H, W) uint8 gray or (B, 3, H, W) colour, got shape ", stable::shape(image));
   const bool colour = image.dim() == 4;
   if (colour) {
     check_colour(image, "image");
   } else {
-    TORCH_CHECK_TYPE(image.scalar_type() == at::kByte, "image (B, H, W) gray must be uint8, got ",
-                     image.scalar_type());
+    KF_CHECK(image.scalar_type() == ScalarType::Byte, "image (B, H, W) gray must be uint8, got ",
+             image.scalar_type());
   }
   check_threshold(threshold);
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
-  const int64_t B = image.size(0), H = image.size(-2), W = image.size(-1);
-  Tensor kp = at::empty({B, H, W}, image.options().dtype(at::kBool));
-  Tensor sc = at::empty({B, H, W}, image.options().dtype(at::kByte));
+  const int64_t B = image.size(0), H = image.size(image.dim() - 2), W = image.size(image.dim() - 1);
+  Tensor kp = stable::empty_like_device(image, {B, H, W}, ScalarType::Bool);
+  Tensor sc = stable::empty_like_device(image, {B, H, W}, ScalarType::Byte);
   if (kp.numel() == 0) return {kp, sc};
   const int64_t R = cpu::band_rows(W), nb = (H + R - 1) / R;
-  uint8_t* kpo = reinterpret_cast<uint8_t*>(kp.mutable_data_ptr<bool>());
+  uint8_t* kpo = static_cast<uint8_t*>(kp.mutable_data_ptr());
   uint8_t* sco = sc.mutable_data_ptr<uint8_t>();
   const int t = static_cast<int>(threshold);
-  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+  std::vector<ColourImage> views;
+  if (colour)
+    for (int64_t b = 0; b < B; ++b) views.push_back(colour_image(image, b, bgr, m, s));
+  const uint8_t* gray = colour ? nullptr : image.const_data_ptr<uint8_t>();
+  const int64_t s0 = image.stride(0), sh = colour ? 0 : image.stride(1), sw = colour ? 0 : image.stride(2);
+  torch::stable::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> buf;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / nb, ya = (i % nb) * R, yb = std::min(H, ya + R);
@@ -450,11 +446,10 @@ std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t thresho
       int64_t gs = W;
       if (colour) {
         buf.resize((gb - ga) * W);
-        cpu::gray_rows(colour_image(image, b, bgr, m, s), ga, gb, buf.data(), W);
+        cpu::gray_rows(views[b], ga, gb, buf.data(), W);
         g = buf.data();
       } else {
-        const uint8_t* src = image.const_data_ptr<uint8_t>() + b * image.stride(0);
-        const int64_t sh = image.stride(1), sw = image.stride(2);
+        const uint8_t* src = gray + b * s0;
         if (sw == 1) {
           g = src + ga * sh;
           gs = sh;
@@ -474,14 +469,14 @@ std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t thresho
 
 // Work items (image, band of cell rows) of a fixed size; `fn(b, cy0, cy1, cover)` fills the band's counts.
 template <class Fn>
-Tensor density_from_cover(int64_t B, int64_t H, int64_t W, int64_t p, const at::TensorOptions& options, Fn fn) {
+Tensor density_from_cover(const Tensor& like, int64_t B, int64_t H, int64_t W, int64_t p, Fn fn) {
   const int64_t h = H / p, w = W / p;
-  Tensor density = at::empty({B, h, w}, options.dtype(at::kFloat));
+  Tensor density = stable::empty_like_device(like, {B, h, w}, ScalarType::Float);
   if (density.numel() == 0) return density;
   const int64_t cpb = std::max<int64_t>(1, cpu::band_rows(W) / p), nb = (h + cpb - 1) / cpb;
   float* d = density.mutable_data_ptr<float>();
   const float area = static_cast<float>(p * p);  // avg_pool2d: float(sum) / float(p*p)
-  at::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, B * nb, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> cover;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / nb, cy0 = (i % nb) * cpb, cy1 = std::min(h, cy0 + cpb);
@@ -494,17 +489,17 @@ Tensor density_from_cover(int64_t B, int64_t H, int64_t W, int64_t p, const at::
   return density;
 }
 
-Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, c10::string_view density) {
-  const bool ring = cpu::ring_density(std::string(density));
+Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, std::string density) {
+  const bool ring = cpu::ring_density(density);
   check_cpu(keypoints, "keypoints");
-  TORCH_CHECK_VALUE(keypoints.dim() == 3, "keypoints must be (B, H, W), got shape ", keypoints.sizes());
-  TORCH_CHECK_TYPE(keypoints.scalar_type() == at::kBool, "keypoints must be bool, got ", keypoints.scalar_type());
+  KF_CHECK_VALUE(keypoints.dim() == 3, "keypoints must be (B, H, W), got shape ", stable::shape(keypoints));
+  KF_CHECK(keypoints.scalar_type() == ScalarType::Bool, "keypoints must be bool, got ", keypoints.scalar_type());
   const int64_t B = keypoints.size(0), H = keypoints.size(1), W = keypoints.size(2);
   check_patch(patch_size, H, W, "patch_size", "keypoints");
   const int64_t p = patch_size, nw = cpu::bit_words(W);
-  const uint8_t* base = reinterpret_cast<const uint8_t*>(keypoints.const_data_ptr<bool>());
+  const uint8_t* base = static_cast<const uint8_t*>(keypoints.const_data_ptr());
   const int64_t s0 = keypoints.stride(0), s1 = keypoints.stride(1), s2 = keypoints.stride(2);
-  return density_from_cover(B, H, W, p, keypoints.options(), [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
+  return density_from_cover(keypoints, B, H, W, p, [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
     const int64_t halo = ring ? opencv::kDrawKeypointRingRadius : 0;
     const int64_t ka = std::max<int64_t>(cy0 * p - halo, 0), kb = std::min<int64_t>(cy1 * p + halo, H);
     std::vector<uint64_t> bits((kb - ka) * nw, 0);
@@ -522,52 +517,61 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, c10::st
   });
 }
 
+}  // namespace
+
+// density_to_weights (kamim_fast/weights.py) of a (B, h, w) float32 density: exp(clip(d / T, -20, 20)) divided by
+// its per-image minimum, with torch's own kernels in the reference's order, so the weights are torch's to the bit.
+// Shared with the fused CPU loss (mim_loss_cpu.cpp).
+stable::Tensor density_to_weights(const stable::Tensor& density, double temperature) {
+  using stable::aten;
+  using stable::scalar;
+  const Tensor scaled = aten("aten::div", "Tensor", density, scalar(temperature));
+  const Tensor clipped = aten("aten::clamp", "Tensor", scaled, std::optional<Tensor>(scalar(-20.0)),
+                              std::optional<Tensor>(scalar(20.0)));
+  const Tensor w = aten("aten::exp", "", clipped);
+  return aten("aten::div", "Tensor", w, aten("aten::amin", "", w, std::vector<int64_t>{-2, -1}, true));
+}
+
+namespace {
+
 Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double temperature, int64_t threshold,
-                         c10::string_view density, c10::string_view channel_order, c10::ArrayRef<double> mean,
-                         c10::ArrayRef<double> std_) {
-  const bool ring = cpu::ring_density(std::string(density));
-  const bool bgr = cpu::bgr_order(std::string(channel_order));
+                         std::string density, std::string channel_order, std::vector<double> mean,
+                         std::vector<double> std_) {
+  const bool ring = cpu::ring_density(density);
+  const bool bgr = cpu::bgr_order(channel_order);
   check_colour(images, "images");
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
   check_patch(weight_patch_size, H, W, "weight_patch_size", "images");
-  TORCH_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", images.sizes());
-  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                    temperature);
+  KF_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", stable::shape(images));
+  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
+                 temperature);
   check_threshold(threshold);
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
   const int64_t p = weight_patch_size;
+  std::vector<ColourImage> views;
+  for (int64_t b = 0; b < B; ++b) views.push_back(colour_image(images, b, bgr, m, s));
   auto band = [&](int64_t b, int64_t cy0, int64_t cy1, int32_t* cover) {
-    cpu::cell_cover(colour_image(images, b, bgr, m, s), p, cy0, cy1, static_cast<int>(threshold), ring, cover);
+    cpu::cell_cover(views[b], p, cy0, cy1, static_cast<int>(threshold), ring, cover);
   };
-  Tensor density_map = density_from_cover(B, H, W, p, images.options(), band);
-  // density_to_weights (kamim_fast/weights.py), the same ATen ops in the same order: the same bits.
-  Tensor w = at::exp(at::clamp(at::div(density_map, temperature), std::optional<c10::Scalar>(-20.0),
-                               std::optional<c10::Scalar>(20.0)));
-  return at::div(w, at::amin(w, {-2, -1}, true));
+  return density_to_weights(density_from_cover(images, B, H, W, p, band), temperature);
 }
 
 std::string fast_cpu_isa() { return cpu::isa_name(); }
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
-  m.def("rgb_to_gray_u8(Tensor images, str channel_order, float[] mean, float[] std) -> Tensor");
-  m.def("fast_corners(Tensor image, int threshold, bool nonmax_suppression, str channel_order, float[] mean, "
-        "float[] std) -> "
-        "(Tensor, Tensor)");
-  m.def("keypoint_density(Tensor keypoints, int patch_size, str density) -> Tensor");
-  m.def("patch_weights(Tensor images, int weight_patch_size, float temperature, int threshold, str density, "
-        "str channel_order, float[] mean, float[] std) -> Tensor");
-  m.def("fast_cpu_isa() -> str", &fast_cpu_isa);  // which vector copy runs (benchmarks, tests)
+STABLE_TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
+  m.impl("rgb_to_gray_u8", TORCH_BOX(&rgb_to_gray_u8_cpu));
+  m.impl("fast_corners", TORCH_BOX(&fast_corners_cpu));
+  m.impl("keypoint_density", TORCH_BOX(&keypoint_density_cpu));
+  m.impl("patch_weights", TORCH_BOX(&patch_weights_cpu));
 }
 
-TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
-  m.impl("rgb_to_gray_u8", &rgb_to_gray_u8_cpu);
-  m.impl("fast_corners", &fast_corners_cpu);
-  m.impl("keypoint_density", &keypoint_density_cpu);
-  m.impl("patch_weights", &patch_weights_cpu);
+// No tensor argument: every backend (which vector copy runs; benchmarks and tests read it).
+STABLE_TORCH_LIBRARY_IMPL(kamim_fast_cpp, CompositeExplicitAutograd, m) {
+  m.impl("fast_cpu_isa", TORCH_BOX(&fast_cpu_isa));
 }
 
 }  // namespace kamim_fast

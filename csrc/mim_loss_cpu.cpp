@@ -1,14 +1,14 @@
-// Native CPU kernels of SimMIM's masked L1 loss with KAMIM's weights, and its backward (issue 11).
+// Native CPU kernels of SimMIM's masked L1 loss with KAMIM's weights, and its backward.
 //
-// Ops (namespace kamim_fast_cpp; the FAST ops of fast_cpu.cpp share it, hence FRAGMENT). Their semantics
-// are the torch branches of the kamim_fast:: ops in kamim_fast/_ops.py:
+// CPU implementations of these kamim_fast_cpp ops (the schemas of the public ops of the same name, defined from
+// Python: kamim_fast/_ext.py). Their semantics are the torch branches of the public kamim_fast:: ops:
 //   weighted_mim_loss          -> (loss, signs)            == weighted_masked_l1
 //   fast_weighted_mim_loss     -> (loss, weights, signs)   == fast_weighted_masked_l1
 //   weighted_mim_loss_backward -> (grad_pred, grad_target) == weighted_masked_l1_backward
 //
 // Design (the Triton kernel's, kernels/mim_loss.py, on a CPU):
 // - Tiles are (image, band of rows); the band height depends on the shape only (never on the thread
-//   count). The threads of at::parallel_for claim tiles from a shared counter; each tile writes its own partial (the masked
+//   count). The threads of parallel_for claim tiles from a shared counter; each tile writes its own partial (the masked
 //   |pred - target| sum, or per weight cell for the fused path) and the partials are summed in tile
 //   order afterwards: the loss is bitwise the same for any number of threads, with no atomics.
 // - One pass over pred and target: per row and channel, |pred - target| is added into a float row
@@ -18,24 +18,12 @@
 //   reduced per gcd(patch_size, weight_patch_size) segment and multiplied by the mask (and the weight).
 // - The fused path calls kamim_fast::cpu::cell_cover (fast_cpu.h) on the same tile first: gray -> FAST
 //   -> NMS -> rings -> covered pixels per weight cell, while the tile's target rows are in cache. The
-//   epilogue is density_to_weights written with the same ATen ops (bit-exact with torch's exp).
+//   epilogue is density_to_weights (weights_cpu.h), torch's own kernels (bit-exact with torch's exp).
 // - The backward reads the sign codes only: grad = ((m * scale) * w) * sign, the reference's order of
 //   float operations, so it is bitwise the reference's gradient.
 // - SIMD: the row kernels have an AVX2+F16C version (__attribute__((target)), chosen at run time with
 //   __builtin_cpu_supports) and a portable one; KAMIM_FAST_CPU_ISA=portable (or sse2) forces the portable one.
 //   No -march flags: the shipped library runs on any x86-64 (and builds elsewhere without the AVX2 code).
-
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/amin.h>
-#include <ATen/ops/clamp.h>
-#include <ATen/ops/div.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/exp.h>
-#include <ATen/ops/scalar_tensor.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -57,17 +45,22 @@
 #endif
 
 #include "fast_cpu.h"
+#include "torch_stable.h"
+#include "weights_cpu.h"
 
 namespace kamim_fast_cpp {
 namespace {
 
-using at::Tensor;
+using kamim_fast::stable::ScalarType;
+using kamim_fast::stable::Tensor;
+using Half = kamim_fast::stable::Half;
+using BFloat16 = kamim_fast::stable::BFloat16;
 
 // --- Row kernels -------------------------------------------------------------------------------------
 
 inline float to_float(float v) { return v; }
-inline float to_float(c10::Half v) { return static_cast<float>(v); }
-inline float to_float(c10::BFloat16 v) { return static_cast<float>(v); }
+inline float to_float(Half v) { return static_cast<float>(v); }
+inline float to_float(BFloat16 v) { return static_cast<float>(v); }
 
 // kSpread.v[m]: bit i of m moved to bit 2i (eight 1-bit flags -> eight 2-bit code slots).
 struct Spread {
@@ -116,11 +109,11 @@ void grad_row_generic(const uint8_t* signs, const float* coef, int64_t W, O* out
 #define KAMIM_AVX2 __attribute__((target("avx2,f16c")))
 
 KAMIM_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-KAMIM_AVX2 inline __m256 load8(const c10::BFloat16* p) {
+KAMIM_AVX2 inline __m256 load8(const BFloat16* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-KAMIM_AVX2 inline __m256 load8(const c10::Half* p) {
+KAMIM_AVX2 inline __m256 load8(const Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
@@ -141,10 +134,10 @@ KAMIM_AVX2 void l1_row_avx2(const P* p, const T* t, int64_t W, float* acc, uint8
 }
 
 KAMIM_AVX2 inline void store8(float* out, __m256 g) { _mm256_storeu_ps(out, g); }
-KAMIM_AVX2 inline void store8(c10::Half* out, __m256 g) {
+KAMIM_AVX2 inline void store8(Half* out, __m256 g) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_cvtps_ph(g, _MM_FROUND_TO_NEAREST_INT));
 }
-KAMIM_AVX2 inline void store8(c10::BFloat16* out, __m256 g) {
+KAMIM_AVX2 inline void store8(BFloat16* out, __m256 g) {
   const __m256i u = _mm256_castps_si256(g);
   const __m256i bias = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)),
                                         _mm256_set1_epi32(0x7fff));
@@ -211,37 +204,43 @@ void grad_row(bool avx2, const uint8_t* signs, const float* coef, int64_t W, O* 
   grad_row_generic(signs, coef, W, out, negate);
 }
 
-// --- Argument checks (for direct callers; the public functions check first) ---------------------------
+// --- Checks of the kernels' invariants (the op boundary checks the arguments first) -------------------
 
-bool is_loss_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
+bool is_loss_dtype(ScalarType t) { return t == ScalarType::Float || t == ScalarType::Half || t == ScalarType::BFloat16; }
+
+bool same_sizes(const Tensor& a, const Tensor& b) {
+  if (a.dim() != b.dim()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (a.size(d) != b.size(d)) return false;
+  return true;
+}
 
 void check_pred_target(const Tensor& pred, const Tensor& target) {
-  TORCH_CHECK_VALUE(pred.dim() == 4, "pred must be (B, C, H, W), got shape ", pred.sizes());
-  TORCH_CHECK_VALUE(pred.device().is_cpu(), "pred must be a CPU tensor for the native CPU kernel, got ", pred.device());
-  TORCH_CHECK_TYPE(is_loss_dtype(pred.scalar_type()),
-                   "pred must be float32, float16 or bfloat16 (float64 takes the PyTorch reference), got ",
-                   pred.scalar_type());
-  TORCH_CHECK_VALUE(target.sizes() == pred.sizes(), "target must have pred's shape ", pred.sizes(), ", got ",
-                    target.sizes());
-  TORCH_CHECK_VALUE(target.device().is_cpu(), "target must be a CPU tensor like pred, got ", target.device());
-  TORCH_CHECK_TYPE(is_loss_dtype(target.scalar_type()),
-                   "target must be float32, float16 or bfloat16 (float64 takes the PyTorch reference), got ",
-                   target.scalar_type());
+  KF_CHECK_VALUE(pred.dim() == 4, "pred must be (B, C, H, W), got shape ", kamim_fast::stable::shape(pred));
+  KF_CHECK_VALUE(pred.is_cpu(), "pred must be a CPU tensor for the native CPU kernel");
+  KF_CHECK(is_loss_dtype(pred.scalar_type()),
+           "pred must be float32, float16 or bfloat16 (float64 takes the PyTorch reference), got ", pred.scalar_type());
+  KF_CHECK_VALUE(same_sizes(target, pred), "target must have pred's shape ", kamim_fast::stable::shape(pred),
+                 ", got ", kamim_fast::stable::shape(target));
+  KF_CHECK_VALUE(target.is_cpu(), "target must be a CPU tensor like pred");
+  KF_CHECK(is_loss_dtype(target.scalar_type()),
+           "target must be float32, float16 or bfloat16 (float64 takes the PyTorch reference), got ",
+           target.scalar_type());
 }
 
 void check_patch(const char* name, int64_t patch, int64_t H, int64_t W) {
-  TORCH_CHECK_VALUE(patch >= 1, name, " must be >= 1, got ", patch);
-  TORCH_CHECK_VALUE(H % patch == 0 && W % patch == 0, name, "=", patch, " must divide the image size ", H, "x", W);
+  KF_CHECK_VALUE(patch >= 1, name, " must be >= 1, got ", patch);
+  KF_CHECK_VALUE(H % patch == 0 && W % patch == 0, name, "=", patch, " must divide the image size ", H, "x", W);
 }
 
 void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int64_t W, int64_t patch,
                 const char* patch_name) {
   check_patch(patch_name, patch, H, W);
-  TORCH_CHECK_TYPE(grid.scalar_type() == at::kFloat, name, " must be float32, got ", grid.scalar_type());
-  TORCH_CHECK_VALUE(grid.device().is_cpu(), name, " must be a CPU tensor, got ", grid.device());
-  const std::vector<int64_t> want{B, H / patch, W / patch};
-  TORCH_CHECK_VALUE(grid.sizes() == at::IntArrayRef(want), name, " must be (B, H/", patch_name, ", W/", patch_name,
-                    ") = ", at::IntArrayRef(want), ", got ", grid.sizes());
+  KF_CHECK(grid.scalar_type() == ScalarType::Float, name, " must be float32, got ", grid.scalar_type());
+  KF_CHECK_VALUE(grid.is_cpu(), name, " must be a CPU tensor");
+  const bool ok = grid.dim() == 3 && grid.size(0) == B && grid.size(1) == H / patch && grid.size(2) == W / patch;
+  KF_CHECK_VALUE(ok, name, " must be (B, H/", patch_name, ", W/", patch_name, ") = [", B, ", ", H / patch, ", ",
+                 W / patch, "], got ", kamim_fast::stable::shape(grid));
 }
 
 // The mask grid and the optional weight grid, checked against a (B, C, H, W) batch and made contiguous
@@ -249,12 +248,12 @@ void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int6
 std::pair<Tensor, Tensor> checked_grids(const Tensor& mask_grid, const std::optional<Tensor>& weights, int64_t B,
                                         int64_t H, int64_t W, int64_t patch_size, int64_t weight_patch_size) {
   check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
-  Tensor w;
+  Tensor w;  // undefined without weights
   if (weights.has_value()) {
     check_grid("weights", *weights, B, H, W, weight_patch_size, "weight_patch_size");
-    w = weights->contiguous();
+    w = torch::stable::contiguous(*weights);
   }
-  return {mask_grid.contiguous(), w};
+  return {torch::stable::contiguous(mask_grid), w};
 }
 
 // --- The forward: tiles of one image's rows ---------------------------------------------------------
@@ -330,13 +329,13 @@ void l1_tile(const Grids& g, const P* pred, const T* target, const int64_t* ps, 
   if (partial) *partial = total;
 }
 
-// body(i, scratch) for every tile i in [0, tiles): the threads of at::parallel_for claim tiles one at a time
+// body(i, scratch) for every tile i in [0, tiles): the threads of parallel_for claim tiles one at a time
 // from a shared counter, so a thread the OS deschedules does not hold back a fixed share of the work. Which
 // thread runs a tile never matters: each tile writes only its own outputs and partials.
 template <class MakeScratch, class Body>
 void for_each_tile(int64_t tiles, MakeScratch make_scratch, Body body) {
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, tiles, 1, [&](int64_t, int64_t) {
+  torch::stable::parallel_for(0, tiles, 1, [&](int64_t, int64_t) {
     auto scratch = make_scratch();
     for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < tiles;
          i = next.fetch_add(1, std::memory_order_relaxed))
@@ -365,26 +364,34 @@ float per_mask_pixel(float total, float msum, int64_t patch_size, double eps, in
 }
 
 template <class F>
-void dispatch_pair(at::ScalarType pt, at::ScalarType tt, F&& f) {
+void dispatch_pair(ScalarType pt, ScalarType tt, F&& f) {
   auto with_target = [&](auto p_tag) {
     using P = decltype(p_tag);
     switch (tt) {
-      case at::kFloat: return f(P{}, float{});
-      case at::kHalf: return f(P{}, c10::Half{});
-      case at::kBFloat16: return f(P{}, c10::BFloat16{});
-      default: TORCH_CHECK_TYPE(false, "target: unsupported dtype ", tt);
+      case ScalarType::Float: return f(P{}, float{});
+      case ScalarType::Half: return f(P{}, Half{});
+      case ScalarType::BFloat16: return f(P{}, BFloat16{});
+      default: KF_CHECK(false, "target: unsupported dtype ", tt);
     }
   };
   switch (pt) {
-    case at::kFloat: return with_target(float{});
-    case at::kHalf: return with_target(c10::Half{});
-    case at::kBFloat16: return with_target(c10::BFloat16{});
-    default: TORCH_CHECK_TYPE(false, "pred: unsupported dtype ", pt);
+    case ScalarType::Float: return with_target(float{});
+    case ScalarType::Half: return with_target(Half{});
+    case ScalarType::BFloat16: return with_target(BFloat16{});
+    default: KF_CHECK(false, "pred: unsupported dtype ", pt);
   }
 }
 
 Tensor new_signs(const Tensor& pred) {
-  return at::empty({pred.size(0), pred.size(1), pred.size(2), (pred.size(3) + 3) / 4}, pred.options().dtype(at::kByte));
+  return kamim_fast::stable::empty_like_device(pred, {pred.size(0), pred.size(1), pred.size(2), (pred.size(3) + 3) / 4},
+                                               ScalarType::Byte);
+}
+
+// A float32 scalar tensor holding v (the loss).
+Tensor scalar_f32(const Tensor& like, float v) {
+  Tensor t = kamim_fast::stable::empty_like_device(like, {}, ScalarType::Float);
+  *t.mutable_data_ptr<float>() = v;
+  return t;
 }
 
 // Runs l1_tile over every (image, band) tile; per-tile partials (or per-cell sums) land in fixed slots.
@@ -442,38 +449,40 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_cpu(const Tensor& pred, const Tenso
   double total = 0.0;
   for (double v : partials) total += v;  // tile order: independent of the thread count
   const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), patch_size, eps, C);
-  return {at::scalar_tensor(loss, pred.options().dtype(at::kFloat)), signs};
+  return {scalar_f32(pred, loss), signs};
 }
 
-kamim_fast::cpu::ColourDtype colour_dtype(at::ScalarType t) {
+kamim_fast::cpu::ColourDtype colour_dtype(ScalarType t) {
   switch (t) {
-    case at::kFloat: return kamim_fast::cpu::ColourDtype::kF32;
-    case at::kHalf: return kamim_fast::cpu::ColourDtype::kF16;
-    case at::kBFloat16: return kamim_fast::cpu::ColourDtype::kBF16;
-    default: TORCH_CHECK_TYPE(false, "target: unsupported dtype ", t);
+    case ScalarType::Float: return kamim_fast::cpu::ColourDtype::kF32;
+    case ScalarType::Half: return kamim_fast::cpu::ColourDtype::kF16;
+    case ScalarType::BFloat16: return kamim_fast::cpu::ColourDtype::kBF16;
+    default: KF_CHECK(false, "target: unsupported dtype ", t);
   }
+  return kamim_fast::cpu::ColourDtype::kF32;
 }
 
 std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
     const Tensor& pred, const Tensor& target, const Tensor& mask_grid, int64_t patch_size, int64_t weight_patch_size,
-    double temperature, int64_t threshold, c10::string_view density, c10::string_view channel_order,
-    at::ArrayRef<double> mean, at::ArrayRef<double> std, double eps) {
-  const bool ring = kamim_fast::cpu::ring_density(std::string(density));
-  const bool bgr = kamim_fast::cpu::bgr_order(std::string(channel_order));
+    double temperature, int64_t threshold, std::string density, std::string channel_order, std::vector<double> mean,
+    std::vector<double> std, double eps) {
+  const bool ring = kamim_fast::cpu::ring_density(density);
+  const bool bgr = kamim_fast::cpu::bgr_order(channel_order);
   check_pred_target(pred, target);
   const int64_t B = pred.size(0), C = pred.size(1), H = pred.size(2), W = pred.size(3);
-  TORCH_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ", target.sizes());
+  KF_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ",
+                 kamim_fast::stable::shape(target));
   check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
   check_patch("weight_patch_size", weight_patch_size, H, W);
-  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                    temperature);
-  TORCH_CHECK_VALUE(threshold >= 0 && threshold <= 255, "threshold must be in 0..255, got ", threshold);
-  TORCH_CHECK_VALUE(mean.size() == 3, "mean must hold 3 values (one per channel), got ", mean.size());
-  TORCH_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
-  const Tensor mask = mask_grid.contiguous();
+  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
+                 temperature);
+  KF_CHECK_VALUE(threshold >= 0 && threshold <= 255, "threshold must be in 0..255, got ", threshold);
+  KF_CHECK_VALUE(mean.size() == 3, "mean must hold 3 values (one per channel), got ", mean.size());
+  KF_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
+  const Tensor mask = torch::stable::contiguous(mask_grid);
   Tensor signs = new_signs(pred);
   const int64_t hw = H / weight_patch_size, ww = W / weight_patch_size;
-  Tensor cover = at::empty({B, hw, ww}, pred.options().dtype(at::kInt));
+  Tensor cover = kamim_fast::stable::empty_like_device(pred, {B, hw, ww}, ScalarType::Int);
   std::vector<double> cells(B * hw * ww, 0.0);
   const Grids g = make_grids(pred, mask, nullptr, patch_size, weight_patch_size, signs);
 
@@ -496,63 +505,70 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
                                             cov + (b * hw + cy0) * ww);
               });
 
-  // density_to_weights with the same ATen ops, so exp and the per-image min are torch's to the bit.
+  // density_to_weights with torch's own kernels, so exp and the per-image min are torch's to the bit.
   Tensor weights;
   if (cover.numel() > 0) {
-    const Tensor density_map = cover.to(at::kFloat).div_(static_cast<double>(weight_patch_size * weight_patch_size));
-    const Tensor e = at::exp(at::clamp(density_map.div(temperature), -20.0, 20.0));
-    weights = e.div(e.amin({-2, -1}, /*keepdim=*/true));
+    const Tensor density_map = kamim_fast::stable::aten(
+        "aten::div", "Tensor", torch::stable::to(cover, ScalarType::Float),
+        kamim_fast::stable::scalar(static_cast<double>(weight_patch_size * weight_patch_size)));
+    weights = kamim_fast::density_to_weights(density_map, temperature);
   } else {
-    weights = at::empty({B, hw, ww}, pred.options().dtype(at::kFloat));
+    weights = kamim_fast::stable::empty_like_device(pred, {B, hw, ww}, ScalarType::Float);
   }
   const float* wp = weights.const_data_ptr<float>();
   double total = 0.0;
   for (int64_t i = 0; i < B * hw * ww; ++i) total += static_cast<double>(wp[i]) * cells[i];  // fixed order
   const float loss = per_mask_pixel(static_cast<float>(total), mask_sum(mask), patch_size, eps, C);
-  return {at::scalar_tensor(loss, pred.options().dtype(at::kFloat)), weights, signs};
+  return {scalar_f32(pred, loss), weights, signs};
 }
 
 // --- The backward from the sign codes ---------------------------------------------------------------
 
-bool is_float_dtype(at::ScalarType t) { return is_loss_dtype(t) || t == at::kDouble; }
+bool is_float_dtype(ScalarType t) { return is_loss_dtype(t) || t == ScalarType::Double; }
 
 template <class F>
-void dispatch_out(at::ScalarType t, F&& f) {
+void dispatch_out(ScalarType t, F&& f) {
   switch (t) {
-    case at::kFloat: return f(float{});
-    case at::kHalf: return f(c10::Half{});
-    case at::kBFloat16: return f(c10::BFloat16{});
-    case at::kDouble: return f(double{});
-    default: TORCH_CHECK_TYPE(false, "unsupported gradient dtype ", t);
+    case ScalarType::Float: return f(float{});
+    case ScalarType::Half: return f(Half{});
+    case ScalarType::BFloat16: return f(BFloat16{});
+    case ScalarType::Double: return f(double{});
+    default: KF_CHECK(false, "unsupported gradient dtype ", t);
   }
+}
+
+// The one value of a float tensor, as float32 (grad.to(float32).item()).
+float item_f32(const Tensor& t) {
+  const Tensor f = torch::stable::to(t, ScalarType::Float);
+  return *f.const_data_ptr<float>();
 }
 
 std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, const Tensor& signs,
                                                           const Tensor& mask_grid, const std::optional<Tensor>& weights,
                                                           int64_t patch_size, int64_t weight_patch_size, double eps,
-                                                          int64_t W, at::ScalarType pred_dtype,
-                                                          at::ScalarType target_dtype, bool grad_target) {
-  TORCH_CHECK_VALUE(grad.numel() == 1, "grad must hold one value (the loss's gradient), got shape ", grad.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()), "grad must be a float tensor, got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(signs.dim() == 4, "signs must be (B, C, H, ceil(W/4)), got shape ", signs.sizes());
-  TORCH_CHECK_TYPE(signs.scalar_type() == at::kByte, "signs must be uint8, got ", signs.scalar_type());
-  TORCH_CHECK_VALUE(signs.device().is_cpu(), "signs must be a CPU tensor for the native CPU kernel, got ",
-                    signs.device());
-  TORCH_CHECK_VALUE(W >= 0 && (W + 3) / 4 == signs.size(3), "W=", W, " does not match signs of shape ", signs.sizes(),
-                    " (ceil(W/4) bytes per row)");
-  TORCH_CHECK_TYPE(is_float_dtype(pred_dtype), "pred_dtype must be a float dtype, got ", pred_dtype);
-  TORCH_CHECK_TYPE(is_float_dtype(target_dtype), "target_dtype must be a float dtype, got ", target_dtype);
+                                                          int64_t W, ScalarType pred_dtype, ScalarType target_dtype,
+                                                          bool grad_target) {
+  KF_CHECK_VALUE(grad.numel() == 1, "grad must hold one value (the loss's gradient), got shape ",
+                 kamim_fast::stable::shape(grad));
+  KF_CHECK(kamim_fast::stable::is_float(grad.scalar_type()), "grad must be a float tensor, got ", grad.scalar_type());
+  KF_CHECK_VALUE(signs.dim() == 4, "signs must be (B, C, H, ceil(W/4)), got shape ", kamim_fast::stable::shape(signs));
+  KF_CHECK(signs.scalar_type() == ScalarType::Byte, "signs must be uint8, got ", signs.scalar_type());
+  KF_CHECK_VALUE(signs.is_cpu(), "signs must be a CPU tensor for the native CPU kernel");
+  KF_CHECK_VALUE(W >= 0 && (W + 3) / 4 == signs.size(3), "W=", W, " does not match signs of shape ",
+                 kamim_fast::stable::shape(signs), " (ceil(W/4) bytes per row)");
+  KF_CHECK(is_float_dtype(pred_dtype), "pred_dtype must be a float dtype, got ", pred_dtype);
+  KF_CHECK(is_float_dtype(target_dtype), "target_dtype must be a float dtype, got ", target_dtype);
   const int64_t B = signs.size(0), C = signs.size(1), H = signs.size(2);
   const auto [mask, w] = checked_grids(mask_grid, weights, B, H, W, patch_size, weight_patch_size);
-  const Tensor s = signs.contiguous();
-  const float g0 = grad.to(at::kFloat).reshape({}).item<float>();
+  const Tensor s = torch::stable::contiguous(signs);
+  const float g0 = item_f32(grad);
   const float scale = per_mask_pixel(g0, mask_sum(mask), patch_size, eps, C);
 
-  const auto opts = signs.options();
-  Tensor gp = at::empty({B, C, H, W}, opts.dtype(pred_dtype));
-  Tensor gt = grad_target ? at::empty({B, C, H, W}, opts.dtype(target_dtype)) : at::empty({0}, opts.dtype(target_dtype));
+  using kamim_fast::stable::empty_like_device;
+  Tensor gp = empty_like_device(signs, {B, C, H, W}, pred_dtype);
+  Tensor gt = empty_like_device(signs, grad_target ? std::vector<int64_t>{B, C, H, W} : std::vector<int64_t>{0},
+                                target_dtype);
   if (B * C * H * W == 0) return {gp, gt};
-
   const int64_t wpatch = w.defined() ? weight_patch_size : patch_size, seg = std::gcd(patch_size, wpatch);
   const int64_t band = band_rows(seg, kBandRows, H), tiles_per_image = (H + band - 1) / band;
   const int64_t mw = W / patch_size, ww = W / wpatch, W4 = s.size(3);
@@ -594,21 +610,8 @@ std::tuple<Tensor, Tensor> weighted_mim_loss_backward_cpu(const Tensor& grad, co
 }  // namespace
 }  // namespace kamim_fast_cpp
 
-// Schemas as the Python ops of the same names in kamim_fast/_ops.py; arguments named as the public
-// weighted_mim_loss names them (patch_size, weight_patch_size, density).
-TORCH_LIBRARY_FRAGMENT(kamim_fast_cpp, m) {
-  m.def("weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, Tensor? weights, int patch_size, "
-        "int weight_patch_size, float eps) -> (Tensor, Tensor)");
-  m.def("fast_weighted_mim_loss(Tensor pred, Tensor target, Tensor mask_grid, int patch_size, int weight_patch_size, "
-        "float temperature, int threshold, str density, str channel_order, float[] mean, float[] std, float eps) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def("weighted_mim_loss_backward(Tensor grad, Tensor signs, Tensor mask_grid, Tensor? weights, int patch_size, "
-        "int weight_patch_size, float eps, int W, ScalarType pred_dtype, ScalarType target_dtype, bool grad_target) "
-        "-> (Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
-  m.impl("weighted_mim_loss", &kamim_fast_cpp::weighted_mim_loss_cpu);
-  m.impl("fast_weighted_mim_loss", &kamim_fast_cpp::fast_weighted_mim_loss_cpu);
-  m.impl("weighted_mim_loss_backward", &kamim_fast_cpp::weighted_mim_loss_backward_cpu);
+STABLE_TORCH_LIBRARY_IMPL(kamim_fast_cpp, CPU, m) {
+  m.impl("weighted_mim_loss", TORCH_BOX(&kamim_fast_cpp::weighted_mim_loss_cpu));
+  m.impl("fast_weighted_mim_loss", TORCH_BOX(&kamim_fast_cpp::fast_weighted_mim_loss_cpu));
+  m.impl("weighted_mim_loss_backward", TORCH_BOX(&kamim_fast_cpp::weighted_mim_loss_backward_cpu));
 }

@@ -209,8 +209,9 @@ def cpp_status(name: str, device_type: str) -> tuple[bool, str]:
     key = _DISPATCH_KEYS.get(device_type)
     qualified = f"{CPP_NAMESPACE}::{name}"
     if key is None or not _has_kernel(qualified, key):
-        hint = ("it was built without CUDA: rebuild it with nvcc available (CUDA_HOME set: pip install "
-                "--no-build-isolation -e .)") if device_type == "cuda" else "it was built from other sources: rebuild it"
+        hint = ("it was built without CUDA kernels: rebuild it with a CUDA toolkit where a GPU is visible, or name the "
+                "GPUs to build for: TORCH_CUDA_ARCH_LIST=9.0 pip install --force-reinstall --no-deps kamim-fast"
+                ) if device_type == "cuda" else "it was built from other sources: rebuild it"
         return False, f"the extension kamim_fast._C has no {device_type} kernel of {qualified} ({hint})"
     return True, ""
 

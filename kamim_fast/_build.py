@@ -1,16 +1,23 @@
-"""How the C++/CUDA extension is built: which CUDA toolkit, which GPU architectures, which sources.
+"""How the C++/CUDA extension is built: which torch, which CUDA toolkit, which GPU architectures, which sources.
 
 One policy for both builds of ``csrc/``: ``setup.py`` (``pip install``, the prebuilt ``kamim_fast._C``)
 and the JIT build at first use (``kamim_fast/_ext.py``). Standard library only, and torch is imported
 only inside the functions that need it: ``setup.py`` loads this file by path, before kamim_fast is
 importable.
 
+- **Torch.** The extension is on the LibTorch stable ABI of :data:`TORCH_FLOOR` (``TORCH_TARGET_VERSION``) and on
+  Python's limited API: a build with any torch >= the floor runs with every torch >= the floor and every
+  Python >= 3.10 (one ``cp310-abi3`` wheel per platform and CUDA major version).
 - **Toolkit.** torch guesses ``CUDA_HOME`` from ``$CUDA_HOME``/``$CUDA_PATH``, else as the folder above the
   ``nvcc`` on ``PATH``, which may be a wrapper script outside any toolkit (then the link fails: no
   ``libcudart``). A folder is a toolkit when it holds ``bin/nvcc``, the CUDA runtime library
   (``lib64/libcudart.so`` or ``lib/libcudart.so``) and ``include/cuda_runtime.h``, and its nvcc has torch's
   CUDA major version. When torch's guess is not one, ``/usr/local/cuda`` and ``/usr/local/cuda-*`` (newest
   first) are tried; when none is, the extension is built with its CPU kernels only.
+- **Whether CUDA.** A wheel build compiles the CUDA kernels when a toolkit is found and there is something to
+  build for: ``TORCH_CUDA_ARCH_LIST``, or a visible GPU (:func:`cuda_build`). A toolkit on a machine without a
+  GPU builds the CPU kernels only unless ``TORCH_CUDA_ARCH_LIST`` is set (release wheels set it). The JIT build
+  compiles them for the visible GPUs (``KAMIM_FAST_JIT=cuda``: even without one).
 - **Architectures.** ``TORCH_CUDA_ARCH_LIST`` when set; else the visible GPUs' capabilities (for a wheel,
   together with the default list, so it also runs elsewhere); else the default list
   ``8.0;8.6;8.9;9.0+PTX``: A100, A10/3090, L4/4090, H100, and PTX that newer GPUs compile at load.
@@ -25,6 +32,10 @@ import subprocess
 from pathlib import Path
 
 ARCH_ENV_VAR = "TORCH_CUDA_ARCH_LIST"
+# The oldest torch the extension is built for (the LibTorch stable ABI of that release): one build runs on it and
+# every newer torch. pyproject.toml's torch requirements name the same release (tests/test_packaging.py).
+TORCH_FLOOR = (2, 11)
+PY_LIMITED_API_TAG = "cp310"  # the wheel's Python tag: the extension uses Python's limited API of 3.10
 DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
 STANDARD_TOOLKITS = ("/usr/local/cuda",)  # then /usr/local/cuda-*, newest first
 SOURCE_PATTERNS = ("*.cpp", "*.cu", "*.cuh", "*.h", "*.hpp")  # what the wheel ships of csrc/
@@ -140,7 +151,8 @@ def visible_gpu_capabilities() -> list[tuple[int, int]]:
         return []
 
 
-def _entries(arch_list: str) -> list[str]:
+def arch_entries(arch_list: str) -> list[str]:
+    """The architectures of a ``TORCH_CUDA_ARCH_LIST`` value (``"8.0;9.0+PTX"`` -> ``["8.0", "9.0+PTX"]``)."""
     return [a for a in re.split(r"[;\s]+", arch_list.strip()) if a]
 
 
@@ -157,25 +169,90 @@ def cuda_arch_list(environ=None, gpu_capabilities: list[tuple[int, int]] | None 
         return DEFAULT_ARCH_LIST
     archs = {f"{major}.{minor}" for major, minor in gpu_capabilities}
     if portable:
-        archs |= {a.replace("+PTX", "") for a in _entries(DEFAULT_ARCH_LIST)}
+        archs |= {a.replace("+PTX", "") for a in arch_entries(DEFAULT_ARCH_LIST)}
     ordered = sorted(archs, key=lambda a: tuple(int(n) for n in a.split(".")))
     ordered[-1] += "+PTX"
     return ";".join(ordered)
 
 
+def cuda_build(torch_cuda: str | None, guess: str | None, have_sources: bool = True, environ=None,
+               gpu_capabilities: list[tuple[int, int]] | None = None) -> tuple[str | None, str, str]:
+    """Whether a wheel build (setup.py) compiles the CUDA kernels: (toolkit, ``TORCH_CUDA_ARCH_LIST``, why), or
+    (None, "", why) for the CPU kernels only.
+
+    CUDA kernels need a CUDA build of torch, a toolkit (:func:`choose_cuda_toolkit`) and something to build for:
+    ``TORCH_CUDA_ARCH_LIST``, or a visible GPU (:func:`cuda_arch_list`, portable). A toolkit on a machine without
+    a GPU builds nothing for CUDA unless ``TORCH_CUDA_ARCH_LIST`` names the architectures: a plain ``pip install``
+    there stays a CPU build of a minute, not minutes of nvcc for GPUs that may never run it.
+    """
+    environ = os.environ if environ is None else environ
+    if not have_sources:
+        return None, "", "no csrc/*.cu"
+    if torch_cuda is None:
+        return None, "", "torch is a CPU-only build"
+    gpus = visible_gpu_capabilities() if gpu_capabilities is None else gpu_capabilities
+    if not gpus and not environ.get(ARCH_ENV_VAR, "").strip():
+        return None, "", (f"no GPU is visible and {ARCH_ENV_VAR} is not set (set it, e.g. {ARCH_ENV_VAR}=9.0, "
+                          "to build the CUDA kernels for GPUs elsewhere)")
+    home, why = choose_cuda_toolkit(torch_cuda, guess)
+    if home is None:
+        return None, "", why
+    return home, cuda_arch_list(environ, gpus, portable=True), why
+
+
+# --- torch ----------------------------------------------------------------------------------------------
+
+
+def torch_floor_problem(version: str) -> str | None:
+    """None when torch ``version`` (``torch.__version__``) is the floor or newer, else what is needed (words)."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found and (int(found.group(1)), int(found.group(2))) >= TORCH_FLOOR:
+        return None
+    return f"torch >= {TORCH_FLOOR[0]}.{TORCH_FLOOR[1]} (the LibTorch stable ABI they are built on), this is {version}"
+
+
 # --- compiler flags -------------------------------------------------------------------------------------
 
 
-def compiler_flags(platform: str | None = None) -> dict[str, list[str]]:
-    """The flags of both builds: ``cxx`` (C++ files), ``nvcc`` (CUDA files), ``link``.
+def torch_target_version(floor: tuple[int, int] = TORCH_FLOOR) -> str:
+    """``TORCH_TARGET_VERSION`` for a floor: major and minor in the top two bytes (``0x020b000000000000``: 2.11)."""
+    return f"0x{floor[0]:02x}{floor[1]:02x}000000000000"
 
-    ``-fopenmp`` on Linux: ``at::parallel_for`` is header-inline OpenMP, so without it the CPU kernels run
-    on one thread; the extension then shares torch's own libgomp.so.1 (already loaded, same soname).
+
+def compiler_flags() -> dict[str, list[str]]:
+    """The flags of every build of ``csrc/`` (setup.py, the JIT build, the sanitizer build): ``cxx`` (C++ files),
+    ``nvcc`` (CUDA files), ``link``.
+
+    ``TORCH_TARGET_VERSION``: the stable API of :data:`TORCH_FLOOR` only (torch's other headers refuse to compile
+    under it). No OpenMP flag: the CPU kernels run on torch's thread pool through the stable ``parallel_for``.
+    ``USE_CUDA`` declares the stable C shim's CUDA functions (the current stream) to nvcc.
     """
-    import sys
+    target = f"-DTORCH_TARGET_VERSION={torch_target_version()}"
+    return {"cxx": ["-O3", "-DNDEBUG", target], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo", target, "-DUSE_CUDA"],
+            "link": []}
 
-    openmp = ["-fopenmp"] if (platform or sys.platform).startswith("linux") else []
-    return {"cxx": ["-O3", "-DNDEBUG", *openmp], "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": openmp}
+
+# --- how long a build takes -------------------------------------------------------------------------------
+
+# Compiler time measured on the development machine (x86-64, gcc 12, nvcc 13, -O3): all C++ files together, the
+# longest of them, and the CUDA file per architecture (nvcc compiles the architectures one after the other). ninja
+# compiles the files in parallel.
+CPP_COMPILE_SECONDS = 20
+CPP_LONGEST_FILE_SECONDS = 15
+CUDA_COMPILE_SECONDS_PER_ARCH = 15
+
+
+def estimated_build_seconds(cuda_archs: int = 0, cores: int | None = None) -> float:
+    """Roughly how long a build of the extension takes, in seconds, with ``cuda_archs`` CUDA architectures."""
+    cores = max(1, cores or os.cpu_count() or 1)
+    cuda = CUDA_COMPILE_SECONDS_PER_ARCH * cuda_archs
+    return max(CPP_LONGEST_FILE_SECONDS, cuda, (CPP_COMPILE_SECONDS + cuda) / cores)
+
+
+def estimated_build_time(cuda_archs: int = 0, cores: int | None = None) -> str:
+    """:func:`estimated_build_seconds` in words: "about 40 s", "about 2 min"."""
+    seconds = estimated_build_seconds(cuda_archs, cores)
+    return f"about {round(seconds / 60)} min" if seconds >= 90 else f"about {10 * max(1, round(seconds / 10))} s"
 
 
 # --- sources --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Checks that the package imported is the installed one (not the checkout), that its version is the
 distribution's, the fused loss with ``weights="fast"``, ``fast_corners``, the AMT ops through the
-prebuilt extension ``kamim_fast._C`` of the install (not a JIT build, not the references), that the C++
+prebuilt extension ``kamim_fast._C`` of the install (abi3; not a JIT build, not the references), that the C++
 sources ship beside it (for the JIT fallback), and ``kamim-fast --help``. CPU tensors only.
 
     python smoke_installed.py [--expect-cuda yes|no|any] [--jit] [--checkout DIR]
@@ -74,9 +74,13 @@ def main() -> None:
               f"fast_corners: {int(keypoints.sum())} keypoints, equal to the reference")
 
         kind, where = _ext.loaded()
-        check(kind == "prebuilt", f"the AMT extension is the prebuilt one (got {kind}: {where})")
+        check(kind == "prebuilt", f"the native kernels are the prebuilt extension (got {kind}: {where})")
         check(Path(where).resolve().parent == package and "kamim_fast._C" in sys.modules,
               f"kamim_fast._C loaded from the install ({Path(where).name})")
+        check(Path(where).name == "_C.abi3.so", "kamim_fast._C is built on Python's limited API (abi3): one build for "
+                                                "every CPython >= 3.10")
+        check(torch.ops.kamim_fast_cpp.fast_cpu_isa() in ("sse2", "avx2", "avx512", "portable"),
+              f"the native CPU kernels run their {torch.ops.kamim_fast_cpp.fast_cpu_isa()} copy")
         want_cuda = {"yes": True, "no": False}.get(args.expect_cuda, _ext.has_cuda())
         check(_ext.has_cuda() == want_cuda, f"the extension {'holds' if _ext.has_cuda() else 'lacks'} CUDA kernels "
                                             f"(expected: {args.expect_cuda})")
@@ -115,7 +119,7 @@ def main() -> None:
         text = out.stdout + out.stderr
         jit_ok = out.returncode == 0 and "KIND jit" in out.stdout and "IDS [[1, 2, 0, 3]]" in out.stdout
         check(jit_ok, "without _C, the installed sources JIT-build and run" + ("" if jit_ok else f"\n{text[-3000:]}"))
-        check("--no-build-isolation" in out.stdout, "the JIT build warns, saying how to get the prebuilt extension")
+        check(_ext.HOW_TO_PREBUILD in out.stdout, "the JIT build warns, saying how to get the prebuilt extension")
     print(f"install smoke test passed in {time.perf_counter() - started:.1f} s")
 
 

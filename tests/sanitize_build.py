@@ -20,6 +20,16 @@ FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
          "-fno-sanitize=vptr"]  # vptr: false alarms on types whose RTTI lives in libtorch
 
 
+def _build_policy():
+    """kamim_fast/_build.py, loaded by path (the package copy is not importable before the build)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_kamim_fast_build", ROOT / "kamim_fast" / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(out: Path) -> int:
     from torch.utils import cpp_extension
 
@@ -32,8 +42,10 @@ def main(out: Path) -> int:
     build = out / "build"
     build.mkdir(parents=True, exist_ok=True)
     sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.cpp"))
+    # the build policy's flags (the torch floor, ...) but its optimisation: -O1 -g under the sanitizers
+    policy = [f for f in _build_policy().compiler_flags()["cxx"] if not f.startswith(("-O", "-DNDEBUG"))]
     lib = cpp_extension.load(name="kamim_fast_sanitized", sources=sources, extra_include_paths=[str(ROOT / "csrc")],
-                             extra_cflags=FLAGS, extra_ldflags=["-fsanitize=address,undefined"],
+                             extra_cflags=FLAGS + policy, extra_ldflags=["-fsanitize=address,undefined"],
                              build_directory=str(build), is_python_module=False, verbose=False)
     target = pkg / ("_C" + sysconfig.get_config_var("EXT_SUFFIX"))
     shutil.copy2(lib, target)

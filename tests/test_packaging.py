@@ -175,19 +175,25 @@ def test_nvcc_version_reads_the_release(tmp_path):
     assert _build.nvcc_version(tmp_path / "absent") is None
 
 
-def test_setup_py_says_which_toolkit_it_builds_with(tmp_path):
-    """setup.py with CUDA_HOME pointing at a folder that holds only bin/nvcc (the trap of issue 16): one
-    line saying it is no toolkit, then either the real toolkit it found or that the extension is CPU-only."""
-    wrapper = _fake_toolkit(tmp_path / "wrapper", cudart=False, header=False)
-    unset = ("CUDA_PATH", "TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    env["CUDA_HOME"] = str(wrapper)
+def _setup_py_line(env: dict) -> str:
+    """The one line setup.py says about the extension it builds (``setup.py --name``: nothing is compiled)."""
     out = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("kamim_fast: ")]
     assert len(lines) == 1, out.stderr[-3000:]
-    line = lines[0]
+    return lines[0]
+
+
+def test_setup_py_says_which_toolkit_it_builds_with(tmp_path):
+    """setup.py with CUDA_HOME pointing at a folder that holds only bin/nvcc (the trap of issue 16) and an
+    architecture to build for: one line saying it is no toolkit, then either the real toolkit it found or that the
+    extension is CPU-only."""
+    wrapper = _fake_toolkit(tmp_path / "wrapper", cudart=False, header=False)
+    unset = ("CUDA_PATH", "TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(CUDA_HOME=str(wrapper), TORCH_CUDA_ARCH_LIST="9.0")
+    line = _setup_py_line(env)
     if torch.version.cuda is None:
         assert line == "kamim_fast: kamim_fast._C with CPU kernels only: torch is a CPU-only build"
         return
@@ -196,9 +202,40 @@ def test_setup_py_says_which_toolkit_it_builds_with(tmp_path):
     if home is None:
         assert line.startswith("kamim_fast: kamim_fast._C with CPU kernels only: "), line
     else:
-        archs = _build.cuda_arch_list({}, _build.visible_gpu_capabilities(), portable=True)
-        assert line.startswith(f"kamim_fast: kamim_fast._C with CPU and CUDA kernels for {archs}: "), line
+        assert line.startswith("kamim_fast: kamim_fast._C with CPU and CUDA kernels for 9.0: "), line
         assert line.endswith(f"using the toolkit at {home}"), line
+
+
+def test_setup_py_without_a_gpu_builds_no_cuda_architecture():
+    """A toolkit but no GPU and no TORCH_CUDA_ARCH_LIST: the CPU kernels only (a CPU machine's plain `pip install`
+    takes a minute, not minutes of nvcc), and the line says how to get the CUDA kernels."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the build compiles its architecture")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_CUDA_ARCH_LIST", "KAMIM_FAST_NO_EXTENSION")}
+    line = _setup_py_line(env)
+    want = ("torch is a CPU-only build" if torch.version.cuda is None else
+            "no GPU is visible and TORCH_CUDA_ARCH_LIST is not set (set it, e.g. TORCH_CUDA_ARCH_LIST=9.0, to build "
+            "the CUDA kernels for GPUs elsewhere)")
+    assert line == f"kamim_fast: kamim_fast._C with CPU kernels only: {want}"
+
+
+def test_cuda_build_policy(tmp_path):
+    real = str(_fake_toolkit(tmp_path / "cuda"))
+    found = (real, "found")
+    import unittest.mock as mock
+
+    with mock.patch.object(_build, "choose_cuda_toolkit", lambda cuda, guess: found):
+        assert _build.cuda_build("13.0", real, True, {}, []) == (
+            None, "", "no GPU is visible and TORCH_CUDA_ARCH_LIST is not set (set it, e.g. TORCH_CUDA_ARCH_LIST=9.0, "
+                      "to build the CUDA kernels for GPUs elsewhere)")
+        assert _build.cuda_build("13.0", real, True, {"TORCH_CUDA_ARCH_LIST": "9.0"}, []) == (real, "9.0", "found")
+        assert _build.cuda_build("13.0", real, True, {}, [(8, 6)]) == (real, "8.0;8.6;8.9;9.0+PTX", "found")
+        assert _build.cuda_build("13.0", real, False, {"TORCH_CUDA_ARCH_LIST": "9.0"}, [(9, 0)]) == (
+            None, "", "no csrc/*.cu")
+        assert _build.cuda_build(None, real, True, {"TORCH_CUDA_ARCH_LIST": "9.0"}, [(9, 0)]) == (
+            None, "", "torch is a CPU-only build")
+    with mock.patch.object(_build, "choose_cuda_toolkit", lambda cuda, guess: (None, "no toolkit")):
+        assert _build.cuda_build("13.0", None, True, {"TORCH_CUDA_ARCH_LIST": "9.0"}, []) == (None, "", "no toolkit")
 
 
 # --- architectures ----------------------------------------------------------------------------------------
@@ -219,9 +256,13 @@ def test_arch_list_policy():
 
 
 def test_compiler_flags():
-    assert _build.compiler_flags("linux") == {"cxx": ["-O3", "-DNDEBUG", "-fopenmp"],
-                                              "nvcc": ["-O3", "-DNDEBUG", "-lineinfo"], "link": ["-fopenmp"]}
-    assert _build.compiler_flags("darwin")["link"] == []
+    """Every build targets the floor's stable ABI (torch's other headers then refuse to compile); no OpenMP: the CPU
+    kernels run on torch's thread pool (the stable parallel_for)."""
+    assert _build.torch_target_version((2, 11)) == "0x020b000000000000"
+    assert _build.torch_target_version((2, 9)) == "0x0209000000000000"
+    target = f"-DTORCH_TARGET_VERSION={_build.torch_target_version()}"
+    assert _build.compiler_flags() == {"cxx": ["-O3", "-DNDEBUG", target],
+                                       "nvcc": ["-O3", "-DNDEBUG", "-lineinfo", target, "-DUSE_CUDA"], "link": []}
 
 
 def test_visible_gpus_are_none_without_cuda():
@@ -236,7 +277,7 @@ def test_visible_gpus_are_none_without_cuda():
 
 
 @pytest.fixture
-def captured_load(monkeypatch):
+def captured_load(monkeypatch, tmp_path):
     """cpp_extension.load replaced by a recorder of its arguments and of the build's environment."""
     from torch.utils import cpp_extension
 
@@ -248,6 +289,7 @@ def captured_load(monkeypatch):
 
     monkeypatch.setattr(cpp_extension, "load", load)
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
     return calls
 
 
@@ -335,4 +377,89 @@ def test_loaded_says_prebuilt_or_jit_and_the_jit_warning_says_how_to_prebuild():
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"LOADED ('jit', {where!r})" in out.stdout, out.stdout
     warned = [line for line in out.stdout.splitlines() if line.startswith("WARNING")]
-    assert len(warned) == 1 and "JIT build" in warned[0] and "pip install --no-build-isolation" in warned[0], warned
+    assert len(warned) == 1 and "JIT build" in warned[0] and _ext.HOW_TO_PREBUILD in warned[0], warned
+    assert "pip install --force-reinstall --no-deps kamim-fast" in _ext.HOW_TO_PREBUILD
+
+
+# --- the torch floor and the stable ABI -------------------------------------------------------------------
+
+
+def test_the_torch_floor_is_written_once():
+    """pyproject.toml requires the torch of kamim_fast/_build.py's TORCH_FLOOR, to build (pip's isolated build has
+    a torch to compile against) and to run; the C++ targets that release's stable ABI (TORCH_TARGET_VERSION)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floor = "torch>={}.{}".format(*_build.TORCH_FLOOR)
+    assert floor in project["build-system"]["requires"]
+    assert floor in project["project"]["dependencies"]
+    assert not [r for r in project["project"]["dependencies"] + project["build-system"]["requires"]
+                if r.startswith("torch") and r != floor]
+
+
+def test_torch_floor_problem():
+    assert _build.torch_floor_problem("2.11.0+cu130") is None
+    assert _build.torch_floor_problem("2.14.1") is None and _build.torch_floor_problem("3.0.0") is None
+    assert _build.torch_floor_problem("2.10.0") == (
+        "torch >= 2.11 (the LibTorch stable ABI they are built on), this is 2.10.0")
+    assert _build.torch_floor_problem(torch.__version__) is None  # this venv
+
+
+def test_build_time_estimates():
+    """What the JIT build says before it compiles: the C++ files in parallel, nvcc one architecture after another."""
+    assert _build.estimated_build_seconds(0, 2) == max(_build.CPP_LONGEST_FILE_SECONDS, _build.CPP_COMPILE_SECONDS / 2)
+    assert _build.estimated_build_seconds(4, 2) >= 4 * _build.CUDA_COMPILE_SECONDS_PER_ARCH
+    assert _build.estimated_build_seconds(0, 1) >= _build.estimated_build_seconds(0, 8)
+    assert _build.estimated_build_time(0, 2).startswith("about ") and _build.estimated_build_time(0, 2).endswith(" s")
+    assert _build.estimated_build_time(8, 2).endswith(" min")
+
+
+def test_csrc_includes_only_the_stable_abi():
+    """csrc/ reaches torch through torch/csrc/stable and torch/headeronly only (TORCH_TARGET_VERSION makes the other
+    headers fail to compile; this names the offending line)."""
+    unstable = []
+    for path in sorted((ROOT / "csrc").iterdir()):
+        if path.suffix not in (".cpp", ".cu", ".cuh", ".h", ".hpp"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = re.match(r'\s*#\s*include\s*[<"]((?:torch|ATen|c10|caffe2|pybind11)/[^>"]+)[>"]', line)
+            if found and not found.group(1).startswith(("torch/csrc/stable/", "torch/headeronly/")):
+                unstable.append(f"{path.name}:{number}: {found.group(1)}")
+    assert not unstable, unstable
+
+
+def test_the_extension_uses_no_cpp_symbol_of_libtorch():
+    """The built kamim_fast._C (abi3) needs no C++ symbol of libtorch (at::, c10::, torch::): only the stable C shim
+    (aoti_torch_*, torch_*), so a new torch does not break it."""
+    import shutil
+
+    kind, where = _ext.loaded()
+    if kind != "prebuilt":
+        pytest.skip(f"kamim_fast._C is not installed here ({kind})")
+    assert Path(where).name == "_C.abi3.so", where  # Python's limited API: one build for every CPython >= 3.10
+    if shutil.which("nm") is None:
+        pytest.skip("no nm to read the symbol table")
+    out = subprocess.run(["nm", "-D", "--undefined-only", where], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    symbols = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
+    cpp = [s for s in symbols if re.match(r"_ZN?K?(2at|3c10|5torch|6caffe2)", s)]
+    assert not cpp, cpp[:20]
+    assert any(s.startswith("torch_library_impl") or s.startswith("aoti_torch_library_init_impl") for s in symbols)
+
+
+def test_native_schemas_are_the_public_ones_renamed():
+    ok, reason = _ext.status()
+    if not ok:
+        pytest.skip(reason)
+    implemented = _ext.implemented_ops()
+    assert set(_ext.INTERNAL_SCHEMAS) <= set(implemented)
+    for name in implemented:
+        native = str(getattr(torch.ops.kamim_fast_cpp, name).default._schema)
+        if name in _ext.INTERNAL_SCHEMAS:
+            assert native == "kamim_fast_cpp::" + _ext.INTERNAL_SCHEMAS[name]
+        else:
+            public = str(getattr(torch.ops.kamim_fast, name).default._schema)
+            assert native == public.replace("kamim_fast::", "kamim_fast_cpp::", 1), name
+    assert _ext.define_schemas() == []  # idempotent: every op has its schema
+    with pytest.raises(RuntimeError, match="no public op kamim_fast::no_such_op"):
+        _ext.native_schema("no_such_op")
