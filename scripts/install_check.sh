@@ -3,7 +3,8 @@
 #   1. the sdist (python -m build --sdist --no-isolation);
 #   2. `pip install <sdist>` without flags into a fresh venv that already has torch (it sees .venv's packages:
 #      torch, triton, ...) but not the checkout: pip's default isolated build, whose build environment gets a torch
-#      from the build requirements (torch >= the floor, kamim_fast/_build.py), compiles kamim_fast._C;
+#      from the build requirements (torch >= the floor, kamim_fast/_build.py; pinned to a CPU torch wheel on disk
+#      where there is one, KAMIM_FAST_CHECK_BUILD_TORCH below), compiles kamim_fast._C;
 #   3. scripts/smoke_installed.py run by that venv's python from outside the checkout: the prebuilt, abi3 _C
 #      holds the CPU kernels; the CUDA kernels too exactly when the build had a GPU or TORCH_CUDA_ARCH_LIST and a
 #      CUDA toolkit (CUDA_HOME unset, so the toolkit is found as a user's build finds it).
@@ -12,6 +13,12 @@
 #                               CPU kernels only, as a user's plain `pip install` there)
 #   KAMIM_FAST_CHECK_CUDA_HOME  unset (default) | a folder: the CUDA_HOME the build sees
 #   KAMIM_FAST_CHECK_JIT=1      also JIT-build the CPU kernels from the installed sources (a minute)
+#   KAMIM_FAST_CHECK_BUILD_TORCH  auto (default) | any | a version: the torch in pip's isolated build environment.
+#                               auto: the CPU torch wheel in pip's find-links folders (PIP_FIND_LINKS), if one is
+#                               there for this Python, else any. Unpinned, pip puts the newest CUDA torch there
+#                               (several GB of packages in TMPDIR, a download where they are not on disk): a
+#                               machine with a few GB free runs out of space. The abi3 build is the same from any
+#                               torch >= the floor, so the pin changes what is downloaded, not what is built.
 #   KEEP=1                      keep the work folder (printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,12 +42,33 @@ step "1. sdist"
 sdist=$(ls "$WORK"/dist/*.tar.gz)
 echo "  $(basename "$sdist"): $(tar tzf "$sdist" | grep -c -v '/$') files"
 
-step "2. pip install $(basename "$sdist") (no flags: pip's isolated build) into a fresh venv with torch"
+build_torch=${KAMIM_FAST_CHECK_BUILD_TORCH:-auto}
+if [[ "$build_torch" == auto ]]; then
+  build_torch=any
+  tag=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+  IFS=' ' read -r -a links <<<"${PIP_FIND_LINKS:-$("$PY" -m pip config get global.find-links 2>/dev/null || true)}"
+  for dir in ${links[@]+"${links[@]}"}; do
+    for whl in "$dir"/torch-*+cpu-"$tag"-"$tag"-*.whl; do
+      [[ -e "$whl" ]] && build_torch=$(basename "$whl" | cut -d- -f2 | cut -d+ -f1)
+    done
+  done
+fi
+pip_env=()
+deps_flag=()
+if [[ "$build_torch" != any ]]; then
+  # pip <= 26.1 applies PIP_CONSTRAINT inside the isolated build; newer pip reads PIP_BUILD_CONSTRAINT there.
+  # The venv's own torch comes from .venv, so the install itself resolves no dependencies (--no-deps).
+  echo "torch==$build_torch" >"$WORK/build-constraints.txt"
+  pip_env=(PIP_CONSTRAINT="$WORK/build-constraints.txt" PIP_BUILD_CONSTRAINT="$WORK/build-constraints.txt")
+  deps_flag=(--no-deps)
+fi
+step "2. pip install $(basename "$sdist") (pip's isolated build; its torch: $build_torch) into a fresh venv with torch"
 "$PY" -m venv --without-pip "$WORK/venv"
 deps=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 site=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$deps" >"$site/_kamim_fast_check_deps.pth"  # .venv's torch and triton; its .pth files (the editable install) are not run
-"${build_env[@]}" "$PY" -m pip --python "$WORK/venv/bin/python" install -v "$sdist" >"$WORK/install.log" 2>&1 \
+"${build_env[@]}" ${pip_env[@]+"${pip_env[@]}"} "$PY" -m pip --python "$WORK/venv/bin/python" install -v \
+  ${deps_flag[@]+"${deps_flag[@]}"} "$sdist" >"$WORK/install.log" 2>&1 \
   || fail "pip install of the sdist failed" "$WORK/install.log"
 grep -E '^ *kamim_fast: ' "$WORK/install.log" | sed 's/^ */  /' | sort -u
 grep -oE 'Created wheel for kamim-fast: filename=[^ ]+' "$WORK/install.log" | sed 's/^/  /' || true
