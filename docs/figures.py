@@ -5,6 +5,7 @@
 - ``images/gpu-model.png``: the modelled H100 times of the fused kernels against their byte floors, from
   ``benchmarks/results/model-sm90.json`` (a model, not a measurement);
 - ``images/show_astronaut.png``: ``kamim-fast show`` on scikit-image's astronaut, with the defaults.
+- ``images/show_amt_astronaut.png``: ``kamim-fast show --amt`` on the astronaut (a randomly initialised ViT-Ti/16).
 
 ``python docs/figures.py`` writes them; ``make docs`` runs it first (``docs/hooks.py``). Needs the ``demo``
 extra (matplotlib, scikit-image).
@@ -135,10 +136,36 @@ def draw_show(path: Path) -> Path:
     return path
 
 
+def draw_show_amt(path: Path) -> Path:
+    """``kamim-fast show --amt`` on the astronaut, shrunk to a page's width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+    import numpy as np
+    import skimage.data
+    import skimage.transform
+
+    from kamim_fast.show_amt import show_amt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = path.with_suffix(".full.png")
+    show_amt(skimage.data.astronaut(), full, seed=3,
+             title="scikit-image's astronaut, a randomly initialised ViT-Ti/16: AMT_DEFAULTS' crop (top) and "
+                   "AMT_PAPER's (bottom); masked light grey, thrown black")
+    image = matplotlib.image.imread(str(full))[..., :3]
+    full.unlink()
+    scale = min(1.0, 1400 / image.shape[1])
+    small = skimage.transform.resize(image, (round(image.shape[0] * scale), round(image.shape[1] * scale)),
+                                     anti_aliasing=True)
+    matplotlib.image.imsave(str(path), (np.clip(small, 0, 1) * 255).astype(np.uint8), metadata={"Software": None})
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
-    names = argv if argv else ["cpu", "gpu", "show"]
+    names = argv if argv else ["cpu", "gpu", "show", "show_amt"]
     draw = {"cpu": (draw_cpu_speedups, "cpu-speedups.png"), "gpu": (draw_gpu_model, "gpu-model.png"),
-            "show": (draw_show, "show_astronaut.png")}
+            "show": (draw_show, "show_astronaut.png"), "show_amt": (draw_show_amt, "show_amt_astronaut.png")}
     for name in names:
         function, file = draw[name]
         print(f"wrote {function(IMAGES / file).relative_to(ROOT)}")

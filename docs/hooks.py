@@ -31,7 +31,7 @@ EXAMPLES = ROOT / "examples"
 # repository file -> the page made from it
 PAGES = {"README.md": "index.md", "CONTRIBUTING.md": "contributing.md", "CHANGELOG.md": "changelog.md",
          "examples/README.md": "examples.md"}
-INTEGRATIONS = ("simmim", "hf", "timm", "mae", "data")
+INTEGRATIONS = ("simmim", "hf", "timm", "mae", "data", "amt_bank", "amt_data")
 LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```$", re.S | re.M)
 
@@ -74,7 +74,7 @@ def _public_names() -> dict[str, list[str]]:
 
 GROUP_TITLES = {"weights": "KAMIM's weights", "mim_loss": "The loss", "fast": "FAST", "gray": "Gray",
                 "detectors": "ORB and SIFT", "amt": "AMT and MAE", "_backend": "Backends",
-                "_info": "What runs where"}
+                "_info": "What runs where", "amt_presets": "AMT's presets"}
 
 
 def _api() -> str:

@@ -22,6 +22,7 @@ from .amt import (
     vit_class_attention,
     vit_class_attention_ref,
 )
+from .amt_presets import AMT_DEFAULTS, AMT_PAPER
 from ._info import BackendInfo, backend_info
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
@@ -57,6 +58,8 @@ __version__ = _version()
 
 __all__ = [
     "AMTMask",
+    "AMT_DEFAULTS",
+    "AMT_PAPER",
     "BACKENDS",
     "BackendInfo",
     "BACKEND_ENV_VAR",

@@ -19,6 +19,7 @@ Order of one image. Both methods sort the patches by a key, ascending, ties brok
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -512,13 +513,20 @@ def amt_cell_weights(attn: torch.Tensor, cell: int) -> torch.Tensor:
     return attn.reshape(B, h // cell, cell, w // cell, cell).sum(dim=(2, 4))
 
 
-def _attention_module(model: nn.Module) -> nn.Module:
-    blocks = getattr(model, "blocks", None)
-    attn = getattr(blocks[-1], "attn", None) if isinstance(blocks, nn.Sequential) and len(blocks) else None
-    if attn is None or not all(hasattr(attn, a) for a in ("qkv", "num_heads", "scale")):
-        raise TypeError(f"model must be a timm VisionTransformer (blocks[-1].attn with qkv, num_heads, scale), "
-                        f"got {type(model).__name__}")
-    return attn
+def _attention_module(model: nn.Module, attention: nn.Module | None = None) -> nn.Module:
+    if attention is None:
+        blocks = getattr(model, "blocks", None)
+        ok = isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks)
+        attention = getattr(blocks[-1], "attn", None) if ok else None
+        if attention is None:
+            raise TypeError(f"model must be a timm VisionTransformer or name its last attention block as "
+                            f"model.blocks[-1].attn (or pass attention=), got {type(model).__name__}")
+    elif not isinstance(attention, nn.Module):
+        raise TypeError(f"attention must be an nn.Module (the last block's attention), got {type(attention).__name__}")
+    if not all(hasattr(attention, a) for a in ("qkv", "num_heads", "scale")):
+        raise TypeError(f"the last attention block must be a timm-style Attention (qkv, num_heads, scale) as in a "
+                        f"timm VisionTransformer, got {type(attention).__name__} in model {type(model).__name__}")
+    return attention
 
 
 def _normalise_heads(row: torch.Tensor) -> torch.Tensor:
@@ -528,26 +536,49 @@ def _normalise_heads(row: torch.Tensor) -> torch.Tensor:
     return ((row - lo) / torch.where(span > 0, span, torch.ones_like(span))).mean(1)
 
 
-def _check_vit_args(model: object, images: object) -> tuple[nn.Module, int]:
+def _check_vit_args(model: object, images: object, attention: object = None) -> tuple[nn.Module, int]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a timm VisionTransformer, got {type(model).__name__}")
-    attn = _attention_module(model)
+    attn = _attention_module(model, attention)
     check_tensor("images", images, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
     return attn, int(getattr(model, "num_prefix_tokens", 1))
 
 
+class _Captured(Exception):
+    """Raised by vit_class_attention's hook once it has the class attention: the rest of the forward is skipped."""
+
+
 @torch.no_grad()
-def vit_class_attention(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def vit_class_attention(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    attention: nn.Module | None = None,
+    forward: Callable[[torch.Tensor], object] | None = None,
+) -> torch.Tensor:
     """The attention map AMT samples from: class-token row of the last block's softmax attention.
 
-    One forward of ``model.forward_features(images)``. A hook on the last block's attention recomputes
-    that block's q and k from its input and takes the class-token query's softmax over all tokens, so no
-    (tokens x tokens) matrix is built and every block keeps its fused attention. Each head is min-max
-    normalised over the patches (a constant head gives zeros), then heads are averaged.
+    One forward of ``model.forward_features(images)`` up to the last block's attention. A hook on that
+    attention recomputes its q and k from its input and takes the class-token query's softmax over all
+    tokens, so no (tokens x tokens) matrix is built and every block keeps its fused attention; the forward
+    stops there (the last block's MLP and the final norm do not run). Each head is min-max normalised over
+    the patches (a constant head gives zeros), then heads are averaged.
+
+    Which encoders: a timm ``VisionTransformer``, and any model that names its last attention block the
+    same way: ``model.blocks`` (``nn.Sequential`` or ``nn.ModuleList``) whose last block has ``.attn``, a
+    timm-style attention (a fused ``qkv`` Linear, ``num_heads``, ``scale``, optional ``q_norm``/``k_norm``)
+    called with the tokens (B, T, D) as first argument, T counting ``model.num_prefix_tokens`` (default 1)
+    prefix tokens, the class token first; and ``model.forward_features(images)`` running the encoder over
+    every patch (no masking). Other encoders pass ``attention=`` and ``forward=``.
 
     Args:
-        model: a timm VisionTransformer with a class token (``timm.create_model("vit_base_patch16_224")``).
+        model: a timm VisionTransformer with a class token (``timm.create_model("vit_base_patch16_224")``),
+            or an encoder laid out as above.
         images: its input batch.
+        attention: the last block's attention module, when it is not ``model.blocks[-1].attn``.
+        forward: a callable running the encoder over the whole, unmasked ``images`` (its output is not
+            used), when it is not ``model.forward_features``; e.g. for MAE's models_mae, a function applying
+            its patch embedding, position embedding, class token and blocks.
 
     Returns:
         (B, N) float32 in [0, 1] over the N patches (prefix tokens excluded); ``.reshape(B, h, w)`` gives
@@ -560,9 +591,16 @@ def vit_class_attention(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         >>> attn.shape, bool(attn.min() >= 0) and bool(attn.max() <= 1)
         (torch.Size([2, 4]), True)
     """
-    attn, prefix = _check_vit_args(model, images)
+    attn, prefix = _check_vit_args(model, images, attention)
     if prefix < 1:
         raise ValueError("model must have a class token (num_prefix_tokens >= 1), got none")
+    if forward is None:
+        forward = getattr(model, "forward_features", None)
+        if not callable(forward):
+            raise TypeError(f"model must have forward_features(images) running the encoder on every patch (or pass "
+                            f"forward=), got {type(model).__name__}")
+    elif not callable(forward):
+        raise TypeError(f"forward must be a callable taking images, got {type(forward).__name__}")
     captured = []
 
     def hook(module, args, kwargs):
@@ -573,25 +611,38 @@ def vit_class_attention(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         q, k = getattr(module, "q_norm", nn.Identity())(q), getattr(module, "k_norm", nn.Identity())(k)
         logits = (q[:, :, :1].float() * module.scale) @ k.float().transpose(-2, -1)  # (B, heads, 1, T)
         captured.append(logits.softmax(-1)[:, :, 0, prefix:])
+        raise _Captured
 
     handle = attn.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        model.forward_features(images)
+        forward(images)
+    except _Captured:
+        pass
     finally:
         handle.remove()
+    if not captured:
+        raise ValueError(f"forward ran without calling the last attention block {type(attn).__name__}")
     return _normalise_heads(captured[-1])
 
 
 @torch.no_grad()
-def vit_class_attention_ref(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def vit_class_attention_ref(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    attention: nn.Module | None = None,
+    forward: Callable[[torch.Tensor], object] | None = None,
+) -> torch.Tensor:
     """:func:`vit_class_attention` as the published code gets it: the last block's full attention matrix
-    (timm's unfused path, its softmax captured at ``attn_drop``), class-token row, min-max, head mean."""
-    attn, prefix = _check_vit_args(model, images)
+    (timm's unfused path, its softmax captured at ``attn_drop``), class-token row, min-max, head mean.
+    ``attention`` and ``forward`` as in :func:`vit_class_attention`."""
+    attn, prefix = _check_vit_args(model, images, attention)
+    forward = model.forward_features if forward is None else forward
     captured, fused = [], getattr(attn, "fused_attn", False)
     handle = attn.attn_drop.register_forward_hook(lambda module, args, out: captured.append(out))
     attn.fused_attn = False
     try:
-        model.forward_features(images)
+        forward(images)
     finally:
         attn.fused_attn = fused
         handle.remove()

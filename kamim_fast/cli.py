@@ -1,14 +1,17 @@
 """Command line: ``kamim-fast`` (also ``python -m kamim_fast``).
 
-- ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, and a short SimMIM + KAMIM
-  pretraining of a tiny timm ViT (``kamim_fast/demo.py``); ``--quick`` or ``KAMIM_FAST_DEMO_QUICK=1``
-  shrinks it to seconds.
+- ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, a short SimMIM + KAMIM
+  pretraining of a tiny timm ViT (``kamim_fast/demo.py``), and a tiny MAE pretrained with MAE's masking and
+  then AMT's, steps/s side by side (``--method amt`` alone, ``kamim`` without it); ``--quick`` or
+  ``KAMIM_FAST_DEMO_QUICK=1`` shrinks it to seconds.
 - ``bench [ARGS...]``: the benchmark matrix, ``python -m benchmarks ARGS...``. It needs a kamim_fast
   source checkout (the ``benchmarks/`` folder beside the package, as with ``pip install -e``); results go
   to that checkout's ``benchmarks/results/`` unless ``--out`` says otherwise. Installed from a wheel, it
   says so and exits with status 2, writing nothing.
 - ``show IMAGE [-o OUT.png] [--detector fast|orb|sift] [--density ring|count]``: image, keypoints, ring
   coverage, weight map and mask side by side.
+- ``show IMAGE --amt [--model NAME] [--checkpoint FILE] [--input-size 224]``: image, attention map, crop and its AMT
+  masking and throwing, and the published crop's weights beside the default's (``kamim_fast/show_amt.py``).
 - ``info``: which implementation of each op runs here, and the versions (:func:`kamim_fast.backend_info`).
 - ``--version``: kamim_fast's version.
 
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kamim-fast", description="kamim_fast command line")
     parser.add_argument("--version", action="version", version=f"kamim-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining")
+    p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, short SimMIM+KAMIM and MAE+AMT pretrainings")
     from .demo import BUNDLED_IMAGES
 
     p.add_argument("--image", default="astronaut", choices=BUNDLED_IMAGES,
@@ -91,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=int, default=10)
     p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_OUT)
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes (also KAMIM_FAST_DEMO_QUICK=1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, quick: 12)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, quick: 12; MAE+AMT: per phase, 60, quick: 8)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: 32, quick: 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("both", "kamim", "amt"), default="both",
+                   help="both (default): FAST, show, SimMIM+KAMIM, then MAE vs MAE+AMT; kamim: the first three; "
+                        "amt: MAE vs MAE+AMT alone")
     b = sub.add_parser("bench", help="the benchmark matrix (python -m benchmarks); arguments pass through",
                        add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -111,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--density", choices=DENSITY_MODES, default=KAMIM_DEFAULTS["density"])
     s.add_argument("--mask-seed", type=int, default=0)
     s.add_argument("--max-side", type=int, default=1024, help="shrink larger images to this long side")
+    s.add_argument("--amt", action="store_true",
+                   help="draw AMT instead: attention map, masked and thrown patches, the published crop vs the default")
+    s.add_argument("--model", default="vit_tiny_patch16_224",
+                   help="with --amt: the timm ViT whose attention drives AMT (randomly initialised unless --checkpoint)")
+    s.add_argument("--checkpoint", type=Path, default=None, help="with --amt: a state_dict file for --model")
+    s.add_argument("--input-size", type=int, default=224, help="with --amt: the encoder's input and the crop's size")
     sub.add_parser("info", help="which implementation of each op runs here, and the versions (for bug reports)")
     args = parser.parse_args(argv)
 
@@ -128,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and value < 1:
                 _cli_error(p, f"{name} must be >= 1, got {value}")
         run(args.image, args.out_dir, args.threshold, quick=True if args.quick else None, steps=args.steps,
-            batch_size=args.batch_size, seed=args.seed)
+            batch_size=args.batch_size, seed=args.seed, method=args.method)
         return 0
     from .show import show
 
-    out = args.out or args.image.with_name(args.image.stem + "_kamim.png")
+    out = args.out or args.image.with_name(args.image.stem + ("_amt.png" if args.amt else "_kamim.png"))
     if out.suffix.lower() != ".png":
         s.error(f"-o/--out must name a .png file, got {str(out)!r}")
+    if args.amt:
+        return _show_amt(s, args, out)
     try:
         path = show(args.image, out, threshold=args.threshold, weight_patch_size=args.weight_patch_size,
                     temperature=args.temperature, channel_order=args.channel_order, detector=args.detector,
@@ -144,6 +158,40 @@ def main(argv: list[str] | None = None) -> int:
         _cli_error(s, str(exc))
     print(f"wrote {path}")
     return 0
+
+
+def _show_amt(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> int:
+    from .show_amt import show_amt
+
+    try:
+        import timm
+
+        if args.input_size < 1:
+            raise ValueError(f"--input-size must be >= 1, got {args.input_size}")
+        try:
+            model = timm.create_model(args.model, pretrained=False, num_classes=0, img_size=args.input_size)
+        except RuntimeError as exc:  # timm: unknown model name
+            raise ValueError(f"--model must name a timm ViT, got {args.model!r} ({exc})") from None
+        if args.checkpoint is not None:
+            if not args.checkpoint.is_file():
+                raise FileNotFoundError(f"--checkpoint must be a state_dict file, got {str(args.checkpoint)!r}")
+            state = torch_load(args.checkpoint)
+            try:
+                model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+            except RuntimeError as exc:
+                raise ValueError(f"--checkpoint must hold --model {args.model}'s state_dict: {exc}") from None
+        path = show_amt(args.image, out, model=model.eval(), size=args.input_size,
+                        patch_size=model.patch_embed.patch_size[0], seed=args.mask_seed, max_side=args.max_side)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+        _cli_error(parser, str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
+def torch_load(path: Path) -> object:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 if __name__ == "__main__":

@@ -42,17 +42,23 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
         assert f'id="kamim_fast.{name}"' in api, name
     for name in ("HFMaskedImageModeling", "hf_mim_loss", "SimMIMAugment", "simmim_mask", "simmim_vit", "SimMIM"):
         assert f".{name}\"" in api, name
-    assert (site / "images" / "show_astronaut.png").is_file() and (site / "images" / "cpu-speedups.png").is_file()
+    for name in ("AttentionBank", "AMTSchedule", "ShardSampler", "crop_patch_weights", "AMTRandomResizedCrop",
+                 "AMTDataset"):  # the AMT data side
+        assert f".{name}\"" in api, name
+    for name in ("show_astronaut.png", "cpu-speedups.png", "show_amt_astronaut.png"):
+        assert (site / "images" / name).is_file(), name
+    assert 'src="../images/show_amt_astronaut.png"' in (site / "amt" / "index.html").read_text()
+    assert 'src="images/show_amt_astronaut.png"' in (site / "index.html").read_text()  # the README's AMT picture
     patch = site / "recipes" / "kamim-fast-weights-in-the-loss.patch"  # offered as it is, CRLF kept
     assert patch.read_bytes() == (ROOT / "docs" / "recipes" / patch.name).read_bytes()
 
 
 def test_the_figures_draw_from_the_repositorys_files(tmp_path):
     figures = _figures()
-    for draw in (figures.draw_cpu_speedups, figures.draw_gpu_model, figures.draw_show):
+    for draw in (figures.draw_cpu_speedups, figures.draw_gpu_model, figures.draw_show, figures.draw_show_amt):
         path = draw(tmp_path / f"{draw.__name__}.png")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", draw.__name__
-    for name in ("show_astronaut.png", "cpu-speedups.png", "gpu-model.png"):  # the README shows the committed ones
+    for name in ("show_astronaut.png", "cpu-speedups.png", "gpu-model.png", "show_amt_astronaut.png"):  # committed
         assert (ROOT / "docs" / "images" / name).is_file(), name
 
 
