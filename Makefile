@@ -88,7 +88,7 @@ docs: $(VENV)/.installed
 compile-report: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report
 
-# Every configuration a user can reach (compile_specs(full=True) of each kernel module) x sm_80/sm_89/sm_90a x
+# Every configuration a user can reach (benchmarks/compile_specs.py, specs(full=True)) x sm_80/sm_89/sm_90a x
 # run-time specialised/generic x Triton 3.8 (installed) and 3.6 (GPU machines), 1,042 configurations and 12,504
 # compiles (about 1.5 h on 2 cores) into benchmarks/results/compile-all.json. A tool for a release or a large
 # kernel change, not a condition for landing (CI compiles the representative set live: tests/test_compile.py);
@@ -99,10 +99,11 @@ compile-all: $(VENV)/.installed
 	env -u TRITON_INTERPRET $(PY) -m benchmarks.ptxas_report --all $(if $(JOBS),--jobs $(JOBS)) $(if $(ONLY),--only '$(ONLY)')
 
 # The native CPU kernels under AddressSanitizer + UndefinedBehaviorSanitizer: csrc/*.cpp built into a copy of the
-# package (build/sanitize, tests/sanitize_build.py), then the native-kernel tests against it. Python leaks: no
-# leak check. Fails on any ASan or UBSan report.
+# package (build/sanitize, tests/sanitize_build.py), then against it the native-kernel tests and the conformance
+# suite's cases of every op whose registry entry has a CPU cpp implementation (their ids: <op>-cpp-cpu). Python
+# leaks: no leak check. Fails on any ASan or UBSan report.
 SANITIZE_DIR := build/sanitize
-SANITIZE_TESTS := $(wildcard tests/test_native_mim_loss.py tests/test_native_fast.py)
+SANITIZE_TESTS := $(wildcard tests/test_native_*.py)
 # libstdc++ preloaded beside libasan: ASan's __cxa_throw interceptor needs it (python itself is C).
 # PYTHONSAFEPATH: the current folder's kamim_fast must not shadow the sanitized copy.
 SANITIZE_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
@@ -113,6 +114,7 @@ sanitize:  # needs the venv only, not a fresh install of the normal build
 	$(SANITIZE_ENV) CUDA_HOME=/nonexistent $(PY) tests/sanitize_build.py $(SANITIZE_DIR)
 	$(SANITIZE_ENV) $(PY) -c "import kamim_fast._C as c, sys; sys.exit(0 if '$(SANITIZE_DIR)' in c.__file__ else 'not the sanitized build: ' + c.__file__)"
 	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q -n 1 $(SANITIZE_TESTS)
+	$(SANITIZE_ENV) $(PY) -m pytest -p no:cacheprovider -q -n 1 tests/test_conformance.py -k cpp-cpu
 
 # Planted bugs, one at a time, in a temporary copy: does the suite catch each? Not in CI (minutes);
 # each row's tests must first pass unmutated (--baseline); writes tests/MUTANTS.md. MUTANTS="name ..." runs

@@ -47,6 +47,22 @@ def _say(line: str) -> None:
     print(f"kamim_fast: {line}", file=sys.stderr, flush=True)
 
 
+def _build_ext_class(base):
+    class BuildExt(base):
+        """torch's BuildExtension; after an in-place build (an editable install) it removes the other builds of _C
+        (a per-Python ``_C.cpython-*.so`` is imported before ``_C.abi3.so``)."""
+
+        def run(self):
+            super().run()
+            if self.inplace:
+                built = Path(self.get_ext_fullpath("kamim_fast._C"))
+                for old in BUILD.stale_extensions(built.parent, built.name):
+                    old.unlink()
+                    _say(f"removed {old.name}, an earlier build that Python would import before {built.name}")
+
+    return BuildExt
+
+
 def extension_modules():
     if os.environ.get("KAMIM_FAST_NO_EXTENSION") == "1":
         _say("KAMIM_FAST_NO_EXTENSION=1: no compiled extension (kamim_fast JIT-builds csrc/ at first use)")
@@ -71,20 +87,20 @@ def extension_modules():
     if home is None:
         _say(f"kamim_fast._C with CPU kernels only: {why}")
         ext = cpp_extension.CppExtension("kamim_fast._C", cpp, extra_compile_args={"cxx": flags["cxx"]}, **common)
-        return [ext], {"build_ext": cpp_extension.BuildExtension}
+        return [ext], {"build_ext": _build_ext_class(cpp_extension.BuildExtension)}
     # torch reads its module-level CUDA_HOME for nvcc, the include and the library folders
     cpp_extension.CUDA_HOME = os.environ["CUDA_HOME"] = home
     os.environ[BUILD.ARCH_ENV_VAR] = archs
     _say(f"kamim_fast._C with CPU and CUDA kernels for {archs}: {why}")
     ext = cpp_extension.CUDAExtension("kamim_fast._C", cpp + cuda,
                                       extra_compile_args={"cxx": flags["cxx"], "nvcc": flags["nvcc"]}, **common)
-    return [ext], {"build_ext": cpp_extension.BuildExtension}
+    return [ext], {"build_ext": _build_ext_class(cpp_extension.BuildExtension)}
 
 
 ext_modules, cmdclass = extension_modules()
 
 setup(
-    packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels", "kamim_fast.csrc"],
+    packages=["kamim_fast", "kamim_fast.integrations", "kamim_fast.kernels", "kamim_fast.ops", "kamim_fast.csrc"],
     package_dir={"kamim_fast": "kamim_fast", "kamim_fast.csrc": CSRC},
     package_data={"kamim_fast.csrc": list(BUILD.SOURCE_PATTERNS)},
     ext_modules=ext_modules,

@@ -1,6 +1,6 @@
 """Run the benchmark matrix on this machine's device and write the results.
 
-    python -m benchmarks [--quick] [--only fast,mim_loss,amt] [--out benchmarks/results] [--compile-all]
+    python -m benchmarks [--quick] [--only STEM,...] [--out benchmarks/results] [--compile-all]
 
 On a machine with CUDA every case runs at full size on the GPU (OpenCV on the CPU beside it); without one,
 CPU-sized cases run. Writes ``<out>/<device>-<date>.json`` (versions, git commit, device, per case and
@@ -11,15 +11,18 @@ against size, and prints the table.
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import sys
 from pathlib import Path
 
 import torch
 
-from . import cases_amt, cases_fast, cases_mim_loss
 from .harness import markdown, run_cases, write_results
 
-GROUPS = ("fast", "mim_loss", "amt")  # the cases_<group>.py modules
+GROUPS = tuple(sorted(p.stem.removeprefix("cases_") for p in Path(__file__).parent.glob("cases_*.py")))
+"""The stems of the cases_<stem>.py modules; each row of the results names the ops its case ran (harness.py), and
+tests/test_benchmarks_runner.py checks that they are every op of the registry."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cases = []
     limit = slice(args.max_cases)
-    if "fast" in groups:
-        cases += cases_fast.cases(device, args.quick)[limit]
-    if "mim_loss" in groups:
-        cases += cases_mim_loss.cases(device, args.quick, compile_all=args.compile_all,
-                                      compile_any=not args.no_compile)[limit]
-    if "amt" in groups:
-        cases += cases_amt.cases(device, args.quick)[limit]
+    for group in groups:
+        module = importlib.import_module(f"{__package__}.cases_{group}")
+        options = {"compile_all": args.compile_all, "compile_any": not args.no_compile}
+        accepted = inspect.signature(module.cases).parameters
+        cases += module.cases(device, args.quick, **{k: v for k, v in options.items() if k in accepted})[limit]
     result = run_cases(cases, device, args.quick, progress=not args.no_progress)
     paths = write_results(result, args.out)
     print(markdown(result))

@@ -6,6 +6,8 @@
   ids_restore, ``torch.gather`` with an index expanded over D, and for AMT the boolean-index removal of
   thrown tokens (which synchronises with the host).
 - ``gather``: ``gather_patches`` vs ``torch.gather`` with an expanded index, forward and backward.
+- ``unshuffle``: ``unshuffle_with_mask_token`` of an AMT mask (thrown positions dropped) vs the published decoder's
+  concatenation of mask tokens, ``torch.gather`` and boolean removal of the thrown rows, forward and backward.
 - ``amt ops``: select + gather + unshuffle, forward and backward, as the MAE+AMT model runs them
   (:func:`kamim_fast_amt_ops`) against the published model's sequence (:func:`published_amt_ops`).
 
@@ -96,6 +98,7 @@ def cases(device: str, quick: bool) -> list[Case]:
     for shape in shapes:
         out += [_select_case(*shape, name, ratios, device) for name, ratios in RATIOS.items()]
         out.append(_gather_case(*shape, device))
+        out.append(_unshuffle_case(*shape, device))
     for shape in QUICK_OPS_SHAPES if quick else OPS_SHAPES + ([] if device == "cpu" else GPU_SHAPES[:1]):
         out.append(_ops_case(*shape, device))
     return out
@@ -192,3 +195,44 @@ def _gather_case(B, N, D, dtype, device) -> Case:
     return Case("gather", f"B={B} N={N} K={K} D={D} {str(dtype).removeprefix('torch.')}", B * N * D, "kamim_fast",
                 [Impl("kamim_fast", ours, device), Impl("torch.gather", torch_gather, device)],
                 min_bytes=(3 * B * K * D + B * N * D) * size)
+
+
+def published_unshuffle(visible, token, m):
+    """The published decoder's re-assembly: mask tokens appended, gather by ids_restore, thrown positions dropped
+    by boolean indexing."""
+    B, K, D = visible.shape
+    N = m.ids_restore.shape[1]
+    tokens = token.reshape(1, 1, D).expand(B, N - K, D)
+    x = torch.cat([tokens, visible], dim=1)
+    x = torch.gather(x, 1, m.ids_restore.unsqueeze(-1).expand(-1, -1, D))
+    return x[~m.thrown].reshape(B, N - m.num_thrown, D)
+
+
+def _unshuffle_case(B, N, D, dtype, device) -> Case:
+    from kamim_fast import amt_masking, unshuffle_with_mask_token
+
+    mask_ratio, throw_ratio = RATIOS["AMT 0.45/0.4"]
+    m = amt_masking(torch.rand(B, N, device=device) + 1e-3, mask_ratio=mask_ratio, throw_ratio=throw_ratio)
+    K = N - m.num_masked - m.num_thrown
+
+    def make(i):
+        g = torch.Generator().manual_seed(i)
+        visible = torch.randn(B, K, D, generator=g).to(dtype).to(device).requires_grad_()
+        token = torch.randn(D, generator=g).to(dtype).to(device).requires_grad_()
+        return visible, token
+
+    inputs = rotating(make, ROTATE)
+
+    def run(fn):
+        def step():
+            visible, token = inputs()
+            visible.grad = token.grad = None
+            _backward(fn(visible, token))
+        return step
+
+    size = torch.tensor([], dtype=dtype).element_size()
+    n_out = N - m.num_thrown
+    return Case("unshuffle", f"AMT B={B} N={N} D={D} {str(dtype).removeprefix('torch.')}", B * N * D, "kamim_fast",
+                [Impl("kamim_fast", run(lambda v, t: unshuffle_with_mask_token(v, t, m)), device),
+                 Impl("published PyTorch", run(lambda v, t: published_unshuffle(v, t, m)), device)],
+                min_bytes=(2 * B * K * D + 2 * B * n_out * D) * size)

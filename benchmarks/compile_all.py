@@ -1,11 +1,11 @@
 """Compile every Triton kernel configuration a user can reach, for every GPU the project targets, with both
-Triton versions, and keep the result as a committed report that CI checks without compiling.
+Triton versions, into a report: a tool run before a release or after a large kernel change (``make compile-all``).
 
     python -m benchmarks.ptxas_report --all [--jobs N] [--only REGEX] [--force] [--out FILE]   (make compile-all)
 
-What is compiled: ``compile_specs(full=True)`` of each kernel module (``KERNEL_MODULES``: the enumeration
-and its rule live beside the launchers) x sm_80, sm_89, sm_90a x the run-time specialisation (Triton's, for an
-aligned case: 16-byte aligned pointers and ints divisible by 16 marked so, ints equal to 1 made constants)
+What is compiled: ``benchmarks/compile_specs.py``'s ``specs(full=True)``, every configuration of each kernel
+module of the op registry (``kamim_fast._backend.kernel_modules()``) x sm_80, sm_89, sm_90a x the run-time
+specialisation (Triton's, for an aligned case: 16-byte aligned pointers and ints divisible by 16 marked so, ints equal to 1 made constants)
 and the generic kernel x the installed Triton (CI's) and the GPU machines' (side-installed in
 ``.venv/triton-gpu`` by the Makefile). Each row holds ptxas's registers, spills, stack frame, Triton's shared
 memory and the resident blocks per SM (``_launch.resident_blocks``), as ``ptxas_report.compile_spec`` reports
@@ -20,10 +20,10 @@ alone (another configuration's override, a launcher's comment) keeps its row, an
 the configurations of that kernel. The report is written after every batch, so an interrupted run resumes
 where it stopped.
 
-``tests/test_compile.py::test_the_compile_report_covers_every_configuration`` checks the committed report
-without compiling (``python -m benchmarks.compile_all --check``): it fails when the report does not cover
-exactly the current enumeration, when a fingerprint differs from the current sources', or when a row spills,
-has a stack frame or failed to compile.
+``python -m benchmarks.compile_all --check`` checks a report without compiling: it fails when the report does not
+cover exactly the current enumeration, when a fingerprint differs from the current sources', or when a row spills,
+has a stack frame or failed to compile. Neither the report nor the check is a condition for landing: CI compiles
+the representative set live (``tests/test_compile.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
-import importlib
 import inspect
 import itertools
 import json
@@ -49,7 +48,6 @@ REPORT = ROOT / "benchmarks" / "results" / "compile-all.json"
 GPU_MACHINES_TRITON = ROOT / ".venv" / "triton-gpu"  # the GPU machines' Triton, side-installed by the Makefile
 TRITONS = ("installed", "gpu-machines")
 VARIANTS = ("runtime", "generic")
-KERNEL_MODULES = ("fast", "gray", "mim_loss")
 COLUMNS = ("name", "arch", "variant", "triton", "num_warps", "registers", "spill_stores", "spill_loads", "stack_frame",
            "shared_memory", "resident_blocks_per_sm", "fingerprint", "error")
 REFRESH = "run `make compile-all` (python -m benchmarks.ptxas_report --all) and commit benchmarks/results/compile-all.json"
@@ -115,12 +113,13 @@ def triton_versions() -> dict[str, str | None]:
 
 
 def enumeration_specs() -> dict[str, dict]:
-    """Name -> spec of every configuration a user can reach, in the modules' order."""
+    """Name -> spec of every configuration a user can reach, in the registry's order of kernel modules."""
+    from benchmarks import compile_specs
+
     out = {}
-    for module in KERNEL_MODULES:
-        for spec in importlib.import_module(f"kamim_fast.kernels.{module}").compile_specs(full=True):
-            assert spec["name"] not in out, f"compile_specs(full=True) names must be unique: {spec['name']}"
-            out[spec["name"]] = {**spec, "module": module}
+    for spec in compile_specs.specs(full=True):
+        assert spec["name"] not in out, f"specs(full=True) names must be unique: {spec['name']}"
+        out[spec["name"]] = spec
     return out
 
 
@@ -222,7 +221,7 @@ def worker(keys_file: Path, out_file: Path) -> int:
         for name, arch, variant, _ in keys:
             try:
                 row = _compile_row(specs[name], arch, variant)
-            except Exception as e:  # noqa: BLE001  (recorded in the report; the CI test fails on it)
+            except Exception as e:  # noqa: BLE001  (recorded in the report; --check fails on it)
                 row = {"name": name, "arch": arch, "variant": variant, "triton": triton.__version__,
                        "error": f"{type(e).__name__}: {str(e).strip()[-2000:]}"}
             out.write(json.dumps(row) + "\n")
@@ -274,7 +273,7 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
         if current and not force and not row.get("error"):
             kept[key] = row
     todo = [k for k in want if k not in kept and (only is None or re.search(only, k[0]))]
-    if only is not None:  # rows left out keep what they hold (stale or not: CI says so)
+    if only is not None:  # rows left out keep what they hold (stale or not: --check says so)
         kept.update((_key(r), r) for r in (old or {}).get("kernels", []) if _key(r) in wanted_keys and
                     not re.search(only, r["name"]) and _key(r) not in kept)
     jobs = jobs or os.cpu_count() or 1
@@ -288,13 +287,14 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
         print(summarise(found) if any(found.values()) else f"{out} is current", flush=True)
         return int(any(found.values()))
     header = {
-        "about": "Every reachable Triton kernel configuration (compile_specs(full=True) of kernels/fast.py, gray.py, "
-                 "mim_loss.py) x sm_80/sm_89/sm_90a x run-time specialised/generic x the installed and the GPU "
+        "about": "Every reachable Triton kernel configuration (benchmarks/compile_specs.py, specs(full=True): every "
+                 "kernel module of the op registry) x sm_80/sm_89/sm_90a x run-time specialised/generic x the installed and the GPU "
                  "machines' Triton: ptxas registers, spills, stack frame, shared memory, resident blocks per SM, "
                  "and each row's fingerprint of its compile inputs (benchmarks/compile_all.py). Refresh: "
                  "make compile-all.",
         "tritons": {t: v for t, v in versions.items()},
-        "configurations": {m: sum(1 for spec in specs.values() if spec["module"] == m) for m in KERNEL_MODULES},
+        "configurations": {m: sum(1 for spec in specs.values() if spec["module"] == m)
+                           for m in dict.fromkeys(spec["module"] for spec in specs.values())},
     }
     rows = dict(kept)
     t0, cpu0 = time.perf_counter(), _cpu()
@@ -343,7 +343,7 @@ def run(out: Path = REPORT, jobs: int | None = None, only: str | None = None, fo
 
 
 def check(path: Path = REPORT) -> int:
-    """The committed report against the current sources, without compiling (CI): 0 when it covers exactly the
+    """The committed report against the current sources, without compiling: 0 when it covers exactly the
     enumeration, every fingerprint is current and no row failed or spills; else 1, with what is wrong."""
     found = problems(load(path))
     if any(found.values()):

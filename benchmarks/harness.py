@@ -130,6 +130,31 @@ def table_impls(op: str, device: str, step_under: Callable[[str], Callable[[], o
     return found
 
 
+def auto_impl(op: str, device: str) -> str:
+    """The name :func:`table_impls` gives the implementation ``auto`` takes for ``op`` on ``device``."""
+    from kamim_fast import _backend
+
+    return f"kamim_fast {_backend.TABLE[op].auto.get(device, 'torch')}"
+
+
+def ops_of(step: Callable[[], object]) -> list[str]:
+    """The ``kamim_fast::`` ops that one call of ``step`` runs (the registry's dispatch, spied on)."""
+    from kamim_fast import _backend
+
+    seen, real = [], _backend.run
+
+    def spy(name, device, *args):
+        seen.append(name)
+        return real(name, device, *args)
+
+    _backend.run = spy
+    try:
+        step()
+    finally:
+        _backend.run = real
+    return sorted(set(seen))
+
+
 def summary(samples: list[float]) -> dict:
     return {"min": min(samples), "median": statistics.median(samples), "max": max(samples), "n": len(samples)}
 
@@ -185,7 +210,8 @@ def run_cases(cases: list[Case], device: str, quick: bool, progress: bool = True
             timed[impl.name] = {**summary(time_impl(impl, quick)), "peak_MB": peak_memory(impl) / 1e6}
             bar.update()
         ours = timed[case.ours]["median"]
-        row = {"group": case.group, "case": case.name, "size": case.size, "ours": case.ours, "times_ms": timed,
+        ops = sorted({op for impl in case.impls if impl.name.startswith("kamim_fast") for op in ops_of(impl.step)})
+        row = {"group": case.group, "case": case.name, "size": case.size, "ours": case.ours, "ops": ops, "times_ms": timed,
                "speedup": {name: t["median"] / ours for name, t in timed.items() if name != case.ours},
                "min_bytes": case.min_bytes, **case.notes}
         floor_bandwidth = case.bandwidth or bandwidth

@@ -1,19 +1,19 @@
 """Compile every shipped Triton kernel for sm_80, sm_89 and sm_90a without a GPU, report ptxas's
 figures, and model the H100 time of the benchmark cases from the SASS.
 
-    python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--generic-arch sm_90a ...]
+    python -m benchmarks.ptxas_report [--json FILE] [--arch sm_90a ...] [--generic-arch sm_90a ...] [--update-budgets]
     python -m benchmarks.ptxas_report --all [--jobs N] [--only REGEX] [--force]   (make compile-all)
 
-Each kernel module lists in ``compile_specs()`` the configurations that CI compiles live and the model
-reads (``compile_specs(full=True)``: every one a user can reach, which ``--all`` compiles with both Triton
-versions into the committed report ``benchmarks/results/compile-all.json``, see ``benchmarks/compile_all.py``),
-with the launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for
-every ``--arch`` with the specialisations Triton makes at run time for aligned tensors (16-byte aligned
-pointers and ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made constants:
-``kernels._launch.compile_source``), and for every ``--generic-arch`` without them (default: sm_90a). The registers, spills, stack frame and shared memory
-are ptxas's own report (``-v``) for the very cubin Triton built. The interpreter accepts code the
-compiler rejects, so this is the check that the kernels build for the GPU. Must run without
-TRITON_INTERPRET.
+``benchmarks/compile_specs.py`` lists, per kernel module of the op registry, the configurations that CI compiles
+live and the model reads (``specs()``; ``specs(full=True)``: every one a user can reach, which ``--all`` compiles
+with both Triton versions into ``benchmarks/results/compile-all.json``, see ``benchmarks/compile_all.py``), with
+the launch arguments of the benchmark case (meta tensors). Each is compiled with ``triton.compile`` for every
+``--arch`` with the specialisations Triton makes at run time for aligned tensors (16-byte aligned pointers and
+ints divisible by 16 marked ``tt.divisibility``, ints equal to 1 made constants:
+``kernels._launch.compile_source``), and for every ``--generic-arch`` without them (default: sm_90a). The
+registers, spills, stack frame and shared memory are ptxas's own report (``-v``) for the very cubin Triton
+built. The interpreter accepts code the compiler rejects, so this is the check that the kernels build for the
+GPU. Must run without TRITON_INTERPRET.
 
 The model (``--json`` writes ``{"kernels": [...], "modelled": [...], "assumptions": {...}}``): the
 sm_90a run-time cubins are disassembled with ``nvdisasm`` (pip ``nvidia-cuda-nvdisasm``, a dev
@@ -22,6 +22,11 @@ the steady-state instructions per output item come from the SASS's loops (backwa
 weighted by the trip count of the source loop its line information points at (the ``range`` bounds
 evaluated with the case's arguments), per tile of the persistent loop, times the tiles, over the
 items. Counted by class; see ``ASSUMPTIONS`` for the H100 rates that turn them into time.
+
+The SASS budgets (``benchmarks/sass_budgets.json``: per Triton version and configuration, today's count and
+the budget, today + 10%) are data: ``tests/test_compile.py`` holds every configuration of the representative set
+to its budget; ``--update-budgets`` rewrites this Triton version's entries from the run (after a deliberate
+change; run it once with each Triton, the GPU machines' with PYTHONPATH=.venv/triton-gpu).
 """
 
 from __future__ import annotations
@@ -29,22 +34,20 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import importlib
 import inspect
 import io
 import json
-import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-KERNEL_MODULES = ("fast", "gray", "mim_loss")
+BUDGETS = Path(__file__).resolve().parent / "sass_budgets.json"
+BUDGET_MARGIN = 0.10  # a budget is today's SASS instructions per item + 10%
 # The architecture each target stands for in the occupancy figures: A100 (sm_80), L4 (sm_89), H100 (sm_90a).
 ARCHES = {"sm_80": 80, "sm_89": 89, "sm_90a": 90}
 MODEL_ARCH = "sm_90a"
@@ -474,10 +477,55 @@ def modelled(kernel_rows: list[dict], a: dict = ASSUMPTIONS) -> list[dict]:
 # --- the report -------------------------------------------------------------------------------------
 
 def specs() -> list[dict]:
-    out = []
-    for module in KERNEL_MODULES:
-        out += importlib.import_module(f"kamim_fast.kernels.{module}").compile_specs()
-    return out
+    """The representative set: ``compile_specs.specs()`` of every kernel module of the registry."""
+    from benchmarks import compile_specs
+
+    return compile_specs.specs()
+
+
+def load_budgets(path: Path = BUDGETS) -> dict[tuple[str, str], float]:
+    """(configuration name, Triton major.minor) -> its budget of SASS instructions per item."""
+    data = json.loads(path.read_text())
+    return {(name, version): row["budget"] for version, rows in data["triton"].items() for name, row in rows.items()}
+
+
+def update_budgets(rows: list[dict], path: Path = BUDGETS) -> str:
+    """Rewrites the entries of this run's Triton version for the configurations it compiled (``--only`` may
+    narrow them) from its sm_90a run-time rows: today's count and today + ``BUDGET_MARGIN``. Entries of
+    configurations no longer in the representative set are dropped; the other versions' are kept. One line per
+    configuration, so a change diffs line by line. Returns the version."""
+    counted = [r for r in rows if r["arch"] == MODEL_ARCH and r["variant"] == "runtime" and
+               "sass_instructions_per_item" in r]
+    if not counted:
+        raise SystemExit("no SASS counts to update the budgets from: nvdisasm is missing (pip install "
+                         "nvidia-cuda-nvdisasm, the dev extra)")
+    version = ".".join(counted[0]["triton"].split(".")[:2])
+    data = json.loads(path.read_text()) if path.exists() else {}
+    tritons = dict(data.get("triton", {}))
+    names = [spec["name"] for spec in specs()]
+    rows_now = {**tritons.get(version, {}),
+                **{r["name"]: {"today": r["sass_instructions_per_item"],
+                               "budget": round(r["sass_instructions_per_item"] * (1 + BUDGET_MARGIN), 1)}
+                   for r in counted}}
+    tritons[version] = {name: rows_now[name] for name in names if name in rows_now}
+    write_budgets(tritons, path)
+    return version
+
+
+def write_budgets(tritons: dict[str, dict[str, dict]], path: Path = BUDGETS) -> None:
+    about = ("Steady-state SASS instructions per item (lane slots: warp instructions x 32 / items; pixels for FAST, "
+             "gray and the density, elements for the loss) of each configuration of the representative set "
+             "(benchmarks/compile_specs.py), sm_90a, run-time specialisation, per Triton version: 'today' as "
+             "measured, 'budget' = today + 10%, which tests/test_compile.py holds each to. Rewritten by "
+             "python -m benchmarks.ptxas_report --update-budgets (once per Triton version) after a deliberate change.")
+    lines = ["{", f' "about": {json.dumps(about)},', ' "triton": {']
+    for i, (version, rows) in enumerate(sorted(tritons.items(), reverse=True)):
+        lines.append(f"  {json.dumps(version)}: {{")
+        body = [f"   {json.dumps(name)}: {json.dumps(row)}" for name, row in rows.items()]
+        lines.append(",\n".join(body))
+        lines.append("  }" + ("," if i < len(tritons) - 1 else ""))
+    lines += [" }", "}"]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None, only: str | None = None,
@@ -506,20 +554,11 @@ def report(arches=tuple(ARCHES), generic_arches=(MODEL_ARCH,), progress=None, on
                 if arch == MODEL_ARCH and specialise:
                     row["bytes_per_item"] = round(bytes_per_item(spec), 3)
                     if nvdisasm:
-                        if "n_tiles" not in spec["args"]:
-                            spec["programs"] = spec.get("programs") or _grid_programs(spec)
                         row.update(model_counts(spec, disassemble(cubin, nvdisasm, sass_dir, spec["name"])))
                 rows.append(row)
                 if progress:
                     progress(row)
     return rows
-
-
-def _grid_programs(spec: dict) -> int:
-    args = spec["args"]
-    if "blocks_per_image" in args:  # gray
-        return args["blocks_per_image"] * args["src_ptr"].shape[0]
-    raise KeyError(f"{spec['name']}: a kernel without a persistent loop names its grid's programs in its spec")
 
 
 def _resident(row: dict, sm) -> int:
@@ -548,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sass-dir", type=Path, help="keep the sm_90a run-time SASS listings here, to read")
     parser.add_argument("--generic-arch", action="append", choices=(*ARCHES, "none"),
                         help="compile the generic kernels for these (default: sm_90a)")
+    parser.add_argument("--update-budgets", action="store_true",
+                        help=f"rewrite this Triton version's entries of {BUDGETS.name} from this run (today + 10%%)")
     parser.add_argument("--all", action="store_true",
                         help="every configuration a user can reach, every arch and variant, the installed and the GPU "
                              "machines' Triton, into benchmarks/results/compile-all.json, incrementally "
@@ -585,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
               f"  {extra}")
     print(f"{len(rows)} compiles in {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU "
           f"(Triton {rows[0]['triton'] if rows else '?'})")
+    if args.update_budgets:
+        print(f"budgets of Triton {update_budgets(rows)} written to {BUDGETS}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"kernels": rows, "modelled": model, "assumptions": ASSUMPTIONS}, indent=1))

@@ -7,12 +7,13 @@ implementation, grouped per case so pytest-benchmark's table compares them. No t
 from __future__ import annotations
 
 import functools
+import importlib
 
 import pytest
 
-from . import cases_amt, cases_fast, cases_mim_loss
+from .__main__ import GROUPS
 
-MODULES = {"fast": cases_fast, "mim_loss": cases_mim_loss, "amt": cases_amt}
+MODULES = {group: importlib.import_module(f"{__package__}.cases_{group}") for group in GROUPS}
 
 
 @functools.cache

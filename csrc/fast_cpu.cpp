@@ -1,5 +1,5 @@
 // Native CPU FAST, gray, keypoint density and KAMIM weights, bit-exact with OpenCV and with the PyTorch references
-// (kamim_fast/gray.py, fast.py, weights.py).
+// (kamim_fast/ops/rgb_to_gray_u8.py, fast_corners.py, keypoint_density.py, patch_weights.py).
 //
 // - fast_cpu.h: the torch-free interface (gray_rows, cell_cover) that the fused CPU loss also uses.
 // - fast_cpu_simd.h: the vector kernels, compiled here once per instruction set (portable/SSE2, AVX2,
@@ -316,6 +316,22 @@ bool bgr_order(const std::string& channel_order) {
   return channel_order == "bgr";
 }
 
+void check_threshold(int64_t threshold) {
+  KF_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
+                 opencv::kFastMaxThreshold, ", got ", threshold);
+}
+
+void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what) {
+  KF_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
+  KF_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ", name,
+                 "=", p);
+}
+
+void check_temperature(double temperature) {
+  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
+                 temperature);
+}
+
 }  // namespace kamim_fast::cpu
 
 // --- the ops ----------------------------------------------------------------------------------------------
@@ -323,6 +339,9 @@ bool bgr_order(const std::string& channel_order) {
 namespace kamim_fast {
 namespace {
 
+using cpu::check_patch;
+using cpu::check_temperature;
+using cpu::check_threshold;
 using cpu::ColourDtype;
 using cpu::ColourImage;
 using stable::ScalarType;
@@ -355,17 +374,6 @@ void check_colour(const Tensor& t, const char* name) {
 void channel_stats(const std::vector<double>& v, const char* name, double fill, float out[3]) {
   KF_CHECK_VALUE(v.empty() || v.size() == 3, name, " must hold 3 values (one per channel) or none, got ", v.size());
   for (int c = 0; c < 3; ++c) out[c] = static_cast<float>(v.empty() ? fill : v[c]);
-}
-
-void check_threshold(int64_t threshold) {
-  KF_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
-                 opencv::kFastMaxThreshold, ", got ", threshold);
-}
-
-void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what) {
-  KF_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
-  KF_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ", name,
-                 "=", p);
 }
 
 ColourImage colour_image(const Tensor& t, int64_t b, bool bgr, const float mean[3], const float std_[3]) {
@@ -519,8 +527,9 @@ Tensor keypoint_density_cpu(const Tensor& keypoints, int64_t patch_size, std::st
 
 }  // namespace
 
-// density_to_weights (kamim_fast/weights.py) of a (B, h, w) float32 density: exp(clip(d / T, -20, 20)) divided by
-// its per-image minimum, with torch's own kernels in the reference's order, so the weights are torch's to the bit.
+// density_to_weights (kamim_fast/ops/patch_weights.py) of a (B, h, w) float32 density: exp(clip(d / T, -20, 20))
+// divided by its per-image minimum, with torch's own kernels in the reference's order, so the weights are torch's
+// to the bit.
 // Shared with the fused CPU loss (mim_loss_cpu.cpp).
 stable::Tensor density_to_weights(const stable::Tensor& density, double temperature) {
   using stable::aten;
@@ -543,8 +552,7 @@ Tensor patch_weights_cpu(const Tensor& images, int64_t weight_patch_size, double
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
   check_patch(weight_patch_size, H, W, "weight_patch_size", "images");
   KF_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", stable::shape(images));
-  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                 temperature);
+  check_temperature(temperature);
   check_threshold(threshold);
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);

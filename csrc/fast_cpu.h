@@ -1,5 +1,5 @@
 // Native CPU FAST: the interface the fused loss (mim_loss_cpu.cpp) uses from fast_cpu.cpp.
-// Bit-exact with OpenCV and with the PyTorch references in kamim_fast/gray.py, fast.py, weights.py.
+// Bit-exact with OpenCV and with the PyTorch references in kamim_fast/ops/ (rgb_to_gray_u8.py, fast_corners.py, ...).
 // Plain C++ (no torch headers), so it is cheap to include and to test.
 #pragma once
 
@@ -34,12 +34,19 @@ void cell_cover(const ColourImage& img, int64_t p, int64_t cy0, int64_t cy1, int
                 int32_t* cover);
 
 // The ops' `density` argument as cell_cover's flag: true for "ring", false for "count" (the values of
-// kamim_fast/weights.py's DENSITY_MODES); anything else raises (ValueError in Python).
+// kamim_fast/_constants.py's DENSITY_MODES); anything else raises (ValueError in Python).
 bool ring_density(const std::string& density);
 
 // The ops' `channel_order` argument as the gray weights' flag: true for "bgr" (COLOR_BGR2GRAY), false for
-// "rgb" (kamim_fast/gray.py's CHANNEL_ORDERS); anything else raises (ValueError in Python).
+// "rgb" (kamim_fast/_constants.py's CHANNEL_ORDERS); anything else raises (ValueError in Python).
 bool bgr_order(const std::string& channel_order);
+
+// The guards of the kernels' reads that the fused CPU loss shares (the op boundary, in Python, checks the arguments
+// first; these name the argument on a direct call of a kamim_fast_cpp op): threshold in 0..kFastMaxThreshold,
+// a cell size p >= 1 dividing H and W (`name`=p, of the tensor `what`), a positive finite temperature.
+void check_threshold(int64_t threshold);
+void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what);
+void check_temperature(double temperature);
 
 // The vector copy the kernels run ("sse2", "avx2", "avx512" or "portable"; KAMIM_FAST_CPU_ISA forces one).
 const char* isa_name();

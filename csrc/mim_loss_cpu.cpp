@@ -6,15 +6,15 @@
 //   fast_weighted_mim_loss     -> (loss, weights, signs)   == fast_weighted_masked_l1
 //   weighted_mim_loss_backward -> (grad_pred, grad_target) == weighted_masked_l1_backward
 //
-// Design (the Triton kernel's, kernels/mim_loss.py, on a CPU):
+// Design (the Triton kernels', kamim_fast/kernels/mim_loss.py, on a CPU):
 // - Tiles are (image, band of rows); the band height depends on the shape only (never on the thread
 //   count). The threads of parallel_for claim tiles from a shared counter; each tile writes its own partial (the masked
 //   |pred - target| sum, or per weight cell for the fused path) and the partials are summed in tile
 //   order afterwards: the loss is bitwise the same for any number of threads, with no atomics.
 // - One pass over pred and target: per row and channel, |pred - target| is added into a float row
 //   accumulator and the 2-bit codes of sign(pred - target) are written (1 positive, 2 negative, 0 zero or
-//   NaN, four per byte; kamim_fast/mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator is flushed into a
-//   double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
+//   NaN, four per byte; kamim_fast/ops/weighted_mim_loss.py's SIGN_CODES). Every 8 rows the float accumulator
+//   is flushed into a double one, and per band of rows sharing a mask cell row and a weight cell row the columns are
 //   reduced per gcd(patch_size, weight_patch_size) segment and multiplied by the mask (and the weight).
 // - The fused path calls kamim_fast::cpu::cell_cover (fast_cpu.h) on the same tile first: gray -> FAST
 //   -> NMS -> rings -> covered pixels per weight cell, while the tile's target rows are in cache. The
@@ -228,14 +228,9 @@ void check_pred_target(const Tensor& pred, const Tensor& target) {
            target.scalar_type());
 }
 
-void check_patch(const char* name, int64_t patch, int64_t H, int64_t W) {
-  KF_CHECK_VALUE(patch >= 1, name, " must be >= 1, got ", patch);
-  KF_CHECK_VALUE(H % patch == 0 && W % patch == 0, name, "=", patch, " must divide the image size ", H, "x", W);
-}
-
 void check_grid(const char* name, const Tensor& grid, int64_t B, int64_t H, int64_t W, int64_t patch,
                 const char* patch_name) {
-  check_patch(patch_name, patch, H, W);
+  kamim_fast::cpu::check_patch(patch, H, W, patch_name, "pred");
   KF_CHECK(grid.scalar_type() == ScalarType::Float, name, " must be float32, got ", grid.scalar_type());
   KF_CHECK_VALUE(grid.is_cpu(), name, " must be a CPU tensor");
   const bool ok = grid.dim() == 3 && grid.size(0) == B && grid.size(1) == H / patch && grid.size(2) == W / patch;
@@ -473,10 +468,9 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
   KF_CHECK_VALUE(C == 3, "target must be RGB (B, 3, H, W) for FAST weights, got shape ",
                  kamim_fast::stable::shape(target));
   check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
-  check_patch("weight_patch_size", weight_patch_size, H, W);
-  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                 temperature);
-  KF_CHECK_VALUE(threshold >= 0 && threshold <= 255, "threshold must be in 0..255, got ", threshold);
+  kamim_fast::cpu::check_patch(weight_patch_size, H, W, "weight_patch_size", "pred");
+  kamim_fast::cpu::check_temperature(temperature);
+  kamim_fast::cpu::check_threshold(threshold);
   KF_CHECK_VALUE(mean.size() == 3, "mean must hold 3 values (one per channel), got ", mean.size());
   KF_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
   const Tensor mask = torch::stable::contiguous(mask_grid);

@@ -1,5 +1,5 @@
 // KAMIM's weights from a keypoint density, with torch's own kernels (fast_cpu.cpp): shared by patch_weights and
-// the fused CPU loss (mim_loss_cpu.cpp), so both give kamim_fast/weights.py's density_to_weights to the bit.
+// the fused CPU loss (mim_loss_cpu.cpp), so both give kamim_fast/ops/patch_weights.py's density_to_weights to the bit.
 #pragma once
 
 #include "torch_stable.h"

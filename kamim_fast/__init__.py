@@ -3,7 +3,7 @@
 Public names only; the README and docs/ describe them, CONTRIBUTING.md the layout.
 """
 
-from . import _ops, _amt_ops  # noqa: F401  (register the kamim_fast::* torch ops)
+from . import ops  # noqa: F401  (the op registry: registers the kamim_fast::* torch ops)
 from ._backend import BACKENDS, ENV_VAR as BACKEND_ENV_VAR
 from .amt import (
     AMTMask,
@@ -26,6 +26,7 @@ from .amt_presets import AMT_DEFAULTS, AMT_PAPER
 from ._info import BackendInfo, backend_info
 from .fast import FastCorners, fast_corners, fast_corners_ref, fast_keypoints
 from .gray import IMAGENET_MEAN, IMAGENET_STD, rgb_to_gray_u8, rgb_to_gray_u8_ref
+from .density import keypoint_density, keypoint_density_ref
 from .detectors import DETECTORS
 from .mim_loss import WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
 from .weights import (
@@ -33,28 +34,9 @@ from .weights import (
     KAMIM_PAPER,
     KamimWeights,
     NormalizationWarning,
-    keypoint_density,
-    keypoint_density_ref,
     patch_weights,
 )
-
-
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml is its one source); from a checkout that is
-    not installed, pyproject.toml's own line."""
-    import importlib.metadata
-    import re
-    from pathlib import Path
-
-    try:
-        return importlib.metadata.version("kamim-fast")
-    except importlib.metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
-        return found.group(1) if found else "0+unknown"
-
-
-__version__ = _version()
+from ._version import __version__
 
 __all__ = [
     "AMTMask",

@@ -272,3 +272,14 @@ def source_files(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(C++ files, CUDA files) to compile: every ``*.cpp`` and every ``*.cu`` of ``folder``, sorted."""
     folder = Path(folder)
     return sorted(str(p) for p in folder.glob("*.cpp")), sorted(str(p) for p in folder.glob("*.cu"))
+
+
+def stale_extensions(package_dir: str | os.PathLike, built: str) -> list[Path]:
+    """The other builds of ``_C`` beside ``built`` (the file name a build just wrote) in ``package_dir``.
+
+    An in-place build (an editable install) writes ``_C.abi3.so``; a ``_C.cpython-311-x86_64-linux-gnu.so`` left by an
+    earlier build for one Python would still be imported first (Python tries the interpreter's own tag before
+    ``abi3``), so the package would run the old kernels. setup.py removes these after an in-place build.
+    """
+    return sorted(p for p in Path(package_dir).glob("_C.*") if p.name != built
+                  and p.suffix in (".so", ".pyd", ".dylib") and p.is_file())

@@ -2,10 +2,11 @@
 
 The extension holds implementations only. Its C++ registers the CPU kernels (and, built with nvcc, the CUDA
 kernels) of the ops ``kamim_fast_cpp::<op>`` on the LibTorch stable ABI (``STABLE_TORCH_LIBRARY_IMPL``); this
-module defines their schemas when the library loads (:func:`define_schemas`): each is the public
-``kamim_fast::<op>`` schema under the extension's namespace, so a schema is written once, in Python, and the
-implementation table calls ``kamim_fast_cpp::<op>`` with the public op's own arguments. The native kernels
-are loaded in this order:
+module defines their schemas when the library loads (:func:`define_schemas`): each is the schema of the public
+``kamim_fast::<op>``, defined once in the op's module of the registry (``kamim_fast/ops/``, one module per op),
+under the extension's namespace, so a schema is written once, in Python, and the implementation table
+(``_backend.py``) calls ``kamim_fast_cpp::<op>`` with the public op's own arguments. The native kernels are
+loaded in this order:
 
 1. **prebuilt**: ``import kamim_fast._C``, built by ``pip install`` (torch is a build requirement). One build
    serves every torch from the floor it names (:data:`kamim_fast._build.TORCH_FLOOR`) to the newest and every

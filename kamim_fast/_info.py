@@ -139,6 +139,6 @@ def backend_info() -> BackendInfo:
 
 
 def _kamim_fast_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__

@@ -2,7 +2,7 @@
 
 Token selection, the gather of kept patches and the decoder's unshuffle run at every step of an
 MAE/SimMIM-style trainer; here they are the C++/CUDA ops of ``csrc/`` (``torch.ops.kamim_fast.*``,
-loaded by ``_ext.py``; the ops and their table rows in ``_amt_ops.py``), each with its PyTorch reference
+loaded by ``_ext.py``; each op in its module of ``kamim_fast/ops/``), each with its PyTorch reference
 (``*_ref``) beside it. ``KAMIM_FAST_BACKEND`` picks between them (see ``_backend.py``).
 
 Order of one image. Both methods sort the patches by a key, ascending, ties broken by the lower index:
@@ -25,18 +25,24 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import FLOAT_DTYPES, check_bool, check_int, check_tensor
+from ._checks import FLOAT_DTYPES, check_bool, check_int, check_same_device, check_tensor
+from ._constants import (  # noqa: F401  (public here)
+    AMT_MASK_RATIO,
+    AMT_THROW_RATIO,
+    MAE_MASK_RATIO,
+    MASKED,
+    MAX_CUDA_N,
+    SIMMIM_AMT_MASK_RATIO,
+    SIMMIM_AMT_THROW_RATIO,
+    THROWN,
+    VISIBLE,
+)
+from ._checks import check_weight_rows  # noqa: F401  (public here)
+from .ops.amt_masking import amt_masking_op_ref, sort_keys_ref  # noqa: F401  (public here)
+from .ops.gather_patches import gather_patches_ref  # noqa: F401  (public here)
+from .ops.unshuffle_with_mask_token import unshuffle_with_mask_token_ref  # noqa: F401  (public here)
 
 ID_DTYPES = (torch.int32, torch.int64)
-# The published ratios: mae-AMT's model (mask, throw) and MAE's random masking before AMT starts; SimMIM-AMT's
-# configuration on 32 px cells.
-AMT_MASK_RATIO, AMT_THROW_RATIO = 0.45, 0.4
-MAE_MASK_RATIO = 0.75
-SIMMIM_AMT_MASK_RATIO, SIMMIM_AMT_THROW_RATIO = 0.44, 0.26
-MAX_CUDA_N = 4096  # kMaxSortN in csrc/amt.h: one CUDA block sorts an image's keys in shared memory
-# The int8 mask codes (the published AMT encoding), kVisible/kMasked/kThrown in csrc/amt.h
-# (tests/test_amt.py::test_constants_equal_the_cpp_header ties the two files).
-VISIBLE, MASKED, THROWN = 0, 1, -1
 
 
 class AMTMask(NamedTuple):
@@ -137,67 +143,7 @@ def _check_noise(noise: object, like: torch.Tensor) -> torch.Tensor:
     return noise
 
 
-def _check_same_device(name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
-    if t.device != like.device:
-        raise ValueError(f"{name} must be on {like_name}'s device {like.device}, got {t.device}")
-
-
-def check_weight_rows(weights: torch.Tensor) -> None:
-    """Raises ValueError for a row of ``weights`` holding NaN, inf or a negative value, or only zeros.
-
-    The extension's CPU kernel makes the same check in C++. On CUDA tensors nothing is checked, since
-    looking at the values would synchronise with the host; see :func:`amt_masking`.
-    """
-    w = weights.detach()
-    bad = w.isnan() | w.isinf() | (w < 0)
-    problem = bad.any(1) | ((w <= 0).all(1) if w.shape[1] else torch.zeros_like(bad[:, 0]))
-    rows = problem.nonzero().flatten()
-    if not rows.numel():
-        return
-    b = int(rows[0])  # the first row with a problem, and in it the first bad column: the C++ check's order
-    cols = bad[b].nonzero().flatten()
-    if not cols.numel():
-        raise ValueError(f"weights must have a positive entry in every row; row {b} is all zero")
-    n = int(cols[0])
-    v = float(w[b, n])
-    if v != v:
-        raise ValueError(f"weights must not hold NaN; row {b} does (column {n})")
-    if v in (float("inf"), float("-inf")):
-        raise ValueError(f"weights must be finite; row {b} holds {v:g} (column {n})")
-    raise ValueError(f"weights must be >= 0; row {b} holds {v:g} (column {n})")
-
-
 # --- references -------------------------------------------------------------------------------------------
-
-
-def sort_keys_ref(noise: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """The ascending sort key of csrc/amt.h: noise, or -w/q for w > 0 and q otherwise; NaN -> +inf, -0 -> +0."""
-    key = noise if weights is None else torch.where(weights > 0, -(weights / noise), noise)
-    key = torch.where(key.isnan(), torch.full_like(key, math.inf), key)
-    return torch.where(key == 0, torch.zeros_like(key), key)
-
-
-def amt_masking_op_ref(
-    noise: torch.Tensor, weights: torch.Tensor | None, num_mask: int, num_throw: int, keep_first: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The op ``torch.ops.kamim_fast.amt_masking`` in PyTorch: (ids_shuffle, ids_restore, int8 mask codes). The
-    public :func:`amt_masking_ref` (weights and ratios, like :func:`amt_masking`) and :func:`random_masking_ref`
-    call it.
-
-    Stable ascending sort of the keys; ids_restore by scatter of positions; the sorted positions are
-    ``[visible | masked | thrown]`` when ``keep_first`` (MAE), ``[masked | thrown | visible]`` otherwise.
-    """
-    B, N = noise.shape
-    ids_shuffle = torch.sort(sort_keys_ref(noise, weights), dim=1, stable=True).indices
-    positions = torch.arange(N, device=noise.device).expand(B, N)
-    ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, positions)
-    K = N - num_mask - num_throw
-    codes = torch.full((N,), THROWN, dtype=torch.int8, device=noise.device)
-    if keep_first:
-        codes[:K], codes[K:K + num_mask] = VISIBLE, MASKED
-    else:
-        codes[:num_mask], codes[num_mask + num_throw:] = MASKED, VISIBLE
-    return ids_shuffle, ids_restore, codes[ids_restore]
 
 
 def amt_masking_ref(weights: torch.Tensor, noise: torch.Tensor, mask_ratio: float = 0.45,
@@ -209,36 +155,12 @@ def amt_masking_ref(weights: torch.Tensor, noise: torch.Tensor, mask_ratio: floa
     return AMTMask(ids_shuffle, ids_restore, ids_shuffle[:, nm + nt:], mask, nm, nt)
 
 
-def gather_patches_ref(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``torch.gather(x, 1, ids[..., None].expand(-1, -1, D))``, as MAE writes it."""
-    return torch.gather(x, 1, ids.long().unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-
 def random_masking_ref(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """MAE's random_masking on the references: (x_kept, mask (B, N) float, 1 = removed, ids_restore)."""
     N = x.shape[1]
     K = int(N * (1 - mask_ratio))
     ids_shuffle, ids_restore, codes = amt_masking_op_ref(noise, None, N - K, 0, True)
     return gather_patches_ref(x, ids_shuffle[:, :K]), codes.to(torch.get_default_dtype()), ids_restore
-
-
-def unshuffle_with_mask_token_ref(
-    visible: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor, num_mask: int, num_throw: int,
-    keep_first: bool, keep_thrown: bool,
-) -> torch.Tensor:
-    """The decoder's re-assembly as the published code writes it: append (or prepend) mask tokens to the
-    visible tokens in sorted order, gather by ids_restore, then drop thrown positions by boolean indexing.
-    ``mask_token`` is (D,) of visible's dtype."""
-    B, K, D = visible.shape
-    N = ids_restore.shape[1]
-    tokens = mask_token.reshape(1, 1, D).expand(B, N - K, D)
-    in_order = torch.cat([visible, tokens] if keep_first else [tokens, visible], dim=1)
-    out = torch.gather(in_order, 1, ids_restore.unsqueeze(-1).expand(-1, -1, D))
-    if keep_thrown or num_throw == 0:
-        return out
-    start = K + num_mask if keep_first else num_mask
-    thrown = (ids_restore >= start) & (ids_restore < start + num_throw)
-    return out[~thrown].reshape(B, N - num_throw, D)
 
 
 def amt_cell_weights_ref(attn: torch.Tensor, cell: int) -> torch.Tensor:
@@ -348,11 +270,9 @@ def gather_patches(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         tensor([[[ 9., 10., 11.],
                  [ 3.,  4.,  5.]]])
     """
-    check_tensor("x", x, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, N, D)")
-    check_tensor("ids", ids, dtypes=ID_DTYPES, ndims=(2,), shape_doc="(B, K)")
-    if ids.shape[0] != x.shape[0]:
-        raise ValueError(f"ids must have x's batch size {x.shape[0]}, got shape {tuple(ids.shape)}")
-    _check_same_device("ids", ids, x, "x")
+    check_tensor("x", x)
+    check_tensor("ids", ids, dtypes=ID_DTYPES)
+    check_same_device("ids", ids, x, "x")  # torch dispatches on the tensors' devices
     return torch.ops.kamim_fast.gather_patches(x, ids.long())
 
 
@@ -374,12 +294,10 @@ def scatter_patches(src: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tenso
         >>> scatter_patches(torch.tensor([[[1.0], [2.0]]]), torch.tensor([[2, 0]]), 3).flatten().tolist()
         [2.0, 0.0, 1.0]
     """
-    check_tensor("src", src, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, K, D)")
-    check_tensor("ids", ids, dtypes=ID_DTYPES, ndims=(2,), shape_doc="(B, K)")
-    if tuple(ids.shape) != tuple(src.shape[:2]):
-        raise ValueError(f"ids must have shape (B, K) = {tuple(src.shape[:2])} (src's), got {tuple(ids.shape)}")
-    _check_same_device("ids", ids, src, "src")
-    n = check_int("n", n, 0, 1 << 40)
+    check_tensor("src", src)
+    check_tensor("ids", ids, dtypes=ID_DTYPES)
+    check_same_device("ids", ids, src, "src")  # torch dispatches on the tensors' devices
+    n = check_int("n", n, 0, 1 << 40)  # a Python int, NumPy int or 0-d tensor: the op's int
     return torch.ops.kamim_fast.gather_patches_backward(src, ids.long(), n)
 
 
@@ -468,7 +386,7 @@ def unshuffle_with_mask_token(
     B, K, D = visible.shape
     if mask_token.numel() != D:
         raise ValueError(f"mask_token must hold D = {D} values (visible's last dim), got shape {tuple(mask_token.shape)}")
-    _check_same_device("mask_token", mask_token, visible, "visible")
+    check_same_device("mask_token", mask_token, visible, "visible")
     if isinstance(ids_restore, AMTMask):
         num_mask, num_throw, keep_first = ids_restore.num_masked, ids_restore.num_thrown, False
         ids_restore = ids_restore.ids_restore
@@ -483,7 +401,7 @@ def unshuffle_with_mask_token(
         num_mask, num_throw, keep_first = ids_restore.shape[1] - K, 0, True
     if ids_restore.shape[0] != B:
         raise ValueError(f"ids_restore must have visible's batch size {B}, got shape {tuple(ids_restore.shape)}")
-    _check_same_device("ids_restore", ids_restore, visible, "visible")
+    check_same_device("ids_restore", ids_restore, visible, "visible")
     token = mask_token.reshape(D).to(visible.dtype)
     return torch.ops.kamim_fast.unshuffle_with_mask_token(visible, token, ids_restore, num_mask, num_throw, keep_first,
                                                           keep_thrown)

@@ -3,54 +3,21 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_bool, check_int, check_tensor
-from ._opencv import FAST_ARC, FAST_CIRCLE, FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD, FAST_RADIUS
-
-
-def fast_corners_ref(
-    gray: torch.Tensor, threshold: int = FAST_DEFAULT_THRESHOLD, nonmax_suppression: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch reference of :func:`fast_corners` on a checked (B, H, W) uint8 batch.
-
-    This is the semantics, written plainly: OpenCV's score over every arc of 9 circle pixels, the
-    corner test ``score >= threshold`` on rows and columns [3, dim-3), and 3x3 suppression where a
-    keypoint's score must beat all 8 neighbours (non-corners count as 0).
-    """
-    B, H, W = gray.shape
-    R = FAST_RADIUS
-    keypoints = torch.zeros((B, H, W), dtype=torch.bool, device=gray.device)
-    scores = torch.zeros((B, H, W), dtype=torch.int16, device=gray.device)
-    if H <= 2 * R or W <= 2 * R or B == 0:
-        return keypoints, scores.to(torch.uint8)
-    g = gray.to(torch.int16)
-    centre = g[:, R : H - R, R : W - R]
-    # d_k = v - x_k for the 16 circle pixels, then every arc of 9 contiguous ones: (B, 16, h, w, 9).
-    d = torch.stack([centre - g[:, R + dy : H - R + dy, R + dx : W - R + dx] for dx, dy in FAST_CIRCLE], dim=1)
-    arcs = torch.cat([d, d[:, : FAST_ARC - 1]], dim=1).unfold(1, FAST_ARC, 1)
-    score = torch.maximum(arcs.amin(-1).amax(1), -arcs.amax(-1).amin(1)) - 1
-    corner = score >= threshold
-    keypoints[:, R : H - R, R : W - R] = corner
-    scores[:, R : H - R, R : W - R] = torch.where(corner, score, 0)
-    if nonmax_suppression:
-        padded = F.pad(scores, (1, 1, 1, 1))
-        neighbours = torch.stack(
-            [padded[:, 1 + dy : H + 1 + dy, 1 + dx : W + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-        )
-        keypoints &= scores > neighbours.amax(0)
-        scores = torch.where(keypoints, scores, 0)
-    return keypoints, scores.to(torch.uint8)
+from ._checks import as_int, check_bool, check_tensor, check_threshold
+from ._opencv import FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
+from .ops.fast_corners import fast_corners_ref  # noqa: F401  (public here)
 
 
 def _gray_args(gray: object, threshold: object, nonmax_suppression: object) -> tuple[torch.Tensor, int, bool]:
+    """The public forms: (H, W) or (B, H, W) uint8 gray, an int threshold (its range the op checks), a bool."""
     check_tensor("gray", gray, ndims=(2, 3, 4), shape_doc="(B, H, W) or (H, W)")
     if gray.dim() == 4:
         hint = "convert colour with rgb_to_gray_u8 first" if gray.shape[1] == 3 else "drop the channel dimension"
         raise ValueError(f"gray must be (B, H, W) or (H, W) with one channel; got shape {tuple(gray.shape)}: {hint}")
     check_tensor("gray", gray, dtypes=(torch.uint8,))
-    threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
+    threshold = as_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
     return gray, threshold, check_bool("nonmax_suppression", nonmax_suppression)
 
 
@@ -144,7 +111,8 @@ class FastCorners(nn.Module):
 
     def __init__(self, threshold: int = FAST_DEFAULT_THRESHOLD, nonmax_suppression: bool = True) -> None:
         super().__init__()
-        self.threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
+        self.threshold = as_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
+        check_threshold(self.threshold)  # at construction: the op's check, early
         self.nonmax_suppression = check_bool("nonmax_suppression", nonmax_suppression)
 
     def forward(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

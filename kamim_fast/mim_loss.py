@@ -3,7 +3,8 @@
 The forward is one Triton kernel (``kamim_fast/kernels/mim_loss.py``): with ``weights="fast"`` it computes FAST,
 non-max suppression, the drawKeypoints rings and the per-cell L1 sums in the same pass over pred and
 target; with tensor weights or none it skips the FAST stages. The backward reads 2-bit sign codes that
-the forward saves (``sign_codes_ref``), not pred and target. Ops: ``kamim_fast/_ops.py``.
+the forward saves (``sign_codes_ref``), not pred and target. The ops: ``kamim_fast/ops/weighted_mim_loss.py`` and
+``kamim_fast/ops/fast_weighted_mim_loss.py``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import math
 import torch
 from torch import nn
 
-from ._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
+from ._checks import FLOAT_DTYPES, as_float, as_int, check_choice, check_same_device, check_tensor
+from ._constants import MAX_PATCH_SIZE
 from ._opencv import FAST_DEFAULT_THRESHOLD
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
+from ._constants import IMAGENET_MEAN, IMAGENET_STD
+from ._forms import ChannelStats, check_normalization, weight_options
+from .ops import fast_weighted_mim_loss as _fused_op
+from .ops import weighted_mim_loss as _op
+from .ops.weighted_mim_loss import (  # noqa: F401  (public here)
+    SIGN_CODES, expand_cells, sign_codes_ref, weighted_masked_l1_backward_ref, weighted_mim_loss_ref,
+)
 from .weights import (  # noqa: F401  (KAMIM_PAPER, KAMIM_DEFAULTS: also importable from here)
     CHANNEL_ORDER, DENSITY, DENSITY_MODES, KAMIM_DEFAULTS, KAMIM_PAPER, TEMPERATURE, WEIGHT_PATCH_SIZE,
-    check_normalization, check_temperature, check_weight_options, patch_weights,
+    check_temperature,
 )
 
 NORMALIZE_MODES = ("local", "global")
@@ -66,58 +74,6 @@ def mask_grid(mask: torch.Tensor, shape: torch.Size, patch_size: int | None) -> 
         if patch_size is not None and p != patch_size:
             raise ValueError(f"mask shape {tuple(mask.shape)} means patch size {p} for {H}x{W}, but patch_size={patch_size}")
     return grid.to(torch.float32).clamp(min=0).contiguous(), p
-
-
-def expand_cells(grid: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, h, w) cells -> (B, 1, h*p, w*p) pixels, as SimMIM's repeat_interleave does."""
-    return grid.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1)
-
-
-def weighted_mim_loss_ref(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None, eps: float = 1e-5
-) -> torch.Tensor:
-    """The published loss on checked inputs: ``sum(w * |pred - target| * mask) / (sum(mask) + eps) / C``.
-
-    ``mask`` is (B, 1, H, W) float32; ``weights`` is None (SimMIM) or (B, H/p, W/p) per-cell weights.
-    Computed in float32 whatever pred's dtype, as SimMIM's l1_loss does under autocast (float64 when an
-    input is float64, for gradcheck).
-    """
-    dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)
-    loss = (pred.to(dtype) - target.to(dtype)).abs()
-    if weights is not None:
-        loss = expand_cells(weights, pred.shape[-1] // weights.shape[-1]).to(dtype) * loss
-    return (loss * mask).sum() / (mask.sum() + eps) / pred.shape[1]
-
-
-SIGN_CODES = {"zero or NaN": 0, "positive": 1, "negative": 2}
-"""The 2-bit codes of sign(pred - target) that the forward saves for the backward, four per byte. NaN
-codes as 0 because ``torch.sign(nan)`` is 0: PyTorch's own l1 gradient is 0 there (the loss is NaN)."""
-
-
-def sign_codes_ref(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Reference of the forward's saved state: (B, C, H, W) -> (B, C, H, ceil(W/4)) uint8.
-
-    Column x of a row is bits 2*(x % 4) .. 2*(x % 4) + 1 of byte x // 4; codes as ``SIGN_CODES``.
-    """
-    d = pred.to(torch.float32) - target.to(torch.float32)
-    code = (d > 0).to(torch.uint8) + 2 * (d < 0).to(torch.uint8)
-    code = torch.nn.functional.pad(code, (0, -code.shape[-1] % 4)).unflatten(-1, (-1, 4))
-    return (code << torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=code.device)).sum(-1, dtype=torch.uint8)
-
-
-def weighted_masked_l1_backward_ref(
-    scale: torch.Tensor, signs: torch.Tensor, mask_grid: torch.Tensor, patch_size: int,
-    weights: torch.Tensor | None, weight_patch_size: int, W: int,
-) -> torch.Tensor:
-    """Reference of the backward from the sign codes: ``scale * w * m * sign(pred - target)`` as float32
-    (B, C, H, W)."""
-    codes = (signs.unsqueeze(-1) >> torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=signs.device)) & 3
-    codes = codes.flatten(-2)[..., :W]
-    sign = (codes == 1).to(torch.float32) - (codes == 2).to(torch.float32)
-    coef = expand_cells(mask_grid, patch_size) * scale
-    if weights is not None:
-        coef = coef * expand_cells(weights, weight_patch_size)
-    return coef * sign
 
 
 def weighted_mim_loss(
@@ -207,19 +163,19 @@ def weighted_mim_loss(
         >>> float(weighted_mim_loss(pred, target, mask, torch.full((2, 4, 4), 2.0)))
         2.0
     """
-    check_tensor("pred", pred, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
-    check_tensor("target", target, dtypes=FLOAT_DTYPES, ndims=(4,), shape_doc="(B, C, H, W)")
+    # The public forms (the mask, a weights tensor, "fast", the statistics) as the ops take them; the ops check
+    # their arguments (kamim_fast/ops/weighted_mim_loss.py, fast_weighted_mim_loss.py).
+    # The devices first: torch dispatches an op on its tensors' devices (a meta tensor among them would take the
+    # fake kernel).
+    check_tensor("pred", pred, ndims=(4,), shape_doc="(B, C, H, W)")
+    check_tensor("target", target)
+    check_same_device("target", target, pred, "pred")
     if target.requires_grad and not pred.requires_grad:
         raise ValueError("target requires grad and pred does not: the order is weighted_mim_loss(pred, target, ...), "
                          "the reconstruction first, the reverse of SimMIM's l1_loss(x, x_rec)")
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if target.device != pred.device:
-        raise ValueError(f"target must be on pred's device {pred.device}, got {target.device}")
     if patch_size is not None:
-        patch_size = check_int("patch_size", patch_size, 1, 1 << 16)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+        patch_size = as_int("patch_size", patch_size, 1, MAX_PATCH_SIZE)
+    eps = as_float("eps", eps, "a float >= 0")
     check_choice("normalize", normalize, NORMALIZE_MODES)
     grid, patch_size = mask_grid(mask, pred.shape, patch_size)  # None: read off the mask's shape
     if mask.device != pred.device:
@@ -232,18 +188,17 @@ def weighted_mim_loss(
         check_choice("weights", weights, ("fast",))
         if pred.shape[1] != 3:
             raise ValueError(f'weights="fast" needs RGB images (C = 3), got pred and target of shape {tuple(pred.shape)}')
-        _, opts = check_weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
-                                       channel_order)
-        check_normalization("target", target, opts.mean, opts.std)
+        _, opts = weight_options("target", target, weight_patch_size, temperature, threshold, density, mean, std,
+                                 channel_order)
+        args = (pred, target, grid, patch_size, *opts[:5], opts.mean, opts.std, eps)
         if not float64:  # one fused pass over pred and target (kamim_fast/kernels/mim_loss.py)
-            loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(
-                pred, target, grid, patch_size, opts.weight_patch_size, opts.temperature, opts.threshold, opts.density,
-                opts.channel_order, opts.mean, opts.std, float(eps))
-            return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
-        with torch.no_grad():
-            weights = patch_weights(target.detach(), weight_patch_size=opts.weight_patch_size,
-                                    temperature=opts.temperature, threshold=opts.threshold, density=opts.density,
-                                    mean=opts.mean, std=opts.std, channel_order=channel_order)
+            loss, _, _ = torch.ops.kamim_fast.fast_weighted_mim_loss(*args)
+        else:  # gradcheck precision: the weights, then the differentiable reference composition
+            _fused_op.check(*args)
+            weights = torch.ops.kamim_fast.patch_weights(target.detach(), *opts)
+            loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, eps)
+        check_normalization("target", target, opts.mean, opts.std)
+        return _normalize(loss, grid, patch_size, eps, normalize, process_group)
     weight_patch_size = 1  # a weights tensor's cells, read off its shape below (no weights: 1)
     if weights is not None:
         check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, H/p, W/p)")
@@ -254,13 +209,14 @@ def weighted_mim_loss(
             raise ValueError(f"weights must be on pred's device {pred.device}, got {weights.device}")
     if float64 or (weights is not None and weights.requires_grad):
         # gradcheck precision, or a gradient for the weights: the differentiable reference composition
-        loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, float(eps))
-        return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
+        _op.check(pred, target, grid, None if weights is None else weights.detach().to(torch.float32).contiguous(),
+                  patch_size, weight_patch_size, eps)
+        loss = weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, eps)
+        return _normalize(loss, grid, patch_size, eps, normalize, process_group)
     if weights is not None:
         weights = weights.to(torch.float32).contiguous()
-    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, patch_size, weight_patch_size,
-                                                     float(eps))
-    return _normalize(loss, grid, patch_size, float(eps), normalize, process_group)
+    loss, _ = torch.ops.kamim_fast.weighted_mim_loss(pred, target, grid, weights, patch_size, weight_patch_size, eps)
+    return _normalize(loss, grid, patch_size, eps, normalize, process_group)
 
 
 def _normalize(loss: torch.Tensor, grid: torch.Tensor, patch_size: int, eps: float, normalize: str,

@@ -55,7 +55,8 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def as_rgb_u8(img: np.ndarray, name: str = "image") -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float in [0, 1] -> (H, W, 3) uint8."""
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float in [0, 1], any strides, read-only
+    or not -> (H, W, 3) uint8, C-contiguous and writable (a copy where needed: torch.from_numpy takes it)."""
     if img.ndim == 3 and img.shape[-1] in (1, 3, 4):
         img = img[..., :3]
         if img.shape[-1] == 1:
@@ -72,7 +73,9 @@ def as_rgb_u8(img: np.ndarray, name: str = "image") -> np.ndarray:
         img = np.clip(np.rint(np.nan_to_num(img) * 255), 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ValueError(f"{name} must hold uint8, uint16, bool or float pixels, got {img.dtype}")
-    return np.ascontiguousarray(img)
+    if not (img.flags.c_contiguous and img.flags.writeable):  # views, Fortran order, read-only (PIL) arrays: a copy
+        img = np.array(img, order="C")
+    return img
 
 
 def _fit(img: np.ndarray, max_side: int) -> np.ndarray:

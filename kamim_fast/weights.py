@@ -1,34 +1,33 @@
 """KAMIM's per-patch weights from keypoint density (REFERENCE.md sections 3 and 7).
 
 Also the one place where the weight options' defaults live (:data:`KAMIM_DEFAULTS`, :data:`KAMIM_PAPER`),
-the data-loader transform :class:`KamimWeights`, and the check that a float target's values fit the
-``mean``/``std`` it is un-normalised with (:class:`NormalizationWarning`).
+and the data-loader transform :class:`KamimWeights`. The check that a float target's values fit the ``mean``/``std``
+it is un-normalised with (:class:`NormalizationWarning`) is ``kamim_fast/_forms.py``'s.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_int, check_tensor
-from ._opencv import DRAW_KEYPOINT_RING, DRAW_KEYPOINT_RING_RADIUS, FAST_DEFAULT_THRESHOLD, FAST_MAX_THRESHOLD
+from ._checks import as_float, check_choice
+from ._checks import check_temperature as check_temperature_value
+from ._constants import (  # noqa: F401  (public here)
+    CHANNEL_ORDER, CHANNEL_ORDERS, DENSITY, DENSITY_MODES, DETECTOR, IMAGENET_MEAN, IMAGENET_STD, TEMPERATURE,
+    WEIGHT_LOG_CLIP, WEIGHT_PATCH_SIZE,
+)
+from ._forms import (  # noqa: F401  (public here)
+    _NORMALIZATION_CHECK, ChannelStats, NormalizationWarning, WeightOptions, check_normalization,
+    normalization_problem, weight_options,
+)
+from ._opencv import FAST_DEFAULT_THRESHOLD
+from .density import keypoint_density, keypoint_density_ref, ring_stencil  # noqa: F401  (public here)
 from .detectors import DETECTORS
-from .gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, colour_args, rgb_to_gray_u8
-
-DENSITY_MODES = ("ring", "count")
-# Defaults of the weight options, shared by every entry point (published values, except the channel order).
-WEIGHT_PATCH_SIZE = 8
-TEMPERATURE = 0.25
-DENSITY = "ring"
-CHANNEL_ORDER = "rgb"
-DETECTOR = "fast"
-WEIGHT_LOG_CLIP = 20.0  # the published code clips d/T to [-20, 20] before exp
+from .ops import patch_weights as _op
+from .ops.patch_weights import density_to_weights, weights_from_keypoints  # noqa: F401  (public here)
 
 KAMIM_DEFAULTS = MappingProxyType(dict(
     weight_patch_size=WEIGHT_PATCH_SIZE, temperature=TEMPERATURE, threshold=FAST_DEFAULT_THRESHOLD, density=DENSITY,
@@ -59,90 +58,11 @@ filter, SimMIM's 60% masks) moves by 2.1% on average (0.2% to 6% per batch of 16
 (keypoint-dense cells weigh more) but the values differ, so a reproduction must use ``"bgr"``."""
 
 
-def ring_stencil(device: torch.device | str | None = None) -> torch.Tensor:
-    """The 9x9 float32 ring that ``cv2.drawKeypoints`` draws around each keypoint (48 ones)."""
-    rows = [[1.0 if c == "#" else 0.0 for c in row] for row in DRAW_KEYPOINT_RING]
-    return torch.tensor(rows, dtype=torch.float32, device=device)
-
-
-def check_divisible(name: str, size: int, what: str, patch: int, patch_name: str) -> None:
-    if size % patch:
-        raise ValueError(f"{name}: {what} {size} must be divisible by {patch_name}={patch}")
-
-
-def keypoint_density_ref(keypoints: torch.Tensor, patch_size: int = 8, mode: str = "ring") -> torch.Tensor:
-    """PyTorch reference of :func:`keypoint_density` on a checked (B, H, W) bool batch.
-
-    ``ring``: the union of the drawKeypoints rings (a dilation by the stencil, clipped at the edges),
-    averaged per cell; ``count``: keypoints per cell over p*p.
-    """
-    kp = keypoints.to(torch.float32).unsqueeze(1)
-    if mode == "ring":
-        r = DRAW_KEYPOINT_RING_RADIUS
-        kp = (F.conv2d(kp, ring_stencil(kp.device)[None, None], padding=r) > 0).to(torch.float32)
-    return F.avg_pool2d(kp, patch_size).squeeze(1)
-
-
-def keypoint_density(keypoints: torch.Tensor, patch_size: int = 8, mode: str = "ring") -> torch.Tensor:
-    """Share of each p x p cell covered by keypoints, as the published KAMIM code measures it.
-
-    Args:
-        keypoints: bool keypoint maps, e.g. from :func:`fast_corners`.
-        patch_size: cell size p (the published checkpoints use 8).
-        mode: ``"ring"`` rasterises each keypoint as ``cv2.drawKeypoints`` does (a 48-pixel ring of
-            radius 3; overlapping rings do not add up) and averages per cell; ``"count"`` is the number
-            of keypoints per cell divided by p*p.
-
-    Returns:
-        float32 density in [0, 1].
-
-    Shape:
-        - keypoints: (B, H, W) or (H, W), H and W divisible by ``patch_size``.
-        - output: (B, H/p, W/p) or (H/p, W/p).
-
-    Example:
-        >>> kp = torch.zeros(16, 16, dtype=torch.bool)
-        >>> kp[4, 4] = True
-        >>> keypoint_density(kp, patch_size=8)  # the ring spans rows and columns 0..8: 42 + 3 + 3 pixels
-        tensor([[0.6562, 0.0469],
-                [0.0469, 0.0000]])
-        >>> keypoint_density(kp, patch_size=8, mode="count")
-        tensor([[0.0156, 0.0000],
-                [0.0000, 0.0000]])
-    """
-    check_tensor("keypoints", keypoints, dtypes=(torch.bool,), ndims=(2, 3), shape_doc="(B, H, W) or (H, W)")
-    p = check_int("patch_size", patch_size, 1, 1 << 16)
-    check_choice("mode", mode, DENSITY_MODES)
-    check_divisible("keypoints", keypoints.shape[-2], "height", p, "patch_size")
-    check_divisible("keypoints", keypoints.shape[-1], "width", p, "patch_size")
-    batched = keypoints.unsqueeze(0) if keypoints.dim() == 2 else keypoints
-    density = torch.ops.kamim_fast.keypoint_density(batched, p, mode)
-    return density[0] if keypoints.dim() == 2 else density
-
-
-def density_to_weights(density: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The published weighting: ``w = exp(clip(d/T, -20, 20))``, divided by its minimum per image.
-
-    The smallest weight of each image is 1; an image without keypoints has weight 1 everywhere.
-    ``density`` is (B, h, w); the order of operations is the published code's.
-    """
-    w = torch.exp(torch.clamp(density / temperature, -WEIGHT_LOG_CLIP, WEIGHT_LOG_CLIP))
-    return w / w.amin(dim=(-2, -1), keepdim=True)
-
-
-def weights_from_keypoints(keypoints: torch.Tensor, weight_patch_size: int, density: str,
-                           temperature: float) -> torch.Tensor:
-    """(B, H, W) bool keypoints -> (B, H/p, W/p) weights, p = ``weight_patch_size``: :func:`keypoint_density_ref`,
-    then :func:`density_to_weights`. Every path that has keypoints (not per-cell counts) ends here."""
-    return density_to_weights(keypoint_density_ref(keypoints, weight_patch_size, density), temperature)
-
-
 def check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__} {temperature!r}")
-    if not temperature > 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature}")
-    return float(temperature)
+    """``temperature`` as a float, checked as the weight options' op checks it (for the constructors)."""
+    temperature = as_float("temperature", temperature, "a positive float")
+    check_temperature_value(temperature)
+    return temperature
 
 
 def patch_weights(
@@ -202,157 +122,25 @@ def patch_weights(
     """
     if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
         mean = std = None  # the defaults are for float targets
-    images, opts = check_weight_options("images", images, weight_patch_size, temperature, threshold, density, mean,
-                                        std, channel_order)
+    images, opts = weight_options("images", images, weight_patch_size, temperature, threshold, density, mean, std,
+                                  channel_order)
     check_choice("detector", detector, DETECTORS)
     if detector != "fast" and opts.threshold != FAST_DEFAULT_THRESHOLD:
         raise ValueError(f"threshold={opts.threshold} applies to detector='fast' only; ORB and SIFT run with OpenCV's "
                          f"default settings, as published")
+    if detector == "fast":
+        weights = torch.ops.kamim_fast.patch_weights(images, *opts)
+    else:
+        from .detectors import keypoint_maps
+
+        _op.check(images, *opts)  # the op's check: these detectors run without it
+        gray = torch.ops.kamim_fast.rgb_to_gray_u8(images, opts.channel_order, opts.mean, opts.std)
+        maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
+        density_map = F.avg_pool2d(maps.unsqueeze(1), opts.weight_patch_size).squeeze(1)
+        weights = density_to_weights(density_map, opts.temperature).to(images.device)
     if images.is_floating_point():
         check_normalization("images", images, opts.mean, opts.std)
-    if detector == "fast":
-        return torch.ops.kamim_fast.patch_weights(images, opts.weight_patch_size, opts.temperature, opts.threshold,
-                                                  opts.density, opts.channel_order, opts.mean,
-                                                  opts.std)
-    from .detectors import keypoint_maps
-
-    stats = {} if images.dtype == torch.uint8 else {"mean": opts.mean, "std": opts.std}
-    gray = rgb_to_gray_u8(images, channel_order=channel_order, **stats)
-    maps = keypoint_maps(gray, detector, opts.density)  # (B, H, W) 0/1 on the CPU: the published feat
-    density_map = F.avg_pool2d(maps.unsqueeze(1), opts.weight_patch_size).squeeze(1)
-    return density_to_weights(density_map, opts.temperature).to(images.device)
-
-
-class WeightOptions(NamedTuple):
-    """Checked options of KAMIM's weights, shared by :func:`patch_weights` and the fused loss."""
-
-    weight_patch_size: int
-    temperature: float
-    threshold: int
-    density: str
-    channel_order: str
-    mean: list[float]
-    std: list[float]
-
-
-def check_weight_options(name, images, weight_patch_size, temperature, threshold, density, mean, std,
-                         channel_order) -> tuple[torch.Tensor, WeightOptions]:
-    """Validate the weight options for a (B, 3, H, W) batch called ``name``; raises naming the argument."""
-    images, channel_order, mean_l, std_l = colour_args(name, images, mean, std, channel_order)
-    check_tensor(name, images, ndims=(4,), shape_doc="(B, 3, H, W)")
-    p = check_int("weight_patch_size", weight_patch_size, 1, 1 << 16)
-    check_divisible(name, images.shape[-2], "height", p, "weight_patch_size")
-    check_divisible(name, images.shape[-1], "width", p, "weight_patch_size")
-    temperature = check_temperature(temperature)
-    threshold = check_int("threshold", threshold, 0, FAST_MAX_THRESHOLD)
-    check_choice("density", density, DENSITY_MODES)
-    return images, WeightOptions(p, temperature, threshold, density, channel_order, mean_l, std_l)
-
-
-class NormalizationWarning(UserWarning):
-    """A float target's values cannot come from normalising uint8 images with the ``mean``/``std`` given."""
-
-
-class _NormalizationCheck:
-    """Warns once per process when a float target does not fit its ``mean``/``std`` (see :func:`check_normalization`).
-
-    Checks the first ``MAX_CHECKS`` batches only: a wrong normalisation is wrong from the first step, and
-    later steps then pay nothing. CPU tensors are checked at once. CUDA tensors are checked without a
-    host synchronisation: the per-channel minima and maxima are reduced on the device and copied into
-    pinned host memory with ``non_blocking=True`` behind a CUDA event; a later call reads them once
-    ``event.query()`` says the copy is done, so the warning comes a step or more late. Skipped while
-    ``torch.compile`` traces and during CUDA graph capture (nothing data-dependent is traced).
-    """
-
-    MAX_CHECKS = 16
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.checked = 0
-        self.warned = False
-        self.pending: tuple | None = None
-
-    def __call__(self, name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
-        if torch.compiler.is_compiling() or self.warned:
-            return
-        self.poll()
-        if self.warned or self.checked >= self.MAX_CHECKS or images.numel() == 0:
-            return
-        if images.device.type == "cpu":
-            self.checked += 1
-            self.report(_minmax(images.detach()).tolist(), name, mean, std, stacklevel=5)
-        elif images.is_cuda and self.pending is None:
-            with torch.cuda.device(images.device):  # the stream that reduces is the stream the event records on
-                if torch.cuda.is_current_stream_capturing():
-                    return
-                host = torch.empty(6, dtype=torch.float32, pin_memory=True)
-                host.copy_(_minmax(images.detach()), non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-            self.pending = (event, host, name, mean, std)
-
-    def poll(self, stacklevel: int = 6) -> None:
-        """Read a finished CUDA check, if any (never waits)."""
-        if self.pending is not None and self.pending[0].query():
-            _, host, name, mean, std = self.pending
-            self.pending = None
-            self.checked += 1
-            self.report(host.tolist(), name, mean, std, stacklevel=stacklevel)
-
-    def report(self, minmax: list[float], name: str, mean: list[float], std: list[float], stacklevel: int) -> None:
-        """Warn (pointing at the caller of the public function) if ``minmax`` does not fit mean/std."""
-        message = normalization_problem(minmax, name, mean, std)
-        if message is not None:
-            self.warned = True
-            warnings.warn(message, NormalizationWarning, stacklevel=stacklevel)
-
-
-def _minmax(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) -> (6,) float32: the per-channel minima, then maxima (NaN propagates)."""
-    lo, hi = torch.aminmax(images.transpose(0, 1).reshape(3, -1), dim=1)
-    return torch.cat([lo, hi]).to(torch.float32)
-
-
-def normalization_problem(minmax: list[float], name: str, mean: list[float], std: list[float]) -> str | None:
-    """The message of :class:`NormalizationWarning` for per-channel minima and maxima, or None if they fit.
-
-    Two tests, in uint8 units ``v = (x * std + mean) * 255`` per channel:
-
-    - some value lies outside what normalising 0..255 can give (v < -2 or v > 257): e.g. a float image in
-      0..255, or other statistics; KAMIM's weights then see clamped pixels;
-    - every value lies within [0, 1] (and not all are equal) although ``mean`` is positive in every
-      channel: an image in [0, 1] that was not normalised (a normalised photo has values below 0
-      wherever it is darker than the mean). Its gray comes out washed out and its weights wrong.
-    """
-    lo, hi = minmax[:3], minmax[3:]
-    if any(math.isnan(v) for v in minmax):
-        return None
-    stats = f"mean={tuple(round(m, 4) for m in mean)}, std={tuple(round(s, 4) for s in std)}"
-    v_lo = [(x * s + m) * 255 for x, s, m in zip(lo, std, mean)]
-    v_hi = [(x * s + m) * 255 for x, s, m in zip(hi, std, mean)]
-    if min(v_lo) < -2 or max(v_hi) > 257:
-        ranges = ", ".join(f"[{(0 - m) / s:.3g}, {(1 - m) / s:.3g}]" for m, s in zip(mean, std))
-        seen = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(lo, hi))
-        return (f"{name} holds values outside the range that normalising 0..255 with {stats} can give (per "
-                f"channel {ranges}; got {seen}): KAMIM's weights see those pixels clamped. Pass the mean and std "
-                f"{name} was normalised with (mean=0, std=1 for images in [0, 1]). Warned once.")
-    constant = max(hi) == min(lo)  # e.g. torch.zeros: a placeholder, not an image
-    if not constant and min(lo) >= 0 and max(hi) <= 1 and all(-m / s < -2 / (255 * s) for m, s in zip(mean, std)):
-        return (f"{name} holds values that all lie within [0, 1], which looks like an image that was not normalised, "
-                f"while {stats} say it was: KAMIM's weights would come from a washed-out gray. Pass mean=0, std=1 "
-                f"for images in [0, 1], or normalise {name}. Warned once.")
-    return None
-
-
-_NORMALIZATION_CHECK = _NormalizationCheck()
-
-
-def check_normalization(name: str, images: torch.Tensor, mean: list[float], std: list[float]) -> None:
-    """Warn once (:class:`NormalizationWarning`) when float ``images`` cannot have been normalised with
-    ``mean``/``std``; cheap, and without a host synchronisation on CUDA (see :class:`_NormalizationCheck`)."""
-    _NORMALIZATION_CHECK(name, images, mean, std)
+    return weights
 
 
 class KamimWeights:
@@ -399,8 +187,9 @@ class KamimWeights:
         channel_order: str = CHANNEL_ORDER,
     ) -> None:
         check_choice("detector", detector, DETECTORS)
-        _, opts = check_weight_options("images", torch.zeros(1, 3, 0, 0), weight_patch_size, temperature, threshold,
-                                       density, mean, std, channel_order)
+        _, opts = weight_options("images", torch.zeros(0, 3, 0, 0), weight_patch_size, temperature, threshold,
+                                 density, mean, std, channel_order)
+        _op.check(torch.zeros(0, 3, 0, 0), *opts)  # at construction: the op's check, early
         if detector != "fast":
             from .detectors import import_cv2
 
@@ -422,7 +211,9 @@ class KamimWeights:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image must be an (H, W, 3) uint8 array or a (3, H, W) tensor, got a {image.dtype} "
                                  f"array of shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+            if not (image.flags.c_contiguous and image.flags.writeable):  # a flipped or strided view, Fortran
+                image = np.array(image, order="C")  # order, a read-only array (np.asarray of a PIL image): a copy
+            image = torch.from_numpy(image).permute(2, 0, 1)
         elif not isinstance(image, torch.Tensor):
             raise TypeError(f"image must be an (H, W, 3) uint8 numpy array or a (3, H, W) tensor, got "
                             f"{type(image).__name__}")

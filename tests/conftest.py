@@ -24,17 +24,48 @@ import pytest  # noqa: E402
 
 import dataclasses  # noqa: E402
 
+import kamim_fast  # noqa: E402,F401  (the op registry)
 from kamim_fast import _backend  # noqa: E402
+
+
+def interpreter_rounds_bf16_like_the_gpu() -> None:
+    """Triton's interpreter casts float32 to bfloat16 by truncation (its ``_convert_float`` without a rounding
+    mode; its "rtne" mode loses the carry into the exponent), where the compiled kernels round to nearest even
+    (Triton's default float downcast, ``cvt.rn.bf16.f32``), as torch does. Through the interpreter a kernel's
+    bfloat16 outputs would then sit up to an ulp below the GPU's, and a test could not tell a value rounded
+    once from one rounded twice. This makes the interpreter's cast round as the GPU does (tested in
+    tests/test_kernels_ran.py)."""
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.cast_impl, "rounds_bf16", False):
+        return
+    truncating = builder.cast_impl
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            x = np.asarray(src.data, dtype=np.float32)
+            bits = x.view(np.uint32)
+            out = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+            out = np.where(np.isnan(x), (bits >> np.uint32(16)) | np.uint32(0x40), out).astype(np.uint16)
+            return interpreter.TensorHandle(out.reshape(x.shape), dst_type.scalar)
+        return truncating(self, src, dst_type)
+
+    cast_impl.rounds_bf16 = True
+    builder.cast_impl = cast_impl
+
+
+if INTERPRETER:
+    interpreter_rounds_bf16_like_the_gpu()
 
 # The native CPU kernels are part of the build: CI must have them (tests/test_native_*.py say why not).
 NATIVE = _backend.cpp_status("fast_corners", "cpu")[0]
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 
-# The ops of the implementation table, by side (tests/test_backend.py checks that they are all of it).
-KAMIM_OPS = ("rgb_to_gray_u8", "fast_corners", "keypoint_density", "patch_weights", "weighted_mim_loss",
-             "fast_weighted_mim_loss", "weighted_mim_loss_backward")
-AMT_OPS = ("amt_masking", "random_masking", "gather_patches", "gather_patches_backward", "unshuffle_with_mask_token",
-           "unshuffle_with_mask_token_backward")
+# The ops of the registry by family, read from it: the AMT ops run the extension on CUDA too, the KAMIM ops do not.
+AMT_OPS = tuple(name for name, entry in _backend.TABLE.items() if "cuda" in getattr(entry.impls.get("cpp"), "devices", ()))
+KAMIM_OPS = tuple(name for name in _backend.TABLE if name not in AMT_OPS)
 
 
 def runnable(backend: str, device: str) -> bool:
@@ -169,6 +200,25 @@ def _seed(request) -> int:
 def rng(_seed) -> np.random.Generator:
     """Fresh random data on every run; the seed is printed on failure and KAMIM_FAST_TEST_SEED replays it."""
     return np.random.default_rng(_seed)
+
+
+@pytest.fixture
+def strict_from_numpy(monkeypatch) -> list[np.ndarray]:
+    """``torch.from_numpy`` refuses read-only arrays while the test runs (and records every array it is given).
+    PyTorch warns about a read-only array once per process (TORCH_WARN_ONCE), so a test that only watches for
+    the warning misses it whenever an earlier test in the process fired it."""
+    seen: list[np.ndarray] = []
+    original = torch.from_numpy
+
+    def from_numpy(a):
+        if isinstance(a, np.ndarray) and not a.flags.writeable and a.size:
+            raise AssertionError(f"torch.from_numpy of a read-only array {a.shape} {a.dtype}: PyTorch warns (once) "
+                                 f"and writing to the tensor would be undefined; copy it first")
+        seen.append(a)
+        return original(a)
+
+    monkeypatch.setattr(torch, "from_numpy", from_numpy)
+    return seen
 
 
 def assert_raises_naming(make, exc: type[Exception], words: list[str]) -> None:

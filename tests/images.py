@@ -65,3 +65,36 @@ def dotted_rgb(rng, h: int, w: int, per_cell: int, cell: int = 8) -> np.ndarray:
             for k in rng.choice(4, per_cell, replace=False):
                 img[cy + spots[k][0], cx + spots[k][1]] = values[k]
     return img
+
+
+def user_arrays(img: np.ndarray) -> dict[str, np.ndarray]:
+    """The numpy forms a Dataset or a user hands over, each holding exactly ``img``'s pixels (an (H, W) or
+    (H, W, C) array): the horizontally flipped view (``a[:, ::-1]``, the commonest augmentation: negative
+    strides), a vertical flip, a crop of a larger array, every other pixel of a larger one, Fortran order,
+    the published ``tensor.permute(1, 2, 0).numpy()`` of a (C, H, W) tensor, colour channels reversed in
+    place (``a[..., ::-1]``), a read-only array (``np.asarray`` of a PIL image), and a read-only flipped view.
+    Results on each must equal those on ``np.ascontiguousarray`` of it."""
+    import PIL.Image
+
+    H, W = img.shape[:2]
+    big = np.zeros((H + 5, W + 7, *img.shape[2:]), img.dtype)
+    big[2 : 2 + H, 3 : 3 + W] = img
+    forms = {
+        "flipped": np.ascontiguousarray(img[:, ::-1])[:, ::-1],
+        "flipped-rows": np.ascontiguousarray(img[::-1])[::-1],
+        "crop-of-larger": big[2 : 2 + H, 3 : 3 + W],
+        "every-other-pixel": np.repeat(np.repeat(img, 2, 0), 2, 1)[::2, ::2],
+        "fortran": np.asfortranarray(img),
+        "read-only-flipped": np.ascontiguousarray(img[:, ::-1])[:, ::-1],
+    }
+    forms["read-only-flipped"].flags.writeable = False
+    if img.ndim == 3:
+        forms["from-chw-tensor"] = np.ascontiguousarray(img.transpose(2, 0, 1)).transpose(1, 2, 0)
+        forms["channels-reversed"] = np.ascontiguousarray(img[..., ::-1])[..., ::-1]
+    if img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (3, 4)):
+        forms["read-only-pil"] = np.asarray(PIL.Image.fromarray(img))
+        assert not forms["read-only-pil"].flags.writeable
+    for name, a in forms.items():
+        assert np.array_equal(a, img) and a.dtype == img.dtype, name
+        assert name.startswith("read-only") or not a.flags.c_contiguous, name  # views, really
+    return forms

@@ -1,5 +1,6 @@
 """Every shipped Triton kernel compiles for sm_80 (A100), sm_89 (L4) and sm_90a (H100) with no spills,
-generic and with the run-time specialisations; and its SASS stays under the budget in benchmarks/NOTES.md.
+generic and with the run-time specialisations; and its SASS stays under its budget in benchmarks/sass_budgets.json.
+This live compile of the representative set is the merge gate for the kernels.
 
 The interpreter runs code the GPU compiler rejects (it once accepted a non-constexpr global here), so
 this builds real PTX and cubins without a GPU, in a subprocess free of TRITON_INTERPRET
@@ -11,17 +12,16 @@ this builds real PTX and cubins without a GPU, in a subprocess free of TRITON_IN
   sm_80, sm_89 and sm_90a (its generic sm_90a kernels: ``make compile-report`` with PYTHONPATH on the side
   folder; left out of CI to keep the compile test at about 200 compiles, ~3 CPU-minutes).
 
-Every configuration a user can reach (``compile_specs(full=True)``, 12,504 compiles with both Tritons) is
-compiled by ``make compile-all`` into ``benchmarks/results/compile-all.json``: a tool run before a release or
-after a large kernel change (about 1.5 h on 2 cores), not a condition for landing. The live compile above is
-the gate; ``python -m benchmarks.compile_all --check`` says, without compiling, whether the report is current.
+The representative set is ``benchmarks/compile_specs.py``'s ``specs()``, one function per kernel module of the
+op registry. Every configuration a user can reach (``specs(full=True)``, about 12,500 compiles with both Tritons)
+is compiled by ``make compile-all`` into ``benchmarks/results/compile-all.json``: a tool run before a release or
+after a large kernel change (about 1.5 h on 2 cores), not a condition for landing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import GPU_MACHINES_TRITON, triton_env
 
-from benchmarks.ptxas_report import ARCHES, find_nvdisasm, find_ptxas
+from benchmarks.ptxas_report import ARCHES, find_nvdisasm, find_ptxas, load_budgets
 
 ROOT = Path(__file__).resolve().parents[1]
 # The GPU machines' Triton (3.6) is GPU_MACHINES_TRITON; the installed one is CI's (3.8).
@@ -60,9 +60,14 @@ def report(request, tmp_path_factory):
 
 
 def test_every_configuration_compiles_for_every_arch(report):
+    from kamim_fast import _backend
+
+    from benchmarks import compile_specs
     from benchmarks.ptxas_report import specs
 
     names = {s["name"] for s in specs()}
+    assert {s["module"] for s in specs()} == set(_backend.kernel_modules())  # every kernel module of the registry
+    assert {s["module"] for s in compile_specs.specs(full=True)} == set(_backend.kernel_modules())
     assert any(n.startswith("fast[") for n in names) and any(n.startswith("gray[") for n in names), names
     assert any("fast-count,p=64" in n for n in names) and any("fast-ring,p=1]" in n for n in names), names
     args = RUNS[report["param"]]
@@ -79,27 +84,16 @@ def test_no_spills(report):
     assert not spilled, spilled
 
 
-def _budgets() -> dict[tuple[str, str], float]:
-    """(kernel, Triton major.minor) -> SASS instructions per item, from the table in benchmarks/NOTES.md."""
-    text = (ROOT / "benchmarks" / "NOTES.md").read_text()
-    section = text.split("### SASS budget", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
-    budgets = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and cells[0].startswith("`") and re.fullmatch(r"[\d.]+", cells[-1]):
-            budgets[(cells[0].strip("`"), cells[1])] = float(cells[-1])
-    return budgets
-
-
 def test_sass_per_item_within_the_budget(report):
     """Each shipped kernel's steady-state SASS instructions per item (sm_90a, run-time specialisation)
-    stay under today's count + 10%, recorded in benchmarks/NOTES.md: a GPU-performance guard without a GPU."""
+    stay under today's count + 10%, recorded in benchmarks/sass_budgets.json: a GPU-performance guard without a
+    GPU."""
     rows = [r for r in report["kernels"] if r["arch"] == "sm_90a" and r["variant"] == "runtime"]
     if not any("sass_instructions_per_item" in r for r in rows):
         if os.environ.get("CI"):
             pytest.fail("nvdisasm not found in CI: pip install nvidia-cuda-nvdisasm (the dev extra)")
         pytest.skip("nvdisasm not found: pip install nvidia-cuda-nvdisasm (the dev extra)")
-    budgets = _budgets()
+    budgets = load_budgets()
     version = ".".join(rows[0]["triton"].split(".")[:2])
     over, missing = [], []
     for r in rows:
@@ -108,7 +102,10 @@ def test_sass_per_item_within_the_budget(report):
             missing.append(r["name"])
         elif r["sass_instructions_per_item"] > budget:
             over.append((r["name"], r["sass_instructions_per_item"], budget))
-    assert not missing, f"no budget in benchmarks/NOTES.md for Triton {version}: {missing}"
+    stale = {name for name, v in budgets if v == version} - {r["name"] for r in rows}
+    assert not stale, f"budgets of configurations no longer compiled: {sorted(stale)} (--update-budgets)"
+    assert not missing, (f"no budget in benchmarks/sass_budgets.json for Triton {version}: {missing} (python -m "
+                         f"benchmarks.ptxas_report --update-budgets)")
     assert not over, over
 
 

@@ -66,12 +66,17 @@ def ddp_run(tmp_path_factory):
     data = {"x": x, "mask": mask, "pred": x + torch.randn_like(x), "state": model.state_dict(), "vit": VIT}
     d = tmp_path_factory.mktemp("ddp")
     torch.save(data, d / "data.pt")
+    return data, _spawn(2, d)
+
+
+def _spawn(world: int, d: Path, *extra: str) -> list[dict]:
+    """Runs ``world`` gloo ranks of ddp_worker.py on ``d / "data.pt"``; returns what each saved."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("KAMIM_FAST_BACKEND", None)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", str(port), str(d / "data.pt"),
-                               str(d / f"out{r}.pt")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(port), str(d / "data.pt"),
+                               str(d / f"out{r}.pt"), *extra], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(world)]
     logs = []
     for p in procs:
         try:
@@ -82,7 +87,7 @@ def ddp_run(tmp_path_factory):
             raise
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log
-    return data, [torch.load(d / f"out{r}.pt") for r in range(2)]
+    return [torch.load(d / f"out{r}.pt") for r in range(world)]
 
 
 def _single_process_model(data):
@@ -138,3 +143,47 @@ def test_global_without_a_process_group_is_local(rng):
     for weights in (None, "fast", torch.rand(2, 4, 4) + 1):
         torch.testing.assert_close(weighted_mim_loss(pred, x, mask, weights, normalize="global"),
                                    weighted_mim_loss(pred, x, mask, weights), rtol=0, atol=0)
+
+
+# --- a process group other than the world ---------------------------------------------------------------------
+
+GROUPS = [[0, 2], [1, 3]]  # interleaved: a rank's place in its group is not its place in the world
+
+
+def test_global_normalisation_over_a_subgroup_is_its_concatenated_batch(tmp_path, rng):
+    """4 gloo ranks in 2 subgroups of 2, ``normalize="global", process_group=<its subgroup>``: each subgroup is
+    one process on the subgroup's concatenated batch, for DDP over the subgroup (its gradients, the mean of
+    its losses) and for the loss itself with every kind of weights (the mean of the values, the gradients of
+    pred). The subgroups' mask counts differ, so the world's size or the world's count would not do."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    imgs = np.stack([crop(real_image(COLOUR_NAMES[i % 4]), 64, 64, rng) for i in range(8)])
+    x = normalise(torch.from_numpy(imgs).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    ratios = (0.6, 0.25, 0.25, 0.8)  # rank r holds images r::4: 24 + 8 masked patches in one subgroup, 8 + 32
+    mask = torch.cat([simmim_mask(1, 64, mask_ratio=ratios[i % 4], generator=g) for i in range(8)])
+    model = simmim_vit(**VIT)
+    data = {"x": x, "mask": mask, "pred": x + torch.randn_like(x), "state": model.state_dict(), "vit": VIT,
+            "weights": torch.from_numpy(rng.uniform(1, 3, (8, 8, 8))).float()}
+    torch.save(data, tmp_path / "data.pt")
+    ranks = _spawn(4, tmp_path, ":".join(",".join(map(str, g)) for g in GROUPS))
+    counts = [sum(int(mask[r::4].sum()) for r in group) for group in GROUPS]
+    assert counts[0] != counts[1], counts
+    for group in GROUPS:
+        cat = {k: torch.cat([data[k][r::4] for r in group]) for k in ("x", "mask", "pred", "weights")}
+        one = _single_process_model(data)
+        loss = one(cat["x"], cat["mask"])
+        loss.backward()
+        want = _grads(one)
+        for r in group:
+            _assert_grads_close(ranks[r]["ddp"]["grads"], want)
+        mean = sum(ranks[r]["ddp"]["loss"] for r in group) / len(group)
+        torch.testing.assert_close(mean, loss.detach(), rtol=1e-5, atol=0)
+        for kind, weights in (("none", None), ("tensor", cat["weights"]), ("fast", "fast")):
+            p = cat["pred"].clone().requires_grad_()
+            value = weighted_mim_loss(p, cat["x"], cat["mask"], weights)
+            value.backward()
+            mean = sum(ranks[r][kind]["loss"] for r in group) / len(group)
+            torch.testing.assert_close(mean, value.detach(), rtol=1e-5, atol=0, msg=f"{kind} {group}")
+            # rank r's loss is its share of the sum, scaled by the group's size: its gradient too
+            got = torch.cat([ranks[r][kind]["grad"] for r in group]) / len(group)
+            torch.testing.assert_close(got, p.grad, rtol=1e-5, atol=1e-12, msg=f"{kind} {group}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from images import COLOUR_NAMES, crop, real_image
+from images import COLOUR_NAMES, crop, real_image, user_arrays
 from published import normalise, published_keypoints, published_weights
 
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, KamimWeights, patch_weights, rgb_to_gray_u8
@@ -125,6 +126,50 @@ def test_kamim_weights_equals_patch_weights_on_a_batch_of_one(detector, rng):
         assert t(img).shape == (64 // t.weight_patch_size, 96 // t.weight_patch_size)
     assert torch.equal(KamimWeights(detector=detector, **KAMIM_PAPER)(img),
                        published_weights(img[None], 8, 0.25, detector=detector)[0])
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_kamim_weights_takes_the_arrays_users_pass(detector, rng, strict_from_numpy):
+    """Flipped views (negative strides), crops and strided views, Fortran order, channels-last views of (3, H, W)
+    tensors and read-only arrays (``np.asarray`` of a PIL image): the weights of each equal those of its
+    contiguous copy and, in the published configuration, the published pipeline's (OpenCV) on it; no warning (nor
+    a read-only array given to torch.from_numpy, whose warning fires once per process), and the array is left
+    as it was."""
+    img = crop(real_image(COLOUR_NAMES[int(rng.integers(4))]), 48, 64, rng)
+    t, paper = KamimWeights(detector=detector), KamimWeights(detector=detector, **KAMIM_PAPER)
+    want = t(img.copy())
+    want_paper = published_weights(img[None], 8, 0.25, detector=detector)[0]
+    for name, form in user_arrays(img).items():
+        before = form.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got, got_paper = t(form), paper(form)
+        assert torch.equal(got, want), name
+        assert torch.equal(got_paper, want_paper), name
+        assert np.array_equal(form, before), name
+    # the same pixels as a (3, H, W) tensor view of a channels-last array, and a strided tensor crop
+    chw = torch.from_numpy(img).permute(2, 0, 1)
+    big = torch.zeros(3, 56, 80, dtype=torch.uint8)
+    big[:, 3:51, 5:69] = chw
+    for name, form in (("chw-view", chw), ("tensor-crop", big[:, 3:51, 5:69]), ("channels-last", chw[None].contiguous(
+            memory_format=torch.channels_last)[0])):
+        assert torch.equal(t(form), want), name
+
+
+@pytest.mark.parametrize("detector", ("orb", "sift"))
+def test_detect_takes_the_arrays_users_pass(detector, rng, strict_from_numpy):
+    """kamim_fast.detectors.detect on every form of a gray array: OpenCV's keypoints of the contiguous copy."""
+    from kamim_fast.detectors import detect
+
+    gray = cv2.cvtColor(crop(real_image("astronaut"), 96, 128, rng), cv2.COLOR_RGB2GRAY)
+    made = cv2.ORB_create() if detector == "orb" else cv2.SIFT_create()
+    want = [_kp_tuple(k) for k in made.detect(gray.copy(), None)]
+    assert want
+    for name, form in user_arrays(gray).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = [_kp_tuple(k) for k in detect(form, detector)]
+        assert got == want, name
 
 
 def test_kamim_weights_rejects_other_forms():

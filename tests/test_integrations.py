@@ -11,13 +11,14 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_raises_naming
-from images import COLOUR_NAMES, crop, real_image
+from images import COLOUR_NAMES, crop, real_image, user_arrays
 from published import normalise, published_keypoints, published_weights, simmim_loss
 from torch import nn
 
@@ -132,6 +133,18 @@ def test_timm_encoder_mask_token_replaces_masked_patches(rng):
     y[:, :, 16:32, 32:48] = torch.randn(2, 3, 16, 16)  # change only the masked patch
     torch.testing.assert_close(enc(x, mask), enc(y, mask), rtol=0, atol=0)
     assert not torch.allclose(enc(x, ~mask), enc(y, ~mask))
+
+
+def test_timm_model_on_an_empty_batch(rng):
+    """B = 0 (the last, empty shard of a dataset; a dry run): the encoder gives (0, D, h, w), the model a loss of 0.
+    (Its backward stops in PyTorch's own PixelShuffle backward, whose pixel_unshuffle returns an empty input
+    unchanged in shape: not the library's.)"""
+    _seed(rng)
+    enc = _tiny_encoder(64)
+    out = enc(torch.zeros(0, 3, 64, 64), torch.zeros(0, 4, 4, dtype=torch.bool))
+    assert out.shape == (0, enc.num_features, 4, 4)
+    model = simmim_vit(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+    assert model(torch.zeros(0, 3, 64, 64), torch.zeros(0, 4, 4)).item() == 0.0
 
 
 def test_few_optimiser_steps_reduce_the_kamim_loss_on_real_images(rng):
@@ -337,6 +350,29 @@ def test_show_writes_a_png_from_any_image_file(kind, tmp_path, rng, capsys):
     assert str(out) in capsys.readouterr().out
     png = _assert_png(out, 500)
     assert png.shape[1] > 2 * png.shape[0]  # panels side by side
+
+
+def test_show_takes_the_arrays_users_pass(tmp_path, rng, strict_from_numpy):
+    """show() on an array: flipped views, crops, Fortran order, read-only arrays (np.asarray of a PIL image), in
+    colour, gray and float: the same picture as on the contiguous copy, no warning; as_rgb_u8 hands torch a
+    C-contiguous writable array equal to the copy's."""
+    from kamim_fast.show import as_rgb_u8, show
+
+    colour = crop(real_image("chelsea"), 64, 96, rng)
+    arrays = {"colour": colour, "gray": crop(real_image("camera"), 64, 96, rng),
+              "float": colour.astype(np.float32) / 255}
+    for kind, img in arrays.items():
+        want = as_rgb_u8(img.copy())
+        forms = user_arrays(img)
+        for name, form in forms.items():
+            got = as_rgb_u8(form)
+            assert np.array_equal(got, want) and got.flags.c_contiguous and got.flags.writeable, (kind, name)
+    picture = _assert_png(show(colour.copy(), tmp_path / "copy.png"), 500)
+    for name in ("flipped", "read-only-pil"):  # show() draws what as_rgb_u8 gives: two forms end to end
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            path = show(user_arrays(colour)[name], tmp_path / f"{name}.png")
+        assert np.array_equal(_assert_png(path, 500), picture), name
 
 
 def test_show_default_output_name(tmp_path):

@@ -1,21 +1,26 @@
-"""KAMIM_FAST_BACKEND=triton runs the Triton kernels: each public op's launches are counted.
+"""KAMIM_FAST_BACKEND=triton runs the Triton kernels: each op's launches are counted.
 
 Kernel and reference give equal values by design, so value tests cannot tell which one ran; a backend that
-quietly ran the reference passed all but one test. Here a spy replaces each ``@triton.jit`` kernel object in
-its module and records the launches (``kernel[grid](...)``) of every public function.
+quietly ran the reference passed all but one test. Here a spy replaces each ``@triton.jit`` kernel object
+(``_*_kernel``) of the kernel modules the registry names for an op's Triton implementation, and records the
+launches (``kernel[grid](...)``) of the op on each of its samples; and of the public loss's forward and backward.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import importlib
+
 import pytest
 import torch
 from conftest import CUDA, INTERPRETER
+from samples import Source
 
 import kamim_fast
+from kamim_fast import _backend
 
 pytestmark = [pytest.mark.skipif(not (CUDA or INTERPRETER), reason="needs a GPU or Triton's interpreter"), pytest.mark.cuda]
 DEVICE = "cuda" if CUDA else "cpu"
+TRITON_OPS = [name for name, entry in _backend.TABLE.items() if "triton" in entry.impls]
 
 
 class _Spy:
@@ -33,39 +38,48 @@ class _Spy:
         return getattr(self.kernel, attr)
 
 
+def _kernels(module) -> dict[str, object]:
+    """The kernels a module's launchers launch: its own ``@triton.jit`` functions named ``_*_kernel``."""
+    return {name: obj for name, obj in vars(module).items()
+            if name.startswith("_") and name.endswith("_kernel") and hasattr(obj, "__getitem__")
+            and getattr(getattr(obj, "fn", None), "__module__", None) == module.__name__}
+
+
 @pytest.fixture
 def launched(monkeypatch) -> list[str]:
-    from kamim_fast.kernels import fast, gray, mim_loss
-
     seen: list[str] = []
-    for module, name in ((fast, "_fast_kernel"), (gray, "_gray_kernel"), (mim_loss, "_forward_kernel"),
-                         (mim_loss, "_backward_kernel")):
-        monkeypatch.setattr(module, name, _Spy(getattr(module, name), name, seen))
+    for module_name in _backend.kernel_modules():
+        module = importlib.import_module(f"{_backend.KERNELS_PACKAGE}.{module_name}")
+        kernels = _kernels(module)
+        assert kernels, f"{module.__name__} holds no _*_kernel"
+        for name, kernel in kernels.items():
+            monkeypatch.setattr(module, name, _Spy(kernel, f"{module_name}.{name}", seen))
     monkeypatch.setenv("KAMIM_FAST_BACKEND", "triton")
     return seen
 
 
-def test_every_op_launches_its_kernel(launched, rng):
-    u8 = torch.from_numpy(rng.integers(0, 256, (1, 3, 16, 24), dtype=np.uint8)).to(DEVICE)
-    cases = [
-        ("rgb_to_gray_u8", lambda: kamim_fast.rgb_to_gray_u8(u8), {"_gray_kernel"}),
-        ("fast_corners", lambda: kamim_fast.fast_corners(u8[:, 0]), {"_fast_kernel"}),
-        ("patch_weights", lambda: kamim_fast.patch_weights(u8), {"_fast_kernel"}),
-    ]
-    x = (u8.float() / 255 - 0.5) / 0.25
-    mask = torch.ones(1, 2, 3, device=DEVICE)
-    for weights, kernels in (("fast", {"_forward_kernel"}), (None, {"_forward_kernel"}),
-                             (torch.ones(1, 2, 3, device=DEVICE), {"_forward_kernel"})):
-        cases.append((f"weighted_mim_loss weights={type(weights).__name__}",
-                      lambda w=weights: kamim_fast.weighted_mim_loss(x + 0.1, x, mask, w, mean=0.5, std=0.25)
-                      if w == "fast" else kamim_fast.weighted_mim_loss(x + 0.1, x, mask, w), kernels))
-    p = (x + 0.1).requires_grad_()
-    cases.append(("weighted_mim_loss backward", lambda: kamim_fast.weighted_mim_loss(p, x, mask, None).backward(),
-                  {"_forward_kernel", "_backward_kernel"}))
-    for name, call, kernels in cases:
+def test_the_registry_names_triton_ops():
+    assert TRITON_OPS and all(_backend.TABLE[n].impls["triton"].modules for n in TRITON_OPS)
+
+
+@pytest.mark.parametrize("name", TRITON_OPS)
+def test_every_op_launches_its_kernels(name, launched, rng):
+    modules = _backend.TABLE[name].impls["triton"].modules
+    for args in _backend.TABLE[name].samples(Source(DEVICE, rng)):
         launched.clear()
-        call()
-        assert kernels <= set(launched), (name, launched)
+        getattr(torch.ops.kamim_fast, name)(*args)
+        assert {k.split(".")[0] for k in launched} & set(modules), (name, launched)
+
+
+def test_the_public_loss_launches_forward_and_backward(launched, rng):
+    x = torch.from_numpy(rng.normal(0, 1, (1, 3, 16, 24))).float().to(DEVICE)
+    mask = torch.ones(1, 2, 3, device=DEVICE)
+    for weights in ("fast", None, torch.ones(1, 2, 3, device=DEVICE)):
+        launched.clear()
+        p = (x + 0.1).requires_grad_()
+        kamim_fast.weighted_mim_loss(p, x.clamp(-2, 2), mask, weights, mean=0.5, std=0.25).backward()
+        forward = "mim_loss._fused_forward_kernel" if weights == "fast" else "mim_loss._l1_forward_kernel"
+        assert {forward, "mim_loss._backward_kernel"} <= set(launched), (weights, launched)
 
 
 def test_the_spy_serves_the_cuda_launch_path(monkeypatch):

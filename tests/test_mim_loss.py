@@ -9,7 +9,9 @@ from conftest import CUDA, INTERPRETER, assert_raises_naming, reference_backend
 from images import crop, real_image
 from published import normalise, published_weights, simmim_loss
 
-from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, WeightedMIMLoss, weighted_mim_loss, weighted_mim_loss_ref
+from kamim_fast import (
+    IMAGENET_MEAN, IMAGENET_STD, KAMIM_PAPER, WeightedMIMLoss, patch_weights, weighted_mim_loss, weighted_mim_loss_ref,
+)
 
 
 def _batch(rng, B=2, H=192, W=192, names=("astronaut", "coffee", "chelsea", "rocket")):
@@ -82,6 +84,51 @@ def test_bf16_pred_under_autocast_semantics(target, rng):
     torch.testing.assert_close(loss.detach().cpu(), want.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(p16.grad.cpu(), p32.grad.bfloat16(), rtol=1e-2, atol=0)
     assert p16.grad.cpu().any()
+
+
+def _assert_rounded_once(got: torch.Tensor, exact: torch.Tensor, what: str) -> None:
+    """``got`` (half precision) is ``exact`` (float64) computed in float32 and rounded once to got's dtype: within
+    half an ulp of the dtype plus float32's few roundings. A value computed in the storage dtype (a factor
+    rounded to it first) is off by up to an ulp and more at many elements."""
+    dtype = got.dtype
+    got = got.detach().cpu().double()
+    mag = exact.abs().clamp_min(torch.finfo(dtype).tiny)
+    info = torch.finfo(dtype)
+    ulp = (info.eps * torch.exp2(torch.floor(torch.log2(mag)))).clamp_min(info.tiny * info.eps)  # dtype's spacing
+    bound = ulp / 2 + 4 * torch.finfo(torch.float32).eps * exact.abs()
+    err = (got - exact).abs()
+    bad = err > bound
+    if bad.any():
+        i = int((err / bound).flatten().argmax())
+        raise AssertionError(f"{what}: {int(bad.sum())} of {got.numel()} values are not the float64 value rounded once "
+                             f"to {dtype}; worst: got {got.flatten()[i].item()!r}, exact {exact.flatten()[i].item()!r}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("weights", [None, "tensor", "fast"])
+def test_half_pred_loss_and_gradient_against_float64(dtype, weights, target, rng):
+    """pred in bfloat16 / float16: the loss is the float64 formula on pred's values (a float32 reduction, not
+    the storage dtype's), and each gradient element is the float64 value rounded once to pred's dtype (the
+    target's too, in the target's half dtype)."""
+    device, _ = target
+    imgs, pred, tgt, mask = _batch(rng, B=2, H=32, W=64)
+    p = pred.to(dtype).to(device).requires_grad_()
+    t = tgt.to(dtype).to(device).requires_grad_()
+    w = torch.from_numpy(rng.uniform(1, 5, (2, 4, 8))).float() if weights == "tensor" else None
+    if weights == "fast":
+        with reference_backend():
+            w = patch_weights(tgt.to(dtype), weight_patch_size=8)  # the fused kernel's weights (a test checks it)
+    loss = weighted_mim_loss(p, t, mask.to(device), w.to(device) if weights == "tensor" else weights)
+    loss.backward()
+    p64, t64 = p.detach().cpu().double(), t.detach().cpu().double()
+    m = mask.double().repeat_interleave(16, 1).repeat_interleave(16, 2).unsqueeze(1)
+    cw = torch.ones_like(m) if w is None else w.double().repeat_interleave(8, 1).repeat_interleave(8, 2).unsqueeze(1)
+    scale = 1 / (m.sum() + 1e-5) / 3
+    want = (cw * m * (p64 - t64).abs()).sum() * scale
+    torch.testing.assert_close(loss.detach().cpu().double(), want, rtol=2e-5, atol=0)
+    grad = scale * cw * m * torch.sign(p64 - t64)
+    _assert_rounded_once(p.grad, grad, f"grad pred {dtype} weights={weights}")
+    _assert_rounded_once(t.grad, -grad, f"grad target {dtype} weights={weights}")
 
 
 def test_gradcheck_float64(rng):

@@ -1,5 +1,5 @@
 """The native CPU loss kernels (csrc/mim_loss_cpu.cpp, torch.ops.kamim_fast_cpp.*) against the PyTorch
-references that define the semantics (the torch branches of kamim_fast/_ops.py): loss, sign codes,
+references that define the semantics (the ops' torch implementations in kamim_fast/ops/): loss, sign codes,
 gradients and the fused FAST weights, bitwise where the reference's order of float operations allows;
 thread-count and SIMD-path invariance; argument checks."""
 
@@ -34,7 +34,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float64: torch.int64}
 
 
-# --- references: the torch branches of kamim_fast/_ops.py ------------------------------------------------
+# --- references: the ops' torch implementations in kamim_fast/ops/ ------------------------------------------------
 
 def ref_forward(pred, target, grid, weights, patch_size, eps=1e-5):
     return weighted_mim_loss_ref(pred, target, expand_cells(grid, patch_size), weights, eps), sign_codes_ref(pred, target)
@@ -47,7 +47,7 @@ def ref_fast_weights(target, weight_patch_size, temperature, threshold, density,
 
 def ref_backward(grad, signs, grid, weights, patch_size, weight_patch_size, eps, W, pred_dtype, target_dtype,
                  grad_target):
-    from kamim_fast._ops import _per_mask_pixel
+    from kamim_fast.ops.weighted_mim_loss import per_mask_pixel as _per_mask_pixel
 
     scale = _per_mask_pixel(grad.to(torch.float32), grid, patch_size, eps, signs.shape[1]).reshape(())
     g = weighted_masked_l1_backward_ref(scale, signs, grid, patch_size, weights, weight_patch_size, W)
@@ -374,7 +374,7 @@ BAD_FORWARD = [
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g[:, :1], None, 8, 1, 1e-5), ValueError, ["mask_grid", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g.bool(), None, 8, 1, 1e-5), NATIVE_TYPE_ERROR, ["mask_grid", "float32"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 0, 1, 1e-5), ValueError, ["patch_size", ">= 1"]),
-    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["patch_size=5", "divide"]),
+    (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, None, 5, 1, 1e-5), ValueError, ["pred", "patch_size=5", "divisible by"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w, 8, 8, 1e-5), ValueError, ["weights", "[2, 2, 2]"]),
     (lambda p, t, g, w: NATIVE.weighted_mim_loss(p, t, g, w.half(), 8, 4, 1e-5), NATIVE_TYPE_ERROR, ["weights", "float32"]),
     (lambda p, t, g, w: NATIVE.fast_weighted_mim_loss(p[:, :2], t[:, :2], g, 8, 8, 0.25, 10, "ring", "rgb", MEAN, STD,

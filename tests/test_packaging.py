@@ -91,7 +91,7 @@ def test_sdist_and_wheel_hold_every_source(tmp_path):
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         meta = email.message_from_bytes(whl.read(meta_name))
     sources = {p for p in _tree("csrc") if Path(p).suffix in (".cpp", ".cu", ".cuh", ".h", ".hpp")}
-    in_package = {"kamim_fast/" + p for p in sources} | _tree("kamim_fast/kernels")
+    in_package = {"kamim_fast/" + p for p in sources} | {p for p in _tree("kamim_fast") if p.endswith(".py")}
     assert not in_package - names, f"missing from {wheel.name}: {sorted(in_package - names)}"
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"kamim_fast"}, f"{wheel.name} installs other import names: {sorted(top_level)}"
@@ -381,6 +381,26 @@ def test_loaded_says_prebuilt_or_jit_and_the_jit_warning_says_how_to_prebuild():
     assert "pip install --force-reinstall --no-deps kamim-fast" in _ext.HOW_TO_PREBUILD
 
 
+def test_the_prebuilt_extension_loads_without_a_warning():
+    """The silent side of the JIT-build warning (and of the fallback's): with kamim_fast._C installed, the first
+    calls of each family's ops on CPU tensors (which load the extension) warn nothing."""
+    kind, where = _ext.loaded()
+    if kind != "prebuilt":
+        pytest.skip(f"kamim_fast._C is not installed here ({kind}: {where})")
+    code = ("import warnings, torch, kamim_fast\nfrom kamim_fast import _ext\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    kamim_fast.fast_corners(torch.zeros(9, 9, dtype=torch.uint8))\n"
+            "    kamim_fast.gather_patches(torch.randn(2, 5, 3), torch.tensor([[0, 4], [2, 2]]))\n"
+            "    kamim_fast.weighted_mim_loss(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 1))\n"
+            "print('LOADED', _ext.loaded()[0])\n"
+            "for w in caught: print('WARNING', w.category.__name__, w.message)\n")
+    env = {k: v for k, v in os.environ.items() if k != "KAMIM_FAST_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOADED prebuilt" in out.stdout and "WARNING" not in out.stdout, out.stdout
+
+
 # --- the torch floor and the stable ABI -------------------------------------------------------------------
 
 
@@ -426,6 +446,20 @@ def test_csrc_includes_only_the_stable_abi():
             if found and not found.group(1).startswith(("torch/csrc/stable/", "torch/headeronly/")):
                 unstable.append(f"{path.name}:{number}: {found.group(1)}")
     assert not unstable, unstable
+
+
+def test_an_in_place_build_finds_the_earlier_builds_python_would_import_first(tmp_path):
+    from kamim_fast import _build
+
+    for name in ("_C.abi3.so", "_C.cpython-311-x86_64-linux-gnu.so", "_C.cpython-310-x86_64-linux-gnu.so",
+                 "_C.pyi", "_Cother.so", "_ext.py"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "_C.dir.so").mkdir()
+    found = [p.name for p in _build.stale_extensions(tmp_path, "_C.abi3.so")]
+    assert found == ["_C.cpython-310-x86_64-linux-gnu.so", "_C.cpython-311-x86_64-linux-gnu.so"]
+    assert _build.stale_extensions(tmp_path, "_C.cpython-311-x86_64-linux-gnu.so")[0].name == "_C.abi3.so"
+    setup_py = (ROOT / "setup.py").read_text()
+    assert "stale_extensions" in setup_py and "self.inplace" in setup_py
 
 
 def test_the_extension_uses_no_cpp_symbol_of_libtorch():

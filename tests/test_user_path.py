@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 from images import COLOUR_NAMES, crop, real_image
 from published import normalise, published_weights, simmim_loss
 
@@ -111,6 +112,48 @@ def test_target_in_unit_range_with_imagenet_stats_warns_once(rng, fresh_check):
         warnings.simplefilter("error")
         weighted_mim_loss(torch.zeros_like(unit), unit, mask, "fast")  # once
         weighted_mim_loss(torch.zeros_like(unit), unit, mask, "fast", mean=0.0, std=1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_placeholders_and_fitting_targets_never_warn(device, rng, fresh_check):
+    """The silent side of NormalizationWarning, at every entry point that checks (weighted_mim_loss with "fast",
+    WeightedMIMLoss, patch_weights, KamimWeights on a float tensor, the SimMIM model): constant placeholders
+    (torch.zeros and torch.ones as dummy batches, any constant: all within [0, 1] but no image), an empty
+    batch, NaN, and photos normalised with the statistics given. Each is called twice with a synchronisation
+    between, so that the CUDA check (read at a later call) is seen too; the check did run."""
+    _, photos = _photos(rng, B=2, S=32)
+    shape = (2, 3, 32, 32)
+    targets = {"zeros": torch.zeros(shape), "ones": torch.ones(shape), "constant 0.3": torch.full(shape, 0.3),
+               "constant -1.5": torch.full(shape, -1.5), "nan": torch.full(shape, float("nan")), "photos": photos,
+               "empty": torch.zeros(0, 3, 32, 32)}
+    model = simmim_vit(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0).to(device)
+    for name, target in targets.items():
+        t = target.to(device)
+        mask = torch.ones(t.shape[0], 2, 2, device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(2):
+                weighted_mim_loss(torch.zeros_like(t), t, mask, "fast")
+                WeightedMIMLoss(weights="fast")(torch.zeros_like(t), t, mask)
+                patch_weights(t)
+                if len(t):
+                    KamimWeights()(t[0])
+                if name != "nan":
+                    model(t, mask)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+        assert not fresh_check.warned and (fresh_check.checked > 0 or name == "empty"), name
+        fresh_check.reset()
+
+
+def test_constants_outside_the_normalised_range_still_warn(rng, fresh_check):
+    """The other side: the exemption of constants covers the unnormalised-[0, 1] test only; a constant that no
+    normalised uint8 image can hold (300, -50: e.g. a 0..255 placeholder) warns."""
+    for value in (300.0, -50.0):
+        t = torch.full((2, 3, 32, 32), value)
+        with pytest.warns(NormalizationWarning, match="outside the range that normalising 0..255"):
+            weighted_mim_loss(torch.zeros_like(t), t, torch.ones(2, 2, 2), "fast")
+        fresh_check.reset()
 
 
 def test_normalisation_check_cases(rng, fresh_check):

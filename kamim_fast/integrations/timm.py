@@ -98,7 +98,7 @@ class TimmViTForSimMIM(nn.Module):
         tokens = vit.blocks(tokens)
         tokens = vit.norm(tokens)
         tokens = tokens[:, vit.num_prefix_tokens:]
-        return tokens.transpose(1, 2).reshape(B, -1, h, w)
+        return tokens.transpose(1, 2).reshape(B, tokens.shape[-1], h, w)  # D named: B = 0 leaves -1 ambiguous
 
     def _forward_amt(self, x: torch.Tensor, mask: AMTMask) -> torch.Tensor:
         vit = self.vit

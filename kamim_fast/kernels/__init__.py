@@ -2,9 +2,9 @@
 
 One file per fused kernel; ``fast_tile`` holds the ``@triton.jit`` helpers they share. A kernel file
 holds kernels and their launchers only: argument checks, backend choice and torch.library registration
-live in ``kamim_fast``; the launch policy (device, grid size, configs, compile signatures) is
-``_launch``. Each launcher's module also lists every configuration a user can reach in
-``compile_specs()``, which CI compiles for sm_80, sm_89 and sm_90a (``benchmarks/ptxas_report.py``).
+live in ``kamim_fast`` (the op registry, ``kamim_fast/ops/``, checks the arguments before a launcher runs); the
+launch policy (device, grid size, configs, compile signatures) is ``_launch``. The configurations the compile
+tooling builds are listed beside it, in ``benchmarks/compile_specs.py``.
 """
 
 import triton

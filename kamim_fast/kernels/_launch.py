@@ -193,16 +193,6 @@ def int64_strides(*extents: tuple[int, int], margin: int = 16) -> bool:
     return any(abs(stride) * (size + margin) >= 2**31 for size, stride in extents)
 
 
-def with_int64_strides(specs: list[dict], full: bool, ci: tuple[str, ...]) -> list[dict]:
-    """``specs`` and their configurations for views whose offsets pass int32 (``INT64_STRIDES``): every one with
-    ``full`` (all a user can reach), else those named in ``ci`` (the set CI compiles)."""
-    wide = [{**s, "name": s["name"][:-1] + ",int64]", "args": {**s["args"], "INT64_STRIDES": True},
-             "maxnreg": register_cap(s.get("maxnreg"), {"INT64_STRIDES": True})}
-            for s in specs if full or s["name"] in ci]
-    assert full or len(wide) == len(ci), (ci, [s["name"] for s in specs])
-    return specs + wide
-
-
 def pick(x: torch.Tensor, config, gpu, interpreter):
     """The caller's config, else the shipped one for ``x``'s device (CUDA: ``gpu``; CPU: ``interpreter``)."""
     return config if config is not None else gpu if x.is_cuda else interpreter

@@ -15,13 +15,9 @@ import triton
 import triton.language as tl
 
 from kamim_fast._opencv import FAST_NMS_RADIUS, FAST_RADIUS
-from kamim_fast.gray import CHANNEL_ORDERS
 
-from ._launch import FastConfig, int64_strides, launch, persistent_programs, pick, with_int64_strides
-from .fast_tile import (
-    RADIUS_C, SRC_GRAY_U8, SRC_GRAY_U8_C, SRC_RGB_FLOAT, SRC_RGB_FLOAT_C, SRC_RGB_U8, corner_score, nms_keep,
-    rgb_to_gray,
-)
+from ._launch import FastConfig, int64_strides, launch, persistent_programs, pick
+from .fast_tile import RADIUS_C, SRC_GRAY_U8, SRC_GRAY_U8_C, SRC_RGB_FLOAT_C, corner_score, nms_keep, rgb_to_gray
 
 # Shipped configurations; 4 warps. Gray input: 64 x 32 blocks (62 x 30 outputs): on B x 192 x 192 the
 # 32-wide blocks waste 17% of the columns where 64-wide ones wasted 33%; 8-row score steps (2 pixels per
@@ -202,34 +198,3 @@ def fast_corners(
     launch(_fast_kernel, (programs,), image, config.num_warps, args, config.maxnreg)
     return keypoints, scores
 
-
-# What a user can reach (compile_specs(full=True)): fast_corners takes uint8 gray; patch_weights and the loss's
-# unfused weight cells take colour, uint8 or any float dtype (float64 too), RGB or BGR. The op
-# (torch.ops.kamim_fast.fast_corners) takes either suppression and channel order for every source.
-COLOUR_DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) -> list[dict]:
-    """The configurations the compile check builds, with the benchmark's launch arguments (meta tensors):
-    with ``full``, every one a user can reach (benchmarks/compile_all.py, the committed report); else the
-    subset that CI compiles live and the performance model reads (benchmarks/ptxas_report.py): RGB order,
-    no float64."""
-    specs = []
-    sources = [(SRC_GRAY_U8, torch.uint8)] + [(SRC_RGB_U8 if d == torch.uint8 else SRC_RGB_FLOAT, d)
-                                              for d in COLOUR_DTYPES if full or d != torch.float64]
-    for src_kind, dtype in sources:
-        for nms in (True, False):
-            for order in CHANNEL_ORDERS if full else ("rgb",):
-                shape = (B, H, W) if src_kind == SRC_GRAY_U8 else (B, 3, H, W)
-                image = torch.empty(shape, dtype=dtype, device="meta")
-                kp, sc = (torch.empty((B, H, W), dtype=torch.uint8, device="meta") for _ in range(2))
-                scratch = torch.empty(1, dtype=torch.uint8, device="meta")
-                config = _gpu_config(src_kind)
-                args = _args(image, kp, sc, scratch, 10, nms, src_kind, order, (0.0,) * 3, (1.0,) * 3, config)
-                h, out_h = args["HALO"], config.ROWS - 2 * args["HALO"]
-                tile_vars = [dict(y_org=ty * out_h - h) for ty in range(args["tiles_per_image"] // args["tiles_w"])]
-                source = f"{'gray' if src_kind == SRC_GRAY_U8 else 'rgb'}-{str(dtype)[6:]}"
-                name = f"fast[{source},nms={int(nms)}{',bgr=1' if order == 'bgr' else ''}]"
-                specs.append(dict(name=name, fn=_fast_kernel, args=args, num_warps=config.num_warps,
-                                  maxnreg=config.maxnreg, items=B * H * W, tile_vars=tile_vars))
-    return with_int64_strides(specs, full, ci=("fast[gray-uint8,nms=1]", "fast[rgb-float32,nms=1]"))

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import int64_strides, launch, with_int64_strides
+from ._launch import int64_strides, launch
 from .fast_tile import rgb_to_gray
 
 BLOCK = 1024
@@ -68,20 +68,3 @@ def rgb_to_gray_u8(
     launch(_gray_kernel, (args["blocks_per_image"] * B,), images, NUM_WARPS, args)
     return out
 
-
-def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) -> list[dict]:
-    """The configurations the compile check builds, with the benchmark's launch arguments (meta tensors):
-    with ``full``, every one a user can reach (rgb_to_gray_u8 takes uint8 or any float dtype, float64 too,
-    RGB or BGR; benchmarks/compile_all.py); else the subset that CI compiles live (benchmarks/ptxas_report.py)."""
-    from kamim_fast.gray import CHANNEL_ORDERS
-
-    specs = []
-    dtypes = (torch.uint8, torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if full else ())
-    for dtype in dtypes:
-        for order in CHANNEL_ORDERS if full else ("rgb",):
-            images = torch.empty((B, 3, H, W), dtype=dtype, device="meta")
-            out = torch.empty((B, H, W), dtype=torch.uint8, device="meta")
-            specs.append(dict(name=f"gray[{str(dtype).removeprefix('torch.')}{',bgr=1' if order == 'bgr' else ''}]",
-                              fn=_gray_kernel, args=_args(images, out, order, (0.0,) * 3, (1.0,) * 3),
-                              num_warps=NUM_WARPS, items=B * H * W, items_per_program=BLOCK, loops={}))
-    return with_int64_strides(specs, full, ci=("gray[float32]",))

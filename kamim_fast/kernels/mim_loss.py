@@ -1,29 +1,27 @@
 """KAMIM's weighted masked L1 in one pass: FAST + NMS + drawKeypoints rings + per-cell L1, and its backward.
 
-Forward (``_forward_kernel``), a persistent grid over tiles of ``OUT_H x OUT_W`` output pixels (whole
-weight cells) of one image:
+Two forward kernels, each over tiles of ``OUT_H x OUT_W`` output pixels of one image:
 
-- ``FAST_WEIGHTS``: each program recovers OpenCV's uint8 gray from ``target`` over its tile plus an
-  8 px halo (ring 4 + NMS 1 + circle 3) into a small per-program scratch, scores FAST, suppresses
-  non-maxima, dilates the keypoints by the drawKeypoints ring, and in the same pass reads pred and
-  target once and accumulates, per weight cell, the covered pixels and ``S = sum(m * |pred - target|)``.
-  Only those (B, H/p, W/p) partials leave the kernel. The per-image min-normalisation of the weights
-  is global over an image's cells, so a small epilogue (``fast_weighted_mim_loss_forward``) finishes it:
-  ``w = exp(clip(d / T)) / min(...)`` and ``loss = sum(w * S) / (sum(m) + eps) / C``.
-- Otherwise the same kernel without the FAST stages: the weight (a tensor, or 1) is looked up per
-  pixel and each tile writes one partial.
+- ``_fused_forward_kernel`` (FAST weights), a persistent grid: each program recovers OpenCV's uint8 gray from
+  ``target`` over its tile plus an 8 px halo (ring 4 + NMS 1 + circle 3) into a small per-program scratch, scores
+  FAST, suppresses non-maxima, dilates the keypoints by the drawKeypoints ring, and in the same pass reads pred
+  and target once and accumulates, per weight cell, the covered pixels and ``S = sum(m * |pred - target|)``.
+  Only those (B, H/p, W/p) partials leave the kernel. The per-image min-normalisation of the weights is global
+  over an image's cells, so a small epilogue (the op's) finishes it: ``w = exp(clip(d / T)) / min(...)`` and
+  ``loss = sum(w * S) / (sum(m) + eps) / C``.
+- ``_l1_forward_kernel`` (given weights or none), a tile per program: the weight (a tensor, or 1) is looked up
+  per pixel and each tile writes one partial.
 
-Both write 2-bit codes of ``sign(pred - target)`` (1 positive, 2 negative, 0 zero or NaN, as
-``torch.sign``), four per
-byte, so the backward (``_backward_kernel``) reads 0.25 B per element instead of pred and target
-(6 B for bf16 + fp32): 8.5 B per element for forward + backward against 14 B with a recompute.
-All reductions are per-tile or per-cell partials summed in a fixed order: no atomics, deterministic.
+An edit to one recompiles only its own configurations. Both write 2-bit codes of ``sign(pred - target)``
+(1 positive, 2 negative, 0 zero or NaN, as ``torch.sign``), four per byte, so the backward
+(``_backward_kernel``) reads 0.25 B per element instead of pred and target (6 B for bf16 + fp32): 8.5 B per
+element for forward + backward against 14 B with a recompute. All reductions are per-tile or per-cell partials
+summed in a fixed order: no atomics, deterministic.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import triton
@@ -31,7 +29,7 @@ import triton.language as tl
 
 from kamim_fast._opencv import DRAW_KEYPOINT_RING, FAST_NMS_RADIUS, FAST_RADIUS
 
-from ._launch import LossConfig, int64_strides, launch, persistent_programs, pick, with_int64_strides
+from ._launch import LossConfig, int64_strides, launch, persistent_programs, pick
 from .fast_tile import corner_score, gray_of, nms_keep
 
 # ---------------------------------------------------------------------------------------------------
@@ -204,24 +202,22 @@ def _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq, C,
 
 
 @triton.jit
-def _forward_kernel(
+def _fused_forward_kernel(
     # pred and target (B, C, H, W), any strides (elements); C is a constexpr (one compile per channel count:
     # the channels unroll, so their loads are in flight together; LLVM unrolled a runtime loop 4x with a
     # remainder loop, which the SASS model cannot weight)
     pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C: tl.constexpr, H, W,
-    # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is
-    # read only with HAS_WEIGHTS, and with FAST_WEIGHTS (wh, ww) is the grid the partials go to
-    mask_ptr, mh, mw, weight_ptr, wh, ww,
-    # outputs: 2-bit sign codes (B, C, H, W4) with W4 = ceil(W / 4); the per-cell (FAST) or per-tile
-    # partial sums of m * w * |pred - target|; per-cell covered pixels or keypoints (FAST only)
+    # the mask's (B, mh, mw) fp32 cell grid (contiguous); (wh, ww): the weight cells' grid the partials go to
+    mask_ptr, mh, mw, wh, ww,
+    # outputs: 2-bit sign codes (B, C, H, W4) with W4 = ceil(W / 4); the per-cell partial sums of
+    # m * |pred - target| and the per-cell covered pixels (ring) or keypoints (count)
     signs_ptr, W4, l1_out_ptr, cover_out_ptr,
-    # the per-program scratch (FAST only, 2 planes of ROWS x BLOCK_W bytes) and the persistent grid's tiles
+    # the per-program scratch (2 planes of ROWS x BLOCK_W bytes) and the persistent grid's tiles
     scratch_ptr, tiles_w, tiles_per_image, n_tiles,
     # FAST threshold; target's un-normalisation round((x * sd + m) * 255) per channel
     threshold, m0, m1, m2, sd0, sd1, sd2,
-    # cell sizes, which weights, the density (ring or count), channel order
-    PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, FAST_WEIGHTS: tl.constexpr, DENSITY: tl.constexpr,
-    HAS_WEIGHTS: tl.constexpr, CHANNEL_ORDER: tl.constexpr,
+    # cell sizes, the density (ring or count), channel order
+    PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, DENSITY: tl.constexpr, CHANNEL_ORDER: tl.constexpr,
     # tile geometry (_geometry): halo, outputs per tile, staged columns, rows per step of each pass
     HALO: tl.constexpr, OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, SUB_H: tl.constexpr,
     FINAL_H: tl.constexpr, SH: tl.constexpr,
@@ -236,7 +232,7 @@ def _forward_kernel(
         p_w = tl.cast(p_w, tl.int64)
         t_h = tl.cast(t_h, tl.int64)
         t_w = tl.cast(t_w, tl.int64)
-    # [margin][plane a][plane b] per program and a last margin (_launch_forward allocates it): the unmasked
+    # [margin][plane a][plane b] per program and a last margin (the launcher allocates it): the unmasked
     # circle and NMS loads of lanes outside the block stay in memory that no program writes.
     MARGIN: tl.constexpr = (SUB_H + 4) * BLOCK_W
     plane_a = scratch_ptr + MARGIN + pid.to(tl.int64) * (2 * ROWS * BLOCK_W + MARGIN)  # gray, then keypoints
@@ -259,89 +255,88 @@ def _forward_kernel(
         xg = x0 - HALO + jj
         pred_b = pred_ptr + b.to(tl.int64) * p_b
         target_b = target_ptr + b.to(tl.int64) * t_b
-        if FAST_WEIGHTS:
-            tl.debug_barrier()  # the previous tile's final pass is done with the scratch
-            # Pass 1 reads target and pred once: gray of the whole block (halo included) into the scratch,
-            # and for the output pixels the masked L1 per cell and the sign codes. Register column j is
-            # output column j, except the last HALO, which wrap round to the left halo (-HALO..-1), so
-            # cells line up with the tile while every staged column is covered. The wrap falls on a
-            # multiple of 4, so each aligned group of 4 columns is contiguous (the hints say so): 4 adjacent
-            # pixels per thread, vector loads and stores, and a thread's 4 sign codes are one byte.
-            oc = tl.where(jj < BLOCK_W - HALO, jj, jj - BLOCK_W)
-            xs = tl.max_contiguous(tl.multiple_of(x0 + oc, [1, 4]), [1, 4])
-            gray_cols = tl.max_contiguous(tl.multiple_of(oc + HALO, [1, 4]), [1, 4])  # in the scratch
-            col_in = (xs >= 0) & (xs < W)
-            col_out = col_in & (oc >= 0) & (oc < OUT_W)
-            # the halo rows above and below the outputs: gray only
-            for r0 in range(0, 2 * HALO, SUB_H):
-                hrow = r0 + rows
-                orow = tl.where(hrow < HALO, hrow - HALO, OUT_H - HALO + hrow)
+        tl.debug_barrier()  # the previous tile's final pass is done with the scratch
+        # Pass 1 reads target and pred once: gray of the whole block (halo included) into the scratch,
+        # and for the output pixels the masked L1 per cell and the sign codes. Register column j is
+        # output column j, except the last HALO, which wrap round to the left halo (-HALO..-1), so
+        # cells line up with the tile while every staged column is covered. The wrap falls on a
+        # multiple of 4, so each aligned group of 4 columns is contiguous (the hints say so): 4 adjacent
+        # pixels per thread, vector loads and stores, and a thread's 4 sign codes are one byte.
+        oc = tl.where(jj < BLOCK_W - HALO, jj, jj - BLOCK_W)
+        xs = tl.max_contiguous(tl.multiple_of(x0 + oc, [1, 4]), [1, 4])
+        gray_cols = tl.max_contiguous(tl.multiple_of(oc + HALO, [1, 4]), [1, 4])  # in the scratch
+        col_in = (xs >= 0) & (xs < W)
+        col_out = col_in & (oc >= 0) & (oc < OUT_W)
+        # the halo rows above and below the outputs: gray only
+        for r0 in range(0, 2 * HALO, SUB_H):
+            hrow = r0 + rows
+            orow = tl.where(hrow < HALO, hrow - HALO, OUT_H - HALO + hrow)
+            yg = y0 + orow
+            inside = (hrow < 2 * HALO) & (yg >= 0) & (yg < H) & col_in
+            tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
+            tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
+            gray = gray_of(tl.load(tp0, mask=inside, other=0.0), tl.load(tp1, mask=inside, other=0.0),
+                           tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, CHANNEL_ORDER == "bgr",
+                           m0, m1, m2, sd0, sd1, sd2)
+            tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8), mask=hrow < 2 * HALO)
+        # the output rows, a cell row at a time: L1 summed per thread over the cell row, then per cell
+        for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
+            acc = tl.zeros((SH, BLOCK_W), dtype=tl.float32)
+            for r0 in range(0, WEIGHT_PATCH_SIZE, SH):
+                orow = cell_row * WEIGHT_PATCH_SIZE + r0 + srows
                 yg = y0 + orow
-                inside = (hrow < 2 * HALO) & (yg >= 0) & (yg < H) & col_in
+                inside = (yg < H) & col_in
+                out = inside & col_out
                 tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
-                tp1 = tp0 + t_c  # channel steps on the pointers: no 2 * stride to overflow int32
-                gray = gray_of(tl.load(tp0, mask=inside, other=0.0), tl.load(tp1, mask=inside, other=0.0),
-                               tl.load(tp1 + t_c, mask=inside, other=0.0), inside, True, CHANNEL_ORDER == "bgr",
-                               m0, m1, m2, sd0, sd1, sd2)
-                tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8), mask=hrow < 2 * HALO)
-            # the output rows, a cell row at a time: L1 summed per thread over the cell row, then per cell
-            for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
-                acc = tl.zeros((SH, BLOCK_W), dtype=tl.float32)
-                for r0 in range(0, WEIGHT_PATCH_SIZE, SH):
-                    orow = cell_row * WEIGHT_PATCH_SIZE + r0 + srows
-                    yg = y0 + orow
-                    inside = (yg < H) & col_in
-                    out = inside & col_out
-                    tp0 = target_b + yg.to(tl.int64) * t_h + xs * t_w
-                    pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
-                    tp1 = tp0 + t_c
-                    pp1 = pp0 + p_c
-                    t0 = tl.load(tp0, mask=inside, other=0.0)
-                    t1 = tl.load(tp1, mask=inside, other=0.0)
-                    t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
-                    gray = gray_of(t0, t1, t2, inside, True, CHANNEL_ORDER == "bgr", m0, m1, m2, sd0, sd1, sd2)
-                    tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8))
-                    signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
-                    sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yg < H)
-                    d0 = tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32)
-                    d1 = tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32)
-                    d2 = tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32)
-                    signs1 = signs + sign_c
-                    tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
-                    tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
-                    tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
-                    m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
-                    m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
-                    # where(out): the halo columns' differences (pred 0 there) must not reach the sums
-                    acc += tl.where(out, (tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, 0.0)
-                _store_cells(l1_out_ptr, tl.sum(acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
-                             cell_row >= 0, WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
+                pp0 = pred_b + yg.to(tl.int64) * p_h + xs * p_w
+                tp1 = tp0 + t_c
+                pp1 = pp0 + p_c
+                t0 = tl.load(tp0, mask=inside, other=0.0)
+                t1 = tl.load(tp1, mask=inside, other=0.0)
+                t2 = tl.load(tp1 + t_c, mask=inside, other=0.0)
+                gray = gray_of(t0, t1, t2, inside, True, CHANNEL_ORDER == "bgr", m0, m1, m2, sd0, sd1, sd2)
+                tl.store(plane_a + (orow + HALO) * BLOCK_W + gray_cols, gray.to(tl.uint8))
+                signs = signs_ptr + (b.to(tl.int64) * C * H + yg) * W4 + x0 // 4 + kq
+                sign_ok = (kq < OUT_W // 4) & (x0 // 4 + kq < W4) & (yg < H)
+                d0 = tl.load(pp0, mask=out, other=0.0).to(tl.float32) - t0.to(tl.float32)
+                d1 = tl.load(pp1, mask=out, other=0.0).to(tl.float32) - t1.to(tl.float32)
+                d2 = tl.load(pp1 + p_c, mask=out, other=0.0).to(tl.float32) - t2.to(tl.float32)
+                signs1 = signs + sign_c
+                tl.store(signs, _sign_codes(d0, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs1, _sign_codes(d1, SH, BLOCK_W), mask=sign_ok)
+                tl.store(signs1 + sign_c, _sign_codes(d2, SH, BLOCK_W), mask=sign_ok)
+                m = _cell_lookup(mask_ptr, b, yg, xs, mh, mw, PATCH_SIZE, out)
+                m = tl.where(m > 0.0, m, 0.0)  # AMT's thrown patches (-1) count as 0
+                # where(out): the halo columns' differences (pred 0 there) must not reach the sums
+                acc += tl.where(out, (tl.abs(d0) + tl.abs(d1) + tl.abs(d2)) * m, 0.0)
+            _store_cells(l1_out_ptr, tl.sum(acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
+                         cell_row >= 0, WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
+        tl.debug_barrier()
+        for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
+            ii = r0 + rows
+            yg = y0 - HALO + ii
+            valid = ((ii < ROWS - _SCORE_LO) & (jj >= _SCORE_LO) & (jj < BLOCK_W - _SCORE_LO)
+                     & (yg >= _SCORE_LO) & (yg < H - _SCORE_LO) & (xg >= _SCORE_LO) & (xg < W - _SCORE_LO))
+            score = corner_score(plane_a + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
+            tl.store(plane_b + ii * BLOCK_W + jj, tl.where(score >= threshold, score, 0).to(tl.uint8),
+                     mask=ii < ROWS - _SCORE_LO)
+        tl.debug_barrier()
+        for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # keypoints within the ring's radius of the outputs
+            ii = r0 + rows
+            region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
+            keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W)
+            tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
+        if DENSITY == "ring":
             tl.debug_barrier()
-            for r0 in range(_SCORE_LO, ROWS - _SCORE_LO, SUB_H):  # scores within HALO - circle of the outputs
+            for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
                 ii = r0 + rows
-                yg = y0 - HALO + ii
-                valid = ((ii < ROWS - _SCORE_LO) & (jj >= _SCORE_LO) & (jj < BLOCK_W - _SCORE_LO)
-                         & (yg >= _SCORE_LO) & (yg < H - _SCORE_LO) & (xg >= _SCORE_LO) & (xg < W - _SCORE_LO))
-                score = corner_score(plane_a + ii * BLOCK_W + jj, BLOCK_W, 1, valid)
-                tl.store(plane_b + ii * BLOCK_W + jj, tl.where(score >= threshold, score, 0).to(tl.uint8),
-                         mask=ii < ROWS - _SCORE_LO)
-            tl.debug_barrier()
-            for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # keypoints within the ring's radius of the outputs
-                ii = r0 + rows
-                region = (ii < ROWS - _KP_LO) & (jj >= _KP_LO) & (jj < BLOCK_W - _KP_LO)
-                keep, _ = nms_keep(plane_b + ii * BLOCK_W + jj, BLOCK_W)
-                tl.store(plane_a + ii * BLOCK_W + jj, keep.to(tl.uint8), mask=region)
-            if DENSITY == "ring":
-                tl.debug_barrier()
-                for r0 in range(_KP_LO, ROWS - _KP_LO, SUB_H):  # horizontal runs at the output columns
-                    ii = r0 + rows
-                    region = (ii < ROWS - _KP_LO) & (wq >= HALO // 4) & (wq < (HALO + OUT_W) // 4)
-                    bits = _ring_bits(words_a + ii * (BLOCK_W // 4) + wq)
-                    tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)
-            tl.debug_barrier()
+                region = (ii < ROWS - _KP_LO) & (wq >= HALO // 4) & (wq < (HALO + OUT_W) // 4)
+                bits = _ring_bits(words_a + ii * (BLOCK_W // 4) + wq)
+                tl.store(words_b + ii * (BLOCK_W // 4) + wq, bits, mask=region)
+        tl.debug_barrier()
         # The final pass: output pixels only, indexed from the tile's corner (a multiple of WEIGHT_PATCH_SIZE and 4).
         xo = x0 + jj
-        if FAST_WEIGHTS and WEIGHT_PATCH_SIZE >= 4:
+        if WEIGHT_PATCH_SIZE >= 4:
             # The last pass, 4 pixels (a uint32 word of the scratch) at a time: covered pixels (or
             # keypoints) per cell. Bytes past the image's right edge are masked off the word.
             n_in = tl.minimum(tl.maximum(W - (x0 + 4 * wq), 0), 4)
@@ -366,7 +361,7 @@ def _forward_kernel(
                 cy = y0 // WEIGHT_PATCH_SIZE + cell_row
                 tl.store(cover_out_ptr + (b.to(tl.int64) * wh + cy) * ww + cx, total,
                          mask=(cells < OUT_W // WEIGHT_PATCH_SIZE) & (cx < tl.where(cy < wh, ww, 0)))
-        elif FAST_WEIGHTS:  # the last pass for 1 and 2 px cells, a pixel at a time
+        else:  # the last pass for 1 and 2 px cells, a pixel at a time
             for cell_row in range(0, OUT_H // WEIGHT_PATCH_SIZE):
                 cover_acc = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
                 for r0 in range(0, WEIGHT_PATCH_SIZE, FINAL_H):
@@ -381,17 +376,55 @@ def _forward_kernel(
                 _store_cells(cover_out_ptr, tl.sum(cover_acc, axis=0), b, y0 // WEIGHT_PATCH_SIZE + cell_row, x0, wh, ww,
                              cell_row >= 0,
                              WEIGHT_PATCH_SIZE, OUT_W, BLOCK_W)
-        else:
-            tile_sum = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
-            for r0 in range(0, OUT_H, FINAL_H):
-                yo = y0 + r0 + frows
-                inside, l1 = _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq,
-                                             C, H, W, W4, p_c, p_h, p_w, t_c, t_h, t_w, mh, mw,
-                                             PATCH_SIZE, OUT_W, FINAL_H, BLOCK_W)
-                if HAS_WEIGHTS:
-                    l1 = l1 * _cell_lookup(weight_ptr, b, yo, xo, wh, ww, WEIGHT_PATCH_SIZE, inside)
-                tile_sum += l1
-            tl.store(l1_out_ptr + tile, tl.sum(tl.sum(tile_sum, axis=1), axis=0))
+
+
+@triton.jit
+def _l1_forward_kernel(
+    # pred and target (B, C, H, W), any strides (elements); C is a constexpr (the channels unroll)
+    pred_ptr, p_b, p_c, p_h, p_w, target_ptr, t_b, t_c, t_h, t_w, C: tl.constexpr, H, W,
+    # the mask's (B, mh, mw) and the weights' (B, wh, ww) fp32 cell grids (contiguous); weight_ptr is read only
+    # with HAS_WEIGHTS
+    mask_ptr, mh, mw, weight_ptr, wh, ww,
+    # outputs: 2-bit sign codes (B, C, H, W4) with W4 = ceil(W / 4); one partial sum of m * w * |pred - target|
+    # per tile
+    signs_ptr, W4, l1_out_ptr,
+    # the tiles (one per program)
+    tiles_w, tiles_per_image, n_tiles,
+    # cell sizes, whether weights are given
+    PATCH_SIZE: tl.constexpr, WEIGHT_PATCH_SIZE: tl.constexpr, HAS_WEIGHTS: tl.constexpr,
+    # tile geometry (_geometry): OUT_H x OUT_W outputs per tile (OUT_W = BLOCK_W), FINAL_H rows per step
+    OUT_H: tl.constexpr, OUT_W: tl.constexpr, BLOCK_W: tl.constexpr, FINAL_H: tl.constexpr,
+    # offsets in int64: pred or target views whose row or column offsets can pass int32 (_launch.int64_strides)
+    INT64_STRIDES: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if INT64_STRIDES:
+        p_h = tl.cast(p_h, tl.int64)
+        p_w = tl.cast(p_w, tl.int64)
+        t_h = tl.cast(t_h, tl.int64)
+        t_w = tl.cast(t_w, tl.int64)
+    jj = tl.arange(0, BLOCK_W)[None, :]
+    frows = tl.arange(0, FINAL_H)[:, None]
+    kq = tl.arange(0, BLOCK_W // 4)[None, :]
+    for tile in range(pid, n_tiles, tl.num_programs(0)):
+        b = tile // tiles_per_image
+        t = tile - b * tiles_per_image
+        ty = t // tiles_w
+        y0 = ty * OUT_H
+        x0 = (t - ty * tiles_w) * OUT_W
+        pred_b = pred_ptr + b.to(tl.int64) * p_b
+        target_b = target_ptr + b.to(tl.int64) * t_b
+        xo = x0 + jj
+        tile_sum = tl.zeros((FINAL_H, BLOCK_W), dtype=tl.float32)
+        for r0 in range(0, OUT_H, FINAL_H):
+            yo = y0 + r0 + frows
+            inside, l1 = _masked_l1_rows(pred_b, target_b, mask_ptr, signs_ptr, b, yo, x0, xo, kq,
+                                         C, H, W, W4, p_c, p_h, p_w, t_c, t_h, t_w, mh, mw,
+                                         PATCH_SIZE, OUT_W, FINAL_H, BLOCK_W)
+            if HAS_WEIGHTS:
+                l1 = l1 * _cell_lookup(weight_ptr, b, yo, xo, wh, ww, WEIGHT_PATCH_SIZE, inside)
+            tile_sum += l1
+        tl.store(l1_out_ptr + tile, tl.sum(tl.sum(tile_sum, axis=1), axis=0))
 
 
 @triton.jit
@@ -449,7 +482,8 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Host launchers. Arguments are checked by the callers (kamim_fast/mim_loss.py, kamim_fast/_ops.py).
+# Host launchers. Arguments are checked at the op boundary (kamim_fast/ops/); the launchers assert only what it
+# guarantees.
 
 def fuses(weight_patch_size: int) -> bool:
     """Whether FAST weights of ``weight_patch_size`` px cells are computed inside the loss kernel (powers of
@@ -486,50 +520,49 @@ def _geometry(H: int, W: int, weight_patch_size: int, fast: bool, config: LossCo
                 tiles_w=triton.cdiv(W, out_w), tiles_h=triton.cdiv(H, out_h))
 
 
-def _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
-                  channel_order, mean, std, signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
-    """The forward kernel's arguments, by name (tiles_h rides along for the launcher)."""
-    B, C, H, W = pred.shape
-    g = _geometry(H, W, weight_patch_size, fast, _tuned(config, weight_patch_size, fast, density))
-    tiles_w, tiles_h = g.pop("tiles_w"), g.pop("tiles_h")
+def _strides(pred, target) -> dict:
     p_b, p_c, p_h, p_w = pred.stride()
     t_b, t_c, t_h, t_w = target.stride()
-    wh, ww = weights.shape[1:] if weights is not None else (H // weight_patch_size, W // weight_patch_size)
+    H, W = pred.shape[-2:]
     return dict(pred_ptr=pred, p_b=p_b, p_c=p_c, p_h=p_h, p_w=p_w, target_ptr=target, t_b=t_b, t_c=t_c, t_h=t_h,
-                t_w=t_w, C=C, H=H, W=W,
+                t_w=t_w, INT64_STRIDES=int64_strides((H, p_h), (W, p_w), (H, t_h), (W, t_w)))
+
+
+def _fused_args(pred, target, mask_grid, patch_size, weight_patch_size, density, threshold, channel_order, mean, std,
+                signs, l1_out, cover_out, scratch, config: LossConfig) -> dict:
+    """The fused forward kernel's arguments, by name (its config tuned per cell and density)."""
+    B, C, H, W = pred.shape
+    g = _geometry(H, W, weight_patch_size, True, _tuned(config, weight_patch_size, True, density))
+    tiles_w, tiles_h = g.pop("tiles_w"), g.pop("tiles_h")
+    return dict(**_strides(pred, target), C=C, H=H, W=W,
+                mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
+                wh=H // weight_patch_size, ww=W // weight_patch_size,
+                signs_ptr=signs, W4=packed_width(W), l1_out_ptr=l1_out, cover_out_ptr=cover_out,
+                scratch_ptr=scratch, tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
+                threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
+                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, DENSITY=density,
+                CHANNEL_ORDER=channel_order, **g)
+
+
+def _l1_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, signs, l1_out,
+             config: LossConfig) -> dict:
+    """The L1 forward kernel's arguments, by name: weights None (1) or (B, H/p, W/p) of p = weight_patch_size."""
+    B, C, H, W = pred.shape
+    g = _geometry(H, W, weight_patch_size, False, _tuned(config, weight_patch_size, False, "ring"))
+    tiles_w, tiles_h = g["tiles_w"], g["tiles_h"]
+    wh, ww = weights.shape[1:] if weights is not None else (H // weight_patch_size, W // weight_patch_size)
+    return dict(**_strides(pred, target), C=C, H=H, W=W,
                 mask_ptr=mask_grid, mh=mask_grid.shape[1], mw=mask_grid.shape[2],
                 weight_ptr=weights if weights is not None else mask_grid, wh=wh, ww=ww,
                 signs_ptr=signs, W4=packed_width(W), l1_out_ptr=l1_out,
-                cover_out_ptr=cover_out if cover_out is not None else l1_out,
-                scratch_ptr=scratch, tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
-                threshold=threshold, m0=mean[0], m1=mean[1], m2=mean[2], sd0=std[0], sd1=std[1], sd2=std[2],
-                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, FAST_WEIGHTS=fast, DENSITY=density,
-                HAS_WEIGHTS=weights is not None,
-                CHANNEL_ORDER=channel_order, **g,
-                INT64_STRIDES=int64_strides((H, p_h), (W, p_w), (H, t_h), (W, t_w)))
+                tiles_w=tiles_w, tiles_per_image=tiles_h * tiles_w, n_tiles=B * tiles_h * tiles_w,
+                PATCH_SIZE=patch_size, WEIGHT_PATCH_SIZE=weight_patch_size, HAS_WEIGHTS=weights is not None,
+                OUT_H=g["OUT_H"], OUT_W=g["OUT_W"], BLOCK_W=g["BLOCK_W"], FINAL_H=g["FINAL_H"])
 
 
-def _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
-                    channel_order, mean, std, l1_out, cover_out, config: LossConfig):
+def _signs(pred: torch.Tensor) -> torch.Tensor:
     B, C, H, W = pred.shape
-    config = _tuned(config, weight_patch_size, fast, density)
-    signs = torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
-    placeholder = torch.empty(0 if fast else 1, dtype=torch.uint8, device=pred.device)
-    args = _forward_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, fast, density, threshold,
-                         channel_order, mean, std, signs, l1_out, cover_out, placeholder, config)
-    n_tiles = args["n_tiles"]
-    if n_tiles == 0 or C == 0:
-        return signs
-    if fast:
-        programs = persistent_programs(_forward_kernel, pred, n_tiles, config.num_warps, args, config.maxnreg)
-        rows = args["OUT_H"] + 2 * args["HALO"]
-        margin = (args["SUB_H"] + 4) * args["BLOCK_W"]  # the kernel's MARGIN
-        args["scratch_ptr"] = torch.empty(programs * (2 * rows * args["BLOCK_W"] + margin) + margin, dtype=torch.uint8,
-                                          device=pred.device)
-    else:
-        programs = n_tiles  # one partial per tile: no scratch, an ordinary grid
-    launch(_forward_kernel, (programs,), pred, config.num_warps, args, config.maxnreg)
-    return signs
+    return torch.empty((B, C, H, packed_width(W)), dtype=torch.uint8, device=pred.device)
 
 
 def weighted_mim_loss_forward(pred, target, mask_grid, weights, patch_size: int, weight_patch_size: int, config=None):
@@ -537,14 +570,15 @@ def weighted_mim_loss_forward(pred, target, mask_grid, weights, patch_size: int,
 
     mask_grid, weights: contiguous (B, h, w) fp32; weights None means 1. Any weight cell size.
     """
-    config = pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG)
-    B, _, H, W = pred.shape
     weight_patch_size = weight_patch_size if weights is not None else 1
-    g = _geometry(H, W, weight_patch_size, False, _tuned(config, weight_patch_size, False, "ring"))
+    config = _tuned(pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG), weight_patch_size, False, "ring")
+    B, C, H, W = pred.shape
+    g = _geometry(H, W, weight_patch_size, False, config)
     partials = torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, device=pred.device)
-    # DENSITY only matters with FAST weights: one fixed value, so no second compile
-    signs = _launch_forward(pred, target, mask_grid, patch_size, weights, weight_patch_size, False, "ring", 0, "rgb",
-                            (0.0,) * 3, (1.0,) * 3, partials, None, config)
+    signs = _signs(pred)
+    if partials.numel() and C:  # one partial per tile, one tile per program
+        args = _l1_args(pred, target, mask_grid, patch_size, weights, weight_patch_size, signs, partials, config)
+        launch(_l1_forward_kernel, (args["n_tiles"],), pred, config.num_warps, args, config.maxnreg)
     return partials, signs
 
 
@@ -556,11 +590,23 @@ def fast_weighted_mim_loss_forward(pred, target, mask_grid, patch_size: int, wei
     assert fuses(weight_patch_size) and density in ("ring", "count") and channel_order in ("rgb", "bgr"), \
         (weight_patch_size, density, channel_order)
     cell = weight_patch_size
-    B, _, H, W = pred.shape
+    B, C, H, W = pred.shape
+    config = _tuned(pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG), cell, True, density)
     l1 = torch.empty((B, H // cell, W // cell), dtype=torch.float32, device=pred.device)
     cover = torch.empty_like(l1)
-    signs = _launch_forward(pred, target, mask_grid, patch_size, None, cell, True, density, threshold, channel_order,
-                            mean, std, l1, cover, pick(pred, config, GPU_CONFIG, INTERPRETER_CONFIG))
+    signs = _signs(pred)
+    placeholder = torch.empty(0, dtype=torch.uint8, device=pred.device)
+    args = _fused_args(pred, target, mask_grid, patch_size, cell, density, threshold, channel_order, mean, std, signs,
+                       l1, cover, placeholder, config)
+    n_tiles = args["n_tiles"]
+    if n_tiles == 0 or C == 0:
+        return l1, cover, signs
+    programs = persistent_programs(_fused_forward_kernel, pred, n_tiles, config.num_warps, args, config.maxnreg)
+    rows = args["OUT_H"] + 2 * args["HALO"]
+    margin = (args["SUB_H"] + 4) * args["BLOCK_W"]  # the kernel's MARGIN
+    args["scratch_ptr"] = torch.empty(programs * (2 * rows * args["BLOCK_W"] + margin) + margin, dtype=torch.uint8,
+                                      device=pred.device)
+    launch(_fused_forward_kernel, (programs,), pred, config.num_warps, args, config.maxnreg)
     return l1, cover, signs
 
 
@@ -592,116 +638,3 @@ def weighted_mim_loss_backward(scale, signs, mask_grid, weights, patch_size: int
         launch(_backward_kernel, _backward_grid(B, H, W), signs, BACKWARD_WARPS, args, BACKWARD_MAXNREG)
     return grad_pred, grad_tgt
 
-
-# Every weight cell the fused kernel takes (fuses), with both densities: what a user can reach.
-FUSED_CELLS = tuple(c for c in range(1, MAX_FUSED_CELL + 1) if fuses(c))
-# The rest of what a user can reach (compile_specs(full=True); the rule is in benchmarks/NOTES.md, "Compile
-# check"). pred and target: each any of these (float64 takes the PyTorch reference, not the kernels).
-LOSS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Patch sizes, any p the API takes: the mask's cell (PATCH_SIZE) and given weights' (WEIGHT_PATCH_SIZE) enter
-# the kernels only as the divisor of a cell lookup (yy // p), compiled to nothing (p = 1), a shift (a power
-# of two) or a multiply-high (any other p): one size per class, the first the default of the names.
-MASK_PATCHES = (16, 1, 14)  # ViT/16 and MAE (SimMIM's masks at model-patch resolution), pixel masks, ViT/14
-GIVEN_WEIGHT_CELLS = (8, 1, 14)  # the published 8, pixel-level weights, a non-power of two
-
-
-def _case_size(size: int, *patches: int) -> int:
-    """The benchmark's side (192), or the least multiple of 16 and of the patch sizes above it: an aligned case."""
-    step = math.lcm(16, *patches)
-    return -(-size // step) * step
-
-
-def _dt(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _forward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, fast, density, cell, channel_order) -> dict:
-    """One forward configuration (cell None: no weights), with an aligned case's launch arguments (meta tensors)."""
-    meta = dict(device="meta")
-    H, W = (_case_size(s, mask_patch, cell or 1) for s in (H, W))
-    pred = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
-    target = torch.empty((B, 3, H, W), dtype=target_dtype, **meta)
-    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
-    mask = torch.empty((B, H // mask_patch, W // mask_patch), dtype=torch.float32, **meta)
-    grid = torch.empty((B, H // (cell or 1), W // (cell or 1)), dtype=torch.float32, **meta)
-    weights = None if fast or cell is None else grid
-    tuned = _tuned(GPU_CONFIG, cell or 1, fast, density)
-    g = _geometry(H, W, cell or 1, fast, tuned)
-    l1_out = grid if fast else torch.empty(B * g["tiles_h"] * g["tiles_w"], dtype=torch.float32, **meta)
-    u8 = torch.empty(1, dtype=torch.uint8, **meta)  # the scratch: its size is no part of the signature
-    args = _forward_args(pred, target, mask, mask_patch, weights, cell or 1, fast, density, 10, channel_order,
-                         (0.0,) * 3,
-                         (1.0,) * 3, signs, l1_out, torch.empty_like(grid) if fast else None, u8, GPU_CONFIG)
-    kind = f"fast-{density}" if fast else ("weights" if cell else "no-weights")
-    extra = (f",target={_dt(target_dtype)}" if target_dtype != torch.float32 else "") + \
-        (f",mask={mask_patch}" if mask_patch != MASK_PATCHES[0] else "") + (",bgr=1" if channel_order == "bgr" else "")
-    return dict(name=f"mim_loss_fwd[{_dt(pred_dtype)},{kind}" + (f",p={cell}" if cell else "") + extra + "]",
-                fn=_forward_kernel, args=args, num_warps=tuned.num_warps, maxnreg=tuned.maxnreg, items=B * H * W * 3)
-
-
-def _backward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, weight_patch, grad_target) -> dict:
-    """One backward configuration (weight_patch None: no weights, as the API passes it: patch 1)."""
-    meta = dict(device="meta")
-    H, W = (_case_size(s, mask_patch, weight_patch or 1) for s in (H, W))
-    grad = torch.empty((B, 3, H, W), dtype=pred_dtype, **meta)
-    signs = torch.empty((B, 3, H, packed_width(W)), dtype=torch.uint8, **meta)
-    mask = torch.empty((B, H // mask_patch, W // mask_patch), dtype=torch.float32, **meta)
-    weights = None if weight_patch is None else \
-        torch.empty((B, H // weight_patch, W // weight_patch), dtype=torch.float32, **meta)
-    args = _backward_args(torch.empty((), dtype=torch.float32, **meta), signs, mask, weights, mask_patch,
-                          weight_patch or 1, grad, torch.empty_like(grad, dtype=target_dtype) if grad_target else None)
-    extra = (f",p={weight_patch}" if weight_patch not in (None, 8) else "") + \
-        (f",target={_dt(target_dtype)}" if grad_target and target_dtype != torch.float32 else "") + \
-        (f",mask={mask_patch}" if mask_patch != MASK_PATCHES[0] else "")
-    return dict(name=f"mim_loss_bwd[{_dt(pred_dtype)},weights={int(weight_patch is not None)},"
-                     f"grad_target={int(grad_target)}{extra}]",
-                fn=_backward_kernel, args=args, num_warps=BACKWARD_WARPS, maxnreg=BACKWARD_MAXNREG, items=B * H * W * 3,
-                programs=math.prod(_backward_grid(B, H, W)))
-
-
-def compile_specs(B: int = 256, H: int = 192, W: int = 192, full: bool = False) -> list[dict]:
-    """The configurations the compile check builds, with an aligned case's launch arguments (meta tensors):
-    with ``full``, every one a user can reach (benchmarks/compile_all.py, the committed report); else the
-    subset that CI compiles live and the performance model reads (benchmarks/ptxas_report.py): fp32 pred at
-    every fused cell, the other dtypes at p = 8, fp32 target, the mask's default patch (16), RGB."""
-    from kamim_fast.gray import CHANNEL_ORDERS
-    from kamim_fast.weights import DENSITY_MODES
-
-    specs = []
-    for pred_dtype in LOSS_DTYPES:
-        for target_dtype in LOSS_DTYPES if full else (torch.float32,):
-            for mask_patch in MASK_PATCHES if full else MASK_PATCHES[:1]:
-                cases = [(True, density, cell, order) for density in DENSITY_MODES for cell in FUSED_CELLS
-                         for order in (CHANNEL_ORDERS if full else ("rgb",))]
-                cases += [(False, "ring", cell, "rgb") for cell in (*GIVEN_WEIGHT_CELLS, None)]
-                for fast, density, cell, order in cases:
-                    if full or _ci_forward(pred_dtype, fast, density, cell):
-                        specs.append(_forward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, fast, density, cell,
-                                                   order))
-                # the backward's grad_target takes target's dtype; without it target's dtype plays no part
-                for weight_patch in (*GIVEN_WEIGHT_CELLS, None):
-                    for grad_target in (False, True):
-                        if (not grad_target and target_dtype != torch.float32) or not (
-                                full or _ci_backward(pred_dtype, weight_patch, grad_target)):
-                            continue
-                        specs.append(_backward_spec(B, H, W, pred_dtype, target_dtype, mask_patch, weight_patch,
-                                                    grad_target))
-    forwards = [s for s in specs if s["fn"] is _forward_kernel]
-    return with_int64_strides(forwards, full, ci=("mim_loss_fwd[bfloat16,fast-ring,p=8]", "mim_loss_fwd[float32,no-weights]")) + \
-        [s for s in specs if s["fn"] is not _forward_kernel]
-
-
-def _ci_forward(pred_dtype, fast, density, cell) -> bool:
-    if pred_dtype == torch.float32:
-        return fast or cell in (8, None)
-    if pred_dtype == torch.bfloat16:  # the other dtypes only change pred's loads
-        return cell in (8, None)
-    return fast and density == "ring" and cell == 8
-
-
-def _ci_backward(pred_dtype, weight_patch, grad_target) -> bool:
-    if pred_dtype == torch.float32:
-        return weight_patch in (8, None) and not (grad_target and weight_patch is None)
-    if pred_dtype == torch.bfloat16:
-        return weight_patch in (8, None) and not grad_target
-    return weight_patch == 8 and not grad_target
