@@ -55,7 +55,12 @@ def _assert_equal(got, want, exact):
     if exact:
         assert torch.equal(got, want), float((got - want).abs().max())
     else:
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        # float rounding relative to the tensor's scale: elementwise, outputs near zero carry the rounding
+        # of the larger values they were summed from
+        got, want = got.detach(), want.detach()
+        scale = float(want.abs().max())
+        err = float((got - want).abs().max())
+        assert got.shape == want.shape and err <= 1e-5 * scale, (err, scale)
 
 
 @pytest.fixture(params=["kept", "all"])
