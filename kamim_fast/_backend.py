@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -157,7 +158,33 @@ def register(op, *, check: Callable[..., None], impls: list[Impl], auto: Mapping
                           op._init_fn.__module__ if hasattr(op, "_init_fn") else "")
     for device in ("cpu", "cuda"):
         op.register_kernel(device)(lambda *args, _device=device: run(name, _device, *args))
+        _without_dynamo_until_imported(op, device)
     return op
+
+
+def _without_dynamo_until_imported(op, device: str) -> None:
+    """Keeps ``torch._dynamo`` (about 1 s to import) off the eager path of ``op``'s ``device`` kernel.
+
+    ``register_kernel`` wraps each kernel in ``torch._disable_dynamo``, which imports ``torch._dynamo`` at the
+    kernel's first call, so that ``torch.compile`` never traces into the kernel's Python frames. Those frames can
+    only be traced while dynamo's frame-evaluation hook is set, which only ``torch._dynamo`` sets; until it is
+    imported, the kernel is called without the wrapper, and from then on through it. Under ``torch.compile`` (which
+    imports dynamo first) nothing changes: the op stays one opaque node, traced through its fake kernel.
+    """
+    fns = getattr(op, "_backend_fns", None)
+    guarded = fns.get(device) if isinstance(fns, dict) else None
+    # the wrapped function: torch's own dispatch to the kernel (or, when disabled, to the op's default)
+    plain = getattr(guarded, "__wrapped__", None)
+    if plain is None:  # a torch whose custom ops are laid out otherwise: its wrapper, as it is
+        return
+
+    def kernel(*args, **kwargs):
+        if "torch._dynamo" in sys.modules:
+            return guarded(*args, **kwargs)
+        return plain(*args, **kwargs)
+
+    kernel.__wrapped__ = guarded
+    fns[device] = kernel
 
 
 def _cpp_kernel(name: str) -> Callable:

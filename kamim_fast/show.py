@@ -1,9 +1,10 @@
 """``kamim-fast show IMAGE``: what KAMIM sees in one image, drawn side by side into a PNG.
 
 Five panels: the image; its keypoints (FAST, or OpenCV's ORB or SIFT); the drawKeypoints ring coverage
-(or the keypoint pixels with ``density="count"``); KAMIM's per-cell weight
-map; a SimMIM mask with the weights of the masked patches (what the loss multiplies). One colour bar
-serves the last two panels. Needs matplotlib (``pip install kamim-fast[demo]``).
+(or the keypoint pixels with ``density="count"``); KAMIM's per-cell weight map; a SimMIM mask with the
+weights of the masked patches (what the loss multiplies). The panels lie in a grid chosen from the image's
+aspect ratio, each 560 px on its long side (:func:`panel_grid`); one colour bar, on a log scale and labelled
+with it, serves the last two panels (:func:`weight_norm`). Needs matplotlib (``pip install kamim-fast[demo]``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,64 @@ from .detectors import DETECTORS
 from .weights import CHANNEL_ORDER, DENSITY, DENSITY_MODES, DETECTOR, TEMPERATURE, WEIGHT_PATCH_SIZE, check_temperature
 
 SHOW_MULTIPLE = 32  # SimMIM's mask cell: the image is cropped to a multiple of it
+
+
+PANELS = 5  # image, keypoints, rings, weights, mask x weights
+PANEL_PX = 560  # each panel's long side in the PNG, whatever the image's aspect ratio ...
+PANEL_MIN_PX = 200  # ... and its short side at least this, up to PANEL_MAX_PX on the long side
+PANEL_MAX_PX = 1400
+TITLE_PX = 30  # a panel's title
+DPI = 100
+FIGURE_ASPECT = 1.4  # the figure's width / height the grid is chosen to approach (a page, a screen)
+WEIGHT_CMAP = "viridis"
+
+
+def panel_grid(H: int, W: int) -> tuple[int, int, tuple[int, int]]:
+    """The layout of the five panels of an H x W image: ``(rows, cols, (panel_width, panel_height))`` in pixels.
+
+    Each panel keeps the image's aspect ratio and is :data:`PANEL_PX` pixels on its long side (more for
+    elongated images, so that the short side is :data:`PANEL_MIN_PX` where the long side stays within
+    :data:`PANEL_MAX_PX`); the columns (1, 2, 3 or 5, each row full but the last) are those whose figure comes
+    nearest :data:`FIGURE_ASPECT`: wide images stack, tall ones stand side by side, square ones make a 3 x 2 grid.
+
+    Example:
+        >>> panel_grid(416, 640)[:2], panel_grid(512, 512)[:2], panel_grid(128, 1024)[:2], panel_grid(640, 320)[:2]
+        ((3, 2), (2, 3), (5, 1), (1, 5))
+    """
+    scale = min(max(PANEL_PX, PANEL_MIN_PX * max(H, W) / min(H, W)), PANEL_MAX_PX) / max(H, W)
+    pw, ph = max(1, round(W * scale)), max(1, round(H * scale))
+    best = min((1, 2, 3, 5), key=lambda c: abs(np.log(c * pw / (-(-PANELS // c) * (ph + TITLE_PX)) / FIGURE_ASPECT)))
+    return -(-PANELS // best), best, (pw, ph)
+
+
+def titled(ax, width_px: int, text: str) -> None:
+    """``text`` as the title of ``ax``, wrapped to the panel's width (about 9 px per character)."""
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(text, max(12, width_px // 9))))
+
+
+def weight_norm(weights: np.ndarray):
+    """The weights' colour scale: logarithmic from 1 (every image's smallest weight) to the largest weight.
+
+    A weight is ``exp(density / T)`` over its minimum, so its logarithm is the cell's density above the image's
+    least dense cell, over ``T``: the log scale draws the density itself, where a linear one leaves the many
+    low-density cells of a photograph in the bottom tenth of the colour map.
+    """
+    from matplotlib.colors import LogNorm
+
+    return LogNorm(vmin=1.0, vmax=max(float(weights.max()), 1.0 + 1e-6))
+
+
+def weight_scale_label(norm, temperature: float) -> str:
+    """The colour bar's label: what is drawn and on which scale."""
+    return f"KAMIM weight, log scale: 1 to {norm.vmax:.3g}\nlog w = (d - d_min) / T, T={temperature:g}"
+
+
+def weight_ticks(vmax: float) -> list[float]:
+    """1, 2, 5, 10, 20, 50, ... up to ``vmax``, and ``vmax`` itself."""
+    ticks = [m * 10.0**e for e in range(0, 10) for m in (1, 2, 5) if m * 10.0**e < vmax * 0.8]
+    return ticks + [float(f"{vmax:.3g}")]
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -193,25 +252,43 @@ def show(
     w_px = weights.repeat_interleave(weight_patch_size, 0).repeat_interleave(weight_patch_size, 1).cpu().numpy()
     m_px = mask.repeat_interleave(H // mask.shape[0], 0).repeat_interleave(W // mask.shape[1], 1).cpu().numpy()
 
-    vmax = max(float(w_px.max()), 1.0 + 1e-6)
-    fig, axes = plt.subplots(1, 5, figsize=(4 * 5, 4 * H / W + 0.8), dpi=100, constrained_layout=True)
+    norm = weight_norm(w_px)
+    rows, cols, (pw, ph) = panel_grid(H, W)
+    spare = rows * cols > PANELS  # the colour bar lies in the spare cell, else beside (or under) the panels
+    title_px = TITLE_PX * (1 + (pw < 300))  # narrow panels wrap their titles
+    # each panel pw x ph px plus its title, the figure's title and margins, and the colour bar
+    fig = plt.figure(figsize=(cols * pw / DPI + 0.3 + (not spare and cols > 1) * 1.2,
+                              rows * (ph + title_px) / DPI + 0.7 + (not spare and cols == 1) * 1.0),
+                     dpi=DPI, layout="constrained")
+    grid = fig.add_gridspec(rows, cols)
+    axes = [fig.add_subplot(grid[i // cols, i % cols]) for i in range(PANELS)]
     axes[0].imshow(img)
-    axes[0].set_title(f"image {W}x{H}")
+    titled(axes[0], pw, f"image {W}x{H}")
     axes[1].imshow(img, alpha=0.6)
-    axes[1].scatter(xs, ys, s=4, c=kp_scores, cmap="autumn", linewidths=0)
-    axes[1].set_title(f"{detector.upper()} keypoints: {len(xs)}" + (f" (t={threshold})" if detector == "fast" else ""))
+    axes[1].scatter(xs, ys, s=6, c=kp_scores, cmap="autumn", linewidths=0)
+    titled(axes[1], pw, f"{detector.upper()} keypoints: {len(xs)}" + (f" (t={threshold})" if detector == "fast" else ""))
     axes[2].imshow(rings, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[2].set_title(f"{'ring coverage' if density == 'ring' else 'keypoint pixels'}: {rings.mean():.1%} of pixels")
-    im = axes[3].imshow(w_px, cmap="viridis", vmin=1.0, vmax=vmax, interpolation="nearest")
-    axes[3].set_title(f"weights, {weight_patch_size} px cells, T={temperature:g}")
+    titled(axes[2], pw, f"{'ring coverage' if density == 'ring' else 'keypoint pixels'}: {rings.mean():.1%} of pixels")
+    im = axes[3].imshow(w_px, cmap=WEIGHT_CMAP, norm=norm, interpolation="nearest")
+    titled(axes[3], pw, f"weights, {weight_patch_size} px cells, T={temperature:g}")
     axes[4].imshow(img, alpha=0.35)
-    axes[4].imshow(np.ma.masked_where(m_px == 0, w_px), cmap="viridis", vmin=1.0, vmax=vmax, interpolation="nearest")
-    axes[4].set_title(f"mask ({mask.float().mean().item():.0%}) x weights: the loss")
+    axes[4].imshow(np.ma.masked_where(m_px == 0, w_px), cmap=WEIGHT_CMAP, norm=norm, interpolation="nearest")
+    titled(axes[4], pw, f"mask ({mask.float().mean().item():.0%}) x weights: the loss")
     for ax in axes:
         ax.axis("off")
-    fig.colorbar(im, ax=list(axes[3:]), fraction=0.03, label="KAMIM weight exp((d - d_min)/T)")
+    if spare:
+        cell = fig.add_subplot(grid[rows - 1, cols - 1])
+        cell.axis("off")
+        cbar = fig.colorbar(im, cax=cell.inset_axes((0.08, 0.55, 0.84, 0.07)), orientation="horizontal")
+    else:
+        cbar = fig.colorbar(im, ax=axes[3:], fraction=0.04 if cols > 1 else 0.08, shrink=0.9,
+                            orientation="vertical" if cols > 1 else "horizontal")
+    cbar.set_label(weight_scale_label(norm, temperature))
+    cbar.set_ticks(weight_ticks(norm.vmax))
+    cbar.set_ticklabels([f"{t:g}" for t in weight_ticks(norm.vmax)])
+    cbar.minorticks_off()
     fig.suptitle(title or f"{name}: {len(xs)} {detector.upper()} keypoints, density={density}, "
-                 f"channel_order={channel_order}")
+                 f"channel_order={channel_order}", fontsize="x-large", fontweight="bold")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
