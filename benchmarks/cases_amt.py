@@ -8,6 +8,8 @@
 - ``gather``: ``gather_patches`` vs ``torch.gather`` with an expanded index, forward and backward.
 - ``unshuffle``: ``unshuffle_with_mask_token`` of an AMT mask (thrown positions dropped) vs the published decoder's
   concatenation of mask tokens, ``torch.gather`` and boolean removal of the thrown rows, forward and backward.
+- ``amt ops``: select + gather + unshuffle, forward and backward, as the MAE+AMT model runs them
+  (:func:`kamim_fast_amt_ops`) against the published model's sequence (:func:`published_amt_ops`).
 
 Minimal bytes of a gather step: read and write the kept rows forward, read their gradient and write the
 full-size (B, N, D) input gradient backward.
@@ -40,6 +42,38 @@ def published_amt(x, weights, mask_ratio, throw_ratio):
     return kept, mask, ids_restore
 
 
+def published_amt_ops(x, weights, mask_token, mask_ratio, throw_ratio):
+    """The published mae-AMT model's token handling, encoder and decoder side (models_mae.py), on one (B, N, D)
+    tensor standing for both: ``torch.multinomial`` order, ``argsort`` for ids_restore, the visible tokens
+    gathered with an index repeated over D, the mask codes, mask and throw tokens concatenated before the
+    visible ones and gathered back to patch order (an index repeated over D again), the thrown positions
+    dropped by boolean indexing (a host synchronisation on a GPU). Returns the decoder's tokens
+    (B, N - thrown, D)."""
+    B, N, D = x.shape
+    first_thrown, first_visible = int(N * mask_ratio), int(N * (mask_ratio + throw_ratio))
+    ids_shuffle = torch.multinomial(weights, N)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    visible = torch.gather(x, 1, ids_shuffle[:, first_visible:].unsqueeze(-1).repeat(1, 1, D))
+    codes = torch.ones(B, N, device=x.device)
+    codes[:, first_visible:] = 0
+    codes[:, first_thrown:first_visible] = -1
+    codes = torch.gather(codes, 1, ids_restore)
+    thrown_tokens = mask_token.repeat(B, N - visible.shape[1] - first_thrown, 1)
+    tokens = torch.cat([mask_token.repeat(B, first_thrown, 1), thrown_tokens, visible], dim=1)
+    tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).repeat(1, 1, D))
+    return tokens[(codes + 1).bool(), :].reshape(B, -1, D)
+
+
+def kamim_fast_amt_ops(x, weights, mask_token, mask_ratio, throw_ratio):
+    """The same with kamim_fast's ops: ``amt_masking``, ``gather_patches``, ``unshuffle_with_mask_token``."""
+    from kamim_fast import amt_masking, gather_patches, unshuffle_with_mask_token
+    from kamim_fast.amt import amt_counts
+
+    num_masked, num_thrown = amt_counts(x.shape[1], mask_ratio, throw_ratio, rounding="mae-amt")
+    m = amt_masking(weights, num_masked=num_masked, num_thrown=num_thrown)
+    return unshuffle_with_mask_token(gather_patches(x, m.ids_keep), mask_token, m)
+
+
 def mae_random_masking(x, mask_ratio):
     """MAE's random_masking (models_mae.py)."""
     B, N, D = x.shape
@@ -54,6 +88,10 @@ def mae_random_masking(x, mask_ratio):
     return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
 
+OPS_SHAPES = [(64, 196, 768, torch.float32)]  # the published ViT-B/16 sizes at MAE's batch per GPU
+QUICK_OPS_SHAPES = [(8, 196, 192, torch.float32)]
+
+
 def cases(device: str, quick: bool) -> list[Case]:
     shapes = CPU_SHAPES if device == "cpu" else QUICK_GPU_SHAPES if quick else GPU_SHAPES
     out = []
@@ -61,7 +99,33 @@ def cases(device: str, quick: bool) -> list[Case]:
         out += [_select_case(*shape, name, ratios, device) for name, ratios in RATIOS.items()]
         out.append(_gather_case(*shape, device))
         out.append(_unshuffle_case(*shape, device))
+    for shape in QUICK_OPS_SHAPES if quick else OPS_SHAPES + ([] if device == "cpu" else GPU_SHAPES[:1]):
+        out.append(_ops_case(*shape, device))
     return out
+
+
+def _ops_case(B, N, D, dtype, device) -> Case:
+    """select + gather + unshuffle, forward and backward (the gradient of the decoder's tokens back to x and
+    to the mask token): kamim_fast's ops against the published model's sequence."""
+    inputs = _inputs(B, N, D, dtype, device)
+    token = torch.zeros(1, 1, D, dtype=dtype, device=device, requires_grad=True)
+
+    def step(fn):
+        def run():
+            x, weights = inputs()
+            x.grad = token.grad = None
+            _backward(fn(x, weights, token, 0.45, 0.4))
+
+        return run
+
+    thrown = int(N * 0.85) - int(N * 0.45)
+    size = torch.tensor([], dtype=dtype).element_size()
+    K = N - int(N * 0.85)
+    return Case("amt ops", f"B={B} N={N} D={D} {str(dtype).removeprefix('torch.')}", B * N * D, "kamim_fast",
+                [Impl("kamim_fast", step(kamim_fast_amt_ops), device),
+                 Impl("published PyTorch", step(published_amt_ops), device)],
+                # forward: K rows read and written, N - thrown written; backward: those read, K written, N written
+                min_bytes=(4 * B * K * D + 2 * B * (N - thrown) * D + B * N * D) * size)
 
 
 def _inputs(B, N, D, dtype, device):

@@ -52,6 +52,13 @@ void check_masking_args(const Tensor& noise, const std::optional<Tensor>& weight
 
 namespace {
 
+// Work items per thread of parallel_for so that a parallel region holds at least kParallelBytes of memory
+// traffic (or of sort work): smaller calls run on the calling thread, where waking another one costs more than
+// the work (and, on a shared machine, may wait for a core another process holds).
+constexpr int64_t kParallelBytes = int64_t(1) << 18;
+
+int64_t grain(int64_t bytes_per_item) { return std::max<int64_t>(1, kParallelBytes / std::max<int64_t>(1, bytes_per_item)); }
+
 // NaN, negative, infinite or all-zero rows raise (ValueError in Python). Free on the CPU; the CUDA
 // kernels cannot raise without a host synchronisation, so they treat such weights as documented in amt.h.
 template <typename T>
@@ -87,7 +94,11 @@ void masking_cpu(const Tensor& noise, const std::optional<Tensor>& weights, int6
   const int64_t row_bytes = gather ? x->size(2) * static_cast<int64_t>(x->element_size()) : 0;
   const char* xs = gather ? static_cast<const char*>(x->const_data_ptr()) : nullptr;
   char* out = gather ? static_cast<char*>(x_kept->mutable_data_ptr()) : nullptr;
-  torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  // per image: a sort of N keys (about 16 log2 N bytes of work per key) and K rows copied
+  int64_t log2_n = 1;
+  while ((int64_t(1) << log2_n) < N) ++log2_n;
+  const int64_t image_bytes = N * 16 * log2_n + K * row_bytes;
+  torch::stable::parallel_for(0, B, grain(image_bytes), [&](int64_t b0, int64_t b1) {
     std::vector<T> keys(N);
     std::vector<int64_t> order(N);
     for (int64_t b = b0; b < b1; ++b) {
@@ -183,16 +194,16 @@ Tensor gather_patches_cpu(const Tensor& x_in, const Tensor& ids_in) {
   const char* src = static_cast<const char*>(x.const_data_ptr());
   char* dst = static_cast<char*>(out.mutable_data_ptr());
   if (row_bytes == 0) return out;
-  torch::stable::parallel_for(0, B * K, 64, [&](int64_t i0, int64_t i1) {
+  torch::stable::parallel_for(0, B * K, grain(2 * row_bytes), [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
       std::memcpy(dst + i * row_bytes, src + ((i / K) * N + id[i]) * row_bytes, row_bytes);
   });
   return out;
 }
 
-// out (B, n, D) = 0, then out[b, ids[b, k]] += src[b, k]: the adjoint of gather_patches. Rows hit once are
-// copied; rows hit several times (repeated ids) are summed in ascending k in float (double for float64),
-// as the CUDA kernel does. No atomics anywhere.
+// out (B, n, D) = 0, then out[b, ids[b, k]] += src[b, k]: the adjoint of gather_patches. Each output row is
+// written once: copied from src when one id names it, zeros when none does; rows named several times (repeated
+// ids) are summed in ascending k in float (double for float64), as the CUDA kernel does. No atomics anywhere.
 Tensor gather_patches_backward_cpu(const Tensor& src_in, const Tensor& ids_in, int64_t n) {
   check_x(src_in, "src");
   check_ids(ids_in, src_in, "ids");
@@ -201,32 +212,39 @@ Tensor gather_patches_backward_cpu(const Tensor& src_in, const Tensor& ids_in, i
   KF_CHECK_VALUE(n >= 0, "n must be >= 0, got ", n);
   const Tensor src = torch::stable::contiguous(src_in), ids = torch::stable::contiguous(ids_in);
   const int64_t B = src.size(0), K = src.size(1), D = src.size(2);
-  Tensor out = stable::zeros_like_device(src, {B, n, D}, src.scalar_type());
+  Tensor out = stable::empty_like_device(src, {B, n, D}, src.scalar_type());
   const int64_t* id = ids.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < B * K; ++i)
     KF_CHECK_INDEX(id[i] >= 0 && id[i] < n, "ids must be in [0, ", n, "), got ", id[i]);
+  if (B * n * D == 0) return out;
+  // per image, for each output row: the k of its only source (>= 0), -1 for none, -2 - (first k) when repeated
+  std::vector<int64_t> source(B * n, -1);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t& first = source[b * n + id[b * K + k]];
+      first = first == -1 ? k : first >= 0 ? -2 - first : first;
+    }
   dispatch_float(src.scalar_type(), "gather_patches_backward", [&](auto tag) {
     using scalar_t = decltype(tag);
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const scalar_t* s = static_cast<const scalar_t*>(src.const_data_ptr());
     scalar_t* o = static_cast<scalar_t*>(out.mutable_data_ptr());
-    torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<int64_t> hits(n);
-      std::vector<acc_t> acc(D);
-      for (int64_t b = b0; b < b1; ++b) {
-        std::fill(hits.begin(), hits.end(), 0);
-        for (int64_t k = 0; k < K; ++k) ++hits[id[b * K + k]];
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t r = id[b * K + k];
-          if (hits[r] == 1) std::memcpy(o + (b * n + r) * D, s + (b * K + k) * D, D * sizeof(scalar_t));
-          if (hits[r] <= 1) continue;
-          // first occurrence of a repeated row: sum all its occurrences in ascending k
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-          for (int64_t k2 = k; k2 < K; ++k2)
-            if (id[b * K + k2] == r)
+    const int64_t row_bytes = D * static_cast<int64_t>(sizeof(scalar_t));
+    torch::stable::parallel_for(0, B * n, grain(2 * row_bytes), [&](int64_t r0, int64_t r1) {
+      std::vector<acc_t> acc;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / n, k = source[r];
+        scalar_t* dst = o + r * D;
+        if (k >= 0) {
+          std::memcpy(dst, s + (b * K + k) * D, row_bytes);
+        } else if (k == -1) {
+          std::memset(dst, 0, row_bytes);  // all-zero bits are +0.0 in every float type
+        } else {  // repeated: sum every occurrence in ascending k
+          acc.assign(D, acc_t(0));
+          for (int64_t k2 = -2 - k; k2 < K; ++k2)
+            if (id[b * K + k2] == r - b * n)
               for (int64_t d = 0; d < D; ++d) acc[d] += static_cast<acc_t>(s[(b * K + k2) * D + d]);
-          for (int64_t d = 0; d < D; ++d) o[(b * n + r) * D + d] = static_cast<scalar_t>(acc[d]);
-          hits[r] = -1;  // done
+          for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<scalar_t>(acc[d]);
         }
       }
     });
@@ -306,7 +324,7 @@ Tensor unshuffle_with_mask_token_cpu(const Tensor& visible_in, const Tensor& mas
   char* o = static_cast<char*>(out.mutable_data_ptr());
   const int64_t* restore = ids_restore.const_data_ptr<int64_t>();
   check_permutations(restore, B, N);
-  torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  torch::stable::parallel_for(0, B, grain(2 * n_out * row_bytes + 32 * N), [&](int64_t b0, int64_t b1) {
     std::vector<int64_t> out_row(N), src_row(N);
     for (int64_t b = b0; b < b1; ++b) {
       unshuffle_with_mask_token_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown,
@@ -335,7 +353,8 @@ std::tuple<Tensor, Tensor> unshuffle_with_mask_token_backward_cpu(const Tensor& 
   const int64_t n_out = keep_thrown ? N : N - num_throw;
   KF_CHECK_VALUE(grad.size(1) == n_out && ids_restore.size(0) == B, "grad must be (B, ", n_out,
                  ", D) for ids_restore of shape ", stable::shape(ids_restore), ", got ", stable::shape(grad));
-  Tensor grad_visible = stable::zeros_like_device(grad, {B, K, D}, grad.scalar_type());
+  // every visible row is copied from exactly one output row (ids_restore is checked to be a permutation)
+  Tensor grad_visible = stable::empty_like_device(grad, {B, K, D}, grad.scalar_type());
   Tensor grad_token = stable::empty_like_device(grad, {D}, grad.scalar_type());
   const int64_t* restore = ids_restore.const_data_ptr<int64_t>();
   check_permutations(restore, B, N);
@@ -345,7 +364,8 @@ std::tuple<Tensor, Tensor> unshuffle_with_mask_token_backward_cpu(const Tensor& 
     const scalar_t* g = static_cast<const scalar_t*>(grad.const_data_ptr());
     scalar_t* gv = static_cast<scalar_t*>(grad_visible.mutable_data_ptr());
     std::vector<acc_t> partial(B * D, acc_t(0));
-    torch::stable::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t image_bytes = 2 * n_out * D * static_cast<int64_t>(sizeof(scalar_t)) + 32 * N;
+    torch::stable::parallel_for(0, B, grain(image_bytes), [&](int64_t b0, int64_t b1) {
       std::vector<int64_t> out_row(N), src_row(N);
       for (int64_t b = b0; b < b1; ++b) {
         unshuffle_with_mask_token_plan(restore + b * N, N, K, num_mask, num_throw, keep_first, keep_thrown,

@@ -31,7 +31,7 @@ EXAMPLES = ROOT / "examples"
 # repository file -> the page made from it
 PAGES = {"README.md": "index.md", "CONTRIBUTING.md": "contributing.md", "CHANGELOG.md": "changelog.md",
          "examples/README.md": "examples.md"}
-INTEGRATIONS = ("simmim", "hf", "timm", "data", "amt_bank", "amt_data")
+INTEGRATIONS = ("simmim", "hf", "timm", "mae", "data", "amt_bank", "amt_data")
 LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```$", re.S | re.M)
 

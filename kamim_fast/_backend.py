@@ -210,6 +210,19 @@ def requested_backend() -> str:
     return value
 
 
+# resolve()'s answers: (op, device type, requested backend) -> (what the answer was decided from, the Impl).
+# Every op call resolves, and deciding costs more than many small kernels; what it reads (the table row and its
+# implementations, whether the extension loaded and holds the kernel, whether Triton and its interpreter run) does
+# not change while a process runs, except where a test swaps a row, an implementation or a check, which the stored
+# identities catch.
+_RESOLVED: dict[tuple[str, str, str], tuple[tuple, Impl]] = {}
+
+
+def _decided_from(entry: OpEntry) -> tuple:
+    return (entry, *entry.impls.values(), *entry.auto.values(), cpp_status, _available, triton_available,
+            triton_status, interpreter_active, interpreter_problem)
+
+
 def resolve(name: str, device: torch.device | str) -> Impl:
     """The implementation of op ``name`` that runs on ``device`` under ``KAMIM_FAST_BACKEND`` now.
 
@@ -217,8 +230,19 @@ def resolve(name: str, device: torch.device | str) -> Impl:
         RuntimeError: the requested backend has no implementation of the op on that device, or cannot run.
     """
     entry = TABLE[name]
-    device_type = torch.device(device).type
+    device_type = device if isinstance(device, str) else device.type
     backend = requested_backend()
+    key = (name, device_type, backend)
+    hit = _RESOLVED.get(key)
+    decided_from = _decided_from(entry)
+    if hit is not None and len(hit[0]) == len(decided_from) and all(a is b for a, b in zip(hit[0], decided_from)):
+        return hit[1]
+    impl = _resolve(name, entry, torch.device(device).type, backend)
+    _RESOLVED[key] = (decided_from, impl)
+    return impl
+
+
+def _resolve(name: str, entry: OpEntry, device_type: str, backend: str) -> Impl:
     if backend != "auto" and backend not in entry.impls:
         backend = "auto"  # a forced backend applies to the ops that have it; the others run their default
     if backend == "auto":

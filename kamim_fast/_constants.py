@@ -23,6 +23,12 @@ WEIGHT_LOG_CLIP = 20.0  # the published code clips d/T to [-20, 20] before exp
 
 MAX_PATCH_SIZE = 1 << 16  # patch sizes (the mask's, the weights') are ints in [1, MAX_PATCH_SIZE]
 
+# AMT's published ratios: mae-AMT's model (mask, throw) and MAE's random masking before AMT starts; SimMIM-AMT's
+# configuration on 32 px cells.
+AMT_MASK_RATIO, AMT_THROW_RATIO = 0.45, 0.4
+MAE_MASK_RATIO = 0.75
+SIMMIM_AMT_MASK_RATIO, SIMMIM_AMT_THROW_RATIO = 0.44, 0.26
+
 # AMT: the int8 mask codes (the published encoding), kVisible/kMasked/kThrown in csrc/amt.h, and kMaxSortN:
 # one CUDA block sorts an image's keys in shared memory (tests/test_amt.py ties both to the header).
 VISIBLE, MASKED, THROWN = 0, 1, -1

@@ -26,7 +26,17 @@ import torch
 from torch import nn
 
 from ._checks import FLOAT_DTYPES, check_bool, check_int, check_same_device, check_tensor, is_number
-from ._constants import MASKED, MAX_CUDA_N, THROWN, VISIBLE  # noqa: F401  (public here)
+from ._constants import (  # noqa: F401  (public here)
+    AMT_MASK_RATIO,
+    AMT_THROW_RATIO,
+    MAE_MASK_RATIO,
+    MASKED,
+    MAX_CUDA_N,
+    SIMMIM_AMT_MASK_RATIO,
+    SIMMIM_AMT_THROW_RATIO,
+    THROWN,
+    VISIBLE,
+)
 from ._checks import check_weight_rows  # noqa: F401  (public here)
 from .ops.amt_masking import amt_masking_op_ref, sort_keys_ref  # noqa: F401  (public here)
 from .ops.gather_patches import gather_patches_ref  # noqa: F401  (public here)
@@ -69,8 +79,51 @@ class AMTMask(NamedTuple):
         """(B, N) bool, True where the encoder sees the patch."""
         return self.mask == VISIBLE
 
+    @property
+    def ids_unthrown(self) -> torch.Tensor:
+        """(B, N - num_thrown) int64: the masked and visible patches, ascending. These are the rows of
+        :func:`unshuffle_with_mask_token`'s output (their position embeddings and targets are gathered with
+        it), and what an encoder that keeps masked tokens (SimMIM) runs on. A stable sort of the thrown
+        flags: fixed count, no host synchronisation."""
+        N = self.mask.shape[1]
+        thrown = (self.mask == THROWN).to(torch.uint8)
+        return torch.sort(thrown, dim=1, stable=True).indices[:, : N - self.num_thrown]
+
 
 # --- argument checks ------------------------------------------------------------------------------------
+
+
+def amt_counts(n: int, mask_ratio: float = AMT_MASK_RATIO, throw_ratio: float = AMT_THROW_RATIO,
+               rounding: str = "floor") -> tuple[int, int]:
+    """(num_masked, num_thrown) of ``n`` patches (or cells), as each published trainer rounds them.
+
+    - ``"floor"`` (:func:`amt_masking`'s): int(n * mask_ratio), int(n * throw_ratio).
+    - ``"mae-amt"`` (mae-AMT's ``amt_masking_throwing``): int(n * mask_ratio) masked; the visible ones start
+      at int(n * (mask_ratio + throw_ratio)). It throws one more than ``"floor"`` where the two fractional
+      parts add up past 1 (n = 4 at 0.45 / 0.4); at n = 196 both give 88 and 78.
+    - ``"ceil"`` (SimMIM-AMT's ``maskgenerate``, SimMIM's mask generator): ceil(n * ratio) each; 22 and 13
+      of 49 cells at 0.44 / 0.26, where ``"floor"`` gives 21 and 12.
+
+    Raises ValueError naming the ratios when the counts add up past n.
+
+    Example:
+        >>> amt_counts(196), amt_counts(4, rounding="mae-amt"), amt_counts(49, 0.44, 0.26, rounding="ceil")
+        ((88, 78), (1, 2), (22, 13))
+    """
+    n = check_int("n", n, 0, 1 << 40)
+    mask_ratio, throw_ratio = _check_ratio("mask_ratio", mask_ratio), _check_ratio("throw_ratio", throw_ratio)
+    if rounding == "floor":
+        counts = int(n * mask_ratio), int(n * throw_ratio)
+    elif rounding == "mae-amt":
+        counts = int(n * mask_ratio), int(n * (mask_ratio + throw_ratio)) - int(n * mask_ratio)
+    elif rounding == "ceil":
+        counts = math.ceil(n * mask_ratio), math.ceil(n * throw_ratio)
+    else:
+        raise ValueError(f"rounding must be one of ('floor', 'mae-amt', 'ceil'), got {rounding!r}")
+    if sum(counts) > n:
+        raise ValueError(f"mask_ratio + throw_ratio must be <= 1, got {mask_ratio} + {throw_ratio} "
+                         f"({counts[0]} + {counts[1]} patches of N = {n})")
+    return counts
 
 
 def _check_ratio(name: str, value: object) -> float:
@@ -122,10 +175,12 @@ def amt_cell_weights_ref(attn: torch.Tensor, cell: int) -> torch.Tensor:
 def amt_masking(
     weights: torch.Tensor,
     *,
-    mask_ratio: float = 0.45,
-    throw_ratio: float = 0.4,
+    mask_ratio: float = AMT_MASK_RATIO,
+    throw_ratio: float = AMT_THROW_RATIO,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    num_masked: int | None = None,
+    num_thrown: int | None = None,
 ) -> AMTMask:
     """AMT's attention-driven masking and throwing: one weighted random permutation per image.
 
@@ -146,6 +201,9 @@ def amt_masking(
         throw_ratio: share of thrown patches (0.4; SimMIM variant 0.26). mask_ratio + throw_ratio <= 1.
         noise: q ~ Exp(1) to use instead of drawing it, making the result deterministic.
         generator: the generator q is drawn from (not with ``noise``).
+        num_masked, num_thrown: the counts themselves, instead of int(N * ratio) (both or neither), for
+            trainers that round otherwise: mae-AMT's model throws int(N * (mask_ratio + throw_ratio)) -
+            int(N * mask_ratio), SimMIM-AMT's mask generator takes ceil(N * ratio) (see :func:`amt_counts`).
 
     Returns:
         :class:`AMTMask` with ``ids_shuffle``, ``ids_restore``, ``ids_keep``, ``mask`` (int8: 1 masked,
@@ -164,12 +222,16 @@ def amt_masking(
         ([[1, 0]], 2, 1)
     """
     check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(2,), shape_doc="(B, N)")
-    mask_ratio, throw_ratio = _check_ratio("mask_ratio", mask_ratio), _check_ratio("throw_ratio", throw_ratio)
     B, N = weights.shape
-    num_mask, num_throw = int(N * mask_ratio), int(N * throw_ratio)
-    if num_mask + num_throw > N:
-        raise ValueError(f"mask_ratio + throw_ratio must be <= 1, got {mask_ratio} + {throw_ratio} "
-                         f"({num_mask} + {num_throw} patches of N = {N})")
+    if num_masked is None and num_thrown is None:
+        num_mask, num_throw = amt_counts(N, mask_ratio, throw_ratio)
+    elif num_masked is None or num_thrown is None:
+        raise ValueError(f"pass num_masked and num_thrown together, got num_masked={num_masked!r}, "
+                         f"num_thrown={num_thrown!r}")
+    else:
+        num_mask, num_throw = check_int("num_masked", num_masked, 0, N), check_int("num_thrown", num_thrown, 0, N)
+        if num_mask + num_throw > N:
+            raise ValueError(f"num_masked + num_thrown must be <= N = {N}, got {num_mask} + {num_throw}")
     dtype = torch.float64 if weights.dtype == torch.float64 else torch.float32
     if noise is not None:
         if generator is not None:
@@ -213,6 +275,31 @@ def gather_patches(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     check_tensor("ids", ids, dtypes=ID_DTYPES)
     check_same_device("ids", ids, x, "x")  # torch dispatches on the tensors' devices
     return torch.ops.kamim_fast.gather_patches(x, ids.long())
+
+
+def scatter_patches(src: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """The adjoint of :func:`gather_patches`: rows of ``src`` put back at ``ids`` in zeros,
+    ``out[b, ids[b, k]] = src[b, k]`` (repeated ids summed in ascending k, in float32 for half inputs).
+
+    Differentiable (its backward is :func:`gather_patches`); no atomics, deterministic.
+
+    Args:
+        src: the rows, e.g. an encoder's outputs for ``AMTMask.ids_unthrown``.
+        ids: (B, K) row indices in [0, n); int64 or int32.
+        n: the number of rows of the output.
+
+    Returns:
+        (B, n, D), src's dtype; rows no id names are zero.
+
+    Example:
+        >>> scatter_patches(torch.tensor([[[1.0], [2.0]]]), torch.tensor([[2, 0]]), 3).flatten().tolist()
+        [2.0, 0.0, 1.0]
+    """
+    check_tensor("src", src)
+    check_tensor("ids", ids, dtypes=ID_DTYPES)
+    check_same_device("ids", ids, src, "src")  # torch dispatches on the tensors' devices
+    n = check_int("n", n, 0, 1 << 40)  # a Python int, NumPy int or 0-d tensor: the op's int
+    return torch.ops.kamim_fast.gather_patches_backward(src, ids.long(), n)
 
 
 def random_masking(

@@ -1,8 +1,9 @@
 """Command line: ``kamim-fast`` (also ``python -m kamim_fast``).
 
-- ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, and a short SimMIM + KAMIM
-  pretraining of a tiny timm ViT (``kamim_fast/demo.py``); ``--quick`` or ``KAMIM_FAST_DEMO_QUICK=1``
-  shrinks it to seconds.
+- ``demo``: FAST against OpenCV on a bundled image, the ``show`` picture, a short SimMIM + KAMIM
+  pretraining of a tiny timm ViT (``kamim_fast/demo.py``), and a tiny MAE pretrained with MAE's masking and
+  then AMT's, steps/s side by side (``--method amt`` alone, ``kamim`` without it); ``--quick`` or
+  ``KAMIM_FAST_DEMO_QUICK=1`` shrinks it to seconds.
 - ``bench [ARGS...]``: the benchmark matrix, ``python -m benchmarks ARGS...``. It needs a kamim_fast
   source checkout (the ``benchmarks/`` folder beside the package, as with ``pip install -e``); results go
   to that checkout's ``benchmarks/results/`` unless ``--out`` says otherwise. Installed from a wheel, it
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kamim-fast", description="kamim_fast command line")
     parser.add_argument("--version", action="version", version=f"kamim-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, and a short SimMIM+KAMIM pretraining")
+    p = sub.add_parser("demo", help="FAST vs OpenCV, the show picture, short SimMIM+KAMIM and MAE+AMT pretrainings")
     from .demo import BUNDLED_IMAGES
 
     p.add_argument("--image", default="astronaut", choices=BUNDLED_IMAGES,
@@ -93,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=int, default=10)
     p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_OUT)
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes (also KAMIM_FAST_DEMO_QUICK=1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, quick: 12)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: 300, quick: 12; MAE+AMT: per phase, 60, quick: 8)")
     p.add_argument("--batch-size", type=int, default=None, help="training batch (default: 32, quick: 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("both", "kamim", "amt"), default="both",
+                   help="both (default): FAST, show, SimMIM+KAMIM, then MAE vs MAE+AMT; kamim: the first three; "
+                        "amt: MAE vs MAE+AMT alone")
     b = sub.add_parser("bench", help="the benchmark matrix (python -m benchmarks); arguments pass through",
                        add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and value < 1:
                 _cli_error(p, f"{name} must be >= 1, got {value}")
         run(args.image, args.out_dir, args.threshold, quick=True if args.quick else None, steps=args.steps,
-            batch_size=args.batch_size, seed=args.seed)
+            batch_size=args.batch_size, seed=args.seed, method=args.method)
         return 0
     from .show import show
 

@@ -7,7 +7,12 @@
    model -> ``weighted_mim_loss(..., "fast")``. Prints the loss curve, the fused path's loss against the
    PyTorch reference's at the first step, steps/s and where the time goes; writes ``loss_curve.png``.
 
-``KAMIM_FAST_DEMO_QUICK=1`` (or ``--quick``) shrinks step 3 to seconds (CI runs it so).
+4. A tiny MAE (``kamim_fast.integrations.mae``) pretrained on crops of the same photographs, first with MAE's
+   random masking, then with AMT's masking and throwing from an attention bank the encoder refreshes every few
+   steps (``kamim_fast/demo_amt.py``). Prints steps/s of MAE and MAE+AMT side by side.
+
+``KAMIM_FAST_DEMO_QUICK=1`` (or ``--quick``) shrinks steps 3 and 4 to seconds (CI runs it so). ``method="amt"``
+(``kamim-fast demo --method amt``) runs step 4 alone, ``method="kamim"`` steps 1-3.
 """
 
 from __future__ import annotations
@@ -329,13 +334,20 @@ def report(cfg: TrainConfig, device: torch.device, result: dict) -> str:
     return "\n".join(lines)
 
 
+METHODS = ("both", "kamim", "amt")
+
+
 def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: int = 10, quick: bool | None = None,
-        steps: int | None = None, batch_size: int | None = None, seed: int = 0) -> dict:
-    """The whole demo; returns the training result (see :func:`train`)."""
+        steps: int | None = None, batch_size: int | None = None, seed: int = 0, method: str = "both") -> dict:
+    """The whole demo; returns the training results (see :func:`train`; ``"amt"``: :func:`.demo_amt.train_amt`)."""
     from .show import show
 
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     quick = quick_requested() if quick is None else quick
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if method == "amt":
+        return dict(amt=run_amt(device, quick, steps, batch_size, seed))
     load_bundled(image)  # fail before any work on an unknown name
     print(f"== 1. FAST on the {device.type.upper()} against OpenCV")
     fast_check(image, out_dir, threshold, device)
@@ -354,6 +366,22 @@ def run(image: str = "astronaut", out_dir: Path = Path("demo_out"), threshold: i
     cmp = result["comparison"]
     if not (cmp["loss_rel_diff"] <= 1e-5 and cmp["grad_max_abs_diff"] <= 1e-5 * max(cmp["grad_max_abs"], 1e-30)):
         raise SystemExit("the fused path's loss or gradient differs from the PyTorch reference at step 1")
+    if method == "both":
+        result["amt"] = run_amt(device, quick, steps, batch_size, seed)
+    return result
+
+
+def run_amt(device: torch.device, quick: bool, steps: int | None, batch_size: int | None, seed: int) -> dict:
+    """Step 4: MAE, then MAE+AMT with its attention bank; prints the table and returns the result."""
+    from .demo_amt import AMTConfig, report_amt, train_amt
+
+    cfg = AMTConfig(quick, steps, batch_size)
+    print(f"\n== 4. MAE + AMT pretraining on {device.type.upper()}{' (quick mode)' if quick else ''}")
+    print(f"           {cfg.describe()}")
+    print(f"           data: {', '.join(TRAIN_IMAGES)}, 4 crops each, in an attention bank; per step a random resized "
+          f"crop and flip with its box recorded, the map cropped like the image")
+    result = train_amt(cfg, device, seed)
+    print(report_amt(cfg, result))
     return result
 
 

@@ -1,14 +1,21 @@
 """Checks docs/recipes/*.patch against checkouts of the published code: each applies with `git apply` as it is
-(CRLF line endings included), and each patched KAMIM script trains to the same losses as the published one.
+(CRLF line endings included), each patched KAMIM script trains to the same losses as the published one, and
+the AMT changes compute what the published models compute.
 
-    python scripts/check_recipes.py --kamim PATH/TO/KAMIM [--simmim PATH/TO/SimMIM]
+    python scripts/check_recipes.py [--kamim PATH/TO/KAMIM] [--simmim PATH/TO/SimMIM] [--amt PATH/TO/AMT]
+                                    [--mae PATH/TO/mae]
 
 PATH/TO/KAMIM is a checkout of github.com/madhava20217/KAMIM (the commit docs/REPRODUCE.md names), PATH/TO/SimMIM
-one of github.com/microsoft/SimMIM. Nothing of them is copied into this repository: the checks run in a
-temporary folder. Each KAMIM run is `For GPUs/vit.py` or `swin.py` end to end on the CPU (the script's `cuda`
-device mapped to the CPU, a one-layer model, two epochs of two steps on eight of scikit-image's photographs,
-wandb and torchinfo stubbed, data-loader workers off), published and patched from the same seeds; the
-losses the script logs must agree to 1e-5 relative. It needs the `demo` extra and torchvision. A few minutes.
+one of github.com/microsoft/SimMIM, PATH/TO/AMT one of github.com/guijiejie/AMT, PATH/TO/mae one of
+github.com/facebookresearch/mae (a bare clone will do: files are read with `git show HEAD:<path>`). Nothing of
+them is copied into this repository: the checks run in a temporary folder. Each KAMIM run is `For GPUs/vit.py`
+or `swin.py` end to end on the CPU (the script's `cuda` device mapped to the CPU, a one-layer model, two epochs
+of two steps on eight of scikit-image's photographs, wandb and torchinfo stubbed, data-loader workers off),
+published and patched from the same seeds; the losses the script logs must agree to 1e-5 relative. It needs
+the `demo` extra and torchvision. A few minutes. The AMT checks: kamim_fast's MAE (what the mae-AMT patch
+imports) against the real `mae-AMT/models_mae.py` with the same parameters and ids, and the patched
+`SimMIM-AMT/models/simmim.py` through `SimMIM.from_model` against the published model (its loss line corrected,
+see docs/REPRODUCE.md), losses and gradients to 1e-5 relative.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "docs" / "recipes"
 FAST_PATCH, WORKERS_PATCH, SIMMIM_PATCH = ("kamim-fast-weights-in-the-loss.patch", "kamim-weights-in-the-workers.patch",
                                           "simmim-models.patch")
+MAE_AMT_PATCH, SIMMIM_AMT_PATCH, MAE_PATCH = ("mae-amt-model.patch", "simmim-amt-model.patch", "mae-amt-for-mae.patch")
 # (script, --detector, --KAMIM): the published configurations, and which patches must reproduce each
 RUNS = [("vit.py", "fast", True, (FAST_PATCH, WORKERS_PATCH)), ("swin.py", "fast", True, (FAST_PATCH, WORKERS_PATCH)),
         ("vit.py", "orb", True, (WORKERS_PATCH,)), ("swin.py", "sift", True, (WORKERS_PATCH,)),
@@ -135,15 +143,153 @@ def check_simmim(checkout: Path) -> None:
         print(f"{SIMMIM_PATCH}: applies with git apply")
 
 
+# mae-AMT: kamim_fast's model against the real models_mae.py, the same parameters and ids (fp32). Runs in a folder
+# holding models_mae.py and util/pos_embed.py.
+MAE_AMT_HARNESS = r'''
+import sys
+from functools import partial
+import numpy as np
+if not hasattr(np, "float"):
+    np.float = float  # util/pos_embed.py uses np.float, gone from NumPy 1.24
+import torch
+sys.path.insert(0, ".")
+import models_mae
+from kamim_fast import amt_masking
+from kamim_fast.integrations.mae import MaskedAutoencoderViT
+worst = 0.0
+for img, p, npl in ((64, 16, False), (64, 8, True), (224, 16, True)):
+    cfg = dict(img_size=img, patch_size=p, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=24, decoder_depth=2,
+               decoder_num_heads=2, mlp_ratio=2.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), norm_pix_loss=npl)
+    torch.manual_seed(0)
+    real = models_mae.MaskedAutoencoderViT(**cfg)
+    ours = MaskedAutoencoderViT(**cfg)
+    ours.load_state_dict(real.state_dict())
+    B, N = 3, (img // p) ** 2
+    x, pix, q = torch.randn(B, 3, img, img), torch.rand(B, 1, img, img), torch.empty(B, N).exponential_()
+    w = pix[:, 0].reshape(B, img // p, p, img // p, p).transpose(2, 3).reshape(B, N, p * p).sum(-1)
+    order = amt_masking(w, noise=q).ids_shuffle
+    multinomial, torch.multinomial = torch.multinomial, lambda *a, **k: order.clone()
+    runs = []
+    try:
+        runs.append((real(x, pix, mask_ratio=0.45, throw_ratio=0.4, epoch=41), ours(x, pix, noise=q)))
+    finally:
+        torch.multinomial = multinomial
+    torch.manual_seed(1)
+    r = real(x, pix, epoch=0)
+    torch.manual_seed(1)
+    runs.append((r, ours(x)))
+    for (rl, rp, rm), (ol, op, om) in runs:
+        real.zero_grad(), ours.zero_grad()
+        rl.backward(), ol.backward()
+        assert torch.equal(rm, om), "masks differ"
+        rel = lambda a, b: float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
+        errs = [rel(ol.detach(), rl.detach()), rel(op.detach(), rp.detach())]
+        errs += [rel(po.grad, pr.grad) for po, pr in zip(ours.parameters(), real.parameters()) if pr.grad is not None]
+        worst = max(worst, *errs)
+print(worst)
+'''
+
+# SimMIM-AMT: the patched encoder through SimMIM.from_model against the published model, whose loss line is
+# corrected (it compares the whole image with the survivors' reconstruction). Runs in a folder holding
+# models/simmim.py (published), models/simmim_patched.py and models/vision_transformer.py.
+SIMMIM_AMT_HARNESS = r'''
+import sys, types
+from functools import partial
+import torch
+sys.modules["requests"] = types.SimpleNamespace(patch=None)  # models/simmim.py imports it and never uses it
+sys.path.insert(0, ".")
+import models.vision_transformer  # noqa: F401
+src = open("models/simmim.py").read()
+assert "F.l1_loss(x, x_rec" in src
+corrected = types.ModuleType("models.simmim_corrected")
+corrected.__package__ = "models"
+exec(compile(src.replace("F.l1_loss(x, x_rec", "F.l1_loss(target, x_rec"), "models/simmim.py", "exec"), corrected.__dict__)
+import models.simmim_patched as patched
+from kamim_fast.integrations.simmim import SimMIM as KamimSimMIM, amt_mask
+kw = dict(img_size=224, patch_size=16, in_chans=3, num_classes=0, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
+          qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+          init_values=None, use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False,
+          use_mean_pooling=False)
+torch.manual_seed(0)
+published = corrected.SimMIM(encoder=corrected.VisionTransformerForSimMIM(**kw), encoder_stride=16)
+mine = patched.SimMIM(encoder=patched.VisionTransformerForSimMIM(**kw), encoder_stride=16)
+mine.load_state_dict(published.state_dict())
+ours = KamimSimMIM.from_model(mine, weights=None)
+worst = 0.0
+for seed in range(3):
+    x = torch.randn(2, 3, 224, 224)
+    m = amt_mask(torch.rand(2, 14, 14), generator=torch.Generator().manual_seed(seed))
+    published.zero_grad(), mine.zero_grad()
+    want = published(x, m.mask.reshape(2, 14, 14).long(), epoch=41)
+    got = ours(x, m)
+    want.backward(), got.backward()
+    rel = lambda a, b: float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
+    errs = [rel(got.detach(), want.detach())]
+    errs += [rel(p.grad, q.grad) for p, q in zip(mine.parameters(), published.parameters()) if q.grad is not None]
+    worst = max(worst, *errs)
+print(worst)
+'''
+
+
+def _harness(folder: Path, code: str, name: str) -> float:
+    run = subprocess.run([sys.executable, "-c", code], cwd=folder, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"{name} failed:\n{run.stderr[-3000:]}")
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def check_amt(checkout: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        mae = _copy(checkout, Path(tmp) / "mae", "mae-AMT/main_pretrain.py", "mae-AMT/engine_pretrain.py",
+                    "mae-AMT/models_mae.py", "mae-AMT/util/pos_embed.py")
+        _apply(MAE_AMT_PATCH, mae)
+        print(f"{MAE_AMT_PATCH}: applies with git apply")
+        worst = _harness(mae / "mae-AMT", MAE_AMT_HARNESS, "mae-AMT's model check")
+        print(f"kamim_fast's MAE against mae-AMT's models_mae.py (AMT and MAE branches): largest relative "
+              f"difference {worst:.2g}")
+        if worst > 1e-5:
+            raise SystemExit("kamim_fast's MAE differs from mae-AMT's models_mae.py")
+        simmim = _copy(checkout, Path(tmp) / "simmim", "SimMIM-AMT/models/simmim.py", "SimMIM-AMT/main_simmim.py",
+                       "SimMIM-AMT/models/vision_transformer.py")
+        models = simmim / "SimMIM-AMT" / "models"
+        published = (models / "simmim.py").read_bytes()
+        _apply(SIMMIM_AMT_PATCH, simmim)
+        print(f"{SIMMIM_AMT_PATCH}: applies with git apply")
+        (models / "simmim_patched.py").write_bytes((models / "simmim.py").read_bytes())
+        (models / "simmim.py").write_bytes(published)
+        (models / "__init__.py").write_text("")  # the published one imports every model
+        worst = _harness(simmim / "SimMIM-AMT", SIMMIM_AMT_HARNESS, "SimMIM-AMT's model check")
+        print(f"the patched SimMIM-AMT model against the published one (loss line corrected): largest relative "
+              f"difference {worst:.2g}")
+        if worst > 1e-5:
+            raise SystemExit("the patched SimMIM-AMT model differs from the published one")
+
+
+def check_mae(checkout: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        _apply(MAE_PATCH, _copy(checkout, Path(tmp), "main_pretrain.py", "engine_pretrain.py"))
+        print(f"{MAE_PATCH}: applies with git apply")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kamim", type=Path, required=True, help="a checkout of the published KAMIM repository")
+    parser.add_argument("--kamim", type=Path, help="a checkout of the published KAMIM repository")
     parser.add_argument("--simmim", type=Path, help="a checkout of Microsoft's SimMIM repository")
+    parser.add_argument("--amt", type=Path, help="a checkout of the published AMT repository (mae-AMT, SimMIM-AMT)")
+    parser.add_argument("--mae", type=Path, help="a checkout of facebookresearch/mae")
     args = parser.parse_args()
-    check_kamim(args.kamim)
+    if not any((args.kamim, args.simmim, args.amt, args.mae)):
+        parser.error("name at least one checkout: --kamim, --simmim, --amt or --mae")
+    if args.kamim:
+        check_kamim(args.kamim)
     if args.simmim:
         check_simmim(args.simmim)
-    print("every recipe applies and reproduces the published losses")
+    if args.amt:
+        check_amt(args.amt)
+    if args.mae:
+        check_mae(args.mae)
+    print("every recipe checked applies and reproduces the published code")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ MUTANTS: list[Mutant] = [
     # --- the bug classes of the second hidden audit (docs/TESTING.md) -----------------------------------------
     # half precision where indices repeat
     Mutant("gather-backward-sums-in-storage-dtype-cpp", "csrc/amt.cpp",
-           "      std::vector<acc_t> acc(D);\n", "      std::vector<scalar_t> acc(D);\n",
+           "      std::vector<acc_t> acc;\n", "      std::vector<scalar_t> acc;\n",
            ("tests/test_amt.py", "-k", "half_gather and cpu-cpp"),
            "repeated ids' rows in bf16/fp16 vs the float64 sum rounded once (large value first, small addends)"),
     Mutant("mask-token-gradient-sums-in-storage-dtype-cpp", "csrc/amt.cpp",
@@ -203,8 +203,8 @@ MUTANTS: list[Mutant] = [
            ("tests/test_conformance.py", "-k", "writes_stay and weighted_mim_loss_backward-triton"),
            "guard bands: the last row of the last plane writes one element past the gradient"),
     Mutant("gather-backward-copies-one-element-more-cpp", "csrc/amt.cpp",
-           "std::memcpy(o + (b * n + r) * D, s + (b * K + k) * D, D * sizeof(scalar_t));",
-           "std::memcpy(o + (b * n + r) * D, s + (b * K + k) * D, (D + 1) * sizeof(scalar_t));",
+           "std::memcpy(dst, s + (b * K + k) * D, row_bytes);",
+           "std::memcpy(dst, s + (b * K + k) * D, row_bytes + sizeof(scalar_t));",
            ("tests/test_conformance.py", "-k", "writes_stay and gather_patches_backward-cpp"),
            "guard bands: the last row's copy runs one element past the output"),
     # checks beside the code they guard

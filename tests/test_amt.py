@@ -23,11 +23,13 @@ from kamim_fast import (
     AMTMask,
     amt_cell_weights,
     amt_cell_weights_ref,
+    amt_counts,
     amt_masking,
     amt_masking_ref,
     gather_patches,
     gather_patches_ref,
     random_masking,
+    scatter_patches,
     unshuffle_with_mask_token,
     vit_class_attention,
     vit_class_attention_ref,
@@ -760,3 +762,65 @@ def test_constants_equal_the_cpp_header():
     cpp = {name: int(value) for name, value in re.findall(r"constexpr \w+ (k\w+) = (-?\d+);", header)}
     assert cpp["kMaxSortN"] == amt.MAX_CUDA_N
     assert (cpp["kVisible"], cpp["kMasked"], cpp["kThrown"]) == (amt.VISIBLE, amt.MASKED, amt.THROWN)
+
+
+# --- counts, ids_unthrown, scatter_patches -------------------------------------------------------------------
+
+
+def test_amt_counts_round_as_each_published_trainer(rng):
+    for _ in range(200):
+        n = int(rng.integers(1, 500))
+        mr = float(rng.uniform(0, 0.6))
+        tr = float(rng.uniform(0, 1 - mr - 1e-9))
+        assert amt_counts(n, mr, tr) == (int(n * mr), int(n * tr))
+        mae_amt = amt_counts(n, mr, tr, rounding="mae-amt")
+        assert mae_amt == (int(n * mr), int(n * (mr + tr)) - int(n * mr))  # mae-AMT's amt_masking_throwing
+        if math.ceil(n * mr) + math.ceil(n * tr) <= n:
+            assert amt_counts(n, mr, tr, rounding="ceil") == (math.ceil(n * mr), math.ceil(n * tr))  # maskgenerate
+    assert amt_counts(196, 0.45, 0.4) == amt_counts(196, 0.45, 0.4, rounding="mae-amt") == (88, 78)
+    assert amt_counts(49, 0.44, 0.26, rounding="ceil") == (22, 13) and amt_counts(49, 0.44, 0.26) == (21, 12)
+    assert amt_counts(4, 0.45, 0.4, rounding="mae-amt") == (1, 2) != amt_counts(4, 0.45, 0.4)
+
+
+def test_amt_masking_with_counts(target, rng):
+    device, _ = target
+    w = torch.rand(3, 49, device=device) + 0.01
+    q = torch.empty(3, 49).exponential_(generator=_gen(rng)).to(device)
+    by_ratio = amt_masking(w, mask_ratio=0.44, throw_ratio=0.26, noise=q)
+    by_count = amt_masking(w, noise=q, num_masked=21, num_thrown=12)
+    for a, b in zip(by_ratio, by_count):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    m = amt_masking(w, noise=q, num_masked=22, num_thrown=13)
+    assert torch.equal(m.ids_shuffle, by_ratio.ids_shuffle)  # the order does not depend on the counts
+    assert (m.mask == 1).sum(1).tolist() == [22] * 3 and (m.mask == -1).sum(1).tolist() == [13] * 3
+
+
+def test_ids_unthrown_are_the_rows_of_the_unshuffle(target, rng):
+    device, _ = target
+    B, N, D = 4, 37, 3
+    m = amt_masking(torch.rand(B, N, device=device) + 0.1, generator=_gen(rng, device))
+    want = torch.stack([torch.nonzero(row != -1).flatten() for row in m.mask])
+    assert torch.equal(m.ids_unthrown, want)
+    tokens = torch.randn(B, N, D, device=device)
+    out = unshuffle_with_mask_token(gather_patches(tokens, m.ids_keep), torch.zeros(D, device=device), m)
+    assert torch.equal(out, gather_patches_ref(torch.where(m.visible[..., None], tokens, 0.0), m.ids_unthrown))
+
+
+@pytest.mark.parametrize("dtype", ALL_FLOATS)
+def test_scatter_patches_is_the_adjoint_of_gather(target, rng, dtype):
+    device, _ = target
+    B, K, D, n = 3, 6, 5, 9
+    src = torch.from_numpy(rng.standard_normal((B, K, D))).to(device, dtype).requires_grad_()
+    ids = torch.stack([torch.randperm(n, generator=_gen(rng))[:K] for _ in range(B)]).to(device)
+    ids[2, 1] = ids[2, 0]  # a repeated id: summed
+    out = scatter_patches(src, ids, n)
+    want = torch.zeros(B, n, D, device=device, dtype=torch.float64).index_put_(
+        (torch.arange(B, device=device)[:, None], ids), src.detach().double(), accumulate=True)
+    tol = dict(rtol=1e-2, atol=1e-2) if dtype in (torch.float16, torch.bfloat16) else dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.double(), want, **tol)
+    assert torch.equal(out[0], scatter_patches(src[:1], ids[:1], n)[0])  # distinct ids: exact copies and zeros
+    up = torch.from_numpy(rng.standard_normal((B, n, D))).to(device, dtype)
+    (grad,) = torch.autograd.grad((out * up).sum(), src)
+    assert torch.equal(grad, gather_patches_ref(up, ids))
+    assert_raises_naming(lambda: scatter_patches(src, ids[:, :2], n), ValueError, ["ids", "(3, 6)", "(3, 2)"])
+    assert_raises_naming(lambda: scatter_patches(src, ids, -1), ValueError, ["n", "-1"])

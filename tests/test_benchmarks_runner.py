@@ -24,6 +24,7 @@ def test_quick_run_writes_complete_results(tmp_path):
     (result_file,) = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
     assert result["commit"] and result["versions"]["torch"] and result["device"]
+    assert "amt ops" in {r["group"] for r in result["rows"]}  # the MAE+AMT model's sequence of ops
     native = any(r["case"].startswith("native CPU") for r in result["rows"])  # when the extension is built
     ran = set().union(*(r["ops"] for r in result["rows"]))
     if native:  # every op of the registry has a benchmark case (the rows name the ops their cases ran)
@@ -59,3 +60,20 @@ def test_weights_float_script_writes_its_results(tmp_path):
         assert 0 < t["min_ms"] <= t["median_ms"]
     assert set(result["speedup_vs_published"]) == {k for k in result["timings"] if "patch_weights" in k}
     assert result_file.with_suffix(".md").read_text().count("\n| ") == len(result["timings"]) + 1
+
+
+def test_amt_step_quick_run_writes_complete_results(tmp_path):
+    """``python -m benchmarks.amt_step --quick``: the MAE+AMT steps, the AMT ops and their share, JSON and Markdown."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "KAMIM_FAST_BACKEND")}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.amt_step", "--quick", "--threads", "1", "--rounds", "1",
+                          "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    (result_file,) = tmp_path.glob("*.json")
+    result = json.loads(result_file.read_text())
+    (row,) = result["rows"]
+    assert set(row["steps"]) == {"kamim_fast MAE+AMT", "published MAE+AMT", "kamim_fast MAE", "published MAE"}
+    assert set(row["ops"]) == {"kamim_fast ops", "published ops"}
+    for t in [*row["steps"].values(), *row["ops"].values()]:
+        assert 0 < t["min_ms"] <= t["median_ms"]
+    assert 0 < row["share"]["share"] < 1 and row["share"]["per_op_ms"]
+    assert result_file.with_suffix(".md").read_text().count("\n| 1 |") == 6

@@ -71,6 +71,26 @@ def test_the_readmes_cpu_table_is_the_committed_results():
         assert f"{row['speedup_min']:.1f}x / {row['speedup_median']:.1f}x" in line, (line, row)
 
 
+AMT_RESULTS = ROOT / "benchmarks" / "results" / "amt-cpu" / "cpu-x86_64-2cores-2026-12-06-run1.json"
+
+
+def test_the_readmes_amt_rows_are_the_committed_results():
+    """The README's AMT figures are benchmarks.amt_step's committed run at one thread."""
+    import json
+
+    row = next(r for r in json.loads(AMT_RESULTS.read_text())["rows"] if r["threads"] == 1)
+    readme = (ROOT / "README.md").read_text()
+    ops = next(ln for ln in readme.splitlines() if ln.startswith("| AMT ops: select + gather + unshuffle"))
+    assert f"| {row['ops']['kamim_fast ops']['min_ms']:.0f} ms |" in ops, (ops, row["ops"])
+    assert f"{row['ops_speedup']['min']:.1f}x / {row['ops_speedup']['median']:.1f}x" in ops, (ops, row["ops_speedup"])
+    step = next(ln for ln in readme.splitlines() if ln.startswith("| MAE+AMT training step"))
+    assert f"| {row['steps']['kamim_fast MAE+AMT']['min_ms'] / 1e3:.2f} s |" in step, (step, row["steps"])
+    vs = row["amt_vs_published"]
+    assert f"{1 / vs['min']:.2f}x / {1 / vs['median']:.2f}x" in step, (step, vs)
+    mae = row["amt_vs_mae"]
+    assert f"An MAE+AMT step takes {mae['min']:.2f} (fastest) to {mae['median']:.2f} (median)" in readme, mae
+
+
 FORBIDDEN = [r"\bsessions?\b", r"\bissues? \d", r"\bissue's\b", r"\bIssue \d", r"No session"]
 
 

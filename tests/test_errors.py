@@ -44,10 +44,14 @@ def test_documented_error(row, backend, monkeypatch):
     from transformers import ViTImageProcessor
 
     from kamim_fast.integrations import amt_bank, amt_data
-    from kamim_fast.integrations.hf import hf_mim_loss, processor_stats
+    from kamim_fast.integrations.hf import hf_mim_loss, processor_stats, vitmae_amt_noise
+    from kamim_fast.integrations.mae import MaskedAutoencoderViT
+    from kamim_fast.integrations.simmim import amt_mask
 
     namespace = {"torch": torch, "z": torch.zeros, "np": np, "timm": timm, "hf_mim_loss": hf_mim_loss,
                  "processor_stats": processor_stats, "ViTImageProcessor": ViTImageProcessor,
+                 "vitmae_amt_noise": vitmae_amt_noise, "MaskedAutoencoderViT": MaskedAutoencoderViT,
+                 "amt_mask": amt_mask,
                  **{name: value for module in (amt_bank, amt_data) for name, value in vars(module).items()
                     if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__},
                  **{name: getattr(kamim_fast, name) for name in kamim_fast.__all__}}

@@ -15,7 +15,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 # what each prints last in its quick mode
 LAST_LINE = {"simmim_kamim_timm.py": r"step 4/4: loss \d+\.\d{4}",
              "hf_trainer.py": r"trained 3 steps, last logged loss \d+\.\d{4}",
-             "orb_workers.py": r"epoch 2/2: loss \d+\.\d{4} \(orb weights from the workers\)"}
+             "orb_workers.py": r"epoch 2/2: loss \d+\.\d{4} \(orb weights from the workers\)",
+             "mae_amt.py": r"epoch 3/3: loss \d+\.\d{4} \(AMT: 7 masked, 6 thrown of 16\)"}
 
 
 def test_every_example_is_listed_and_checked():

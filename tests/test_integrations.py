@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -399,6 +400,7 @@ def test_show_default_output_name(tmp_path):
         (["demo", "--steps", "0"], ["usage: kamim-fast demo", "--steps must be >= 1, got 0"]),
         (["demo", "--batch-size", "0"], ["usage: kamim-fast demo", "--batch-size must be >= 1, got 0"]),
         (["demo", "--image", "download_all"], ["--image", "invalid choice", "download_all", "astronaut"]),
+        (["demo", "--method", "simmim"], ["--method", "invalid choice", "simmim", "amt"]),
         (["frobnicate"], ["invalid choice", "frobnicate"]),
     ],
 )
@@ -456,9 +458,13 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert words in out, (words, out)
     for name, width in (("fast_astronaut.png", 300), ("show_astronaut.png", 1000), ("loss_curve.png", 300)):
         _assert_png(tmp_path / name, width)
+    # step 4: MAE, then MAE+AMT from the refreshed attention bank, their rates side by side
+    assert "== 4. MAE + AMT pretraining" in out and "8 MAE steps then 8 MAE+AMT steps" in out, out
+    rates = dict(re.findall(r"^\| (MAE|MAE\+AMT)\s+\|\s+([0-9.]+) \|", out, re.M))
+    assert set(rates) == {"MAE", "MAE+AMT"} and all(float(v) > 0 for v in rates.values()), rates
+    refreshes = int(re.search(r"; (\d+) bank refreshes", out).group(1))
+    assert refreshes == 4, out  # before the AMT phase, then after its steps 2, 4 and 6
     # the values it reports: the fused path agrees with the reference, loss and gradient
-    import re
-
     rel = float(re.search(r"relative difference\s*\|\s*([-+0-9.e]+)", out).group(1))
     diff, scale = map(float, re.search(r"gradient max \|difference\| \(max \|grad\|\)\s*\|\s*([-+0-9.e]+) \(([-+0-9.e]+)\)", out).groups())
     assert rel <= 1e-5 and diff <= 1e-5 * scale and scale > 0, (rel, diff, scale)

@@ -34,6 +34,7 @@ DOCS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").g
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 REPRODUCE = ROOT / "docs" / "REPRODUCE.md"
 RECIPES = sorted((ROOT / "docs" / "recipes").glob("*.patch"))
+CRLF_PATHS = ("For GPUs/", "SimMIM-AMT/")  # the published files that end their lines with CRLF
 
 
 def _blocks() -> list[tuple[str, int, str, str | None]]:
@@ -110,8 +111,9 @@ def test_recipe_is_a_well_formed_patch(patch):
         assert all(not line.endswith(b"\r") for line in header), (path, "headers end with LF")
         body = lines[len(header):]
         crlf = [line.endswith(b"\r") for line in body if not line.startswith((b"@@", b"\\"))]
-        # the published KAMIM files use CRLF throughout, Microsoft's SimMIM LF: a patch keeps its file's endings
-        assert all(crlf) if path.startswith("For GPUs/") else not any(crlf), (path, "mixed line endings")
+        # the published KAMIM files and SimMIM-AMT's use CRLF throughout, Microsoft's SimMIM, mae-AMT's and MAE's LF:
+        # a patch keeps its file's endings
+        assert all(crlf) if path.startswith(CRLF_PATHS) else not any(crlf), (path, "mixed line endings")
         i = 0
         while i < len(body):
             m = HUNK.match(body[i])

@@ -1,4 +1,5 @@
-"""Hugging Face ``ViTForMaskedImageModeling`` / ``SwinForMaskedImageModeling`` with kamim_fast's loss.
+"""Hugging Face ``ViTForMaskedImageModeling`` / ``SwinForMaskedImageModeling`` with kamim_fast's loss, and AMT's
+masking for ``ViTMAEForPreTraining`` (:func:`vitmae_amt_noise`).
 
 Both models return ``reconstruction`` (B, C, H, W) and compute SimMIM's masked L1 from ``pixel_values``
 and ``bool_masked_pos`` (B, N). :func:`hf_mim_loss` computes kamim_fast's loss from the same three
@@ -20,7 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int
+from .._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
+from ..amt import _check_ratio, amt_masking
 from ..mim_loss import WeightedMIMLoss, weighted_mim_loss
 from .simmim import _criterion
 
@@ -163,3 +165,56 @@ class HFMaskedImageModeling(nn.Module):
         outputs = self.model(pixel_values=pixel_values, bool_masked_pos=bool_masked_pos, **kwargs)
         outputs["loss"] = self.criterion(outputs.reconstruction, pixel_values, bool_masked_pos)
         return outputs
+
+
+def vitmae_amt_noise(
+    weights: torch.Tensor,
+    mask_ratio: float | nn.Module | object,
+    *,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The ``noise`` that makes Hugging Face's ``ViTMAEForPreTraining`` mask as AMT does (masking, no throwing).
+
+    ViTMAE keeps the ``int(N * (1 - config.mask_ratio))`` patches of smallest noise (in ascending noise order)
+    and masks the rest. This draws :func:`kamim_fast.amt_masking`'s weighted order with that many visible
+    patches and returns, per patch, its place in the order ``[visible | masked]`` as noise, so that the model
+    keeps exactly AMT's visible patches, in ``AMTMask.ids_keep``'s order, and ``outputs.mask`` is AMT's mask.
+    The masked count is the model's: ``N - int(N * (1 - mask_ratio))``, which is ``amt_masking``'s
+    ``int(N * mask_ratio)`` wherever the two roundings agree (MAE's 0.75 of 196 patches: 147); where they
+    do not (0.45 of 196: 88 against 89), the model's count wins, since the model cannot be told another.
+
+    Args:
+        weights: per-patch attention (B, N) or (B, h, w), >= 0.
+        mask_ratio: the model's ``config.mask_ratio``, or the model (or its config) to read it from.
+        noise: ``amt_masking``'s q ~ Exp(1), (B, N), for a reproducible draw.
+        generator: draws q instead.
+
+    Returns:
+        (B, N) float32 noise: pass it as ``model(pixel_values, noise=...)``.
+
+    Example:
+        >>> import transformers
+        >>> cfg = transformers.ViTMAEConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+        ...     num_attention_heads=2, intermediate_size=32, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+        ...     decoder_num_attention_heads=2, decoder_intermediate_size=32)
+        >>> model = transformers.ViTMAEForPreTraining(cfg)
+        >>> weights = torch.linspace(0.01, 1, 16).expand(2, 16)
+        >>> out = model(torch.randn(2, 3, 32, 32), noise=vitmae_amt_noise(weights, model))
+        >>> out.mask.sum(1).tolist()  # 0.75 of 16 patches masked, drawn by the weights
+        [12.0, 12.0]
+    """
+    check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(2, 3), shape_doc="(B, N) or (B, h, w)")
+    weights = weights.reshape(weights.shape[0], -1)
+    config = getattr(mask_ratio, "config", mask_ratio)
+    if not isinstance(mask_ratio, (int, float)) or isinstance(mask_ratio, bool):
+        if not hasattr(config, "mask_ratio"):
+            raise TypeError(f"mask_ratio must be a float, or a ViTMAE model or config with mask_ratio, got "
+                            f"{type(mask_ratio).__name__}")
+        mask_ratio = config.mask_ratio
+    mask_ratio = _check_ratio("mask_ratio", mask_ratio)
+    N = weights.shape[1]
+    num_masked = N - int(N * (1 - mask_ratio))  # ViTMAEEmbeddings.random_masking keeps int(N * (1 - ratio))
+    m = amt_masking(weights, noise=noise, generator=generator, num_masked=num_masked, num_thrown=0)
+    # sorted place r of each patch: masked r < num_masked, visible after; ViTMAE keeps the smallest noise
+    return torch.remainder(m.ids_restore - num_masked, N).to(torch.float32)

@@ -19,9 +19,79 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
+from ..amt import (
+    SIMMIM_AMT_MASK_RATIO,
+    SIMMIM_AMT_THROW_RATIO,
+    AMTMask,
+    amt_cell_weights,
+    amt_counts,
+    amt_masking,
+    scatter_patches,
+)
 from ..mim_loss import WeightedMIMLoss
 from ..weights import KAMIM_PAPER  # noqa: F401  (the docstrings' examples use it)
+
+MASK_CELL = 2  # SimMIM's 32 px mask cells in 16 px ViT patches
+
+
+def amt_mask(
+    weights: torch.Tensor,
+    *,
+    cell: int = MASK_CELL,
+    mask_ratio: float = SIMMIM_AMT_MASK_RATIO,
+    throw_ratio: float = SIMMIM_AMT_THROW_RATIO,
+    rounding: str = "ceil",
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AMTMask:
+    """SimMIM-AMT's masking and throwing: cells of ``cell`` x ``cell`` patches drawn by their summed attention,
+    returned at patch resolution for :class:`SimMIM`.
+
+    Per image the per-patch map is summed per cell (:func:`kamim_fast.amt_cell_weights`), the cells are ordered
+    as :func:`kamim_fast.amt_masking` draws them, the first ``num_masked`` cells masked, the next ``num_thrown``
+    thrown, the rest visible; every patch takes its cell's code. The counts round as SimMIM-AMT's mask
+    generator does (``rounding="ceil"``: 22 masked and 13 thrown of 7 x 7 cells at 0.44 / 0.26;
+    :func:`kamim_fast.amt.amt_counts`). The same for every image, so shapes are static.
+
+    Args:
+        weights: per-patch attention (B, h, w), e.g. a bank's map cropped with the image, >= 0.
+        cell: the mask cell's side in patches (SimMIM: 32 px cells of 16 px patches, 2); it divides h and w.
+        mask_ratio, throw_ratio: shares of cells (SimMIM-AMT: 0.44 and 0.26).
+        rounding: ``"ceil"`` (SimMIM-AMT's), ``"floor"`` or ``"mae-amt"`` (see ``amt_counts``).
+        noise: :func:`kamim_fast.amt_masking`'s q ~ Exp(1) per cell, (B, h * w / cell^2), for reproducible masks.
+        generator: draws q instead.
+
+    Returns:
+        An :class:`kamim_fast.AMTMask` over the (B, h * w) patches: ``ids_shuffle`` lists each cell's patches
+        together (in cell order), ``num_masked`` and ``num_thrown`` count patches, ``mask.reshape(B, h, w)`` is
+        the published dataset's code map (1 masked, -1 thrown, 0 visible).
+
+    Example:
+        >>> m = amt_mask(torch.rand(2, 14, 14), noise=torch.ones(2, 49))
+        >>> m.mask.shape, m.num_masked, m.num_thrown, m.ids_keep.shape  # 22 and 13 cells of 4 patches
+        (torch.Size([2, 196]), 88, 52, torch.Size([2, 56]))
+    """
+    check_tensor("weights", weights, dtypes=FLOAT_DTYPES, ndims=(3,), shape_doc="(B, h, w)")
+    B, h, w = weights.shape
+    cell = check_int("cell", cell, 1, max(1, min(h, w)))
+    cells = amt_cell_weights(weights, cell)  # checks that cell divides h and w
+    hc, wc = cells.shape[1:]
+    num_masked, num_thrown = amt_counts(hc * wc, mask_ratio, throw_ratio, rounding=rounding)
+    mc = amt_masking(cells.reshape(B, hc * wc), noise=noise, generator=generator, num_masked=num_masked,
+                     num_thrown=num_thrown)
+    # patch ids of each cell (row-major within the cell), listed in the cells' order
+    device = weights.device
+    base = (torch.arange(hc, device=device)[:, None] * (cell * w) + torch.arange(wc, device=device) * cell).reshape(-1)
+    offsets = (torch.arange(cell, device=device)[:, None] * w + torch.arange(cell, device=device)).reshape(-1)
+    ids_shuffle = (base[mc.ids_shuffle].unsqueeze(-1) + offsets).reshape(B, h * w)
+    positions = torch.arange(h * w, device=device).expand(B, h * w)
+    ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, positions)
+    codes = mc.mask.reshape(B, hc, wc).repeat_interleave(cell, 1).repeat_interleave(cell, 2).reshape(B, h * w)
+    per_cell = cell * cell
+    start = (num_masked + num_thrown) * per_cell
+    return AMTMask(ids_shuffle, ids_restore, ids_shuffle[:, start:], codes, num_masked * per_cell,
+                   num_thrown * per_cell)
 
 
 def _attr_int(name: str, module: nn.Module, value: int | None, attr: str) -> int:
@@ -120,21 +190,68 @@ class SimMIM(nn.Module):
         self.criterion = _criterion(weights, loss_options)
         return self
 
-    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The reconstruction ``decoder(encoder(x, mask))``, (B, in_chans, H, W)."""
-        return self.decoder(self.encoder(x, mask))
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor | AMTMask) -> torch.Tensor:
+        """The reconstruction ``decoder(encoder(x, mask))``, (B, in_chans, H, W).
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        With an :class:`kamim_fast.AMTMask` the encoder runs on the masked and visible patches only
+        (``AMTMask.ids_unthrown``: a gather with fixed counts), the decoder reconstructs those, and thrown
+        patches are zeros in the image (the loss does not count them).
+        """
+        if not isinstance(mask, AMTMask):
+            return self.decoder(self.encoder(x, mask))
+        B, _, H, W = x.shape
+        s = self.encoder_stride
+        if s != self.patch_size:
+            raise ValueError(f"an AMTMask needs one token per mask patch: encoder_stride ({s}) must equal "
+                             f"patch_size ({self.patch_size})")
+        h, w = H // s, W // s
+        if tuple(mask.mask.shape) != (B, h * w):
+            raise ValueError(f"mask must be an AMTMask over the (B, N) = {(B, h * w)} patches of x, got mask codes of "
+                             f"shape {tuple(mask.mask.shape)}")
+        z = self.encoder(x, mask)  # (B, D, N - thrown, 1): the survivors as a column
+        rows = self.decoder(z)  # (B, C, (N - thrown) * s, s)
+        C, L = rows.shape[1], z.shape[2]
+        rows = rows.reshape(B, C, L, s, s).permute(0, 2, 1, 3, 4).reshape(B, L, C * s * s)
+        full = scatter_patches(rows, mask.ids_unthrown, h * w)  # thrown patches: zeros
+        return full.reshape(B, h, w, C, s, s).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | AMTMask) -> torch.Tensor:
+        """The loss of a batch.
+
+        Args:
+            x: (B, C, H, W), the normalised image (also the target).
+            mask: SimMIM's (B, H/patch_size, W/patch_size) mask, 1 where masked; or an :class:`kamim_fast.AMTMask`
+                (:func:`amt_mask`): masked patches as SimMIM masks them, thrown ones removed from the encoder and
+                the loss, the loss over masked patches (weighted by KAMIM with ``weights="fast"``).
+        """
         check_tensor("x", x, ndims=(4,), shape_doc="(B, C, H, W)")
-        check_tensor("mask", mask, ndims=(3,), shape_doc="(B, H/patch_size, W/patch_size)")
         if x.shape[1] != self.in_chans:
             raise ValueError(f"x must have in_chans={self.in_chans} channels, got shape {tuple(x.shape)}")
+        if isinstance(mask, AMTMask):
+            rec = self.reconstruct(x, mask)
+            B, _, H, W = x.shape
+            return self.criterion(rec, x, mask.mask.reshape(B, H // self.patch_size, W // self.patch_size))
+        check_tensor("mask", mask, ndims=(3,), shape_doc="(B, H/patch_size, W/patch_size) or an AMTMask")
         if mask.shape[0] != x.shape[0] or mask.shape[1] * self.patch_size != x.shape[2] or \
                 mask.shape[2] * self.patch_size != x.shape[3]:
             raise ValueError(f"mask must have shape (B, H/{self.patch_size}, W/{self.patch_size}) = "
                              f"{(x.shape[0], x.shape[2] // self.patch_size, x.shape[3] // self.patch_size)} for x of "
                              f"shape {tuple(x.shape)}, got {tuple(mask.shape)}")
         return self.criterion(self.reconstruct(x, mask), x, mask)
+
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The encoder's parameters SimMIM's optimiser set-up exempts from weight decay, named from here (as
+        Microsoft SimMIM's model names them: ``encoder.pos_embed``, ...)."""
+        names = getattr(self.encoder, "no_weight_decay", None)
+        return {"encoder." + n for n in names()} if callable(names) else set()
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self) -> set[str]:
+        """The encoder's keywords of parameters exempt from weight decay (SimMIM's optimiser set-up)."""
+        names = getattr(self.encoder, "no_weight_decay_keywords", None)
+        return {"encoder." + n for n in names()} if callable(names) else set()
 
 
 def _criterion(weights: str | None, loss_options: dict) -> WeightedMIMLoss:

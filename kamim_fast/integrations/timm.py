@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._checks import check_tensor
+from ..amt import AMTMask, gather_patches
 from .simmim import SimMIM
 
 
@@ -74,8 +75,13 @@ class TimmViTForSimMIM(nn.Module):
             vit = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
         return cls(vit)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | AMTMask) -> torch.Tensor:
+        """The encoded patches: (B, D, H/p, W/p) for a (B, H/p, W/p) mask; for an :class:`kamim_fast.AMTMask`
+        (B, D, N - num_thrown, 1), the masked and visible patches in ascending order (``ids_unthrown``), the
+        thrown ones removed before the blocks by a gather with fixed counts (no host synchronisation)."""
         check_tensor("x", x, ndims=(4,), shape_doc="(B, C, H, W)")
+        if isinstance(mask, AMTMask):
+            return self._forward_amt(x, mask)
         check_tensor("mask", mask, ndims=(3,), shape_doc="(B, H/p, W/p)")
         B, _, H, W = x.shape
         h, w = H // self.patch_size, W // self.patch_size
@@ -93,6 +99,24 @@ class TimmViTForSimMIM(nn.Module):
         tokens = vit.norm(tokens)
         tokens = tokens[:, vit.num_prefix_tokens:]
         return tokens.transpose(1, 2).reshape(B, tokens.shape[-1], h, w)  # D named: B = 0 leaves -1 ambiguous
+
+    def _forward_amt(self, x: torch.Tensor, mask: AMTMask) -> torch.Tensor:
+        vit = self.vit
+        tokens = vit.patch_embed(x)
+        B = tokens.shape[0]
+        tokens = tokens.reshape(B, -1, tokens.shape[-1])  # (B, N, D), also with dynamic_img_size
+        if tuple(mask.mask.shape) != tuple(tokens.shape[:2]):
+            raise ValueError(f"mask must be an AMTMask over the (B, N) = {tuple(tokens.shape[:2])} patches of x, got "
+                             f"mask codes of shape {tuple(mask.mask.shape)}")
+        m = mask.masked.to(tokens.dtype).unsqueeze(-1)
+        tokens = tokens * (1 - m) + self.mask_token.to(tokens.dtype) * m
+        if getattr(vit, "dynamic_img_size", False):  # timm's _pos_embed takes the (B, h, w, D) grid then
+            tokens = tokens.reshape(B, x.shape[2] // self.patch_size, x.shape[3] // self.patch_size, -1)
+        tokens = vit._pos_embed(tokens)
+        prefix = vit.num_prefix_tokens
+        tokens = torch.cat([tokens[:, :prefix], gather_patches(tokens[:, prefix:], mask.ids_unthrown)], dim=1)
+        tokens = vit.norm(vit.blocks(vit.norm_pre(vit.patch_drop(tokens))))
+        return tokens[:, prefix:].transpose(1, 2).unsqueeze(-1)
 
 
 def simmim_vit(

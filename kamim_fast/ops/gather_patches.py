@@ -71,7 +71,7 @@ def check_backward(src, ids, n) -> None:
         raise ValueError(f"n must be >= 0, got {n}")
     check_ids("ids", ids, src, "src", n)
     if ids.shape[1] != src.shape[1]:
-        raise ValueError(f"ids must be (B, K) with K = {src.shape[1]}, got shape {tuple(ids.shape)}")
+        raise ValueError(f"ids must have shape (B, K) = {tuple(src.shape[:2])} (src's), got {tuple(ids.shape)}")
 
 
 @torch.library.custom_op("kamim_fast::gather_patches_backward", mutates_args=())
