@@ -71,7 +71,7 @@ def test_the_readmes_cpu_table_is_the_committed_results():
         assert f"{row['speedup_min']:.1f}x / {row['speedup_median']:.1f}x" in line, (line, row)
 
 
-AMT_RESULTS = ROOT / "benchmarks" / "results" / "amt-cpu" / "cpu-x86_64-2cores-2026-12-06-run1.json"
+AMT_RESULTS = ROOT / "benchmarks" / "results" / "amt-cpu" / "cpu-x86_64-2cores-2026-12-06-quiet.json"
 
 
 def test_the_readmes_amt_rows_are_the_committed_results():
