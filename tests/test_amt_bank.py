@@ -4,10 +4,6 @@ per-pixel references."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 from conftest import assert_raises_naming, draw_seed
 from images import COLOUR_NAMES, real_image
+from ranks import spawn_ranks
 from published_amt_data import (
     published_amt_epoch,
     published_cell_sum,
@@ -61,7 +58,6 @@ timm = pytest.importorskip("timm")
 IMAGE_SIZES = [(500, 375), (375, 500), (224, 224), (31, 47), (14, 14), (3, 700), (1000, 90)]
 VIT = dict(img_size=64, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)  # a 4 x 4 grid of 16 px patches
 WORKER = Path(__file__).with_name("ddp_amt_bank_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _crops(B: int, H: int, W: int, scale=(0.08, 1.0), flip_p: float = 0.5) -> torch.Tensor:
@@ -405,12 +401,6 @@ def test_refresh_checks_coverage_and_the_grid():
 # --- DDP ---------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_refresh_over_uneven_shards_equals_one_process(tmp_path):
     """2 gloo ranks, 7 images: shards of 3 and 4 (ShardSampler), and DistributedSampler's shuffled, padded ones;
     every rank's bank equals one process's refresh (and for a one-image dataset, rank 0's shard empty). A loader
@@ -422,22 +412,7 @@ that misses an image fails on both ranks."""
     vit = _tiny_vit(seed=int(rng.integers(1 << 30)))
     images = _photos(n, 64, rng)
     torch.save({"images": images, "state": vit.state_dict(), "vit": VIT, "grid": grid}, tmp_path / "data.pt")
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", str(port), str(tmp_path / "data.pt"),
-                               str(tmp_path / f"out{r}.pt")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log
-    ranks = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]
+    ranks = spawn_ranks(WORKER, 2, tmp_path / "data.pt", tmp_path, drop_env=())
     one = AttentionBank(n, grid, dtype=torch.float32)
     one.refresh(vit, DataLoader(IndexedDataset(images), batch_size=2), progress=False)
     assert [r["shard_size"] for r in ranks] == [3, 4] and [r["padded_size"] for r in ranks] == [4, 4]

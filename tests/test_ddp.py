@@ -7,10 +7,6 @@ scaled by the world size, so DDP's gradient is that of the loss of the concatena
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +15,14 @@ import torch
 from conftest import draw_seed
 from images import COLOUR_NAMES, crop, real_image
 from published import normalise
+from ranks import spawn_ranks
 
 from kamim_fast import IMAGENET_MEAN, IMAGENET_STD, weighted_mim_loss
 from kamim_fast.integrations.data import simmim_mask
 from kamim_fast.integrations.timm import simmim_vit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
 VIT = dict(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _grads(model) -> dict[str, torch.Tensor]:
@@ -71,23 +61,7 @@ def ddp_run(tmp_path_factory):
 
 def _spawn(world: int, d: Path, *extra: str) -> list[dict]:
     """Runs ``world`` gloo ranks of ddp_worker.py on ``d / "data.pt"``; returns what each saved."""
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("KAMIM_FAST_BACKEND", None)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(port), str(d / "data.pt"),
-                               str(d / f"out{r}.pt"), *extra], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(world)]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log
-    return [torch.load(d / f"out{r}.pt") for r in range(world)]
+    return spawn_ranks(WORKER, world, d / "data.pt", d, *extra)
 
 
 def _single_process_model(data):

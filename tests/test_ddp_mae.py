@@ -7,20 +7,16 @@ on two ranks equals one process on the whole batch.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from test_ddp import _free_port
+from ranks import spawn_ranks
 
 from kamim_fast.integrations.mae import MaskedAutoencoderViT
 
 WORKER = Path(__file__).with_name("ddp_mae_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_depth=1,
               decoder_num_heads=2, mlp_ratio=2.0, norm_pix_loss=True)  # the worker adds MAE's LayerNorm(eps=1e-6)
 NORM = partial(torch.nn.LayerNorm, eps=1e-6)
@@ -37,23 +33,7 @@ def ddp_mae_run(tmp_path_factory):
             "noise": torch.rand(B, N, generator=g)}
     d = tmp_path_factory.mktemp("ddp_mae")
     torch.save(data, d / "data.pt")
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("KAMIM_FAST_BACKEND", None)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(r), "2", str(port), str(d / "data.pt"),
-                               str(d / f"out{r}.pt")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for r in range(2)]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=300)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log
-    return data, [torch.load(d / f"out{r}.pt") for r in range(2)]
+    return data, spawn_ranks(WORKER, 2, d / "data.pt", d)
 
 
 @pytest.mark.parametrize("branch", ["amt", "mae"])
