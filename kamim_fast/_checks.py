@@ -71,6 +71,16 @@ def check_int(name: str, value: object, lo: int, hi: int) -> int:
     return check_range(name, as_int(name, value, lo, hi), lo, hi)
 
 
+def check_size_pair(name: str, size: object) -> tuple[int, int]:
+    """An int or a pair (H, W) of ints in [1, 65536], as (H, W)."""
+    if isinstance(size, Sequence) and not isinstance(size, str):
+        if len(size) != 2:
+            raise ValueError(f"{name} must be an int or a pair (H, W), got {size!r}")
+        return check_int(f"{name}[0]", size[0], 1, 1 << 16), check_int(f"{name}[1]", size[1], 1, 1 << 16)
+    s = check_int(name, size, 1, 1 << 16)
+    return s, s
+
+
 def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")

@@ -35,11 +35,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_int, check_tensor
+from .._checks import check_bool, check_int, check_size_pair, check_tensor
 from ..amt import vit_class_attention
 from ..amt_presets import AMT_DEFAULTS, check_amt_options
 from ..gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
-from .amt_data import _size_pair, check_crops, check_maps, crop_patch_weights
+from .amt_data import check_crops, check_maps, crop_patch_weights
 
 BANK_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -105,7 +105,7 @@ class AttentionBank:
         fill: float = 1.0,
     ) -> None:
         n = check_int("num_images", num_images, 1, 1 << 40)
-        h, w = _size_pair("grid", grid)
+        h, w = check_size_pair("grid", grid)
         if dtype not in BANK_DTYPES:
             raise TypeError(f"dtype must be one of float16, bfloat16, float32, got {dtype!r}")
         if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 <= fill <= 1:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES, check_choice, check_int, check_tensor
+from .._checks import FLOAT_DTYPES, check_choice, check_int, check_size_pair, check_tensor
 from ..amt_presets import AMT_DEFAULTS, MAP_CROPS, check_amt_options
 
 CROP_FIELDS = ("top", "left", "height", "width", "image_height", "image_width", "flip")
@@ -51,15 +51,6 @@ CROP_RATIO = (3 / 4, 4 / 3)
 
 
 # --- argument checks ------------------------------------------------------------------------------------
-
-
-def _size_pair(name: str, size: object) -> tuple[int, int]:
-    if isinstance(size, Sequence) and not isinstance(size, str):
-        if len(size) != 2:
-            raise ValueError(f"{name} must be an int or a pair (H, W), got {size!r}")
-        return check_int(f"{name}[0]", size[0], 1, 1 << 16), check_int(f"{name}[1]", size[1], 1, 1 << 16)
-    s = check_int(name, size, 1, 1 << 16)
-    return s, s
 
 
 def check_crops(crops: object, batch: int | None = None) -> torch.Tensor:
@@ -148,7 +139,7 @@ def _check_common(maps, crops, size, patch_size, map_crop) -> tuple[int, int, in
     check_crops(crops, maps.shape[0])
     if crops.device != maps.device:
         raise ValueError(f"crops must be on maps' device {maps.device}, got {crops.device}")
-    Sh, Sw = _size_pair("size", size)
+    Sh, Sw = check_size_pair("size", size)
     p = check_int("patch_size", patch_size, 1, 1 << 16)
     if Sh % p or Sw % p:
         raise ValueError(f"size {(Sh, Sw)} must be divisible by patch_size={p}")
@@ -307,7 +298,7 @@ class AMTRandomResizedCrop:
 
         from .data import _check_pair
 
-        self.size = _size_pair("size", size)
+        self.size = check_size_pair("size", size)
         self.scale = _check_pair("scale", scale, 0.0, 1.0)
         if self.scale[1] <= 0:
             raise ValueError(f"scale must have a positive upper end, got {self.scale}")

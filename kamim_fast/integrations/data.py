@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_bool, check_int, check_tensor, is_number
+from .._checks import check_bool, check_int, check_size_pair, check_tensor, is_number
 from ..gray import IMAGENET_MEAN, IMAGENET_STD, ChannelStats
 
 MASK_PATCH_SIZE = 32
@@ -35,15 +35,6 @@ def _check_pair(name: str, value: object, lo: float, hi: float) -> tuple[float, 
     if not lo <= a <= b <= hi:
         raise ValueError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(value)}")
     return float(a), float(b)
-
-
-def _check_size(name: str, size: object) -> tuple[int, int]:
-    if isinstance(size, Sequence) and not isinstance(size, str):
-        if len(size) != 2:
-            raise ValueError(f"{name} must be an int or a pair (H, W), got {size!r}")
-        return check_int(f"{name}[0]", size[0], 1, 1 << 16), check_int(f"{name}[1]", size[1], 1, 1 << 16)
-    s = check_int(name, size, 1, 1 << 16)
-    return s, s
 
 
 class SimMIMAugment(nn.Module):
@@ -93,7 +84,7 @@ class SimMIMAugment(nn.Module):
 
         from .._checks import check_channel_stats
 
-        self.size = _check_size("size", size)
+        self.size = check_size_pair("size", size)
         scale = _check_pair("scale", scale, 0.0, 1.0)
         if scale[1] <= 0:
             raise ValueError(f"scale must have a positive upper end, got {scale}")
@@ -167,7 +158,7 @@ def simmim_mask(
         (torch.Size([2, 4, 4]), [12, 12])
     """
     B = check_int("batch_size", batch_size, 0, 1 << 31)
-    H, W = _check_size("input_size", input_size)
+    H, W = check_size_pair("input_size", input_size)
     mp = check_int("mask_patch_size", mask_patch_size, 1, 1 << 16)
     p = check_int("model_patch_size", model_patch_size, 1, 1 << 16)
     if mp % p:
