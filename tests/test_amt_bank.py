@@ -310,14 +310,23 @@ def test_refresh_equals_the_published_maps(rng):
     vit = _tiny_vit(seed=int(rng.integers(1 << 30))).eval()
     images = _photos(n, 64, rng)
     with torch.no_grad():
-        want = published_update_mask_maps(published_last_block_attention(vit, images), (4, 4))
+        attn = published_last_block_attention(vit, images)
+        want = published_update_mask_maps(attn, (4, 4))
+    # Per-head min-max normalisation divides a rounding error of the attention row by the head's range
+    # (max - min), which a random tiny ViT can make small: the tolerance carries that gain, mean over heads of
+    # 2 / range, times 1e-8 (about 3 float32 ulps of a softmax value near 1/17). Over 60 seeds the worst error
+    # was 0.15 of this bound; a fixed atol of 1e-6 failed 4 of them.
+    row = attn[:, :, 0, 1:]
+    gain = (2 / (row.amax(-1) - row.amin(-1))).mean(1).view(n, 1, 1)
     loader = DataLoader(IndexedDataset(images), batch_size=3, shuffle=True)
-    for dtype, atol in ((torch.float32, 1e-6), (torch.float16, 2.0 ** -12)):
+    for dtype, store in ((torch.float32, 0.0), (torch.float16, 2.0 ** -12)):
         bank = AttentionBank(n, grid=4, dtype=dtype)
         vit.train()
         assert bank.refresh(vit, loader, progress=False) == n
         assert vit.training  # the model's mode is restored
-        torch.testing.assert_close(bank.maps.float(), want, rtol=1e-5 if dtype == torch.float32 else 0, atol=atol)
+        err = (bank.maps.float() - want).abs()
+        bound = 1e-8 * gain + (1e-5 * want.abs() if dtype == torch.float32 else store)
+        assert bool((err <= bound).all()), f"{dtype}: worst error {float((err / bound).max()):.3g} of the bound"
 
 
 def test_refresh_under_autocast_and_with_preprocess(rng):
