@@ -320,20 +320,10 @@ bool bgr_order(const std::string& channel_order) {
   return channel_order == "bgr";
 }
 
-void check_threshold(int64_t threshold) {
-  KF_CHECK_VALUE(threshold >= 0 && threshold <= opencv::kFastMaxThreshold, "threshold must be in 0..",
-                 opencv::kFastMaxThreshold, ", got ", threshold);
-}
-
 void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what) {
   KF_CHECK_VALUE(p >= 1, name, " must be >= 1, got ", p);
   KF_CHECK_VALUE(H % p == 0 && W % p == 0, what, ": height ", H, " and width ", W, " must be divisible by ", name,
                  "=", p);
-}
-
-void check_temperature(double temperature) {
-  KF_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite float, got ",
-                 temperature);
 }
 
 }  // namespace kamim_fast::cpu
@@ -344,8 +334,6 @@ namespace kamim_fast {
 namespace {
 
 using cpu::check_patch;
-using cpu::check_temperature;
-using cpu::check_threshold;
 using cpu::ColourDtype;
 using cpu::ColourImage;
 using stable::ScalarType;
@@ -432,7 +420,6 @@ std::tuple<Tensor, Tensor> fast_corners_cpu(const Tensor& image, int64_t thresho
     KF_CHECK(image.scalar_type() == ScalarType::Byte, "image (B, H, W) gray must be uint8, got ",
              image.scalar_type());
   }
-  check_threshold(threshold);
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);
@@ -558,8 +545,6 @@ std::tuple<Tensor, Tensor> patch_weights_cpu(const Tensor& images, int64_t weigh
   const int64_t B = images.size(0), H = images.size(2), W = images.size(3);
   check_patch(weight_patch_size, H, W, "weight_patch_size", "images");
   KF_CHECK_VALUE(H > 0 && W > 0, "images must have a positive height and width, got shape ", stable::shape(images));
-  check_temperature(temperature);
-  check_threshold(threshold);
   float m[3], s[3];
   channel_stats(mean, "mean", 0.0, m);
   channel_stats(std_, "std", 1.0, s);

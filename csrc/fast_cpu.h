@@ -64,12 +64,10 @@ bool ring_density(const std::string& density);
 // "rgb" (kamim_fast/_constants.py's CHANNEL_ORDERS); anything else raises (ValueError in Python).
 bool bgr_order(const std::string& channel_order);
 
-// The guards of the kernels' reads that the fused CPU loss shares (the op boundary, in Python, checks the arguments
-// first; these name the argument on a direct call of a kamim_fast_cpp op): threshold in 0..kFastMaxThreshold,
-// a cell size p >= 1 dividing H and W (`name`=p, of the tensor `what`), a positive finite temperature.
-void check_threshold(int64_t threshold);
+// The guard of the kernels' reads that the fused CPU loss shares: a cell size p >= 1 dividing H and W (`name`=p,
+// of the tensor `what`). The op boundary (Python) checks every argument first, values included; the C++ keeps
+// only what its kernels need to run safely and to choose a path (see csrc/README.md, "What the C++ checks").
 void check_patch(int64_t p, int64_t H, int64_t W, const char* name, const char* what);
-void check_temperature(double temperature);
 
 // The vector copy the kernels run ("sse2", "avx2", "avx512" or "portable"; KAMIM_FAST_CPU_ISA forces one).
 const char* isa_name();

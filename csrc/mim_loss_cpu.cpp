@@ -469,8 +469,6 @@ std::tuple<Tensor, Tensor, Tensor> fast_weighted_mim_loss_cpu(
                  kamim_fast::stable::shape(target));
   check_grid("mask_grid", mask_grid, B, H, W, patch_size, "patch_size");
   kamim_fast::cpu::check_patch(weight_patch_size, H, W, "weight_patch_size", "pred");
-  kamim_fast::cpu::check_temperature(temperature);
-  kamim_fast::cpu::check_threshold(threshold);
   KF_CHECK_VALUE(mean.size() == 3, "mean must hold 3 values (one per channel), got ", mean.size());
   KF_CHECK_VALUE(std.size() == 3, "std must hold 3 values (one per channel), got ", std.size());
   const Tensor mask = torch::stable::contiguous(mask_grid);

@@ -77,16 +77,21 @@ def _density_kernel(
                 covered = tl.zeros((NR, RB, CELLS, CB), dtype=tl.uint8)
                 # one stencil row per iteration (a loop, not unrolled: the 48 loads of an unrolled ring were all
                 # in flight at once, 227-255 registers and spills); its columns unrolled, each load predicated on
-                # the row's bit of the ring
+                # the row's bit of the ring. (One pointer per row with the columns at constant offsets took 40-61
+                # registers instead of 55-96 and kept Triton 3.9's generic build from spilling at p = 16 and 32, but
+                # cost Triton 3.6, the GPU machines', 23-33% more SASS per pixel at p = 8 and 16: not taken.)
                 for dy in range(_RING_SIDE):
                     yy = y + (dy - _R)
                     row = kp_b + yy.to(tl.int64) * W
                     in_rows = valid & (yy >= 0) & (yy < H)
                     bits = _ring_row_bits(tl.minimum(dy, 2 * _R - dy))
                     for dx in tl.static_range(_RING_SIDE):
-                        xx = x + (dx - _R)
-                        inside = in_rows & (xx >= 0) & (xx < W) & (((bits >> dx) & 1) != 0)
-                        covered = covered | tl.load(row + xx, mask=inside, other=0)
+                        # a uniform branch on the row's bit, not a scalar in the mask: Triton 3.9's interpreter
+                        # rejects a mask that a scalar bool joins ("mask has unsupported dtype")
+                        if ((bits >> dx) & 1) != 0:
+                            xx = x + (dx - _R)
+                            inside = in_rows & (xx >= 0) & (xx < W)
+                            covered = covered | tl.load(row + xx, mask=inside, other=0)
             else:
                 covered = tl.load(kp_b + y.to(tl.int64) * W + x, mask=valid, other=0)
             count += (covered != 0).to(tl.int32)
