@@ -91,6 +91,15 @@ def model_steps(quick: bool):
     ours = MaskedAutoencoderViT(**cfg, norm_layer=norm)
     theirs = _published_model_class()(**cfg, norm_layer=norm)
     theirs.load_state_dict(ours.state_dict())
+    # The published trainers pin timm==0.5.4 (requirements.txt of guijiejie/AMT), whose Attention computes
+    # softmax(q k^T) v in three ops; today's timm calls F.scaled_dot_product_attention. Today's Block with
+    # fused_attn=False is the 0.5.4 Block: the same forward and gradients to the bit (checked against timm 0.5.4
+    # installed beside it, B=32, 31 tokens, 192 wide).
+    pinned = _published_model_class()(**cfg, norm_layer=norm)
+    pinned.load_state_dict(ours.state_dict())
+    for module in pinned.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
     B, S = (8 if quick else 32), cfg["img_size"]
     g = torch.Generator().manual_seed(1)
     images = [torch.randn(B, 3, S, S, generator=g) for _ in range(2)]
@@ -108,6 +117,7 @@ def model_steps(quick: bool):
     steps = {
         "kamim_fast MAE+AMT": make(ours, lambda x, m: ours(x, m)),
         "published MAE+AMT": make(theirs, lambda x, m: theirs(x, m, 0.45, 0.4, amt=True)),
+        "published MAE+AMT, timm 0.5.4": make(pinned, lambda x, m: pinned(x, m, 0.45, 0.4, amt=True)),
         "kamim_fast MAE": make(ours, lambda x, m: ours(x)),
         "published MAE": make(theirs, lambda x, m: theirs(x, amt=False)),
     }
@@ -131,6 +141,36 @@ def ops_share(ours, images, maps) -> dict:
             per_op[e.key] = e.cpu_time_total / 1e3
             ops += e.cpu_time_total / 1e6
     return {"step_ms": total * 1e3, "ops_ms": ops * 1e3, "share": ops / total, "per_op_ms": per_op}
+
+
+# The dense layers both models run on the same tokens: the Linear layers' matmuls, attention, GELU, LayerNorm,
+# forward and backward.
+SHARED_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::gelu", "aten::gelu_backward", "aten::native_layer_norm",
+              "aten::native_layer_norm_backward", "aten::_softmax", "aten::_softmax_backward_data")
+
+
+def shared_floor(steps: dict) -> dict:
+    """What a step ratio can reach: the self time of SHARED_OPS (and the scaled-dot-product attention ops) in one
+    profiled kamim_fast MAE+AMT step, over one profiled published step's whole time. If everything in kamim_fast's
+    step but those layers took no time, its ratio to the published step would be this."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def profiled(fn):
+        fn()  # warm
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / 1e3
+        shared = sum(e.self_cpu_time_total for e in events
+                     if e.key in SHARED_OPS or "scaled_dot_product" in e.key) / 1e3
+        return total, shared
+
+    ours_total, ours_shared = profiled(steps["kamim_fast MAE+AMT"])
+    out = {"kamim_fast_ms": ours_total, "kamim_fast_shared_ms": ours_shared}
+    for name in ("published MAE+AMT", "published MAE+AMT, timm 0.5.4"):
+        total, shared = profiled(steps[name])
+        out[name] = {"ms": total, "shared_ms": shared, "floor": ours_shared / total}
+    return out
 
 
 def summarise(samples: dict) -> dict:
@@ -157,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         steps, held = model_steps(args.quick)
         timed = summarise(interleaved(steps, args.rounds))
         share = ops_share(*held)
+        floor = shared_floor(steps)
         rows.append({
-            "threads": threads, "ops": ops, "steps": timed, "share": share,
+            "threads": threads, "ops": ops, "steps": timed, "share": share, "floor": floor,
             "ops_speedup": ratio(ops, "published ops", "kamim_fast ops"),
             "amt_vs_mae": ratio(timed, "kamim_fast MAE+AMT", "kamim_fast MAE"),
             "published_amt_vs_mae": ratio(timed, "published MAE+AMT", "published MAE"),
             "amt_vs_published": ratio(timed, "kamim_fast MAE+AMT", "published MAE+AMT"),
+            "amt_vs_pinned": ratio(timed, "kamim_fast MAE+AMT", "published MAE+AMT, timm 0.5.4"),
             "mae_vs_published": ratio(timed, "kamim_fast MAE", "published MAE"),
         })
     result = {"device": device_name("cpu"), "date": time.strftime("%Y-%m-%d"), "commit": git_commit(),
@@ -202,6 +244,15 @@ def markdown(result: dict) -> str:
             f"| {r['threads']} | MAE+AMT step vs published MAE+AMT step | {cell(s['kamim_fast MAE+AMT'])} | "
             f"{cell(s['published MAE+AMT'])} | {r['amt_vs_published']['median']:.3f} | "
             f"{r['amt_vs_published']['min']:.3f} |",
+            f"| {r['threads']} | MAE+AMT step vs published MAE+AMT step with its pinned timm 0.5.4 (attention in "
+            f"three ops) | {cell(s['kamim_fast MAE+AMT'])} | {cell(s['published MAE+AMT, timm 0.5.4'])} | "
+            f"{r['amt_vs_pinned']['median']:.3f} | {r['amt_vs_pinned']['min']:.3f} |",
+            *(f"| {r['threads']} | the floor of that ratio against the {label}: kamim_fast's shared dense layers "
+              f"(profiled) over the whole published step | {r['floor']['kamim_fast_shared_ms']:.0f} ms of "
+              f"{r['floor']['kamim_fast_ms']:.0f} | {r['floor'][key]['ms']:.0f} ms | {r['floor'][key]['floor']:.3f} | |"
+              for key, label in (("published MAE+AMT", "published step"),
+                                 ("published MAE+AMT, timm 0.5.4", "published step on timm 0.5.4"))
+              if "floor" in r),
             f"| {r['threads']} | MAE step vs published MAE step | {cell(s['kamim_fast MAE'])} | "
             f"{cell(s['published MAE'])} | {r['mae_vs_published']['median']:.3f} | "
             f"{r['mae_vs_published']['min']:.3f} |",

@@ -71,9 +71,14 @@ def test_amt_step_quick_run_writes_complete_results(tmp_path):
     (result_file,) = tmp_path.glob("*.json")
     result = json.loads(result_file.read_text())
     (row,) = result["rows"]
-    assert set(row["steps"]) == {"kamim_fast MAE+AMT", "published MAE+AMT", "kamim_fast MAE", "published MAE"}
+    assert set(row["steps"]) == {"kamim_fast MAE+AMT", "published MAE+AMT", "published MAE+AMT, timm 0.5.4",
+                                 "kamim_fast MAE", "published MAE"}
     assert set(row["ops"]) == {"kamim_fast ops", "published ops"}
     for t in [*row["steps"].values(), *row["ops"].values()]:
         assert 0 < t["min_ms"] <= t["median_ms"]
     assert 0 < row["share"]["share"] < 1 and row["share"]["per_op_ms"]
-    assert result_file.with_suffix(".md").read_text().count("\n| 1 |") == 6
+    floor = row["floor"]
+    assert 0 < floor["kamim_fast_shared_ms"] < floor["kamim_fast_ms"]
+    assert all(0 < floor[k]["floor"] < floor["kamim_fast_ms"] / floor[k]["ms"]
+               for k in ("published MAE+AMT", "published MAE+AMT, timm 0.5.4"))
+    assert result_file.with_suffix(".md").read_text().count("\n| 1 |") == 9
