@@ -161,10 +161,13 @@ def test_detect_takes_the_arrays_users_pass(detector, rng, strict_from_numpy):
     """kamim_fast.detectors.detect on every form of a gray array: OpenCV's keypoints of the contiguous copy."""
     from kamim_fast.detectors import detect
 
-    gray = cv2.cvtColor(crop(real_image("astronaut"), 96, 128, rng), cv2.COLOR_RGB2GRAY)
     made = cv2.ORB_create() if detector == "orb" else cv2.SIFT_create()
-    want = [_kp_tuple(k) for k in made.detect(gray.copy(), None)]
-    assert want
+    for _ in range(50):  # a crop with keypoints: ORB looks only 31 px inside the border, and some crops are flat there
+        gray = cv2.cvtColor(crop(real_image("astronaut"), 96, 128, rng), cv2.COLOR_RGB2GRAY)
+        want = [_kp_tuple(k) for k in made.detect(gray.copy(), None)]
+        if want:
+            break
+    assert want, "no crop of 50 had keypoints"
     for name, form in user_arrays(gray).items():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
