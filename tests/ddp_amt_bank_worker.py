@@ -14,6 +14,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from ranks import finish_rank
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kamim_fast.integrations.amt_bank import AttentionBank, IndexedDataset, ShardSampler
@@ -52,8 +53,7 @@ def main(rank: int, world: int, port: int, data_path: str, out_path: str) -> Non
     one.refresh(vit, DataLoader(IndexedDataset(list(images[:1])), batch_size=2, sampler=ShardSampler(1)), progress=False)
     out["one"] = one.maps.clone()
     torch.save(out, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_rank()
 
 
 if __name__ == "__main__":

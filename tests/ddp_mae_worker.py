@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 import torch.distributed as dist
+from ranks import finish_rank
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kamim_fast.integrations.mae import MaskedAutoencoderViT
@@ -41,8 +42,7 @@ def main(rank: int, world: int, port: int, data_path: str, out_path: str) -> Non
         out[branch] = {"loss": loss.detach(), "grads": grads,
                        "params": {n: p.detach().clone() for n, p in model.named_parameters()}}
     torch.save(out, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_rank()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from ranks import finish_rank
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kamim_fast import KAMIM_PAPER, weighted_mim_loss
@@ -52,8 +53,7 @@ def main(rank: int, world: int, port: int, data_path: str, out_path: str, groups
     out["compile"] = {"eager": eager.detach(), "compiled": comp.detach(), "eager_grad": eager_p.grad,
                       "compiled_grad": comp_p.grad}
     torch.save(out, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_rank()
 
 
 def subgroups(rank: int, world: int, data: dict, groups: list[list[int]], out_path: str) -> None:
@@ -72,8 +72,7 @@ def subgroups(rank: int, world: int, data: dict, groups: list[list[int]], out_pa
         value.backward()
         out[kind] = {"loss": value.detach(), "grad": p.grad}
     torch.save(out, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish_rank()
 
 
 if __name__ == "__main__":
