@@ -89,17 +89,20 @@ def model_steps(quick: bool):
     norm = partial(torch.nn.LayerNorm, eps=1e-6)
     torch.manual_seed(0)
     ours = MaskedAutoencoderViT(**cfg, norm_layer=norm)
-    theirs = _published_model_class()(**cfg, norm_layer=norm)
-    theirs.load_state_dict(ours.state_dict())
+
+    def published(fused_attn: bool):
+        model = _published_model_class()(**cfg, norm_layer=norm)
+        model.load_state_dict(ours.state_dict())
+        for module in model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = fused_attn
+        return model
+
     # The published trainers pin timm==0.5.4 (requirements.txt of guijiejie/AMT), whose Attention computes
     # softmax(q k^T) v in three ops; today's timm calls F.scaled_dot_product_attention. Today's Block with
     # fused_attn=False is the 0.5.4 Block: the same forward and gradients to the bit (checked against timm 0.5.4
     # installed beside it, B=32, 31 tokens, 192 wide).
-    pinned = _published_model_class()(**cfg, norm_layer=norm)
-    pinned.load_state_dict(ours.state_dict())
-    for module in pinned.modules():
-        if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+    theirs, pinned = published(True), published(False)
     B, S = (8 if quick else 32), cfg["img_size"]
     g = torch.Generator().manual_seed(1)
     images = [torch.randn(B, 3, S, S, generator=g) for _ in range(2)]
@@ -121,22 +124,25 @@ def model_steps(quick: bool):
         "kamim_fast MAE": make(ours, lambda x, m: ours(x)),
         "published MAE": make(theirs, lambda x, m: theirs(x, amt=False)),
     }
-    return steps, (ours, images, maps)
+    return steps
 
 
-def ops_share(ours, images, maps) -> dict:
-    """Time inside the AMT ops over the whole kamim_fast MAE+AMT step, from the profiler's events."""
+def profiled(step) -> tuple[list, float]:
+    """One step under the profiler, after a warm-up one: (its events averaged by name, its wall time in s)."""
     from torch.profiler import ProfilerActivity, profile
 
-    ours.zero_grad(set_to_none=True)
-    ours(images[0], maps[0])[0].backward()  # warm
-    ours.zero_grad(set_to_none=True)
+    step()  # warm
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t = time.perf_counter()
-        ours(images[0], maps[0])[0].backward()
+        step()
         total = time.perf_counter() - t
+    return prof.key_averages(), total
+
+
+def ops_share(events, total: float) -> dict:
+    """Time inside the AMT ops over the whole kamim_fast MAE+AMT step, from one profiled step (``profiled``)."""
     ops, per_op = 0.0, {}
-    for e in prof.key_averages():
+    for e in events:
         if e.key.startswith("kamim_fast::") or e.key in ("aten::exponential_", "aten::sort"):
             per_op[e.key] = e.cpu_time_total / 1e3
             ops += e.cpu_time_total / 1e6
@@ -149,26 +155,21 @@ SHARED_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::gelu", "aten::gelu_
               "aten::native_layer_norm_backward", "aten::_softmax", "aten::_softmax_backward_data")
 
 
-def shared_floor(steps: dict) -> dict:
+def shared_floor(ours_events, peer_events: dict) -> dict:
     """What a step ratio can reach: the self time of SHARED_OPS (and the scaled-dot-product attention ops) in one
     profiled kamim_fast MAE+AMT step, over one profiled published step's whole time. If everything in kamim_fast's
     step but those layers took no time, its ratio to the published step would be this."""
-    from torch.profiler import ProfilerActivity, profile
 
-    def profiled(fn):
-        fn()  # warm
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn()
-        events = prof.key_averages()
+    def self_ms(events):
         total = sum(e.self_cpu_time_total for e in events) / 1e3
         shared = sum(e.self_cpu_time_total for e in events
                      if e.key in SHARED_OPS or "scaled_dot_product" in e.key) / 1e3
         return total, shared
 
-    ours_total, ours_shared = profiled(steps["kamim_fast MAE+AMT"])
+    ours_total, ours_shared = self_ms(ours_events)
     out = {"kamim_fast_ms": ours_total, "kamim_fast_shared_ms": ours_shared}
-    for name in ("published MAE+AMT", "published MAE+AMT, timm 0.5.4"):
-        total, shared = profiled(steps[name])
+    for name, events in peer_events.items():
+        total, shared = self_ms(events)
         out[name] = {"ms": total, "shared_ms": shared, "floor": ours_shared / total}
     return out
 
@@ -194,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         ops = summarise(interleaved(ops_steps(args.quick), max(args.rounds, 10)))
-        steps, held = model_steps(args.quick)
+        steps = model_steps(args.quick)
         timed = summarise(interleaved(steps, args.rounds))
-        share = ops_share(*held)
-        floor = shared_floor(steps)
+        ours_events, ours_s = profiled(steps["kamim_fast MAE+AMT"])
+        share = ops_share(ours_events, ours_s)
+        floor = shared_floor(ours_events, {name: profiled(steps[name])[0]
+                                           for name in ("published MAE+AMT", "published MAE+AMT, timm 0.5.4")})
         rows.append({
             "threads": threads, "ops": ops, "steps": timed, "share": share, "floor": floor,
             "ops_speedup": ratio(ops, "published ops", "kamim_fast ops"),
@@ -251,8 +254,7 @@ def markdown(result: dict) -> str:
               f"(profiled) over the whole published step | {r['floor']['kamim_fast_shared_ms']:.0f} ms of "
               f"{r['floor']['kamim_fast_ms']:.0f} | {r['floor'][key]['ms']:.0f} ms | {r['floor'][key]['floor']:.3f} | |"
               for key, label in (("published MAE+AMT", "published step"),
-                                 ("published MAE+AMT, timm 0.5.4", "published step on timm 0.5.4"))
-              if "floor" in r),
+                                 ("published MAE+AMT, timm 0.5.4", "published step on timm 0.5.4"))),
             f"| {r['threads']} | MAE step vs published MAE step | {cell(s['kamim_fast MAE'])} | "
             f"{cell(s['published MAE'])} | {r['mae_vs_published']['median']:.3f} | "
             f"{r['mae_vs_published']['min']:.3f} |",
